@@ -1,0 +1,185 @@
+//! A job's configuration: Flink's option names (`SET 'key' = 'value'`), typed, with defaults in
+//! one place.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::keygroup::DEFAULT_MAX_PARALLELISM;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("invalid value '{value}' for '{key}': {reason}")]
+    InvalidValue { key: String, value: String, reason: String },
+}
+
+/// The options Weir understands. Others are kept (so scripts written for Flink run unchanged)
+/// and reported by [`JobConfig::unknown_keys`].
+pub const KNOWN_KEYS: &[&str] = &[
+    "parallelism.default",
+    "pipeline.max-parallelism",
+    "pipeline.name",
+    "table.local-time-zone",
+    "table.exec.source.idle-timeout",
+    "execution.runtime-mode",
+    "execution.checkpointing.interval",
+    "execution.checkpointing.unaligned",
+    "execution.checkpointing.tolerable-failed-checkpoints",
+    "execution.savepoint.path",
+    "execution.batch-shuffle-mode",
+    "state.checkpoints.dir",
+    "state.checkpoints.num-retained",
+    "table.exec.state.ttl",
+    "sql-client.execution.result-mode",
+    "table.exec.mini-batch.enabled",
+    "table.exec.mini-batch.allow-latency",
+    "table.exec.mini-batch.size",
+];
+
+#[derive(Clone, Debug)]
+pub struct JobConfig {
+    pub values: BTreeMap<String, String>,
+    /// Keys set on the command line: a `SET` in the script does not override them.
+    pub pinned: Vec<String>,
+    pub parallelism: u32,
+    pub max_parallelism: u32,
+    pub checkpoint_interval: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            values: BTreeMap::new(),
+            pinned: Vec::new(),
+            parallelism: 1,
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            checkpoint_interval: None,
+            idle_timeout: None,
+        }
+    }
+}
+
+impl JobConfig {
+    /// Keeps `key`'s current value when a script later sets it.
+    pub fn pin(&mut self, key: &str) {
+        self.pinned.push(key.to_string());
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        if self.pinned.iter().any(|k| k == key) && self.values.contains_key(key) {
+            return Ok(());
+        }
+        let invalid = |reason: &str| ConfigError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        match key {
+            "parallelism.default" => {
+                self.parallelism = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|p| *p >= 1)
+                    .ok_or_else(|| invalid("expected a positive integer"))?;
+            }
+            "pipeline.max-parallelism" => {
+                self.max_parallelism = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|p| (1..=32768).contains(p))
+                    .ok_or_else(|| invalid("expected an integer between 1 and 32768"))?;
+            }
+            "execution.checkpointing.interval" => {
+                self.checkpoint_interval = Some(parse_duration(value).map_err(|e| invalid(&e))?);
+            }
+            "table.exec.source.idle-timeout" => {
+                let d = parse_duration(value).map_err(|e| invalid(&e))?;
+                self.idle_timeout = (!d.is_zero()).then_some(d);
+            }
+            "table.local-time-zone" => {
+                if !matches!(value, "UTC" | "Z" | "GMT" | "Etc/UTC") {
+                    return Err(invalid("only UTC is supported"));
+                }
+            }
+            _ => {}
+        }
+        self.values.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    pub fn reset(&mut self, key: Option<&str>) {
+        match key {
+            None => *self = JobConfig::default(),
+            Some(k) => {
+                if !self.pinned.iter().any(|p| p == k) {
+                    self.values.remove(k);
+                }
+                let values = std::mem::take(&mut self.values);
+                let pinned = std::mem::take(&mut self.pinned);
+                *self = JobConfig::default();
+                for (k, v) in values {
+                    // Values were valid when set; re-applying them cannot fail.
+                    let _ = self.set(&k, &v);
+                }
+                self.pinned = pinned;
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    pub fn unknown_keys(&self) -> Vec<&str> {
+        self.values.keys().map(String::as_str).filter(|k| !KNOWN_KEYS.contains(k)).collect()
+    }
+}
+
+/// Flink's duration syntax: `10 s`, `1s`, `500ms`, `1 min`, `2h`, `1d`, a bare number of ms.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration such as '10 s' or '500 ms'"))?;
+    let ms = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => n,
+        "s" | "sec" | "secs" | "second" | "seconds" => n * 1000,
+        "min" | "m" | "minute" | "minutes" => n * 60_000,
+        "h" | "hour" | "hours" => n * 3_600_000,
+        "d" | "day" | "days" => n * 86_400_000,
+        other => return Err(format!("unknown time unit '{other}'")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10 s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("250").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2 min").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn typed_values() {
+        let mut c = JobConfig::default();
+        c.set("parallelism.default", "4").unwrap();
+        assert_eq!(c.parallelism, 4);
+        assert!(c.set("parallelism.default", "0").is_err());
+        c.set("table.exec.mini-batch.enabled", "true").unwrap();
+        assert!(c.unknown_keys().is_empty());
+        c.set("foo.bar", "1").unwrap();
+        assert_eq!(c.unknown_keys(), vec!["foo.bar"]);
+        c.reset(Some("parallelism.default"));
+        assert_eq!(c.parallelism, 1);
+    }
+}

@@ -1,0 +1,17 @@
+//! Weir's shared core: what every part of the system agrees on.
+//!
+//! - identifiers and fencing tokens ([`ids`]), key groups ([`keygroup`]);
+//! - what flows along edges: changelog batches and in-band control events ([`event`]);
+//! - the physical stream plan ([`plan`]) and the job graph of chained vertices ([`graph`]);
+//! - job configuration with Flink's option names ([`config`]);
+//! - the Flink SQL planner ([`sql`]): script → plan, pure, no I/O.
+//!
+//! No other crate of the workspace is a dependency of this one.
+
+pub mod config;
+pub mod event;
+pub mod graph;
+pub mod ids;
+pub mod keygroup;
+pub mod plan;
+pub mod sql;

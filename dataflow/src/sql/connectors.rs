@@ -1,0 +1,100 @@
+//! The connectors a table may name and the options each accepts, so a typo in `WITH (…)` is
+//! an error at `CREATE TABLE` that lists what is valid, not a surprise at run time.
+
+use arrow::datatypes::Schema;
+
+use super::parser::TableDef;
+
+/// Option names per connector. A trailing `*` accepts any suffix (`fields.*` in datagen).
+pub fn connector_options(connector: &str) -> Option<&'static [&'static str]> {
+    Some(match connector {
+        "filesystem" => &[
+            "connector",
+            "path",
+            "format",
+            "json.ignore-parse-errors",
+            "json.fail-on-missing-field",
+            "json.timestamp-format.standard",
+            "json.map-null-key.mode",
+            "json.encode.decimal-as-plain-number",
+            "csv.field-delimiter",
+            "csv.quote-character",
+            "csv.disable-quote-character",
+            "csv.ignore-parse-errors",
+            "csv.allow-comments",
+            "csv.null-literal",
+            "source.monitor-interval",
+            "sink.rolling-policy.file-size",
+            "sink.rolling-policy.rollover-interval",
+            "sink.rolling-policy.check-interval",
+        ],
+        "nexmark" => &[
+            "connector",
+            "events.num",
+            "first-event.rate",
+            "next-event.rate",
+            "rate-limited",
+            "seed",
+            "person.proportion",
+            "auction.proportion",
+            "bid.proportion",
+            "*",
+        ],
+        "datagen" => &["connector", "rows-per-second", "number-of-rows", "seed", "fields.*"],
+        "print" => &["connector", "print-identifier", "standard-error", "sink.parallelism"],
+        "blackhole" => &["connector"],
+        _ => return None,
+    })
+}
+
+pub const CONNECTORS: &[&str] = &["blackhole", "datagen", "filesystem", "nexmark", "print"];
+pub const FORMATS: &[&str] = &["csv", "json", "raw"];
+
+/// Checks a table's connector, format and option names.
+pub fn validate_table(def: &TableDef, _schema: &Schema) -> Result<(), String> {
+    let Some(connector) = def.options.get("connector") else {
+        return Err(format!("table '{}' has no 'connector' option; connectors: {}", def.name, CONNECTORS.join(", ")));
+    };
+    let Some(valid) = connector_options(connector) else {
+        return Err(format!(
+            "unknown connector '{connector}' in table '{}'; connectors: {}",
+            def.name,
+            CONNECTORS.join(", ")
+        ));
+    };
+    if valid.contains(&"*") {
+        return Ok(());
+    }
+    for key in def.options.keys() {
+        let ok = valid.iter().any(|v| match v.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => v == key,
+        });
+        if !ok {
+            return Err(format!(
+                "unknown option '{key}' for connector '{connector}' in table '{}'; valid options: {}",
+                def.name,
+                valid.join(", ")
+            ));
+        }
+    }
+    if connector == "filesystem" {
+        if !def.options.contains_key("path") {
+            return Err(format!("table '{}': the filesystem connector needs a 'path'", def.name));
+        }
+        match def.options.get("format") {
+            Some(f) if FORMATS.contains(&f.as_str()) => {}
+            Some(f) => {
+                return Err(format!("unknown format '{f}' in table '{}'; formats: {}", def.name, FORMATS.join(", ")));
+            }
+            None => {
+                return Err(format!(
+                    "table '{}': the filesystem connector needs a 'format' ({})",
+                    def.name,
+                    FORMATS.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}

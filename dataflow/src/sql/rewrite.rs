@@ -1,0 +1,130 @@
+//! Rewrites of the parsed query before DataFusion plans it: Flink syntax DataFusion does not
+//! plan itself becomes calls of Weir's functions.
+//!
+//! - `FLOOR(ts TO MINUTE)` / `CEIL(ts TO HOUR)` → `weir_floor_time(ts, 'MINUTE')` / `weir_ceil_time(…)`
+//! - `TIMESTAMPADD(MINUTE, n, ts)` / `TIMESTAMPDIFF(SECOND, a, b)`: the unit becomes a string.
+//! - `SELECT person.id FROM t`: a nested field selected without an alias is named after the
+//!   field (`id`), as Flink names it, where DataFusion would name it `t.person[id]`.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    self, CeilFloorKind, DateTimeField, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
+    Ident, ObjectName, ObjectNamePart, SelectItem, SetExpr, TableFactor, Value, VisitMut, VisitorMut,
+};
+
+pub fn rewrite_query(query: &mut ast::Query) {
+    let _ = query.visit(&mut FlinkSyntax);
+}
+
+pub fn rewrite_expr(expr: &mut Expr) {
+    let _ = expr.visit(&mut FlinkSyntax);
+}
+
+struct FlinkSyntax;
+
+impl VisitorMut for FlinkSyntax {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+        name_nested_fields(&mut query.body);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let floor = matches!(expr, Expr::Floor { .. });
+        match expr {
+            Expr::Floor { expr: inner, field: CeilFloorKind::DateTimeField(unit) }
+            | Expr::Ceil { expr: inner, field: CeilFloorKind::DateTimeField(unit) }
+                if *unit != DateTimeField::NoDateTime =>
+            {
+                let name = if floor { "weir_floor_time" } else { "weir_ceil_time" };
+                let unit = unit_name(unit);
+                let inner = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
+                *expr = call(name, vec![inner, string(&unit)]);
+            }
+            Expr::Function(f) => {
+                let name = f.name.to_string().to_uppercase();
+                if matches!(name.as_str(), "TIMESTAMPADD" | "TIMESTAMPDIFF")
+                    && let FunctionArguments::List(list) = &mut f.args
+                    && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) = list.args.first_mut()
+                    && let Expr::Identifier(unit) = first
+                {
+                    *first = string(&unit.value.to_uppercase());
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn name_nested_fields(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => {
+            let relations: Vec<String> = select
+                .from
+                .iter()
+                .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
+                .filter_map(relation_name)
+                .collect();
+            for item in &mut select.projection {
+                let SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) = item else { continue };
+                let is_field =
+                    parts.len() >= 3 || (parts.len() == 2 && !relations.iter().any(|r| *r == parts[0].value));
+                if is_field && let Some(last) = parts.last().cloned() {
+                    let expr = Expr::CompoundIdentifier(std::mem::take(parts));
+                    *item = SelectItem::ExprWithAlias { expr, alias: last };
+                }
+            }
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            name_nested_fields(left);
+            name_nested_fields(right);
+        }
+        _ => {}
+    }
+}
+
+/// The name a relation in FROM is referred to by: its alias, or its table name.
+fn relation_name(factor: &TableFactor) -> Option<String> {
+    let alias = match factor {
+        TableFactor::Table { name, alias, .. } => {
+            return Some(match alias {
+                Some(a) => a.name.value.clone(),
+                None => name.0.last()?.as_ident()?.value.clone(),
+            });
+        }
+        TableFactor::Derived { alias, .. } | TableFactor::TableFunction { alias, .. } => alias,
+        _ => return None,
+    };
+    alias.as_ref().map(|a| a.name.value.clone())
+}
+
+fn unit_name(unit: &DateTimeField) -> String {
+    match unit {
+        DateTimeField::Custom(i) => i.value.to_uppercase(),
+        other => other.to_string().to_uppercase(),
+    }
+}
+
+fn string(s: &str) -> Expr {
+    Expr::value(Value::SingleQuotedString(s.to_string()))
+}
+
+fn call(name: &str, args: Vec<Expr>) -> Expr {
+    Expr::Function(ast::Function {
+        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args.into_iter().map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e))).collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}

@@ -1,0 +1,79 @@
+//! `weir`: every role of Weir behind one command line.
+//!
+//! - `weir run FILE.sql` plans a Flink SQL script and runs it in this process; a final
+//!   `SELECT` prints its changelog like Flink's SQL client in tableau mode, or writes it as JSON
+//!   lines with `--output`.
+//! - `weir bench nexmark` measures the Nexmark queries.
+//! - `weir nexmark-gen` writes Nexmark events as newline-delimited JSON.
+
+mod bench;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Flink SQL stream processing, rebuilt in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a Flink SQL script in this process.
+    Run {
+        /// The script: CREATE TABLE/VIEW, SET, INSERT INTO and an optional final SELECT.
+        file: PathBuf,
+        /// Default parallelism of every operator (overrides SET 'parallelism.default').
+        #[arg(long, short = 'p')]
+        parallelism: Option<u32>,
+        /// Write the final SELECT's changelog here, one JSON object per row.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// Do not print the result table (with --output, or to time a job).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        bench: bench::BenchCommand,
+    },
+    /// Write Nexmark events as newline-delimited JSON (the layout of the conformance data).
+    NexmarkGen {
+        /// Number of events.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Generator seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { file, parallelism, output, quiet } => {
+            run::run_file(&file, parallelism, output.as_deref(), quiet)
+        }
+        Command::Bench { bench } => bench::run(bench),
+        Command::NexmarkGen { events, out, seed } => bench::generate_json(events, seed, &out).map(|_| ()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

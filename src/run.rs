@@ -1,0 +1,246 @@
+//! `weir run`: plan a script, run it in this process, show or write its result.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use weir_dataflow::config::JobConfig;
+use weir_dataflow::event::ChangeBatch;
+use weir_dataflow::graph::JobGraph;
+use weir_dataflow::sql::plan_script;
+use weir_shuffle_service::LocalShuffle;
+use weir_workers::output::{write_changelog_json, write_plain};
+use weir_workers::runtime::{JobCounters, LocalJob, run_local};
+
+/// Outcome of a local run, for reporting.
+pub struct RunStats {
+    pub source_rows: u64,
+    pub output_rows: u64,
+    pub late_dropped: u64,
+    pub elapsed: Duration,
+}
+
+pub fn run_file(file: &Path, parallelism: Option<u32>, output: Option<&Path>, quiet: bool) -> Result<()> {
+    let sql = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut sink: Box<dyn ResultSink> = match output {
+        Some(path) => Box::new(JsonLinesSink::create(path)?),
+        None if quiet => Box::new(DiscardSink),
+        None => Box::new(TableauSink::default()),
+    };
+    let stats = run_sql(&sql, &file.display().to_string(), parallelism, sink.as_mut(), !quiet)?;
+    sink.finish()?;
+    if !quiet && std::io::stderr().is_terminal() {
+        eprintln!(
+            "done: {} rows read, {} rows written, {} late rows dropped, {:.2}s",
+            stats.source_rows,
+            stats.output_rows,
+            stats.late_dropped,
+            stats.elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Where a final `SELECT`'s rows go.
+pub trait ResultSink {
+    fn write(&mut self, batch: &ChangeBatch) -> Result<()>;
+    fn finish(&mut self) -> Result<()>;
+}
+
+pub struct DiscardSink;
+
+impl ResultSink for DiscardSink {
+    fn write(&mut self, _batch: &ChangeBatch) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct JsonLinesSink {
+    path: String,
+    out: BufWriter<File>,
+}
+
+impl JsonLinesSink {
+    fn create(path: &Path) -> Result<Self> {
+        let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(JsonLinesSink { path: path.display().to_string(), out: BufWriter::new(file) })
+    }
+}
+
+impl ResultSink for JsonLinesSink {
+    fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
+        let mut text = String::new();
+        write_changelog_json(&mut text, batch);
+        self.out.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", self.path))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.out.flush().with_context(|| format!("cannot write {}", self.path))
+    }
+}
+
+/// Rows as a table on stdout, printed as they arrive, like Flink's SQL client in tableau mode.
+#[derive(Default)]
+struct TableauSink {
+    widths: Vec<usize>,
+    rows: u64,
+}
+
+const MAX_WIDTH: usize = 40;
+
+impl TableauSink {
+    fn rule(&self) -> String {
+        let mut s = String::from("+----+");
+        for w in &self.widths {
+            s.push_str(&"-".repeat(w + 2));
+            s.push('+');
+        }
+        s
+    }
+}
+
+impl ResultSink for TableauSink {
+    fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
+        let mut out = String::new();
+        if self.widths.is_empty() {
+            let schema = batch.data.schema();
+            self.widths = schema.fields().iter().map(|f| f.name().chars().count().clamp(6, MAX_WIDTH)).collect();
+            for (i, c) in batch.data.columns().iter().enumerate() {
+                for row in 0..batch.num_rows().min(100) {
+                    let mut s = String::new();
+                    write_plain(&mut s, c, row);
+                    self.widths[i] = self.widths[i].max(s.chars().count().min(MAX_WIDTH));
+                }
+            }
+            out.push_str(&self.rule());
+            out.push_str("\n| op |");
+            for (f, w) in schema.fields().iter().zip(&self.widths) {
+                out.push_str(&format!(" {:>w$} |", clip(f.name(), *w)));
+            }
+            out.push('\n');
+            out.push_str(&self.rule());
+            out.push('\n');
+        }
+        for row in 0..batch.num_rows() {
+            out.push_str(&format!("| {} |", batch.kind(row).short_string()));
+            for (c, w) in batch.data.columns().iter().zip(&self.widths) {
+                let mut s = String::new();
+                write_plain(&mut s, c, row);
+                out.push_str(&format!(" {:>w$} |", clip(&s, *w)));
+            }
+            out.push('\n');
+        }
+        self.rows += batch.num_rows() as u64;
+        std::io::stdout().lock().write_all(out.as_bytes())?;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        if !self.widths.is_empty() {
+            writeln!(out, "{}", self.rule())?;
+        }
+        writeln!(out, "Received a total of {} row{}", self.rows, if self.rows == 1 { "" } else { "s" })?;
+        Ok(())
+    }
+}
+
+fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(width.saturating_sub(3)).collect();
+    t.push_str("...");
+    t
+}
+
+/// Plans and runs a script; rows of its final `SELECT` go to `sink`.
+pub fn run_sql(
+    sql: &str,
+    name: &str,
+    parallelism: Option<u32>,
+    sink: &mut dyn ResultSink,
+    progress: bool,
+) -> Result<RunStats> {
+    let mut config = JobConfig::default();
+    if let Some(p) = parallelism {
+        config.set("parallelism.default", &p.to_string()).map_err(|e| anyhow!("--parallelism: {e}"))?;
+        config.pin("parallelism.default");
+    }
+    let planned = plan_script(sql, config).map_err(|e| anyhow!("{name}:{e}"))?;
+    for key in planned.config.unknown_keys() {
+        tracing::warn!(key, "option is not used by Weir");
+    }
+    for explain in &planned.explains {
+        println!("{explain}");
+    }
+    let Some(plan) = planned.plan else {
+        return Ok(RunStats { source_rows: 0, output_rows: 0, late_dropped: 0, elapsed: Duration::ZERO });
+    };
+    let graph = JobGraph::from_plan(&plan);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let counters = Arc::new(JobCounters::default());
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let job = LocalJob {
+        plan: Arc::new(plan),
+        graph: Arc::new(graph),
+        shuffle: Arc::new(LocalShuffle::new()),
+        collect: Some(sender),
+        counters: counters.clone(),
+    };
+    let started = Instant::now();
+    let show_progress = progress && std::io::stderr().is_terminal();
+    let result: Result<()> = runtime.block_on(async {
+        let mut job = tokio::spawn(run_local(job));
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                batch = receiver.recv() => match batch {
+                    Some(b) => sink.write(&b)?,
+                    None => {
+                        (&mut job).await??;
+                        break;
+                    }
+                },
+                _ = ticker.tick() => {
+                    if show_progress {
+                        eprint!(
+                            "\r{} rows read, {} rows out, {:.0}s",
+                            counters.source_rows.load(Ordering::Relaxed),
+                            counters.output_rows.load(Ordering::Relaxed),
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+                finished = &mut job => {
+                    finished??;
+                    while let Ok(b) = receiver.try_recv() {
+                        sink.write(&b)?;
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(())
+    });
+    if show_progress {
+        eprint!("\r\x1b[2K");
+    }
+    result?;
+    Ok(RunStats {
+        source_rows: counters.source_rows.load(Ordering::Relaxed),
+        output_rows: counters.output_rows.load(Ordering::Relaxed),
+        late_dropped: counters.late_records_dropped.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    })
+}

@@ -1,0 +1,224 @@
+//! The `filesystem` source: newline-delimited records from a file, or from every file of a
+//! directory (hidden files, starting with `.` or `_`, are skipped as Flink skips them). Files
+//! are shared among the source's subtasks; each file is read front to back.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use weir_dataflow::plan::SourceSpec;
+
+use super::format::{FormatOptions, LineDecoder, TimestampFormat, decoder_for};
+use super::{BATCH_ROWS, Source};
+use crate::error::{TaskError, TaskResult};
+
+const READ_CHUNK: usize = 4 << 20;
+
+pub struct FileSource {
+    files: Vec<PathBuf>,
+    next_file: usize,
+    current: Option<OpenFile>,
+    decoder: Box<dyn LineDecoder>,
+    ignore_parse_errors: bool,
+    /// Lines skipped as malformed under `*.ignore-parse-errors`.
+    pub skipped: u64,
+}
+
+struct OpenFile {
+    path: PathBuf,
+    file: File,
+    buffer: Vec<u8>,
+    /// Start of unread data in `buffer`.
+    start: usize,
+    line: u64,
+    eof: bool,
+}
+
+/// The format options of a table from Flink's option names.
+pub fn format_options(spec: &SourceSpec) -> TaskResult<FormatOptions> {
+    let o = &spec.options;
+    let format = o.get("format").map(String::as_str).unwrap_or("json");
+    let flag = |key: &str| -> TaskResult<bool> {
+        match o.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(false),
+            Some(v) if v == "true" => Ok(true),
+            Some(v) if v == "false" => Ok(false),
+            Some(v) => Err(TaskError::Config(format!("option '{key}' must be 'true' or 'false', not '{v}'"))),
+        }
+    };
+    let mut options = FormatOptions {
+        ignore_parse_errors: flag(&format!("{format}.ignore-parse-errors"))?,
+        fail_on_missing_field: flag("json.fail-on-missing-field")?,
+        ..FormatOptions::default()
+    };
+    if let Some(standard) = o.get("json.timestamp-format.standard") {
+        options.timestamp_format = match standard.to_ascii_uppercase().as_str() {
+            "SQL" => TimestampFormat::Sql,
+            "ISO-8601" => TimestampFormat::Iso8601,
+            other => {
+                return Err(TaskError::Config(format!(
+                    "json.timestamp-format.standard must be SQL or ISO-8601, not '{other}'"
+                )));
+            }
+        };
+    }
+    if let Some(d) = o.get("csv.field-delimiter") {
+        let d = if d == "\\t" { "\t" } else { d.as_str() };
+        if d.len() != 1 {
+            return Err(TaskError::Config(format!("csv.field-delimiter must be one character, not '{d}'")));
+        }
+        options.csv_field_delimiter = d.as_bytes()[0];
+    }
+    if flag("csv.disable-quote-character")? {
+        options.csv_quote_character = None;
+    } else if let Some(q) = o.get("csv.quote-character") {
+        if q.len() != 1 {
+            return Err(TaskError::Config(format!("csv.quote-character must be one character, not '{q}'")));
+        }
+        options.csv_quote_character = Some(q.as_bytes()[0]);
+    }
+    options.csv_null_literal = o.get("csv.null-literal").cloned();
+    options.csv_allow_comments = flag("csv.allow-comments")?;
+    Ok(options)
+}
+
+/// The files behind a path: the file itself, or a directory's visible files in name order.
+pub fn list_files(path: &Path) -> TaskResult<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path).map_err(|e| TaskError::Io { path: path.display().to_string(), source: e })?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| TaskError::Io { path: dir.display().to_string(), source: e })?;
+        for entry in entries {
+            let entry = entry.map_err(|e| TaskError::Io { path: dir.display().to_string(), source: e })?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.starts_with('_') {
+                continue;
+            }
+            let p = entry.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+impl FileSource {
+    pub fn try_new(spec: &SourceSpec, schema: SchemaRef, subtask: u32, parallelism: u32) -> TaskResult<Self> {
+        let path = spec
+            .options
+            .get("path")
+            .ok_or_else(|| TaskError::Config(format!("table '{}' has no 'path'", spec.table)))?;
+        let path = path.strip_prefix("file://").unwrap_or(path);
+        let files: Vec<PathBuf> = list_files(Path::new(path))?
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u32 % parallelism == subtask)
+            .map(|(_, f)| f)
+            .collect();
+        let options = format_options(spec)?;
+        let format = spec.options.get("format").map(String::as_str).unwrap_or("json");
+        let decoder = decoder_for(format, schema, &options)
+            .map_err(|e| TaskError::Config(format!("table '{}': {e}", spec.table)))?;
+        Ok(FileSource {
+            files,
+            next_file: 0,
+            current: None,
+            decoder,
+            ignore_parse_errors: options.ignore_parse_errors,
+            skipped: 0,
+        })
+    }
+
+    fn open_next(&mut self) -> TaskResult<bool> {
+        let Some(path) = self.files.get(self.next_file).cloned() else {
+            return Ok(false);
+        };
+        self.next_file += 1;
+        let file = File::open(&path).map_err(|e| TaskError::Io { path: path.display().to_string(), source: e })?;
+        self.current =
+            Some(OpenFile { path, file, buffer: Vec::with_capacity(READ_CHUNK), start: 0, line: 0, eof: false });
+        Ok(true)
+    }
+}
+
+impl Source for FileSource {
+    fn next_batch(&mut self) -> TaskResult<Option<RecordBatch>> {
+        loop {
+            if self.current.is_none() && !self.open_next()? {
+                return Ok((!self.decoder.is_empty()).then(|| self.decoder.flush()));
+            }
+            let f = self.current.as_mut().expect("opened above");
+            // Decode every complete line in the buffer.
+            while self.decoder.len() < BATCH_ROWS {
+                let rest = &f.buffer[f.start..];
+                let Some(end) = memchr::memchr(b'\n', rest) else { break };
+                let line = &rest[..end];
+                f.line += 1;
+                f.start += end + 1;
+                if line.iter().all(|b| b.is_ascii_whitespace()) {
+                    continue;
+                }
+                if let Err(e) = self.decoder.push_line(line) {
+                    if self.ignore_parse_errors {
+                        self.skipped += 1;
+                    } else {
+                        return Err(TaskError::BadRecord {
+                            path: f.path.display().to_string(),
+                            line: f.line,
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+            if self.decoder.len() >= BATCH_ROWS {
+                return Ok(Some(self.decoder.flush()));
+            }
+            if f.eof {
+                // A last line without a newline.
+                let rest = f.buffer[f.start..].to_vec();
+                f.start = f.buffer.len();
+                if !rest.iter().all(|b| b.is_ascii_whitespace()) {
+                    f.line += 1;
+                    if let Err(e) = self.decoder.push_line(&rest) {
+                        if self.ignore_parse_errors {
+                            self.skipped += 1;
+                        } else {
+                            return Err(TaskError::BadRecord {
+                                path: f.path.display().to_string(),
+                                line: f.line,
+                                message: e.to_string(),
+                            });
+                        }
+                    }
+                }
+                self.current = None;
+                continue;
+            }
+            // Refill: keep the partial line, read the next chunk after it.
+            f.buffer.drain(..f.start);
+            f.start = 0;
+            let len = f.buffer.len();
+            f.buffer.resize(len + READ_CHUNK, 0);
+            let n = f
+                .file
+                .read(&mut f.buffer[len..])
+                .map_err(|e| TaskError::Io { path: f.path.display().to_string(), source: e })?;
+            f.buffer.truncate(len + n);
+            if n == 0 {
+                f.eof = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Errors a task can fail with. Messages say what went wrong and where (file and line for bad
+//! input records), so the user can act on them.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TaskError {
+    #[error("{0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("{0}")]
+    DataFusion(#[from] datafusion_common::DataFusionError),
+    #[error("{0}")]
+    Shuffle(#[from] weir_shuffle_service::ShuffleError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("malformed record at {path}:{line}: {message}")]
+    BadRecord { path: String, line: u64, message: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("the job was cancelled")]
+    Cancelled,
+}
+
+pub type TaskResult<T> = Result<T, TaskError>;

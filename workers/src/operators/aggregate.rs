@@ -1,0 +1,499 @@
+//! Aggregate functions over groups, with Flink's semantics: `COUNT`, `SUM`, `AVG`, `MIN`, `MAX`,
+//! `FIRST_VALUE`, `LAST_VALUE`, each optionally `DISTINCT` and with `FILTER (WHERE …)`, and all
+//! retractable (a `-U`/`-D` row takes its value back out) where the input is a changelog.
+//!
+//! State is kept per call in dense vectors indexed by group id, so updating a batch is one pass
+//! over its rows per call with no per-row allocation on the numeric paths.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    new_null_array,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion_common::ScalarValue;
+use hashbrown::HashMap;
+use weir_dataflow::event::{ChangeBatch, RowKind};
+use weir_dataflow::plan::{AggKind, AggregateCall};
+
+use crate::error::{TaskError, TaskResult};
+
+/// One value of an aggregate's argument, ordered as SQL orders it.
+#[derive(Clone, Debug)]
+pub enum Val {
+    Int(i64),
+    Float(f64),
+    Decimal(i128),
+    Str(Box<str>),
+    Bool(bool),
+    Other(ScalarValue),
+}
+
+impl PartialEq for Val {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Val {}
+
+impl PartialOrd for Val {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Val {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Val::Int(a), Val::Int(b)) => a.cmp(b),
+            (Val::Float(a), Val::Float(b)) => a.total_cmp(b),
+            (Val::Decimal(a), Val::Decimal(b)) => a.cmp(b),
+            (Val::Str(a), Val::Str(b)) => a.cmp(b),
+            (Val::Bool(a), Val::Bool(b)) => a.cmp(b),
+            (Val::Other(a), Val::Other(b)) => a.partial_cmp(b).unwrap_or(Ordering::Equal),
+            _ => Ordering::Equal,
+        }
+    }
+}
+
+impl std::hash::Hash for Val {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            Val::Int(v) => v.hash(state),
+            Val::Float(v) => v.to_bits().hash(state),
+            Val::Decimal(v) => v.hash(state),
+            Val::Str(v) => v.hash(state),
+            Val::Bool(v) => v.hash(state),
+            Val::Other(v) => v.hash(state),
+        }
+    }
+}
+
+/// An argument column, converted once per batch to the representation its values use.
+enum ArgColumn {
+    Int(Int64Array),
+    Float(Float64Array),
+    Decimal(Decimal128Array),
+    Str(StringArray),
+    Bool(BooleanArray),
+    Other(ArrayRef),
+}
+
+impl ArgColumn {
+    fn new(array: &ArrayRef) -> TaskResult<Self> {
+        Ok(match array.data_type() {
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(_, _)
+            | DataType::Time32(_)
+            | DataType::Time64(_) => {
+                let as_int = match array.data_type() {
+                    DataType::Date32 => cast(&cast(array, &DataType::Int32)?, &DataType::Int64)?,
+                    DataType::Time32(_) => cast(&cast(array, &DataType::Int32)?, &DataType::Int64)?,
+                    _ => cast(array, &DataType::Int64)?,
+                };
+                ArgColumn::Int(as_int.as_primitive::<Int64Type>().clone())
+            }
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                ArgColumn::Float(cast(array, &DataType::Float64)?.as_primitive::<Float64Type>().clone())
+            }
+            DataType::Decimal128(_, _) => ArgColumn::Decimal(array.as_primitive().clone()),
+            DataType::Utf8 => ArgColumn::Str(array.as_string::<i32>().clone()),
+            DataType::LargeUtf8 | DataType::Utf8View => {
+                ArgColumn::Str(cast(array, &DataType::Utf8)?.as_string::<i32>().clone())
+            }
+            DataType::Boolean => ArgColumn::Bool(array.as_boolean().clone()),
+            _ => ArgColumn::Other(array.clone()),
+        })
+    }
+
+    fn get(&self, row: usize) -> TaskResult<Option<Val>> {
+        Ok(match self {
+            ArgColumn::Int(a) => a.is_valid(row).then(|| Val::Int(a.value(row))),
+            ArgColumn::Float(a) => a.is_valid(row).then(|| Val::Float(a.value(row))),
+            ArgColumn::Decimal(a) => a.is_valid(row).then(|| Val::Decimal(a.value(row))),
+            ArgColumn::Str(a) => a.is_valid(row).then(|| Val::Str(a.value(row).into())),
+            ArgColumn::Bool(a) => a.is_valid(row).then(|| Val::Bool(a.value(row))),
+            ArgColumn::Other(a) => {
+                if a.is_valid(row) {
+                    Some(Val::Other(ScalarValue::try_from_array(a, row)?))
+                } else {
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// Running state of one call for one group.
+#[derive(Clone, Debug, Default)]
+enum State {
+    #[default]
+    Empty,
+    Count(i64),
+    /// Sum (as i128 for exactness of integers and decimals) and number of non-null values.
+    SumInt {
+        sum: i128,
+        count: i64,
+    },
+    SumFloat {
+        sum: f64,
+        count: i64,
+    },
+    /// Min or max of an append-only input.
+    Extreme(Option<Val>),
+    /// Min or max of a changelog input: every value with its multiplicity.
+    Multiset(BTreeMap<Val, i64>),
+    /// First or last value seen.
+    Single(Option<Val>),
+}
+
+struct CallState {
+    call: AggregateCall,
+    retract: bool,
+    states: Vec<State>,
+    /// `DISTINCT`: per group, each value with how many rows hold it.
+    distinct: Vec<HashMap<Val, i64>>,
+}
+
+/// The aggregate calls of one operator.
+pub struct Aggregates {
+    calls: Vec<CallState>,
+}
+
+impl Aggregates {
+    pub fn new(calls: Vec<AggregateCall>, retract: bool) -> TaskResult<Self> {
+        for c in &calls {
+            if retract && matches!(c.kind, AggKind::FirstValue | AggKind::LastValue) {
+                return Err(TaskError::Unsupported(
+                    "FIRST_VALUE/LAST_VALUE over a changelog (updating) input is not supported".into(),
+                ));
+            }
+        }
+        Ok(Aggregates {
+            calls: calls
+                .into_iter()
+                .map(|call| CallState { call, retract, states: vec![], distinct: vec![] })
+                .collect(),
+        })
+    }
+
+    /// Makes room for group ids below `groups`.
+    pub fn ensure(&mut self, groups: usize) {
+        for c in &mut self.calls {
+            if c.states.len() < groups {
+                c.states.resize(groups, State::Empty);
+                if c.call.distinct {
+                    c.distinct.resize_with(groups, HashMap::new);
+                }
+            }
+        }
+    }
+
+    /// Clears a group's state so its id can be reused.
+    pub fn reset(&mut self, group: usize) {
+        for c in &mut self.calls {
+            c.states[group] = State::Empty;
+            if c.call.distinct {
+                c.distinct[group] = HashMap::new();
+            }
+        }
+    }
+
+    /// Folds the rows of `batch` into their groups: `groups[row]` is the row's group id.
+    pub fn update(&mut self, batch: &ChangeBatch, groups: &[usize]) -> TaskResult<()> {
+        for c in &mut self.calls {
+            c.update(&batch.data, batch, groups)?;
+        }
+        Ok(())
+    }
+
+    /// The current value of every call for `groups`, as output columns.
+    pub fn evaluate(&self, groups: &[usize]) -> TaskResult<Vec<ArrayRef>> {
+        self.calls.iter().map(|c| c.evaluate(groups)).collect()
+    }
+}
+
+impl CallState {
+    fn update(&mut self, data: &RecordBatch, batch: &ChangeBatch, groups: &[usize]) -> TaskResult<()> {
+        let arg = self.call.arg.map(|i| ArgColumn::new(data.column(i))).transpose()?;
+        let filter = self.call.filter.map(|i| data.column(i).as_boolean().clone());
+        for (row, &group) in groups.iter().enumerate() {
+            if let Some(f) = &filter
+                && !(f.is_valid(row) && f.value(row))
+            {
+                continue;
+            }
+            let add = batch.kind(row).is_accumulate();
+            let value = match &arg {
+                Some(a) => match a.get(row)? {
+                    Some(v) => Some(v),
+                    // Aggregates skip NULL arguments.
+                    None => continue,
+                },
+                None => None,
+            };
+            if self.call.distinct {
+                let Some(v) = &value else { continue };
+                let seen = &mut self.distinct[group];
+                let n = seen.entry(v.clone()).or_insert(0);
+                let before = *n;
+                *n += if add { 1 } else { -1 };
+                let after = *n;
+                if after == 0 {
+                    seen.remove(v);
+                }
+                // Only the first copy in and the last copy out change a distinct aggregate.
+                if !((before == 0 && after == 1) || (before == 1 && after == 0)) {
+                    continue;
+                }
+            }
+            apply(&mut self.states[group], self.call.kind, self.retract, value, add)?;
+        }
+        Ok(())
+    }
+
+    fn evaluate(&self, groups: &[usize]) -> TaskResult<ArrayRef> {
+        let out = &self.call.output_type;
+        let states = groups.iter().map(|g| &self.states[*g]);
+        match self.call.kind {
+            AggKind::CountStar | AggKind::Count => {
+                let v: Int64Array = states.map(|s| Some(if let State::Count(n) = s { *n } else { 0 })).collect();
+                Ok(Arc::new(v))
+            }
+            AggKind::Sum => sum_or_avg(states, out, false, &self.call.arg_type),
+            AggKind::Avg => sum_or_avg(states, out, true, &self.call.arg_type),
+            AggKind::Min | AggKind::Max | AggKind::FirstValue | AggKind::LastValue => {
+                let kind = self.call.kind;
+                let values: Vec<Option<&Val>> = states
+                    .map(|s| match s {
+                        State::Extreme(v) | State::Single(v) => v.as_ref(),
+                        State::Multiset(m) => {
+                            if kind == AggKind::Min {
+                                m.keys().next()
+                            } else {
+                                m.keys().next_back()
+                            }
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                vals_to_array(&values, out)
+            }
+        }
+    }
+}
+
+fn apply(state: &mut State, kind: AggKind, retract: bool, value: Option<Val>, add: bool) -> TaskResult<()> {
+    let sign: i64 = if add { 1 } else { -1 };
+    match kind {
+        AggKind::CountStar | AggKind::Count => {
+            let n = if let State::Count(n) = state { *n } else { 0 };
+            *state = State::Count(n + sign);
+        }
+        AggKind::Sum | AggKind::Avg => match value {
+            Some(Val::Float(f)) => {
+                let (s, c) = if let State::SumFloat { sum, count } = state { (*sum, *count) } else { (0.0, 0) };
+                *state = State::SumFloat { sum: s + f * sign as f64, count: c + sign };
+            }
+            Some(Val::Int(i)) => add_int(state, i as i128, sign),
+            Some(Val::Decimal(d)) => add_int(state, d, sign),
+            Some(other) => return Err(TaskError::Unsupported(format!("SUM/AVG of {other:?}"))),
+            None => {}
+        },
+        AggKind::Min | AggKind::Max => {
+            let Some(v) = value else { return Ok(()) };
+            if retract {
+                if !matches!(state, State::Multiset(_)) {
+                    *state = State::Multiset(BTreeMap::new());
+                }
+                let State::Multiset(m) = state else { unreachable!("just set") };
+                let n = m.entry(v.clone()).or_insert(0);
+                *n += sign;
+                if *n <= 0 {
+                    m.remove(&v);
+                }
+            } else {
+                let current = if let State::Extreme(Some(c)) = state { Some(c) } else { None };
+                let better = match current {
+                    None => true,
+                    Some(c) => {
+                        if kind == AggKind::Min {
+                            v < *c
+                        } else {
+                            v > *c
+                        }
+                    }
+                };
+                if better {
+                    *state = State::Extreme(Some(v));
+                }
+            }
+        }
+        AggKind::FirstValue => {
+            if !matches!(state, State::Single(Some(_))) {
+                *state = State::Single(value);
+            }
+        }
+        AggKind::LastValue => {
+            if value.is_some() {
+                *state = State::Single(value);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn add_int(state: &mut State, v: i128, sign: i64) {
+    let (s, c) = if let State::SumInt { sum, count } = state { (*sum, *count) } else { (0, 0) };
+    *state = State::SumInt { sum: s + v * sign as i128, count: c + sign };
+}
+
+fn sum_or_avg<'a>(
+    states: impl Iterator<Item = &'a State>,
+    out: &DataType,
+    avg: bool,
+    arg_type: &DataType,
+) -> TaskResult<ArrayRef> {
+    match out {
+        DataType::Decimal128(p, s) => {
+            let arg_scale = if let DataType::Decimal128(_, s) = arg_type { *s } else { 0 };
+            let v: Decimal128Array = states
+                .map(|st| match st {
+                    State::SumInt { sum, count } if *count > 0 => {
+                        let scaled = rescale(*sum, arg_scale, *s);
+                        Some(if avg { div_half_up(scaled, *count as i128) } else { scaled })
+                    }
+                    _ => None,
+                })
+                .collect();
+            Ok(Arc::new(v.with_precision_and_scale(*p, *s)?))
+        }
+        DataType::Float32 | DataType::Float64 => {
+            let v: Float64Array = states
+                .map(|st| match st {
+                    State::SumFloat { sum, count } if *count > 0 => Some(if avg { sum / *count as f64 } else { *sum }),
+                    State::SumInt { sum, count } if *count > 0 => {
+                        Some(if avg { *sum as f64 / *count as f64 } else { *sum as f64 })
+                    }
+                    _ => None,
+                })
+                .collect();
+            Ok(cast(&(Arc::new(v) as ArrayRef), out)?)
+        }
+        _ => {
+            // Integers: Java long arithmetic, AVG truncating toward zero.
+            let v: Int64Array = states
+                .map(|st| match st {
+                    State::SumInt { sum, count } if *count > 0 => {
+                        Some(if avg { (*sum / *count as i128) as i64 } else { *sum as i64 })
+                    }
+                    _ => None,
+                })
+                .collect();
+            Ok(cast(&(Arc::new(v) as ArrayRef), out)?)
+        }
+    }
+}
+
+fn rescale(v: i128, from: i8, to: i8) -> i128 {
+    match to.cmp(&from) {
+        Ordering::Equal => v,
+        Ordering::Greater => v * 10i128.pow((to - from) as u32),
+        Ordering::Less => div_half_up(v, 10i128.pow((from - to) as u32)),
+    }
+}
+
+/// Division rounding half away from zero, as Java's `RoundingMode.HALF_UP`.
+pub fn div_half_up(a: i128, b: i128) -> i128 {
+    let q = a / b;
+    let r = a % b;
+    if (r.abs() * 2) >= b.abs() { q + a.signum() * b.signum() } else { q }
+}
+
+fn vals_to_array(values: &[Option<&Val>], out: &DataType) -> TaskResult<ArrayRef> {
+    let first = values.iter().flatten().next();
+    let array: ArrayRef = match first {
+        None => return Ok(new_null_array(out, values.len())),
+        Some(Val::Int(_)) => {
+            let a: Int64Array =
+                values.iter().map(|v| v.and_then(|v| if let Val::Int(i) = v { Some(*i) } else { None })).collect();
+            return Ok(int_to(Arc::new(a), out)?);
+        }
+        Some(Val::Float(_)) => Arc::new(
+            values
+                .iter()
+                .map(|v| v.and_then(|v| if let Val::Float(f) = v { Some(*f) } else { None }))
+                .collect::<Float64Array>(),
+        ),
+        Some(Val::Decimal(_)) => {
+            let a: Decimal128Array =
+                values.iter().map(|v| v.and_then(|v| if let Val::Decimal(d) = v { Some(*d) } else { None })).collect();
+            match out {
+                DataType::Decimal128(p, s) => Arc::new(a.with_precision_and_scale(*p, *s)?),
+                _ => Arc::new(a),
+            }
+        }
+        Some(Val::Str(_)) => Arc::new(
+            values
+                .iter()
+                .map(|v| v.and_then(|v| if let Val::Str(s) = v { Some(s.as_ref()) } else { None }))
+                .collect::<StringArray>(),
+        ),
+        Some(Val::Bool(_)) => Arc::new(
+            values
+                .iter()
+                .map(|v| v.and_then(|v| if let Val::Bool(b) = v { Some(*b) } else { None }))
+                .collect::<BooleanArray>(),
+        ),
+        Some(Val::Other(_)) => {
+            let scalars = values.iter().map(|v| match v {
+                Some(Val::Other(s)) => s.clone(),
+                _ => ScalarValue::try_from(out).unwrap_or(ScalarValue::Null),
+            });
+            ScalarValue::iter_to_array(scalars)?
+        }
+    };
+    if array.data_type() == out { Ok(array) } else { Ok(cast(&array, out)?) }
+}
+
+/// Int64 values back to their original integer-like type (dates and times via Int32).
+fn int_to(array: ArrayRef, out: &DataType) -> Result<ArrayRef, arrow::error::ArrowError> {
+    match out {
+        DataType::Date32 | DataType::Time32(_) => cast(&cast(&array, &DataType::Int32)?, out),
+        DataType::Int64 => Ok(array),
+        _ => cast(&array, out),
+    }
+}
+
+/// The row kinds of a batch as accumulate/retract flags (for callers that need them).
+pub fn is_accumulate(kind: RowKind) -> bool {
+    kind.is_accumulate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_up() {
+        assert_eq!(div_half_up(5, 2), 3);
+        assert_eq!(div_half_up(-5, 2), -3);
+        assert_eq!(div_half_up(4, 3), 1);
+        assert_eq!(div_half_up(-4, 3), -1);
+        assert_eq!(rescale(12345, 2, 6), 123450000);
+        assert_eq!(rescale(12345, 2, 1), 1235);
+    }
+}

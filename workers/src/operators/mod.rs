@@ -1,0 +1,137 @@
+//! Streaming operators: what a task runs, chained, over batches of changelog rows.
+//!
+//! Operators are synchronous and push-based: the task hands each one a batch or a watermark and
+//! collects what it emits into an [`Output`], which feeds the next operator of the chain. All
+//! CPU work happens on whole Arrow batches; keyed state lives in the operator's working set.
+
+pub mod aggregate;
+pub mod calc;
+pub mod group_agg;
+pub mod join;
+pub mod keys;
+pub mod over;
+pub mod rank;
+pub mod union;
+pub mod watermark;
+pub mod window_agg;
+pub mod window_assign;
+
+use weir_dataflow::event::{ChangeBatch, Timestamp};
+use weir_dataflow::plan::{OperatorSpec, PlanNode, StreamPlan};
+
+use crate::error::{TaskError, TaskResult};
+
+/// One item an operator emits.
+#[derive(Debug)]
+pub enum Emitted {
+    Batch(ChangeBatch),
+    Watermark(Timestamp),
+}
+
+/// What an operator emitted while handling one input.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub items: Vec<Emitted>,
+}
+
+impl Output {
+    pub fn batch(&mut self, batch: ChangeBatch) {
+        if batch.num_rows() > 0 {
+            self.items.push(Emitted::Batch(batch));
+        }
+    }
+
+    pub fn watermark(&mut self, watermark: Timestamp) {
+        self.items.push(Emitted::Watermark(watermark));
+    }
+}
+
+/// Counters every operator keeps; the task sums them into job metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OperatorMetrics {
+    pub late_records_dropped: u64,
+}
+
+pub trait Operator: Send {
+    /// Handles a batch arriving on `input` (0 unless the operator has several inputs).
+    fn process(&mut self, input: usize, batch: ChangeBatch, out: &mut Output) -> TaskResult<()>;
+
+    /// Event time has reached `watermark` on all inputs. Fire what is due, then forward it.
+    fn on_watermark(&mut self, watermark: Timestamp, out: &mut Output) -> TaskResult<()> {
+        out.watermark(watermark);
+        Ok(())
+    }
+
+    /// Every input has ended (after the final watermark).
+    fn finish(&mut self, _out: &mut Output) -> TaskResult<()> {
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        OperatorMetrics::default()
+    }
+}
+
+/// Builds the operator for a non-source, non-sink plan node.
+pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn Operator>> {
+    let input_schema = |i: usize| plan.nodes[node.inputs[i].node].schema.clone();
+    Ok(match &node.op {
+        OperatorSpec::Calc { filter, exprs } => {
+            Box::new(calc::Calc::new(filter.clone(), exprs.clone(), node.schema.clone()))
+        }
+        OperatorSpec::WatermarkAssigner { expr, rowtime } => {
+            Box::new(watermark::WatermarkAssigner::new(expr.clone(), *rowtime))
+        }
+        OperatorSpec::WindowAssign { window, time_col } => {
+            Box::new(window_assign::WindowAssign::new(*window, *time_col, node.schema.clone()))
+        }
+        OperatorSpec::WindowAggregate { keys, window_end, aggs } => Box::new(window_agg::WindowAggregate::try_new(
+            input_schema(0),
+            keys.clone(),
+            *window_end,
+            aggs.clone(),
+            node.schema.clone(),
+        )?),
+        OperatorSpec::GroupAggregate { keys, aggs } => Box::new(group_agg::GroupAggregate::try_new(
+            input_schema(0),
+            keys.clone(),
+            aggs.clone(),
+            node.schema.clone(),
+            plan.nodes[node.inputs[0].node].changelog == weir_dataflow::plan::ChangelogMode::Retract,
+        )?),
+        OperatorSpec::Join { kind, left_keys, right_keys, widths, filter } => Box::new(join::Join::try_new(
+            *kind,
+            input_schema(0),
+            input_schema(1),
+            left_keys.clone(),
+            right_keys.clone(),
+            *widths,
+            filter.clone(),
+            node.schema.clone(),
+        )?),
+        OperatorSpec::Rank(spec) => Box::new(rank::Rank::try_new(
+            spec.clone(),
+            &input_schema(0),
+            node.schema.clone(),
+            plan.nodes[node.inputs[0].node].changelog == weir_dataflow::plan::ChangelogMode::Append,
+        )?),
+        OperatorSpec::WindowRank { rank, window_end } => {
+            Box::new(rank::WindowRank::try_new(rank.clone(), *window_end, &input_schema(0), node.schema.clone())?)
+        }
+        OperatorSpec::OverAggregate { partition, time_col, frame, width, aggs } => {
+            Box::new(over::OverAggregate::try_new(
+                input_schema(0),
+                partition.clone(),
+                *time_col,
+                *frame,
+                *width,
+                aggs.clone(),
+                node.schema.clone(),
+            )?)
+        }
+        OperatorSpec::Union => Box::new(union::Union),
+        OperatorSpec::Source(_) | OperatorSpec::Sink(_) => {
+            return Err(TaskError::Unsupported(format!("{} is not a chained operator", node.name())));
+        }
+    })
+}
