@@ -223,6 +223,18 @@ pub struct AggregateCall {
     pub output_type: DataType,
 }
 
+/// A column of a session aggregate's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionOutput {
+    /// The i-th key column.
+    Key(usize),
+    WindowStart,
+    WindowEnd,
+    WindowTime,
+    /// The i-th aggregate call.
+    Aggregate(usize),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JoinKind {
     Inner,
@@ -290,6 +302,9 @@ pub enum OperatorSpec {
         window_end: usize,
         aggs: Vec<AggregateCall>,
     },
+    /// Session windows per key: rows of a key closer than `gap` form one session, emitted when
+    /// the watermark passes its end. Output columns follow `output`.
+    SessionAggregate { keys: Vec<usize>, time_col: usize, gap: i64, aggs: Vec<AggregateCall>, output: Vec<SessionOutput> },
     /// Updating aggregation per key (`GROUP BY` without a window); output is keys then aggregates.
     GroupAggregate {
         keys: Vec<usize>,
@@ -336,6 +351,7 @@ impl OperatorSpec {
             OperatorSpec::WindowAssign { .. } => "WindowTableFunction",
             OperatorSpec::WindowAggregate { .. } => "WindowAggregate",
             OperatorSpec::GroupAggregate { .. } => "GroupAggregate",
+            OperatorSpec::SessionAggregate { .. } => "SessionWindowAggregate",
             OperatorSpec::Join { .. } => "Join",
             OperatorSpec::Rank(_) => "Rank",
             OperatorSpec::WindowRank { .. } => "WindowRank",

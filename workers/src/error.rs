@@ -5,11 +5,11 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum TaskError {
-    #[error("{0}")]
+    #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
-    #[error("{0}")]
+    #[error(transparent)]
     DataFusion(#[from] datafusion_common::DataFusionError),
-    #[error("{0}")]
+    #[error(transparent)]
     Shuffle(#[from] weir_shuffle_service::ShuffleError),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },

@@ -80,12 +80,14 @@ fn parse_table_argument(parser: &mut Parser) -> Result<Expr, ParserError> {
         name.0.iter().filter_map(|p| p.as_ident().cloned()).collect(),
     )))];
     if parser.parse_keywords(&[Keyword::PARTITION, Keyword::BY]) {
+        // Several keys need parentheses: `PARTITION BY (a, b)`; a comma after a single key
+        // starts the next argument of the window function.
         let keys = if parser.consume_token(&Token::LParen) {
             let keys = parser.parse_comma_separated(Parser::parse_expr)?;
             parser.expect_token(&Token::RParen)?;
             keys
         } else {
-            parser.parse_comma_separated(Parser::parse_expr)?
+            vec![parser.parse_expr()?]
         };
         args.push(FunctionArg::Unnamed(FunctionArgExpr::Expr(marker_call(PARTITION_BY_FUNCTION, keys))));
     }

@@ -67,7 +67,30 @@ impl UserDefinedLogicalNodeCore for WatermarkNode {
     }
 
     fn with_exprs_and_inputs(&self, mut exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
-        Ok(WatermarkNode { input: inputs.swap_remove(0), rowtime: self.rowtime, expr: exprs.swap_remove(0) })
+        let input = inputs.swap_remove(0);
+        // Projection push-down may have pruned columns: find the rowtime column again.
+        let name = self.input.schema().field(self.rowtime).name();
+        let rowtime = input
+            .schema()
+            .fields()
+            .iter()
+            .position(|f| f.name() == name)
+            .ok_or_else(|| datafusion_common::DataFusionError::Internal(format!("rowtime column {name} was pruned")))?;
+        Ok(WatermarkNode { input, rowtime, expr: exprs.swap_remove(0) })
+    }
+
+    /// Rows pass through: the input columns needed are the output columns asked for plus the
+    /// rowtime column and what the watermark expression reads.
+    fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        let schema = self.input.schema();
+        let mut needed: Vec<usize> = output_columns.to_vec();
+        needed.push(self.rowtime);
+        for c in self.expr.column_refs() {
+            needed.push(schema.index_of_column(c).ok()?);
+        }
+        needed.sort_unstable();
+        needed.dedup();
+        Some(vec![needed])
     }
 }
 
@@ -137,7 +160,32 @@ impl UserDefinedLogicalNodeCore for WindowTvfNode {
     }
 
     fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
-        WindowTvfNode::try_new(inputs.swap_remove(0), self.window, self.time_col, self.partition_by.clone())
+        let input = inputs.swap_remove(0);
+        // Projection push-down may have pruned columns: find ours again by name.
+        let find = |old: usize| -> Result<usize> {
+            let name = self.input.schema().field(old).name();
+            input
+                .schema()
+                .fields()
+                .iter()
+                .position(|f| f.name() == name)
+                .ok_or_else(|| datafusion_common::DataFusionError::Internal(format!("window column {name} was pruned")))
+        };
+        let time_col = find(self.time_col)?;
+        let partition_by = self.partition_by.iter().map(|c| find(*c)).collect::<Result<Vec<_>>>()?;
+        WindowTvfNode::try_new(input, self.window, time_col, partition_by)
+    }
+
+    /// The input columns needed: those passed through to the requested outputs, the time
+    /// column and the partition keys.
+    fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        let width = self.input_width();
+        let mut needed: Vec<usize> = output_columns.iter().copied().filter(|c| *c < width).collect();
+        needed.push(self.time_col);
+        needed.extend(&self.partition_by);
+        needed.sort_unstable();
+        needed.dedup();
+        Some(vec![needed])
     }
 }
 

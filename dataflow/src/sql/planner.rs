@@ -178,7 +178,9 @@ impl ScriptPlanner {
         let plan = sql_to_rel
             .sql_statement_to_plan(ast::Statement::Query(Box::new(query)))
             .map_err(|e| SqlError::from_datafusion(location, e))?;
-        optimize(plan, &context).map_err(|e| SqlError::from_datafusion(location, e))
+        let plan = optimize(plan, &context).map_err(|e| SqlError::from_datafusion(location, e))?;
+        tracing::debug!(plan = %plan.display_indent(), "optimized logical plan");
+        Ok(plan)
     }
 
     fn create_table(&mut self, def: TableDef, location: Location) -> Result<(), SqlError> {

@@ -21,7 +21,7 @@ use super::context::flink_aggregate_type;
 use super::nodes::{WatermarkNode, WindowTvfNode};
 use crate::config::JobConfig;
 use crate::plan::{
-    AggKind, AggregateCall, ChangelogMode, JoinKind, NodeId, OperatorSpec, OverFrame, Partitioning, PhysExpr,
+    AggKind, AggregateCall, ChangelogMode, JoinKind, NodeId, OperatorSpec, OverFrame, Partitioning, PhysExpr, SessionOutput,
     PlanInput, PlanNode, RankSpec, SinkSpec, SortKey, SourceSpec, StreamPlan, WindowKind,
 };
 
@@ -48,8 +48,17 @@ struct Stream {
     /// Per column: is it an event-time attribute?
     rowtime: Vec<bool>,
     window: Option<WindowColumns>,
+    /// A SESSION window TVF not yet applied: its window columns are placeholders until the
+    /// aggregation above assigns sessions.
+    session: Option<SessionWindow>,
     changelog: ChangelogMode,
     parallelism: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SessionWindow {
+    gap: i64,
+    time_col: usize,
 }
 
 pub struct Translator<'a> {
@@ -183,14 +192,17 @@ impl<'a> Translator<'a> {
                     node,
                     schema: scan.projected_schema.clone(),
                     rowtime: vec![false; scan.projected_schema.fields().len()],
-                    window: None,
+                    window: None, session: None,
                     changelog: ChangelogMode::Append,
                     parallelism,
                 })
             }
             LogicalPlan::Projection(p) => {
                 let (input, filter) = match p.input.as_ref() {
-                    LogicalPlan::Filter(f) => (self.translate(&f.input)?, Some(f.predicate.clone())),
+                    LogicalPlan::Filter(f) => match self.try_rank(f)? {
+                        Some(ranked) => (ranked, None),
+                        None => (self.translate(&f.input)?, Some(f.predicate.clone())),
+                    },
                     other => (self.translate(other)?, None),
                 };
                 let mut out = self.calc(&input, filter, Some(p.expr.clone()))?;
@@ -228,7 +240,7 @@ impl<'a> Translator<'a> {
                     );
                     let mut rowtime = input.rowtime.clone();
                     rowtime[wm.rowtime] = true;
-                    return Ok(Stream { node, rowtime, ..input });
+                    return Ok(Stream { node, rowtime, session: None, ..input });
                 }
                 if let Some(tvf) = ext.node.as_any().downcast_ref::<WindowTvfNode>() {
                     return self.window_tvf(tvf);
@@ -265,7 +277,7 @@ impl<'a> Translator<'a> {
                     changelog,
                     "all".into(),
                 );
-                Ok(Stream { node, schema: u.schema.clone(), rowtime, window: None, changelog, parallelism })
+                Ok(Stream { node, schema: u.schema.clone(), rowtime, window: None, session: None, changelog, parallelism })
             }
             other => not_impl_err!("{} is not supported in a streaming query yet", describe(other)),
         }
@@ -312,7 +324,15 @@ impl<'a> Translator<'a> {
             input.changelog,
             description,
         );
-        Ok(Stream { node, schema, rowtime, window, changelog: input.changelog, parallelism: input.parallelism })
+        let session = match (&input.session, &exprs) {
+            (None, _) => None,
+            (Some(s), None) => Some(*s),
+            (Some(s), Some(exprs)) => {
+                let time = exprs.iter().position(|e| column_source(e, &input.schema) == Some(s.time_col));
+                time.map(|time_col| SessionWindow { gap: s.gap, time_col })
+            }
+        };
+        Ok(Stream { node, schema, rowtime, window, session, changelog: input.changelog, parallelism: input.parallelism })
     }
 
     fn window_tvf(&mut self, tvf: &WindowTvfNode) -> Result<Stream> {
@@ -347,6 +367,7 @@ impl<'a> Translator<'a> {
             schema: tvf.schema.clone(),
             rowtime,
             window: Some(WindowColumns { start: width, end: width + 1, time: Some(width + 2) }),
+            session: None,
             changelog: ChangelogMode::Append,
             parallelism: input.parallelism,
         })
@@ -411,6 +432,9 @@ impl<'a> Translator<'a> {
                 output_type,
             });
         }
+        if let Some(session) = input.session {
+            return self.session_aggregate(agg, &input, session, pre, calls);
+        }
         let projected = self.calc(&input, None, Some(pre))?;
         let group_count = agg.group_expr.len();
         let keys: Vec<usize> = (0..group_count).collect();
@@ -456,7 +480,7 @@ impl<'a> Translator<'a> {
                 node,
                 schema: out_schema,
                 rowtime,
-                window: Some(w),
+                window: Some(w), session: None,
                 changelog: ChangelogMode::Append,
                 parallelism,
             });
@@ -474,7 +498,7 @@ impl<'a> Translator<'a> {
             node,
             schema: out_schema.clone(),
             rowtime: vec![false; out_schema.fields().len()],
-            window: None,
+            window: None, session: None,
             changelog: ChangelogMode::Retract,
             parallelism,
         })
@@ -523,7 +547,7 @@ impl<'a> Translator<'a> {
             schema: j.schema.clone(),
             // A regular join's output is not ordered by time: its time columns are plain values.
             rowtime: vec![false; j.schema.fields().len()],
-            window: None,
+            window: None, session: None,
             changelog,
             parallelism,
         })
@@ -643,7 +667,7 @@ impl<'a> Translator<'a> {
             node,
             schema: w.schema.clone(),
             rowtime,
-            window: None,
+            window: None, session: None,
             changelog: ChangelogMode::Append,
             parallelism,
         })
@@ -778,7 +802,7 @@ impl<'a> Translator<'a> {
                 node,
                 schema: w.schema.clone(),
                 rowtime,
-                window: Some(wc),
+                window: Some(wc), session: None,
                 changelog: ChangelogMode::Append,
                 parallelism,
             }
@@ -796,7 +820,7 @@ impl<'a> Translator<'a> {
                 node,
                 schema: w.schema.clone(),
                 rowtime: vec![false; width],
-                window: None,
+                window: None, session: None,
                 changelog: ChangelogMode::Retract,
                 parallelism,
             }
@@ -815,6 +839,71 @@ impl<'a> Translator<'a> {
             stream = self.calc(&stream, Some(rest), None)?;
         }
         Ok(Some(stream))
+    }
+
+    fn session_aggregate(
+        &mut self,
+        agg: &Aggregate,
+        input: &Stream,
+        session: SessionWindow,
+        mut pre: Vec<Expr>,
+        calls: Vec<AggregateCall>,
+    ) -> Result<Stream> {
+        let Some(w) = input.window else { return plan_err!("internal: a session stream without window columns") };
+        let mut output = Vec::new();
+        let mut keys = Vec::new();
+        let mut out_window = WindowColumns { start: usize::MAX, end: usize::MAX, time: None };
+        for (i, g) in agg.group_expr.iter().enumerate() {
+            let source = column_source(g, &input.schema);
+            output.push(if source == Some(w.start) {
+                out_window.start = i;
+                SessionOutput::WindowStart
+            } else if source == Some(w.end) {
+                out_window.end = i;
+                SessionOutput::WindowEnd
+            } else if source.is_some() && source == w.time {
+                out_window.time = Some(i);
+                SessionOutput::WindowTime
+            } else {
+                keys.push(i);
+                SessionOutput::Key(keys.len() - 1)
+            });
+        }
+        if out_window.start == usize::MAX || out_window.end == usize::MAX {
+            return plan_err!("a SESSION window must be grouped by window_start and window_end");
+        }
+        output.extend((0..calls.len()).map(SessionOutput::Aggregate));
+        pre.push(Expr::Column(input.schema.columns()[session.time_col].clone()).alias("__session_time"));
+        let time_col = pre.len() - 1;
+        let projected = self.calc(input, None, Some(pre))?;
+        let (partitioning, parallelism) = self.keyed(keys.clone());
+        let description = format!(
+            "gap={}ms, groupBy=[{}], select=[{}]",
+            session.gap,
+            agg.group_expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
+            agg.aggr_expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        let node = self.add(
+            OperatorSpec::SessionAggregate { keys, time_col, gap: session.gap, aggs: calls, output },
+            vec![PlanInput { node: projected.node, partitioning }],
+            arrow_schema(&agg.schema),
+            parallelism,
+            ChangelogMode::Append,
+            description,
+        );
+        let mut rowtime = vec![false; agg.schema.fields().len()];
+        if let Some(t) = out_window.time {
+            rowtime[t] = true;
+        }
+        Ok(Stream {
+            node,
+            schema: agg.schema.clone(),
+            rowtime,
+            window: Some(out_window),
+            session: None,
+            changelog: ChangelogMode::Append,
+            parallelism,
+        })
     }
 
     /// The exchange into a keyed operator: by hash of the keys, or everything to one subtask

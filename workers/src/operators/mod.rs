@@ -11,6 +11,7 @@ pub mod join;
 pub mod keys;
 pub mod over;
 pub mod rank;
+pub mod session_agg;
 pub mod union;
 pub mod watermark;
 pub mod window_agg;
@@ -126,6 +127,17 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
                 *frame,
                 *width,
                 aggs.clone(),
+                node.schema.clone(),
+            )?)
+        }
+        OperatorSpec::SessionAggregate { keys, time_col, gap, aggs, output } => {
+            Box::new(session_agg::SessionAggregate::try_new(
+                input_schema(0),
+                keys.clone(),
+                *time_col,
+                *gap,
+                aggs.clone(),
+                output.clone(),
                 node.schema.clone(),
             )?)
         }

@@ -73,7 +73,9 @@ impl Codec {
         let parser = self.rows.parser();
         let mut columns = self.rows.convert_rows(rows.iter().map(|(r, _)| parser.parse(r)))?;
         if self.spec.rank_column {
-            columns.push(Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, rank)| *rank as i64))));
+            let ranks: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, rank)| *rank as i64)));
+            let ty = self.schema.field(self.schema.fields().len() - 1).data_type();
+            columns.push(arrow::compute::cast(&ranks, ty)?);
         }
         let data = RecordBatch::try_new(self.schema.clone(), columns)?;
         Ok(ChangeBatch::with_kinds(data, kinds))
