@@ -304,7 +304,13 @@ pub enum OperatorSpec {
     },
     /// Session windows per key: rows of a key closer than `gap` form one session, emitted when
     /// the watermark passes its end. Output columns follow `output`.
-    SessionAggregate { keys: Vec<usize>, time_col: usize, gap: i64, aggs: Vec<AggregateCall>, output: Vec<SessionOutput> },
+    SessionAggregate {
+        keys: Vec<usize>,
+        time_col: usize,
+        gap: i64,
+        aggs: Vec<AggregateCall>,
+        output: Vec<SessionOutput>,
+    },
     /// Updating aggregation per key (`GROUP BY` without a window); output is keys then aggregates.
     GroupAggregate {
         keys: Vec<usize>,

@@ -70,12 +70,10 @@ impl UserDefinedLogicalNodeCore for WatermarkNode {
         let input = inputs.swap_remove(0);
         // Projection push-down may have pruned columns: find the rowtime column again.
         let name = self.input.schema().field(self.rowtime).name();
-        let rowtime = input
-            .schema()
-            .fields()
-            .iter()
-            .position(|f| f.name() == name)
-            .ok_or_else(|| datafusion_common::DataFusionError::Internal(format!("rowtime column {name} was pruned")))?;
+        let rowtime =
+            input.schema().fields().iter().position(|f| f.name() == name).ok_or_else(|| {
+                datafusion_common::DataFusionError::Internal(format!("rowtime column {name} was pruned"))
+            })?;
         Ok(WatermarkNode { input, rowtime, expr: exprs.swap_remove(0) })
     }
 
@@ -162,15 +160,13 @@ impl UserDefinedLogicalNodeCore for WindowTvfNode {
     fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
         let input = inputs.swap_remove(0);
         // Projection push-down may have pruned columns: find ours again by name.
-        let find = |old: usize| -> Result<usize> {
-            let name = self.input.schema().field(old).name();
-            input
-                .schema()
-                .fields()
-                .iter()
-                .position(|f| f.name() == name)
-                .ok_or_else(|| datafusion_common::DataFusionError::Internal(format!("window column {name} was pruned")))
-        };
+        let find =
+            |old: usize| -> Result<usize> {
+                let name = self.input.schema().field(old).name();
+                input.schema().fields().iter().position(|f| f.name() == name).ok_or_else(|| {
+                    datafusion_common::DataFusionError::Internal(format!("window column {name} was pruned"))
+                })
+            };
         let time_col = find(self.time_col)?;
         let partition_by = self.partition_by.iter().map(|c| find(*c)).collect::<Result<Vec<_>>>()?;
         WindowTvfNode::try_new(input, self.window, time_col, partition_by)

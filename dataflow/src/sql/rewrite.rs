@@ -3,6 +3,9 @@
 //!
 //! - `FLOOR(ts TO MINUTE)` / `CEIL(ts TO HOUR)` → `weir_floor_time(ts, 'MINUTE')` / `weir_ceil_time(…)`
 //! - `TIMESTAMPADD(MINUTE, n, ts)` / `TIMESTAMPDIFF(SECOND, a, b)`: the unit becomes a string.
+//! - Flink's legacy group windows, `GROUP BY k, TUMBLE(ts, INTERVAL …)` with `TUMBLE_START(…)`
+//!   and friends (likewise `HOP`, `SESSION`), become the window TVF over the single table of
+//!   the `FROM` clause, grouped by `window_start, window_end`.
 //! - `SELECT person.id FROM t`: a nested field selected without an alias is named after the
 //!   field (`id`), as Flink names it, where DataFusion would name it `t.person[id]`.
 
@@ -27,6 +30,9 @@ impl VisitorMut for FlinkSyntax {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            group_window_to_tvf(select);
+        }
         name_nested_fields(&mut query.body);
         ControlFlow::Continue(())
     }
@@ -43,6 +49,10 @@ impl VisitorMut for FlinkSyntax {
                 let inner = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
                 *expr = call(name, vec![inner, string(&unit)]);
             }
+            Expr::Function(f) if legacy_window_column(&f.name.to_string()).is_some() => {
+                let column = legacy_window_column(&f.name.to_string()).expect("checked by the guard");
+                *expr = Expr::Identifier(Ident::new(column));
+            }
             Expr::Function(f) => {
                 let name = f.name.to_string().to_uppercase();
                 if matches!(name.as_str(), "TIMESTAMPADD" | "TIMESTAMPDIFF")
@@ -57,6 +67,70 @@ impl VisitorMut for FlinkSyntax {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// `TUMBLE_START(…)` → `window_start` and so on.
+fn legacy_window_column(function: &str) -> Option<&'static str> {
+    let upper = function.to_uppercase();
+    let (window, part) = upper.split_once('_')?;
+    if !matches!(window, "TUMBLE" | "HOP" | "SESSION") {
+        return None;
+    }
+    match part {
+        "START" => Some("window_start"),
+        "END" => Some("window_end"),
+        "ROWTIME" => Some("window_time"),
+        _ => None,
+    }
+}
+
+fn group_window_to_tvf(select: &mut ast::Select) {
+    let ast::GroupByExpr::Expressions(exprs, _) = &mut select.group_by else { return };
+    let Some(position) = exprs.iter().position(|e| {
+        matches!(e, Expr::Function(f) if matches!(f.name.to_string().to_uppercase().as_str(), "TUMBLE" | "HOP" | "SESSION"))
+    }) else {
+        return;
+    };
+    // The window applies to the one table of the FROM clause.
+    let [from] = select.from.as_mut_slice() else { return };
+    if !from.joins.is_empty() {
+        return;
+    }
+    let TableFactor::Table { name, alias, args: None, .. } = &from.relation else { return };
+    let Expr::Function(window_call) = &exprs[position] else { return };
+    let FunctionArguments::List(list) = &window_call.args else { return };
+    let mut args = list.args.clone();
+    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(time))) = args.first().cloned() else { return };
+    let time_name = match time {
+        Expr::Identifier(i) => i,
+        Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(i) => i.clone(),
+            None => return,
+        },
+        _ => return,
+    };
+    let table_ident = Expr::CompoundIdentifier(name.0.iter().filter_map(|p| p.as_ident().cloned()).collect());
+    args[0] = FunctionArg::Unnamed(FunctionArgExpr::Expr(call(super::dialect::TABLE_ARG_FUNCTION, vec![table_ident])));
+    args.insert(1, FunctionArg::Unnamed(FunctionArgExpr::Expr(call("DESCRIPTOR", vec![Expr::Identifier(time_name)]))));
+    let function = window_call.name.to_string().to_uppercase();
+    let alias = alias.clone().or_else(|| {
+        name.0.last().and_then(|p| p.as_ident()).map(|i| ast::TableAlias {
+            explicit: true,
+            name: i.clone(),
+            columns: vec![],
+            at: None,
+        })
+    });
+    let tvf = Expr::Function(ast::Function {
+        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(function))]),
+        args: FunctionArguments::List(FunctionArgumentList { duplicate_treatment: None, args, clauses: vec![] }),
+        ..window_call.clone()
+    });
+    from.relation = TableFactor::TableFunction { expr: tvf, alias };
+    exprs.splice(
+        position..=position,
+        [Expr::Identifier(Ident::new("window_start")), Expr::Identifier(Ident::new("window_end"))],
+    );
 }
 
 fn name_nested_fields(body: &mut SetExpr) {

@@ -21,8 +21,8 @@ use super::context::flink_aggregate_type;
 use super::nodes::{WatermarkNode, WindowTvfNode};
 use crate::config::JobConfig;
 use crate::plan::{
-    AggKind, AggregateCall, ChangelogMode, JoinKind, NodeId, OperatorSpec, OverFrame, Partitioning, PhysExpr, SessionOutput,
-    PlanInput, PlanNode, RankSpec, SinkSpec, SortKey, SourceSpec, StreamPlan, WindowKind,
+    AggKind, AggregateCall, ChangelogMode, JoinKind, NodeId, OperatorSpec, OverFrame, Partitioning, PhysExpr,
+    PlanInput, PlanNode, RankSpec, SessionOutput, SinkSpec, SortKey, SourceSpec, StreamPlan, WindowKind,
 };
 
 /// Where a query's rows go.
@@ -58,7 +58,6 @@ struct Stream {
 #[derive(Clone, Copy, Debug)]
 struct SessionWindow {
     gap: i64,
-    time_col: usize,
 }
 
 pub struct Translator<'a> {
@@ -192,7 +191,8 @@ impl<'a> Translator<'a> {
                     node,
                     schema: scan.projected_schema.clone(),
                     rowtime: vec![false; scan.projected_schema.fields().len()],
-                    window: None, session: None,
+                    window: None,
+                    session: None,
                     changelog: ChangelogMode::Append,
                     parallelism,
                 })
@@ -277,7 +277,15 @@ impl<'a> Translator<'a> {
                     changelog,
                     "all".into(),
                 );
-                Ok(Stream { node, schema: u.schema.clone(), rowtime, window: None, session: None, changelog, parallelism })
+                Ok(Stream {
+                    node,
+                    schema: u.schema.clone(),
+                    rowtime,
+                    window: None,
+                    session: None,
+                    changelog,
+                    parallelism,
+                })
             }
             other => not_impl_err!("{} is not supported in a streaming query yet", describe(other)),
         }
@@ -324,15 +332,17 @@ impl<'a> Translator<'a> {
             input.changelog,
             description,
         );
-        let session = match (&input.session, &exprs) {
-            (None, _) => None,
-            (Some(s), None) => Some(*s),
-            (Some(s), Some(exprs)) => {
-                let time = exprs.iter().position(|e| column_source(e, &input.schema) == Some(s.time_col));
-                time.map(|time_col| SessionWindow { gap: s.gap, time_col })
-            }
-        };
-        Ok(Stream { node, schema, rowtime, window, session, changelog: input.changelog, parallelism: input.parallelism })
+        // A pending session window survives as long as its placeholder columns do.
+        let session = input.session.filter(|_| window.is_some());
+        Ok(Stream {
+            node,
+            schema,
+            rowtime,
+            window,
+            session,
+            changelog: input.changelog,
+            parallelism: input.parallelism,
+        })
     }
 
     fn window_tvf(&mut self, tvf: &WindowTvfNode) -> Result<Stream> {
@@ -343,13 +353,26 @@ impl<'a> Translator<'a> {
                 tvf.input.schema().field(tvf.time_col).name()
             );
         }
-        if matches!(tvf.window, WindowKind::Session { .. }) {
-            return not_impl_err!(
-                "SESSION windows are only supported directly under a GROUP BY window_start, window_end"
-            );
-        }
         if input.changelog == ChangelogMode::Retract {
             return not_impl_err!("window functions over a changelog (updating) stream");
+        }
+        if let WindowKind::Session { gap } = tvf.window {
+            // Sessions are assigned by the aggregation; until then each window column holds the
+            // row's event time, which the aggregation reads from `window_start` (the time
+            // column itself may be pruned away before it).
+            let time = Expr::Column(tvf.input.schema().columns()[tvf.time_col].clone());
+            let mut exprs: Vec<Expr> = tvf.input.schema().columns().into_iter().map(Expr::Column).collect();
+            for name in [super::nodes::WINDOW_START, super::nodes::WINDOW_END, super::nodes::WINDOW_TIME] {
+                exprs.push(cast(time.clone(), crate::sql::types::TIMESTAMP_TYPE).alias(name));
+            }
+            let mut stream = self.calc(&input, None, Some(exprs))?;
+            let width = tvf.input_width();
+            stream.schema = tvf.schema.clone();
+            stream.rowtime = input.rowtime.clone();
+            stream.rowtime.extend([false, false, true]);
+            stream.window = Some(WindowColumns { start: width, end: width + 1, time: Some(width + 2) });
+            stream.session = Some(SessionWindow { gap });
+            return Ok(stream);
         }
         let width = tvf.input_width();
         let node = self.add(
@@ -480,7 +503,8 @@ impl<'a> Translator<'a> {
                 node,
                 schema: out_schema,
                 rowtime,
-                window: Some(w), session: None,
+                window: Some(w),
+                session: None,
                 changelog: ChangelogMode::Append,
                 parallelism,
             });
@@ -498,7 +522,8 @@ impl<'a> Translator<'a> {
             node,
             schema: out_schema.clone(),
             rowtime: vec![false; out_schema.fields().len()],
-            window: None, session: None,
+            window: None,
+            session: None,
             changelog: ChangelogMode::Retract,
             parallelism,
         })
@@ -547,7 +572,8 @@ impl<'a> Translator<'a> {
             schema: j.schema.clone(),
             // A regular join's output is not ordered by time: its time columns are plain values.
             rowtime: vec![false; j.schema.fields().len()],
-            window: None, session: None,
+            window: None,
+            session: None,
             changelog,
             parallelism,
         })
@@ -667,7 +693,8 @@ impl<'a> Translator<'a> {
             node,
             schema: w.schema.clone(),
             rowtime,
-            window: None, session: None,
+            window: None,
+            session: None,
             changelog: ChangelogMode::Append,
             parallelism,
         })
@@ -802,7 +829,8 @@ impl<'a> Translator<'a> {
                 node,
                 schema: w.schema.clone(),
                 rowtime,
-                window: Some(wc), session: None,
+                window: Some(wc),
+                session: None,
                 changelog: ChangelogMode::Append,
                 parallelism,
             }
@@ -820,7 +848,8 @@ impl<'a> Translator<'a> {
                 node,
                 schema: w.schema.clone(),
                 rowtime: vec![false; width],
-                window: None, session: None,
+                window: None,
+                session: None,
                 changelog: ChangelogMode::Retract,
                 parallelism,
             }
@@ -846,7 +875,7 @@ impl<'a> Translator<'a> {
         agg: &Aggregate,
         input: &Stream,
         session: SessionWindow,
-        mut pre: Vec<Expr>,
+        pre: Vec<Expr>,
         calls: Vec<AggregateCall>,
     ) -> Result<Stream> {
         let Some(w) = input.window else { return plan_err!("internal: a session stream without window columns") };
@@ -873,8 +902,8 @@ impl<'a> Translator<'a> {
             return plan_err!("a SESSION window must be grouped by window_start and window_end");
         }
         output.extend((0..calls.len()).map(SessionOutput::Aggregate));
-        pre.push(Expr::Column(input.schema.columns()[session.time_col].clone()).alias("__session_time"));
-        let time_col = pre.len() - 1;
+        // The window_start placeholder holds each row's event time.
+        let time_col = out_window.start;
         let projected = self.calc(input, None, Some(pre))?;
         let (partitioning, parallelism) = self.keyed(keys.clone());
         let description = format!(

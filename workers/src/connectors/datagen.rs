@@ -567,14 +567,13 @@ impl DatagenGenerator {
     /// A `num_splits` of 0 is taken as 1; a split index beyond the last split yields no rows.
     pub fn new(config: DatagenConfig, split_index: u64, num_splits: u64) -> Self {
         let num_splits = num_splits.max(1);
-        let split_rows =
-            if split_index >= num_splits {
-                Some(0)
-            } else {
-                config
-                    .total_rows()
-                    .map(|total| if split_index >= total { 0 } else { (total - 1 - split_index) / num_splits + 1 })
-            };
+        let split_rows = if split_index >= num_splits {
+            Some(0)
+        } else {
+            config
+                .total_rows()
+                .map(|total| if split_index >= total { 0 } else { (total - 1 - split_index) / num_splits + 1 })
+        };
         let seed_key = mix64(config.seed ^ 0x6461_7461_6765_6E00);
         let column_keys = (0..config.fields.len() as u64)
             .map(|c| mix64(seed_key.wrapping_add((c + 1).wrapping_mul(GOLDEN_GAMMA << 32))))

@@ -1,5 +1,5 @@
 //! Session window aggregation: per key, rows closer in event time than the gap form one
-//! session `[first, last + gap)`, aggregated and emitted once the watermark passes its end.
+//! session `[first, last + gap)` (sessions that touch merge, as Flink's do), aggregated and emitted once the watermark passes its end.
 //!
 //! Rows are kept until their session closes, because a late-arriving row can bridge two
 //! sessions into one (Flink merges the windows; keeping the rows makes merging free). A row is
@@ -71,7 +71,7 @@ impl SessionAggregate {
     /// Whether a row at `ts` of key `g` falls into a session that is still open.
     fn joins_open_session(&self, g: usize, ts: Timestamp) -> bool {
         let Some(rows) = self.rows.get(g) else { return false };
-        rows.range(ts - self.gap + 1..ts + self.gap).next().is_some()
+        rows.range(ts - self.gap..=ts + self.gap).next().is_some()
     }
 }
 
@@ -123,7 +123,8 @@ impl Operator for SessionAggregate {
             let mut sessions: Vec<(Timestamp, Timestamp)> = Vec::new();
             for &ts in self.rows[g].keys() {
                 match sessions.last_mut() {
-                    Some((_, end)) if ts < *end => *end = (*end).max(ts + self.gap),
+                    // Flink merges windows that touch: [a, b) and [b, c) become one session.
+                    Some((_, end)) if ts <= *end => *end = (*end).max(ts + self.gap),
                     _ => sessions.push((ts, ts + self.gap)),
                 }
             }
@@ -157,7 +158,8 @@ impl Operator for SessionAggregate {
                     SessionOutput::WindowEnd => times(fired.iter().map(|f| f.end), ty)?,
                     SessionOutput::WindowTime => times(fired.iter().map(|f| f.end - 1), ty)?,
                     SessionOutput::Aggregate(a) => {
-                        let parts: Vec<&dyn arrow::array::Array> = fired.iter().map(|f| f.values[*a].as_ref()).collect();
+                        let parts: Vec<&dyn arrow::array::Array> =
+                            fired.iter().map(|f| f.values[*a].as_ref()).collect();
                         concat(&parts)?
                     }
                 };
