@@ -12,6 +12,7 @@ pub mod planner;
 pub mod rewrite;
 pub mod translate;
 pub mod types;
+pub mod typing;
 
 use std::fmt;
 

@@ -177,6 +177,7 @@ impl ScriptPlanner {
         let sql_to_rel = SqlToRel::new(&context);
         let plan = sql_to_rel
             .sql_statement_to_plan(ast::Statement::Query(Box::new(query)))
+            .and_then(|plan| super::typing::apply_flink_typing(plan, &self.functions))
             .map_err(|e| SqlError::from_datafusion(location, e))?;
         let plan = optimize(plan, &context).map_err(|e| SqlError::from_datafusion(location, e))?;
         tracing::debug!(plan = %plan.display_indent(), "optimized logical plan");
