@@ -1,20 +1,161 @@
 //! `weir bench nexmark` and `weir nexmark-gen`.
+//!
+//! Each query runs in its own `weir run` process, which reports its own CPU time and peak RSS
+//! (getrusage of itself), so figures are per query and include everything the process did:
+//! reading, parsing, planning and running.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
 
-use anyhow::{Context, Result};
-use clap::Subcommand;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+const DDL_FS: &str = include_str!("../bench/nexmark/ddl_nexmark_fs.sql");
+const DDL_GEN: &str = include_str!("../bench/nexmark/ddl_nexmark_gen.sql");
+const VIEWS: &str = include_str!("../bench/nexmark/ddl_views.sql");
+const QUERIES: &[(&str, &str)] = &[
+    ("q0", include_str!("../bench/nexmark/q0.sql")),
+    ("q1", include_str!("../bench/nexmark/q1.sql")),
+    ("q2", include_str!("../bench/nexmark/q2.sql")),
+    ("q3", include_str!("../bench/nexmark/q3.sql")),
+    ("q4", include_str!("../bench/nexmark/q4.sql")),
+    ("q5", include_str!("../bench/nexmark/q5.sql")),
+    ("q7", include_str!("../bench/nexmark/q7.sql")),
+    ("q8", include_str!("../bench/nexmark/q8.sql")),
+    ("floor_parse", include_str!("../bench/nexmark/floor_parse.sql")),
+    ("floor_raw", include_str!("../bench/nexmark/floor_raw.sql")),
+];
+
+/// Apache Flink 2.3 on this kind of machine, same 10M-event JSON file, parallelism 1: events
+/// per CPU-second (../shared/nexmark/README.md).
+const FLINK_EVENTS_PER_CPU_SECOND: &[(&str, f64)] = &[
+    ("q0", 189e3),
+    ("q1", 159e3),
+    ("q2", 176e3),
+    ("q3", 128e3),
+    ("q4", 54e3),
+    ("q5", 86e3),
+    ("q7", 47e3),
+    ("q8", 122e3),
+];
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Not yet available.
-    Nexmark,
+    /// Run the Nexmark queries and report events/s, events per CPU-second and peak RSS.
+    Nexmark(NexmarkArgs),
+}
+
+#[derive(Args)]
+pub struct NexmarkArgs {
+    /// Queries to run (comma separated); default: q0,q1,q2,q3,q4,q5,q7,q8.
+    #[arg(long, value_delimiter = ',')]
+    queries: Vec<String>,
+    /// Number of events.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// `file` (newline-delimited JSON), `generator` (built-in), or `both`.
+    #[arg(long, default_value = "both")]
+    source: String,
+    /// The JSON file; written with the built-in generator if it does not exist.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Parallelism of every operator.
+    #[arg(long, default_value_t = 1)]
+    parallelism: u32,
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
-        BenchCommand::Nexmark => anyhow::bail!("weir bench nexmark is not implemented yet"),
+        BenchCommand::Nexmark(args) => nexmark(args),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct Stats {
+    source_rows: u64,
+    cpu_seconds: f64,
+    max_rss_bytes: u64,
+}
+
+fn nexmark(args: NexmarkArgs) -> Result<()> {
+    let queries: Vec<String> = if args.queries.is_empty() {
+        ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8"].iter().map(|s| s.to_string()).collect()
+    } else {
+        args.queries.clone()
+    };
+    let sources: Vec<&str> = match args.source.as_str() {
+        "both" => vec!["file", "generator"],
+        "file" => vec!["file"],
+        "generator" => vec!["generator"],
+        other => bail!("--source must be file, generator or both, not {other}"),
+    };
+    let work = tempfile::tempdir()?;
+    let file = match &args.file {
+        Some(f) => f.clone(),
+        None => PathBuf::from(format!("target/nexmark-{}.json", args.events)),
+    };
+    if sources.contains(&"file") && !file.exists() {
+        eprintln!("writing {} events to {} …", args.events, file.display());
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        generate_json(args.events, 42, &file)?;
+    }
+    let flink: BTreeMap<&str, f64> = FLINK_EVENTS_PER_CPU_SECOND.iter().copied().collect();
+    println!("| query | source | events | wall s | events/s | CPU s | events/CPU-s | vs Flink | peak RSS MiB |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for q in &queries {
+        let Some((_, body)) = QUERIES.iter().find(|(name, _)| name == q) else {
+            bail!("unknown query {q}; known: {}", QUERIES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "));
+        };
+        for source in &sources {
+            if q.starts_with("floor_raw") && *source == "generator" {
+                continue;
+            }
+            let ddl = match *source {
+                "file" => DDL_FS.replace("${DATA_PATH}", &file.canonicalize()?.display().to_string()),
+                _ => DDL_GEN.replace("${EVENTS}", &args.events.to_string()),
+            };
+            let raw_sql = body.replace("${DATA_PATH}", &file.canonicalize()?.display().to_string());
+            let sql = format!("{ddl}\n{VIEWS}\n{raw_sql}");
+            let script = work.path().join(format!("{q}-{source}.sql"));
+            let stats_path = work.path().join(format!("{q}-{source}.json"));
+            std::fs::write(&script, sql)?;
+            let started = Instant::now();
+            let status = Command::new(std::env::current_exe()?)
+                .arg("run")
+                .arg(&script)
+                .arg("--quiet")
+                .arg("--parallelism")
+                .arg(args.parallelism.to_string())
+                .arg("--stats-json")
+                .arg(&stats_path)
+                .status()
+                .context("cannot start weir run")?;
+            let wall = started.elapsed().as_secs_f64();
+            if !status.success() {
+                println!("| {q} | {source} | failed | | | | | | |");
+                continue;
+            }
+            let stats: Stats = serde_json::from_str(&std::fs::read_to_string(&stats_path)?)?;
+            let events = if q == "floor_raw" { stats.source_rows } else { args.events };
+            let per_cpu = events as f64 / stats.cpu_seconds;
+            let ratio = match flink.get(q.as_str()) {
+                Some(f) if *source == "file" => format!("{:.1}×", per_cpu / f),
+                _ => "".into(),
+            };
+            println!(
+                "| {q} | {source} | {events} | {wall:.2} | {:.0}k | {:.2} | {:.0}k | {ratio} | {:.0} |",
+                events as f64 / wall / 1e3,
+                stats.cpu_seconds,
+                per_cpu / 1e3,
+                stats.max_rss_bytes as f64 / (1 << 20) as f64
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn generate_json(events: u64, seed: u64, out: &Path) -> Result<u64> {
@@ -27,5 +168,6 @@ pub fn generate_json(events: u64, seed: u64, out: &Path) -> Result<u64> {
     let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
     let n = weir_workers::connectors::nexmark::write_json_lines(&config, &mut writer)
         .with_context(|| format!("cannot write {}", out.display()))?;
+    std::io::Write::flush(&mut writer)?;
     Ok(n)
 }

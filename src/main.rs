@@ -36,6 +36,9 @@ enum Command {
         /// Do not print the result table (with --output, or to time a job).
         #[arg(long)]
         quiet: bool,
+        /// Write the run's figures (rows, CPU time, peak RSS) as JSON to this file.
+        #[arg(long, hide = true)]
+        stats_json: Option<PathBuf>,
     },
     /// Benchmarks.
     Bench {
@@ -63,8 +66,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, parallelism, output, quiet } => {
-            run::run_file(&file, parallelism, output.as_deref(), quiet)
+        Command::Run { file, parallelism, output, quiet, stats_json } => {
+            run::run_file(&file, parallelism, output.as_deref(), quiet, stats_json.as_deref())
         }
         Command::Bench { bench } => bench::run(bench),
         Command::NexmarkGen { events, out, seed } => bench::generate_json(events, seed, &out).map(|_| ()),

@@ -24,7 +24,13 @@ pub struct RunStats {
     pub elapsed: Duration,
 }
 
-pub fn run_file(file: &Path, parallelism: Option<u32>, output: Option<&Path>, quiet: bool) -> Result<()> {
+pub fn run_file(
+    file: &Path,
+    parallelism: Option<u32>,
+    output: Option<&Path>,
+    quiet: bool,
+    stats_json: Option<&Path>,
+) -> Result<()> {
     let sql = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut sink: Box<dyn ResultSink> = match output {
         Some(path) => Box::new(JsonLinesSink::create(path)?),
@@ -33,6 +39,18 @@ pub fn run_file(file: &Path, parallelism: Option<u32>, output: Option<&Path>, qu
     };
     let stats = run_sql(&sql, &file.display().to_string(), parallelism, sink.as_mut(), !quiet)?;
     sink.finish()?;
+    if let Some(path) = stats_json {
+        let usage = resource_usage();
+        let json = serde_json::json!({
+            "source_rows": stats.source_rows,
+            "output_rows": stats.output_rows,
+            "late_records_dropped": stats.late_dropped,
+            "elapsed_seconds": stats.elapsed.as_secs_f64(),
+            "cpu_seconds": usage.0,
+            "max_rss_bytes": usage.1,
+        });
+        std::fs::write(path, json.to_string()).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if !quiet && std::io::stderr().is_terminal() {
         eprintln!(
             "done: {} rows read, {} rows written, {} late rows dropped, {:.2}s",
@@ -243,4 +261,16 @@ pub fn run_sql(
         late_dropped: counters.late_records_dropped.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     })
+}
+
+/// CPU seconds (user + system) and peak resident memory of this process so far.
+fn resource_usage() -> (f64, u64) {
+    // SAFETY: getrusage only writes into the zeroed struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (seconds(usage.ru_utime) + seconds(usage.ru_stime), usage.ru_maxrss as u64 * 1024)
 }

@@ -100,10 +100,8 @@ impl JobConfig {
                 let d = parse_duration(value).map_err(|e| invalid(&e))?;
                 self.idle_timeout = (!d.is_zero()).then_some(d);
             }
-            "table.local-time-zone" => {
-                if !matches!(value, "UTC" | "Z" | "GMT" | "Etc/UTC") {
-                    return Err(invalid("only UTC is supported"));
-                }
+            "table.local-time-zone" if !matches!(value, "UTC" | "Z" | "GMT" | "Etc/UTC") => {
+                return Err(invalid("only UTC is supported"));
             }
             _ => {}
         }

@@ -31,6 +31,9 @@ pub struct JobCounters {
     pub output_rows: AtomicU64,
 }
 
+/// A subtask's input gate and, per channel, which input of the head operator it feeds.
+type GateInput = (Box<dyn InputGate>, Vec<usize>);
+
 /// Everything a local job needs besides its plan.
 pub struct LocalJob {
     pub plan: Arc<StreamPlan>,
@@ -43,7 +46,7 @@ pub struct LocalJob {
 
 /// Runs every subtask of the job to completion; the first failure cancels the rest.
 pub async fn run_local(job: LocalJob) -> TaskResult<()> {
-    let mut gates: Vec<Vec<Option<(Box<dyn InputGate>, Vec<usize>)>>> = Vec::new();
+    let mut gates: Vec<Vec<Option<GateInput>>> = Vec::new();
     // Gates first: the partitions that feed them look their channels up.
     for vertex in &job.graph.vertices {
         let mut per_subtask = Vec::new();
@@ -143,7 +146,7 @@ impl Task {
         Ok(Task { source, chain, outputs, counters: job.counters.clone(), watermark: MIN_WATERMARK })
     }
 
-    async fn run(mut self, input: Option<(Box<dyn InputGate>, Vec<usize>)>) -> TaskResult<()> {
+    async fn run(mut self, input: Option<GateInput>) -> TaskResult<()> {
         if let Some(mut source) = self.source.take() {
             while let Some(batch) = source.next_batch()? {
                 self.counters.source_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);

@@ -26,7 +26,7 @@ pub struct Located<T> {
 
 #[derive(Debug, Clone)]
 pub enum Statement {
-    CreateTable(TableDef),
+    CreateTable(Box<TableDef>),
     CreateView(ViewDef),
     Set { key: String, value: String },
     Reset { key: Option<String> },
@@ -57,7 +57,7 @@ pub enum ColumnKind {
     /// Read from (or written to) the connector.
     Physical { data_type: DataType, nullable: bool },
     /// `name AS expr`: computed from the physical columns after reading.
-    Computed { expr: ast::Expr },
+    Computed { expr: Box<ast::Expr> },
     /// `name TYPE METADATA [FROM 'key'] [VIRTUAL]`: connector metadata.
     Metadata { data_type: DataType, key: Option<String>, is_virtual: bool },
 }
@@ -147,7 +147,7 @@ fn parse_statement(parser: &mut Parser) -> Result<Located<Statement>, ParserErro
     } else if parser.parse_keyword(Keyword::CREATE) {
         let _ = parser.parse_keyword(Keyword::TEMPORARY);
         if parser.parse_keyword(Keyword::TABLE) {
-            Statement::CreateTable(parse_create_table(parser)?)
+            Statement::CreateTable(Box::new(parse_create_table(parser)?))
         } else if parser.parse_keyword(Keyword::VIEW) {
             Statement::CreateView(parse_create_view(parser)?)
         } else {
@@ -322,7 +322,7 @@ fn skip_comment(parser: &mut Parser) {
 fn parse_column(parser: &mut Parser, location: Location) -> Result<ColumnDef, ParserError> {
     let Ident { value: name, .. } = parser.parse_identifier()?;
     let kind = if parser.parse_keyword(Keyword::AS) {
-        ColumnKind::Computed { expr: parser.parse_expr()? }
+        ColumnKind::Computed { expr: Box::new(parser.parse_expr()?) }
     } else {
         let (data_type, nullable) = parse_type(parser)?;
         if parser.parse_keyword(Keyword::METADATA) {

@@ -106,7 +106,7 @@ impl ScriptPlanner {
     ) -> Result<Option<(LogicalPlan, SinkTarget)>, SqlError> {
         match statement {
             Statement::CreateTable(def) => {
-                self.create_table(def, location)?;
+                self.create_table(*def, location)?;
                 Ok(None)
             }
             Statement::CreateView(view) => {
@@ -224,7 +224,7 @@ impl ScriptPlanner {
             let expr = match &c.kind {
                 ColumnKind::Physical { .. } => col(datafusion_common::Column::new(Some(qualifier.clone()), &c.name)),
                 ColumnKind::Computed { expr } => {
-                    let mut expr = expr.clone();
+                    let mut expr = expr.as_ref().clone();
                     rewrite_expr(&mut expr);
                     sql_to_rel
                         .sql_to_expr(expr, &scan_schema, &mut PlannerContext::new())

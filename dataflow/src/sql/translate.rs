@@ -299,10 +299,7 @@ impl<'a> Translator<'a> {
             None => (input.schema.clone(), input.rowtime.clone(), input.window, None),
             Some(exprs) => {
                 let fields = exprs.iter().map(|e| e.to_field(&input.schema)).collect::<Result<Vec<_>>>()?;
-                let schema = Arc::new(DFSchema::new_with_metadata(
-                    fields.into_iter().map(|(q, f)| (q, f)).collect(),
-                    input.schema.metadata().clone(),
-                )?);
+                let schema = Arc::new(DFSchema::new_with_metadata(fields, input.schema.metadata().clone())?);
                 let sources: Vec<Option<usize>> = exprs.iter().map(|e| column_source(e, &input.schema)).collect();
                 let rowtime = sources.iter().map(|s| s.is_some_and(|i| input.rowtime[i])).collect();
                 let window = input.window.and_then(|w| {

@@ -156,7 +156,7 @@ fn parse_type_inner(parser: &mut Parser, angles: &mut AngleState) -> Result<Data
         }
         _ => {
             return Err(ParserError::ParserError(format!(
-                "unknown data type {}{}; expected one of BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL, CHAR, VARCHAR, STRING, BINARY, VARBINARY, BYTES, DATE, TIME, TIMESTAMP, TIMESTAMP_LTZ, ROW, ARRAY, MAP",
+                "unknown data type {}; expected one of BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL, CHAR, VARCHAR, STRING, BINARY, VARBINARY, BYTES, DATE, TIME, TIMESTAMP, TIMESTAMP_LTZ, ROW, ARRAY, MAP{}",
                 token.token, token.span.start
             )));
         }

@@ -19,6 +19,12 @@ use weir_dataflow::plan::{JoinKind, PhysExpr};
 use super::{Operator, Output};
 use crate::error::{TaskError, TaskResult};
 
+/// A side's encoded row, or `None` for NULL padding.
+type SideRow<'a> = Option<&'a [u8]>;
+/// One output row as (left, right).
+type Pair<'a> = (SideRow<'a>, SideRow<'a>);
+type OwnedPair = (Option<Box<[u8]>>, Option<Box<[u8]>>);
+
 struct Stored {
     row: Box<[u8]>,
     count: i64,
@@ -77,7 +83,7 @@ impl Join {
     }
 
     /// Decodes pairs of side rows into an output batch (`None` = NULLs).
-    fn build(&self, rows: &[(Option<&[u8]>, Option<&[u8]>)]) -> TaskResult<RecordBatch> {
+    fn build(&self, rows: &[Pair<'_>]) -> TaskResult<RecordBatch> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for (s, side) in self.sides.iter().enumerate() {
             let present: Vec<&[u8]> = rows.iter().filter_map(|r| if s == 0 { r.0 } else { r.1 }).collect();
@@ -117,9 +123,9 @@ impl Operator for Join {
         // Which candidate pairs satisfy the non-equi condition, evaluated for the whole batch.
         let mut pair_ok: Vec<Vec<bool>> = Vec::with_capacity(batch.num_rows());
         if let Some(filter) = &self.filter {
-            let mut pairs: Vec<(Option<&[u8]>, Option<&[u8]>)> = Vec::new();
-            for r in 0..batch.num_rows() {
-                if has_null_key[r] {
+            let mut pairs: Vec<Pair<'_>> = Vec::new();
+            for (r, null_key) in has_null_key.iter().enumerate() {
+                if *null_key {
                     continue;
                 }
                 if let Some(candidates) = self.sides[o].state.get(keys.row(r).data()) {
@@ -141,30 +147,26 @@ impl Operator for Join {
                     .ok_or_else(|| TaskError::Unsupported("a join condition must evaluate to BOOLEAN".into()))?
             };
             let mut next = 0;
-            for r in 0..batch.num_rows() {
-                let n = if has_null_key[r] {
-                    0
-                } else {
-                    self.sides[o].state.get(keys.row(r).data()).map_or(0, |c| c.len())
-                };
+            for (r, null_key) in has_null_key.iter().enumerate() {
+                let n = if *null_key { 0 } else { self.sides[o].state.get(keys.row(r).data()).map_or(0, |c| c.len()) };
                 pair_ok.push((next..next + n).map(|i| mask.is_valid(i) && mask.value(i)).collect());
                 next += n;
             }
         }
 
-        let mut pending: Vec<(RowKind, Option<Box<[u8]>>, Option<Box<[u8]>>)> = Vec::new();
-        let pair = |mine: &[u8], other: Option<&[u8]>| -> (Option<Box<[u8]>>, Option<Box<[u8]>>) {
+        let mut pending: Vec<(RowKind, OwnedPair)> = Vec::new();
+        let pair = |mine: &[u8], other: SideRow<'_>| -> OwnedPair {
             let mine = Some(mine.into());
             let other = other.map(Into::into);
             if s == 0 { (mine, other) } else { (other, mine) }
         };
-        for r in 0..batch.num_rows() {
+        for (r, null_key) in has_null_key.iter().enumerate() {
             let accumulate = batch.kind(r).is_accumulate();
             let row: &[u8] = rows.row(r).data();
-            if has_null_key[r] {
+            if *null_key {
                 if self.sides[s].preserved {
                     let (l, rr) = pair(row, None);
-                    pending.push((if accumulate { RowKind::Insert } else { RowKind::Delete }, l, rr));
+                    pending.push((if accumulate { RowKind::Insert } else { RowKind::Delete }, (l, rr)));
                 }
                 continue;
             }
@@ -185,26 +187,26 @@ impl Operator for Join {
                             if c.matches == 0 {
                                 for _ in 0..c.count {
                                     let (l, rr) = pair_other_padded(s, &c.row);
-                                    pending.push((RowKind::Delete, l, rr));
+                                    pending.push((RowKind::Delete, (l, rr)));
                                 }
                             }
                             c.matches += 1;
                         }
                         for _ in 0..c.count {
                             let (l, rr) = pair(row, Some(&c.row));
-                            pending.push((RowKind::Insert, l, rr));
+                            pending.push((RowKind::Insert, (l, rr)));
                         }
                     } else {
                         for _ in 0..c.count {
                             let (l, rr) = pair(row, Some(&c.row));
-                            pending.push((RowKind::Delete, l, rr));
+                            pending.push((RowKind::Delete, (l, rr)));
                         }
                         if other_side.preserved {
                             c.matches -= 1;
                             if c.matches == 0 {
                                 for _ in 0..c.count {
                                     let (l, rr) = pair_other_padded(s, &c.row);
-                                    pending.push((RowKind::Insert, l, rr));
+                                    pending.push((RowKind::Insert, (l, rr)));
                                 }
                             }
                         }
@@ -213,7 +215,7 @@ impl Operator for Join {
             }
             if matched == 0 && mine_side.preserved {
                 let (l, rr) = pair(row, None);
-                pending.push((if accumulate { RowKind::Insert } else { RowKind::Delete }, l, rr));
+                pending.push((if accumulate { RowKind::Insert } else { RowKind::Delete }, (l, rr)));
             }
             let bucket = mine_side.state.entry_ref(key).or_default();
             match bucket.iter().position(|x| x.row.as_ref() == row) {
@@ -233,10 +235,9 @@ impl Operator for Join {
         if pending.is_empty() {
             return Ok(());
         }
-        let refs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-            pending.iter().map(|(_, l, r)| (l.as_deref(), r.as_deref())).collect();
+        let refs: Vec<Pair<'_>> = pending.iter().map(|(_, (l, r))| (l.as_deref(), r.as_deref())).collect();
         let data = self.build(&refs)?;
-        let kinds = pending.iter().map(|(k, _, _)| *k).collect::<Vec<_>>();
+        let kinds = pending.iter().map(|(k, _)| *k).collect::<Vec<_>>();
         let all_inserts = kinds.iter().all(|k| *k == RowKind::Insert);
         out.batch(if all_inserts {
             ChangeBatch::inserts(data)
@@ -248,6 +249,6 @@ impl Operator for Join {
 }
 
 /// The other side's row padded with NULLs for the side `s` being processed.
-fn pair_other_padded(s: usize, other: &[u8]) -> (Option<Box<[u8]>>, Option<Box<[u8]>>) {
+fn pair_other_padded(s: usize, other: &[u8]) -> OwnedPair {
     if s == 0 { (None, Some(other.into())) } else { (Some(other.into()), None) }
 }
