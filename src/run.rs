@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
+use arrow::datatypes::SchemaRef;
 use weir_dataflow::config::JobConfig;
 use weir_dataflow::event::ChangeBatch;
 use weir_dataflow::graph::JobGraph;
@@ -21,6 +22,7 @@ pub struct RunStats {
     pub source_rows: u64,
     pub output_rows: u64,
     pub late_dropped: u64,
+    pub records_skipped: u64,
     pub elapsed: Duration,
 }
 
@@ -45,11 +47,15 @@ pub fn run_file(
             "source_rows": stats.source_rows,
             "output_rows": stats.output_rows,
             "late_records_dropped": stats.late_dropped,
+            "records_skipped": stats.records_skipped,
             "elapsed_seconds": stats.elapsed.as_secs_f64(),
             "cpu_seconds": usage.0,
             "max_rss_bytes": usage.1,
         });
         std::fs::write(path, json.to_string()).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if stats.records_skipped > 0 {
+        eprintln!("warning: {} malformed records skipped (ignore-parse-errors)", stats.records_skipped);
     }
     if !quiet && std::io::stderr().is_terminal() {
         eprintln!(
@@ -65,6 +71,10 @@ pub fn run_file(
 
 /// Where a final `SELECT`'s rows go.
 pub trait ResultSink {
+    /// The script has a final `SELECT` with these columns.
+    fn start(&mut self, _schema: &SchemaRef) -> Result<()> {
+        Ok(())
+    }
     fn write(&mut self, batch: &ChangeBatch) -> Result<()>;
     fn finish(&mut self) -> Result<()>;
 }
@@ -108,6 +118,7 @@ impl ResultSink for JsonLinesSink {
 /// Rows as a table on stdout, printed as they arrive, like Flink's SQL client in tableau mode.
 #[derive(Default)]
 struct TableauSink {
+    schema: Option<SchemaRef>,
     widths: Vec<usize>,
     rows: u64,
 }
@@ -126,6 +137,11 @@ impl TableauSink {
 }
 
 impl ResultSink for TableauSink {
+    fn start(&mut self, schema: &SchemaRef) -> Result<()> {
+        self.schema = Some(schema.clone());
+        Ok(())
+    }
+
     fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
         let mut out = String::new();
         if self.widths.is_empty() {
@@ -162,6 +178,9 @@ impl ResultSink for TableauSink {
     }
 
     fn finish(&mut self) -> Result<()> {
+        if self.schema.is_none() {
+            return Ok(());
+        }
         let mut out = std::io::stdout().lock();
         if !self.widths.is_empty() {
             writeln!(out, "{}", self.rule())?;
@@ -200,8 +219,17 @@ pub fn run_sql(
     for explain in &planned.explains {
         println!("{explain}");
     }
+    if let Some(schema) = &planned.result_schema {
+        sink.start(schema)?;
+    }
     let Some(plan) = planned.plan else {
-        return Ok(RunStats { source_rows: 0, output_rows: 0, late_dropped: 0, elapsed: Duration::ZERO });
+        return Ok(RunStats {
+            source_rows: 0,
+            output_rows: 0,
+            late_dropped: 0,
+            records_skipped: 0,
+            elapsed: Duration::ZERO,
+        });
     };
     let graph = JobGraph::from_plan(&plan);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -259,6 +287,7 @@ pub fn run_sql(
         source_rows: counters.source_rows.load(Ordering::Relaxed),
         output_rows: counters.output_rows.load(Ordering::Relaxed),
         late_dropped: counters.late_records_dropped.load(Ordering::Relaxed),
+        records_skipped: counters.records_skipped.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     })
 }

@@ -29,6 +29,8 @@ pub struct JobCounters {
     pub source_rows: AtomicU64,
     pub late_records_dropped: AtomicU64,
     pub output_rows: AtomicU64,
+    /// Malformed records skipped under `*.ignore-parse-errors`.
+    pub records_skipped: AtomicU64,
 }
 
 /// A subtask's input gate and, per channel, which input of the head operator it feeds.
@@ -129,7 +131,13 @@ impl Task {
             match &node.op {
                 OperatorSpec::Source(spec) => {
                     debug_assert_eq!(i, 0, "a source heads its chain");
-                    source = Some(connectors::create_source(spec, node.schema.clone(), subtask, vertex.parallelism)?);
+                    source = Some(connectors::create_source(
+                        spec,
+                        node.schema.clone(),
+                        subtask,
+                        vertex.parallelism,
+                        job.counters.clone(),
+                    )?);
                 }
                 OperatorSpec::Sink(spec) => {
                     chain.push(connectors::create_sink(

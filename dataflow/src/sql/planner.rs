@@ -58,6 +58,7 @@ pub fn plan_script(sql: &str, config: JobConfig) -> Result<PlannedScript, SqlErr
                 };
                 let logical = format!("{}", plan.display_indent());
                 let mut translator = Translator::new(&planner.catalog, &planner.config);
+                translator.prepare([&plan]);
                 translator.add_sink(&plan, target).map_err(|e| SqlError::from_datafusion(location, e))?;
                 let physical = translator.finish().explain();
                 explains
@@ -83,6 +84,7 @@ pub fn plan_script(sql: &str, config: JobConfig) -> Result<PlannedScript, SqlErr
         None
     } else {
         let mut translator = Translator::new(&planner.catalog, &planner.config);
+        translator.prepare(sinks.iter().map(|(plan, _, _)| plan));
         for (plan, target, location) in &sinks {
             translator.add_sink(plan, target.clone()).map_err(|e| SqlError::from_datafusion(*location, e))?;
         }

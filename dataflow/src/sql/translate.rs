@@ -65,11 +65,35 @@ pub struct Translator<'a> {
     config: &'a JobConfig,
     nodes: Vec<PlanNode>,
     props: ExecutionProps,
+    /// Per table: the columns all of its scans read, and the one source node reading them.
+    /// A table read several times (a self-join, two views of one table) is read once.
+    sources: std::collections::HashMap<String, (Vec<usize>, Option<NodeId>)>,
 }
 
 impl<'a> Translator<'a> {
     pub fn new(catalog: &'a Catalog, config: &'a JobConfig) -> Self {
-        Translator { catalog, config, nodes: Vec::new(), props: ExecutionProps::new() }
+        Translator { catalog, config, nodes: Vec::new(), props: ExecutionProps::new(), sources: Default::default() }
+    }
+
+    /// Notes every table scan of the plans about to be added, so that each table gets one
+    /// source reading the union of the columns its scans need.
+    pub fn prepare<'p>(&mut self, plans: impl IntoIterator<Item = &'p LogicalPlan>) {
+        use datafusion_common::tree_node::TreeNodeRecursion;
+        for plan in plans {
+            let _ = plan.apply_with_subqueries(|node| {
+                if let LogicalPlan::TableScan(scan) = node
+                    && let Some(physical) = scan.source.downcast_ref::<PhysicalScan>()
+                {
+                    let all: Vec<usize> = (0..physical.schema.fields().len()).collect();
+                    let wanted = scan.projection.clone().unwrap_or(all);
+                    let entry = self.sources.entry(physical.table.clone()).or_default();
+                    entry.0.extend(wanted);
+                    entry.0.sort_unstable();
+                    entry.0.dedup();
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
     }
 
     pub fn finish(self) -> StreamPlan {
@@ -159,34 +183,44 @@ impl<'a> Translator<'a> {
                 let Some(physical) = scan.source.downcast_ref::<PhysicalScan>() else {
                     return plan_err!("cannot read table {}: it is not a table of this script", scan.table_name);
                 };
-                let entry = self
-                    .catalog
-                    .table(&physical.table)
-                    .ok_or_else(|| datafusion_common::plan_datafusion_err!("unknown table {}", physical.table))?;
-                let projection =
-                    scan.projection.clone().unwrap_or_else(|| (0..physical.schema.fields().len()).collect());
-                let schema = arrow_schema(&scan.projected_schema);
-                let parallelism = self.config.parallelism;
-                let description = format!(
-                    "table={}, connector={}, fields=[{}]",
-                    physical.table,
-                    entry.def.options.get("connector").map(String::as_str).unwrap_or("?"),
-                    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
-                );
-                let node = self.add(
-                    OperatorSpec::Source(SourceSpec {
-                        table: physical.table.clone(),
-                        connector: entry.def.options.get("connector").cloned().unwrap_or_default(),
-                        options: entry.def.options.clone(),
-                        physical_schema: entry.physical_schema.clone(),
-                        projection,
-                    }),
-                    vec![],
-                    schema,
-                    parallelism,
-                    ChangelogMode::Append,
-                    description,
-                );
+                let wanted = scan.projection.clone().unwrap_or_else(|| (0..physical.schema.fields().len()).collect());
+                let (union, shared) = self.sources.get(&physical.table).cloned().unwrap_or_default();
+                let union = if union.is_empty() { wanted.clone() } else { union };
+                let source = match shared {
+                    Some(node) => node,
+                    None => {
+                        let node = self.source_node(physical, &union)?;
+                        self.sources.insert(physical.table.clone(), (union.clone(), Some(node)));
+                        node
+                    }
+                };
+                let parallelism = self.nodes[source].parallelism;
+                let node = if union == wanted {
+                    source
+                } else {
+                    // This scan's columns out of the shared source's.
+                    let exprs: Vec<PhysExpr> = wanted
+                        .iter()
+                        .map(|c| {
+                            let at = union.iter().position(|u| u == c).expect("the union holds every scan's columns");
+                            Arc::new(datafusion_physical_expr::expressions::Column::new(
+                                physical.schema.field(*c).name(),
+                                at,
+                            )) as PhysExpr
+                        })
+                        .collect();
+                    self.add(
+                        OperatorSpec::Calc { filter: None, exprs: Some(exprs) },
+                        vec![PlanInput { node: source, partitioning: Partitioning::Forward }],
+                        arrow_schema(&scan.projected_schema),
+                        parallelism,
+                        ChangelogMode::Append,
+                        format!(
+                            "select={:?}",
+                            wanted.iter().map(|c| physical.schema.field(*c).name()).collect::<Vec<_>>()
+                        ),
+                    )
+                };
                 Ok(Stream {
                     node,
                     schema: scan.projected_schema.clone(),
@@ -289,6 +323,35 @@ impl<'a> Translator<'a> {
             }
             other => not_impl_err!("{} is not supported in a streaming query yet", describe(other)),
         }
+    }
+
+    /// The source of a table, reading the physical columns `projection`.
+    fn source_node(&mut self, physical: &PhysicalScan, projection: &[usize]) -> Result<NodeId> {
+        let entry = self
+            .catalog
+            .table(&physical.table)
+            .ok_or_else(|| datafusion_common::plan_datafusion_err!("unknown table {}", physical.table))?;
+        let schema = Arc::new(physical.schema.project(projection)?);
+        let connector = entry.def.options.get("connector").cloned().unwrap_or_default();
+        let description = format!(
+            "table={}, connector={connector}, fields=[{}]",
+            physical.table,
+            schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+        );
+        Ok(self.add(
+            OperatorSpec::Source(SourceSpec {
+                table: physical.table.clone(),
+                connector,
+                options: entry.def.options.clone(),
+                physical_schema: entry.physical_schema.clone(),
+                projection: projection.to_vec(),
+            }),
+            vec![],
+            schema,
+            self.config.parallelism,
+            ChangelogMode::Append,
+            description,
+        ))
     }
 
     /// A stateless filter and/or projection; keeps time attributes and window columns that

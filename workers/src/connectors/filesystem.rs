@@ -6,6 +6,9 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use weir_dataflow::plan::SourceSpec;
@@ -13,6 +16,7 @@ use weir_dataflow::plan::SourceSpec;
 use super::format::{FormatOptions, LineDecoder, TimestampFormat, decoder_for};
 use super::{BATCH_ROWS, Source};
 use crate::error::{TaskError, TaskResult};
+use crate::runtime::JobCounters;
 
 const READ_CHUNK: usize = 4 << 20;
 
@@ -22,8 +26,8 @@ pub struct FileSource {
     current: Option<OpenFile>,
     decoder: Box<dyn LineDecoder>,
     ignore_parse_errors: bool,
-    /// Lines skipped as malformed under `*.ignore-parse-errors`.
-    pub skipped: u64,
+    /// Counts lines skipped as malformed under `*.ignore-parse-errors`.
+    counters: Arc<JobCounters>,
 }
 
 struct OpenFile {
@@ -115,7 +119,13 @@ pub fn list_files(path: &Path) -> TaskResult<Vec<PathBuf>> {
 }
 
 impl FileSource {
-    pub fn try_new(spec: &SourceSpec, schema: SchemaRef, subtask: u32, parallelism: u32) -> TaskResult<Self> {
+    pub fn try_new(
+        spec: &SourceSpec,
+        schema: SchemaRef,
+        subtask: u32,
+        parallelism: u32,
+        counters: Arc<JobCounters>,
+    ) -> TaskResult<Self> {
         let path = spec
             .options
             .get("path")
@@ -137,7 +147,7 @@ impl FileSource {
             current: None,
             decoder,
             ignore_parse_errors: options.ignore_parse_errors,
-            skipped: 0,
+            counters,
         })
     }
 
@@ -172,7 +182,7 @@ impl Source for FileSource {
                 }
                 if let Err(e) = self.decoder.push_line(line) {
                     if self.ignore_parse_errors {
-                        self.skipped += 1;
+                        self.counters.records_skipped.fetch_add(1, Ordering::Relaxed);
                     } else {
                         return Err(TaskError::BadRecord {
                             path: f.path.display().to_string(),
@@ -193,7 +203,7 @@ impl Source for FileSource {
                     f.line += 1;
                     if let Err(e) = self.decoder.push_line(&rest) {
                         if self.ignore_parse_errors {
-                            self.skipped += 1;
+                            self.counters.records_skipped.fetch_add(1, Ordering::Relaxed);
                         } else {
                             return Err(TaskError::BadRecord {
                                 path: f.path.display().to_string(),

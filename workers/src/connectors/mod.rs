@@ -36,9 +36,10 @@ pub fn create_source(
     schema: SchemaRef,
     subtask: u32,
     parallelism: u32,
+    counters: Arc<JobCounters>,
 ) -> TaskResult<Box<dyn Source>> {
     match spec.connector.as_str() {
-        "filesystem" => Ok(Box::new(filesystem::FileSource::try_new(spec, schema, subtask, parallelism)?)),
+        "filesystem" => Ok(Box::new(filesystem::FileSource::try_new(spec, schema, subtask, parallelism, counters)?)),
         "nexmark" => {
             let config = nexmark::NexmarkConfig::from_options(&spec.options)
                 .map_err(|e| TaskError::Config(format!("table '{}': {e}", spec.table)))?;

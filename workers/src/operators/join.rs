@@ -6,9 +6,7 @@
 //! preserved row without matches is emitted padded with NULLs and retracted when its first
 //! match arrives, as Flink's streaming join does. State is unbounded, as in Flink without TTL.
 
-use std::sync::Arc;
-
-use arrow::array::{Array, ArrayRef, BooleanArray, Int8Array, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::take;
 use arrow::datatypes::SchemaRef;
 use arrow_row::{RowConverter, SortField};
@@ -23,13 +21,62 @@ use crate::error::{TaskError, TaskResult};
 type SideRow<'a> = Option<&'a [u8]>;
 /// One output row as (left, right).
 type Pair<'a> = (SideRow<'a>, SideRow<'a>);
-type OwnedPair = (Option<Box<[u8]>>, Option<Box<[u8]>>);
 
-struct Stored {
-    row: Box<[u8]>,
+/// One stored row of a bucket: where its bytes are, how many copies, and how many rows of the
+/// other side it matches (kept for a preserved side only).
+#[derive(Clone, Copy)]
+struct Entry {
+    start: u32,
+    len: u32,
     count: i64,
-    /// Matching rows of the other side (only kept for a preserved side).
     matches: i64,
+}
+
+/// The rows of one join key on one side, packed back to back: a few bytes of overhead per row
+/// instead of an allocation each.
+#[derive(Default)]
+struct Bucket {
+    bytes: Vec<u8>,
+    entries: Vec<Entry>,
+    /// Bytes of removed rows not yet reclaimed.
+    garbage: usize,
+}
+
+impl Bucket {
+    fn row(&self, e: &Entry) -> &[u8] {
+        &self.bytes[e.start as usize..(e.start + e.len) as usize]
+    }
+
+    fn push(&mut self, row: &[u8], matches: i64) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(row);
+        self.entries.push(Entry { start, len: row.len() as u32, count: 1, matches });
+    }
+
+    /// Takes one copy of `row` away; false if there is none.
+    fn retract(&mut self, row: &[u8]) -> bool {
+        let Some(i) = self.entries.iter().position(|e| self.row(e) == row) else { return false };
+        self.entries[i].count -= 1;
+        if self.entries[i].count <= 0 {
+            self.garbage += self.entries[i].len as usize;
+            self.entries.swap_remove(i);
+            if self.garbage * 2 > self.bytes.len() {
+                self.compact();
+            }
+        }
+        true
+    }
+
+    fn compact(&mut self) {
+        let mut bytes = Vec::with_capacity(self.bytes.len() - self.garbage);
+        for e in &mut self.entries {
+            let start = bytes.len() as u32;
+            bytes.extend_from_slice(&self.bytes[e.start as usize..(e.start + e.len) as usize]);
+            e.start = start;
+        }
+        self.bytes = bytes;
+        self.garbage = 0;
+    }
 }
 
 struct Side {
@@ -37,8 +84,17 @@ struct Side {
     /// Columns of this side that appear in the join's output.
     width: usize,
     rows: RowConverter,
-    state: HashMap<Box<[u8]>, Vec<Stored>>,
+    state: HashMap<Box<[u8]>, Bucket>,
     preserved: bool,
+}
+
+/// Where an output row's side comes from: a row of the batch being processed, bytes copied
+/// from the other side's state, or NULL padding.
+#[derive(Clone, Copy)]
+enum Source {
+    Batch(usize),
+    Copied(usize, usize),
+    Null,
 }
 
 pub struct Join {
@@ -128,10 +184,10 @@ impl Operator for Join {
                 if *null_key {
                     continue;
                 }
-                if let Some(candidates) = self.sides[o].state.get(keys.row(r).data()) {
-                    for c in candidates {
+                if let Some(bucket) = self.sides[o].state.get(keys.row(r).data()) {
+                    for e in &bucket.entries {
                         let mine = Some(rows.row(r).data());
-                        let other = Some(c.row.as_ref());
+                        let other = Some(bucket.row(e));
                         pairs.push(if s == 0 { (mine, other) } else { (other, mine) });
                     }
                 }
@@ -148,107 +204,101 @@ impl Operator for Join {
             };
             let mut next = 0;
             for (r, null_key) in has_null_key.iter().enumerate() {
-                let n = if *null_key { 0 } else { self.sides[o].state.get(keys.row(r).data()).map_or(0, |c| c.len()) };
+                let n = if *null_key {
+                    0
+                } else {
+                    self.sides[o].state.get(keys.row(r).data()).map_or(0, |c| c.entries.len())
+                };
                 pair_ok.push((next..next + n).map(|i| mask.is_valid(i) && mask.value(i)).collect());
                 next += n;
             }
         }
 
-        let mut pending: Vec<(RowKind, OwnedPair)> = Vec::new();
-        let pair = |mine: &[u8], other: SideRow<'_>| -> OwnedPair {
-            let mine = Some(mine.into());
-            let other = other.map(Into::into);
-            if s == 0 { (mine, other) } else { (other, mine) }
+        // Output rows: kind, this side's source and the other side's source.
+        let mut pending: Vec<(RowKind, Source, Source)> = Vec::new();
+        let mut copied: Vec<u8> = Vec::new();
+        let mut copy = |bytes: &[u8]| -> Source {
+            let start = copied.len();
+            copied.extend_from_slice(bytes);
+            Source::Copied(start, bytes.len())
         };
         for (r, null_key) in has_null_key.iter().enumerate() {
             let accumulate = batch.kind(r).is_accumulate();
-            let row: &[u8] = rows.row(r).data();
+            let kind = if accumulate { RowKind::Insert } else { RowKind::Delete };
             if *null_key {
                 if self.sides[s].preserved {
-                    let (l, rr) = pair(row, None);
-                    pending.push((if accumulate { RowKind::Insert } else { RowKind::Delete }, (l, rr)));
+                    pending.push((kind, Source::Batch(r), Source::Null));
                 }
                 continue;
             }
+            let row: &[u8] = rows.row(r).data();
             let key: &[u8] = keys.row(r).data();
             let [a, b] = &mut self.sides;
             let (mine_side, other_side) = if s == 0 { (a, b) } else { (b, a) };
             let mut matched = 0i64;
-            if let Some(candidates) = other_side.state.get_mut(key) {
-                for (i, c) in candidates.iter_mut().enumerate() {
+            if let Some(bucket) = other_side.state.get_mut(key) {
+                for i in 0..bucket.entries.len() {
                     if let Some(ok) = pair_ok.get(r)
                         && !ok[i]
                     {
                         continue;
                     }
-                    matched += c.count;
-                    if accumulate {
-                        if other_side.preserved {
-                            if c.matches == 0 {
-                                for _ in 0..c.count {
-                                    let (l, rr) = pair_other_padded(s, &c.row);
-                                    pending.push((RowKind::Delete, (l, rr)));
-                                }
+                    let e = bucket.entries[i];
+                    matched += e.count;
+                    let other = copy(bucket.row(&e));
+                    if other_side.preserved {
+                        // The other row's NULL-padded result goes away with its first match and
+                        // comes back with its last.
+                        let before = e.matches;
+                        let after = before + if accumulate { 1 } else { -1 };
+                        bucket.entries[i].matches = after;
+                        if before == 0 && after > 0 {
+                            (0..e.count).for_each(|_| pending.push((RowKind::Delete, Source::Null, other)));
+                        }
+                        if !accumulate {
+                            (0..e.count).for_each(|_| pending.push((kind, Source::Batch(r), other)));
+                            if before > 0 && after == 0 {
+                                (0..e.count).for_each(|_| pending.push((RowKind::Insert, Source::Null, other)));
                             }
-                            c.matches += 1;
-                        }
-                        for _ in 0..c.count {
-                            let (l, rr) = pair(row, Some(&c.row));
-                            pending.push((RowKind::Insert, (l, rr)));
-                        }
-                    } else {
-                        for _ in 0..c.count {
-                            let (l, rr) = pair(row, Some(&c.row));
-                            pending.push((RowKind::Delete, (l, rr)));
-                        }
-                        if other_side.preserved {
-                            c.matches -= 1;
-                            if c.matches == 0 {
-                                for _ in 0..c.count {
-                                    let (l, rr) = pair_other_padded(s, &c.row);
-                                    pending.push((RowKind::Insert, (l, rr)));
-                                }
-                            }
+                            continue;
                         }
                     }
+                    (0..e.count).for_each(|_| pending.push((kind, Source::Batch(r), other)));
                 }
             }
             if matched == 0 && mine_side.preserved {
-                let (l, rr) = pair(row, None);
-                pending.push((if accumulate { RowKind::Insert } else { RowKind::Delete }, (l, rr)));
+                pending.push((kind, Source::Batch(r), Source::Null));
             }
-            let bucket = mine_side.state.entry_ref(key).or_default();
-            match bucket.iter().position(|x| x.row.as_ref() == row) {
-                Some(i) => {
-                    bucket[i].count += if accumulate { 1 } else { -1 };
-                    if bucket[i].count <= 0 {
-                        bucket.swap_remove(i);
-                    }
+            if accumulate {
+                mine_side.state.entry_ref(key).or_default().push(row, matched);
+            } else if let Some(bucket) = mine_side.state.get_mut(key) {
+                bucket.retract(row);
+                if bucket.entries.is_empty() {
+                    mine_side.state.remove(key);
                 }
-                None if accumulate => bucket.push(Stored { row: row.into(), count: 1, matches: matched }),
-                None => {}
-            }
-            if bucket.is_empty() {
-                mine_side.state.remove(key);
             }
         }
         if pending.is_empty() {
             return Ok(());
         }
-        let refs: Vec<Pair<'_>> = pending.iter().map(|(_, (l, r))| (l.as_deref(), r.as_deref())).collect();
+        let resolve = |src: Source| -> SideRow<'_> {
+            match src {
+                Source::Batch(r) => Some(rows.row(r).data()),
+                Source::Copied(start, len) => Some(&copied[start..start + len]),
+                Source::Null => None,
+            }
+        };
+        let refs: Vec<Pair<'_>> = pending
+            .iter()
+            .map(
+                |(_, mine, other)| {
+                    if s == 0 { (resolve(*mine), resolve(*other)) } else { (resolve(*other), resolve(*mine)) }
+                },
+            )
+            .collect();
         let data = self.build(&refs)?;
-        let kinds = pending.iter().map(|(k, _)| *k).collect::<Vec<_>>();
-        let all_inserts = kinds.iter().all(|k| *k == RowKind::Insert);
-        out.batch(if all_inserts {
-            ChangeBatch::inserts(data)
-        } else {
-            ChangeBatch { data, kinds: Some(Arc::new(Int8Array::from_iter_values(kinds.iter().map(|k| *k as i8)))) }
-        });
+        let kinds = pending.iter().map(|(k, _, _)| *k).collect::<Vec<_>>();
+        out.batch(ChangeBatch::with_kinds(data, kinds));
         Ok(())
     }
-}
-
-/// The other side's row padded with NULLs for the side `s` being processed.
-fn pair_other_padded(s: usize, other: &[u8]) -> OwnedPair {
-    if s == 0 { (None, Some(other.into())) } else { (Some(other.into()), None) }
 }

@@ -1,0 +1,238 @@
+//! End-to-end tests of `weir run` as a user meets it: real processes, real files, exit codes
+//! and messages. Bad input must give a clear error and a non-zero exit, never a panic.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn weir(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).current_dir(dir).output().expect("weir runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn assert_clean_failure(o: &Output) {
+    assert!(!o.status.success(), "expected failure; stdout: {}", stdout(o));
+    let err = stderr(o);
+    assert!(!err.contains("panicked"), "a panic is not an error message: {err}");
+    assert!(err.starts_with("error: "), "errors start with 'error: ': {err}");
+}
+
+const CLICKS: &str = "CREATE TABLE clicks (
+    user_id BIGINT,
+    url STRING,
+    ts TIMESTAMP(3),
+    WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+) WITH (
+    'connector' = 'filesystem',
+    'path' = 'clicks.json',
+    'format' = 'json'
+    EXTRA
+);
+";
+
+fn clicks_table(extra: &str) -> String {
+    CLICKS.replace("EXTRA", extra)
+}
+
+const GOOD_ROWS: &str = r#"{"user_id":1,"url":"a","ts":"2024-01-01 00:00:01.000"}
+{"user_id":2,"url":"b","ts":"2024-01-01 00:00:02.000"}
+{"user_id":1,"url":"c","ts":"2024-01-01 00:00:12.000"}
+"#;
+
+#[test]
+fn malformed_sql_names_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.sql"), "SELECT user_id\nFROM clicks\nWHERE url = = 'x'").unwrap();
+    let o = weir(&["run", "job.sql"], dir.path());
+    assert_clean_failure(&o);
+    assert!(stderr(&o).contains("job.sql:3:13:"), "{}", stderr(&o));
+}
+
+#[test]
+fn unknown_column_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clicks.json"), GOOD_ROWS).unwrap();
+    let sql = format!("{}\nSELECT nope FROM clicks;", clicks_table(""));
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql"], dir.path());
+    assert_clean_failure(&o);
+    assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+}
+
+#[test]
+fn unknown_connector_lists_the_valid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.sql"), "CREATE TABLE t (a INT) WITH ('connector' = 'kafkaa');").unwrap();
+    let o = weir(&["run", "job.sql"], dir.path());
+    assert_clean_failure(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains("unknown connector 'kafkaa'") && err.contains("filesystem") && err.contains("nexmark"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_option_lists_the_valid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = clicks_table(", 'json.ignore-parse-error' = 'true'");
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql"], dir.path());
+    assert_clean_failure(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains("unknown option 'json.ignore-parse-error'") && err.contains("json.ignore-parse-errors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_record_fails_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = format!("{GOOD_ROWS}{{\"user_id\":3,\"url\":\"d\",\"ts\":\n");
+    std::fs::write(dir.path().join("clicks.json"), rows).unwrap();
+    let sql = format!("{}\nSELECT user_id, url FROM clicks;", clicks_table(""));
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql", "--output", "out.jsonl"], dir.path());
+    assert_clean_failure(&o);
+    let err = stderr(&o);
+    assert!(err.contains("clicks.json:4"), "names the file and line: {err}");
+}
+
+#[test]
+fn malformed_record_is_skipped_and_counted_when_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = format!("{{not json\n{GOOD_ROWS}");
+    std::fs::write(dir.path().join("clicks.json"), rows).unwrap();
+    let sql = format!("{}\nSELECT user_id, url FROM clicks;", clicks_table(", 'json.ignore-parse-errors' = 'true'"));
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql", "--output", "out.jsonl", "--stats-json", "stats.json"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["records_skipped"], 1);
+    assert!(stderr(&o).contains("1 malformed records skipped"), "{}", stderr(&o));
+}
+
+#[test]
+fn changelog_output_and_late_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    // The third row is 11 s behind the watermark: late for its window, dropped and counted.
+    let rows = r#"{"user_id":1,"url":"a","ts":"2024-01-01 00:00:01.000"}
+{"user_id":1,"url":"b","ts":"2024-01-01 00:00:22.000"}
+{"user_id":1,"url":"c","ts":"2024-01-01 00:00:05.000"}
+"#;
+    std::fs::write(dir.path().join("clicks.json"), rows).unwrap();
+    let sql = format!(
+        "{}\nSELECT user_id, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY user_id, window_start, window_end;",
+        clicks_table("")
+    );
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql", "--output", "out.jsonl", "--stats-json", "stats.json"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            r#"{"op":"+I","row":[1,"2024-01-01 00:00:00.000",1]}"#,
+            r#"{"op":"+I","row":[1,"2024-01-01 00:00:20.000",1]}"#,
+        ]
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["late_records_dropped"], 1);
+}
+
+#[test]
+fn group_aggregation_emits_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clicks.json"), GOOD_ROWS).unwrap();
+    let sql = format!("{}\nSELECT user_id, COUNT(*) AS n FROM clicks GROUP BY user_id;", clicks_table(""));
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql", "--output", "out.jsonl"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    // All three rows arrive in one batch: one result per key.
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec![r#"{"op":"+I","row":[1,2]}"#, r#"{"op":"+I","row":[2,1]}"#]);
+}
+
+#[test]
+fn tableau_output_for_a_final_select() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clicks.json"), GOOD_ROWS).unwrap();
+    let sql = format!("{}\nSELECT user_id, url FROM clicks WHERE user_id = 1;", clicks_table(""));
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("| op |") && out.contains("user_id") && out.contains("| +I |"), "{out}");
+    assert!(out.contains("Received a total of 2 rows"), "{out}");
+}
+
+#[test]
+fn explain_prints_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!("{}\nEXPLAIN SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id;", clicks_table(""));
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("GroupAggregate") && out.contains("HASH") && out.contains("Source"), "{out}");
+}
+
+#[test]
+fn insert_into_print_and_filesystem_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clicks.json"), GOOD_ROWS).unwrap();
+    let sql = format!(
+        "{}
+CREATE TABLE out_print (user_id BIGINT, url STRING) WITH ('connector' = 'print');
+CREATE TABLE out_files (user_id BIGINT, url STRING) WITH ('connector' = 'filesystem', 'path' = 'out', 'format' = 'csv');
+INSERT INTO out_print SELECT user_id, url FROM clicks WHERE user_id = 2;
+INSERT INTO out_files SELECT user_id, url FROM clicks;",
+        clicks_table("")
+    );
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "+I[2, b]");
+    let mut written = String::new();
+    for f in std::fs::read_dir(dir.path().join("out")).unwrap() {
+        written.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap());
+    }
+    let mut lines: Vec<&str> = written.lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec!["1,a", "1,c", "2,b"]);
+}
+
+#[test]
+fn nexmark_generator_writes_conformance_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = weir(&["nexmark-gen", "--events", "500", "--out", "events.json"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(dir.path().join("events.json")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 500);
+    let mut counts = [0usize; 3];
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let t = v["event_type"].as_u64().unwrap() as usize;
+        counts[t] += 1;
+        let key = ["person", "auction", "bid"][t];
+        assert!(v[key]["dateTime"].as_str().unwrap().len() == 23, "{l}");
+        assert!(l.starts_with(&format!("{{\"event_type\":{t},\"{key}\":{{")), "{l}");
+    }
+    assert_eq!(counts, [10, 30, 460], "1:3:46 persons, auctions, bids");
+}
