@@ -114,11 +114,15 @@ fn nexmark(args: NexmarkArgs) -> Result<()> {
             if q.starts_with("floor_raw") && *source == "generator" {
                 continue;
             }
+            let data_path = match *source {
+                "file" => file.canonicalize()?.display().to_string(),
+                _ => String::new(),
+            };
             let ddl = match *source {
-                "file" => DDL_FS.replace("${DATA_PATH}", &file.canonicalize()?.display().to_string()),
+                "file" => DDL_FS.replace("${DATA_PATH}", &data_path),
                 _ => DDL_GEN.replace("${EVENTS}", &args.events.to_string()),
             };
-            let raw_sql = body.replace("${DATA_PATH}", &file.canonicalize()?.display().to_string());
+            let raw_sql = body.replace("${DATA_PATH}", &data_path);
             let sql = format!("{ddl}\n{VIEWS}\n{raw_sql}");
             let script = work.path().join(format!("{q}-{source}.sql"));
             let stats_path = work.path().join(format!("{q}-{source}.json"));

@@ -85,6 +85,17 @@ enum ArgColumn {
 }
 
 impl ArgColumn {
+    fn is_valid(&self, row: usize) -> bool {
+        match self {
+            ArgColumn::Int(a) => a.is_valid(row),
+            ArgColumn::Float(a) => a.is_valid(row),
+            ArgColumn::Decimal(a) => a.is_valid(row),
+            ArgColumn::Str(a) => a.is_valid(row),
+            ArgColumn::Bool(a) => a.is_valid(row),
+            ArgColumn::Other(a) => a.is_valid(row),
+        }
+    }
+
     fn new(array: &ArrayRef) -> TaskResult<Self> {
         Ok(match array.data_type() {
             DataType::Int8
@@ -160,10 +171,143 @@ enum State {
     Single(Option<Val>),
 }
 
+/// Per-group state of one call, in dense vectors indexed by group id. The common aggregates
+/// get typed vectors (a few bytes per group); the rest fall back to [`State`].
+enum Store {
+    Count(Vec<i64>),
+    /// Integer and decimal SUM/AVG: the exact sum and the number of values.
+    SumInt {
+        sums: Vec<i128>,
+        counts: Vec<i64>,
+    },
+    SumFloat {
+        sums: Vec<f64>,
+        counts: Vec<i64>,
+    },
+    /// MIN/MAX of an append-only integer-like column (integers, dates, times, timestamps).
+    ExtremeInt(Vec<Option<i64>>),
+    Generic(Vec<State>),
+}
+
+impl Store {
+    fn for_call(call: &AggregateCall, retract: bool) -> Store {
+        let int_like = is_int_like(&call.arg_type);
+        match call.kind {
+            AggKind::CountStar | AggKind::Count => Store::Count(vec![]),
+            AggKind::Sum | AggKind::Avg if int_like || matches!(call.arg_type, DataType::Decimal128(_, _)) => {
+                Store::SumInt { sums: vec![], counts: vec![] }
+            }
+            AggKind::Sum | AggKind::Avg if call.arg_type.is_floating() => {
+                Store::SumFloat { sums: vec![], counts: vec![] }
+            }
+            AggKind::Min | AggKind::Max if int_like && !retract => Store::ExtremeInt(vec![]),
+            _ => Store::Generic(vec![]),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Store::Count(v) => v.len(),
+            Store::SumInt { counts, .. } | Store::SumFloat { counts, .. } => counts.len(),
+            Store::ExtremeInt(v) => v.len(),
+            Store::Generic(v) => v.len(),
+        }
+    }
+
+    fn resize(&mut self, n: usize) {
+        match self {
+            Store::Count(v) => v.resize(n, 0),
+            Store::SumInt { sums, counts } => {
+                sums.resize(n, 0);
+                counts.resize(n, 0);
+            }
+            Store::SumFloat { sums, counts } => {
+                sums.resize(n, 0.0);
+                counts.resize(n, 0);
+            }
+            Store::ExtremeInt(v) => v.resize(n, None),
+            Store::Generic(v) => v.resize(n, State::Empty),
+        }
+    }
+
+    fn reset(&mut self, g: usize) {
+        match self {
+            Store::Count(v) => v[g] = 0,
+            Store::SumInt { sums, counts } => {
+                sums[g] = 0;
+                counts[g] = 0;
+            }
+            Store::SumFloat { sums, counts } => {
+                sums[g] = 0.0;
+                counts[g] = 0;
+            }
+            Store::ExtremeInt(v) => v[g] = None,
+            Store::Generic(v) => v[g] = State::Empty,
+        }
+    }
+
+    /// Folds one value (`None` for `COUNT(*)`) into group `g`.
+    fn apply(&mut self, g: usize, kind: AggKind, retract: bool, value: Option<Val>, add: bool) -> TaskResult<()> {
+        let sign: i64 = if add { 1 } else { -1 };
+        match (self, value) {
+            (Store::Count(v), _) => v[g] += sign,
+            (Store::SumInt { sums, counts }, Some(Val::Int(i))) => {
+                sums[g] += i as i128 * sign as i128;
+                counts[g] += sign;
+            }
+            (Store::SumInt { sums, counts }, Some(Val::Decimal(d))) => {
+                sums[g] += d * sign as i128;
+                counts[g] += sign;
+            }
+            (Store::SumFloat { sums, counts }, Some(Val::Float(f))) => {
+                sums[g] += f * sign as f64;
+                counts[g] += sign;
+            }
+            (Store::ExtremeInt(v), Some(Val::Int(i))) => {
+                let better = match v[g] {
+                    None => true,
+                    Some(c) => {
+                        if kind == AggKind::Min {
+                            i < c
+                        } else {
+                            i > c
+                        }
+                    }
+                };
+                if better {
+                    v[g] = Some(i);
+                }
+            }
+            (Store::Generic(v), value) => apply(&mut v[g], kind, retract, value, add)?,
+            (_, Some(other)) => return Err(TaskError::Unsupported(format!("{kind:?} of {other:?}"))),
+            (_, None) => {}
+        }
+        Ok(())
+    }
+}
+
+fn is_int_like(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(_, _)
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+    )
+}
+
 struct CallState {
     call: AggregateCall,
     retract: bool,
-    states: Vec<State>,
+    store: Store,
     /// `DISTINCT`: per group, each value with how many rows hold it.
     distinct: Vec<HashMap<Val, i64>>,
 }
@@ -185,7 +329,7 @@ impl Aggregates {
         Ok(Aggregates {
             calls: calls
                 .into_iter()
-                .map(|call| CallState { call, retract, states: vec![], distinct: vec![] })
+                .map(|call| CallState { store: Store::for_call(&call, retract), call, retract, distinct: vec![] })
                 .collect(),
         })
     }
@@ -193,8 +337,8 @@ impl Aggregates {
     /// Makes room for group ids below `groups`.
     pub fn ensure(&mut self, groups: usize) {
         for c in &mut self.calls {
-            if c.states.len() < groups {
-                c.states.resize(groups, State::Empty);
+            if c.store.len() < groups {
+                c.store.resize(groups);
                 if c.call.distinct {
                     c.distinct.resize_with(groups, HashMap::new);
                 }
@@ -205,7 +349,7 @@ impl Aggregates {
     /// Clears a group's state so its id can be reused.
     pub fn reset(&mut self, group: usize) {
         for c in &mut self.calls {
-            c.states[group] = State::Empty;
+            c.store.reset(group);
             if c.call.distinct {
                 c.distinct[group] = HashMap::new();
             }
@@ -230,10 +374,71 @@ impl CallState {
     fn update(&mut self, data: &RecordBatch, batch: &ChangeBatch, groups: &[usize]) -> TaskResult<()> {
         let arg = self.call.arg.map(|i| ArgColumn::new(data.column(i))).transpose()?;
         let filter = self.call.filter.map(|i| data.column(i).as_boolean().clone());
+        let passes = |row: usize| filter.as_ref().is_none_or(|f| f.is_valid(row) && f.value(row));
+        let sign = |row: usize| -> i64 { if batch.kind(row).is_accumulate() { 1 } else { -1 } };
+        // Fast paths: typed state, no DISTINCT.
+        if !self.call.distinct {
+            match (&mut self.store, &arg) {
+                (Store::Count(counts), None) => {
+                    for (row, &g) in groups.iter().enumerate() {
+                        if passes(row) {
+                            counts[g] += sign(row);
+                        }
+                    }
+                    return Ok(());
+                }
+                (Store::Count(counts), Some(a)) => {
+                    for (row, &g) in groups.iter().enumerate() {
+                        if passes(row) && a.is_valid(row) {
+                            counts[g] += sign(row);
+                        }
+                    }
+                    return Ok(());
+                }
+                (Store::SumInt { sums, counts }, Some(ArgColumn::Int(a))) => {
+                    for (row, &g) in groups.iter().enumerate() {
+                        if passes(row) && a.is_valid(row) {
+                            let s = sign(row);
+                            sums[g] += a.value(row) as i128 * s as i128;
+                            counts[g] += s;
+                        }
+                    }
+                    return Ok(());
+                }
+                (Store::SumInt { sums, counts }, Some(ArgColumn::Decimal(a))) => {
+                    for (row, &g) in groups.iter().enumerate() {
+                        if passes(row) && a.is_valid(row) {
+                            let s = sign(row);
+                            sums[g] += a.value(row) * s as i128;
+                            counts[g] += s;
+                        }
+                    }
+                    return Ok(());
+                }
+                (Store::ExtremeInt(v), Some(ArgColumn::Int(a))) => {
+                    let min = self.call.kind == AggKind::Min;
+                    for (row, &g) in groups.iter().enumerate() {
+                        if passes(row) && a.is_valid(row) {
+                            let x = a.value(row);
+                            v[g] = Some(match v[g] {
+                                None => x,
+                                Some(c) => {
+                                    if min {
+                                        c.min(x)
+                                    } else {
+                                        c.max(x)
+                                    }
+                                }
+                            });
+                        }
+                    }
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
         for (row, &group) in groups.iter().enumerate() {
-            if let Some(f) = &filter
-                && !(f.is_valid(row) && f.value(row))
-            {
+            if !passes(row) {
                 continue;
             }
             let add = batch.kind(row).is_accumulate();
@@ -260,37 +465,58 @@ impl CallState {
                     continue;
                 }
             }
-            apply(&mut self.states[group], self.call.kind, self.retract, value, add)?;
+            self.store.apply(group, self.call.kind, self.retract, value, add)?;
         }
         Ok(())
     }
 
     fn evaluate(&self, groups: &[usize]) -> TaskResult<ArrayRef> {
         let out = &self.call.output_type;
-        let states = groups.iter().map(|g| &self.states[*g]);
-        match self.call.kind {
-            AggKind::CountStar | AggKind::Count => {
-                let v: Int64Array = states.map(|s| Some(if let State::Count(n) = s { *n } else { 0 })).collect();
-                Ok(Arc::new(v))
+        let avg = self.call.kind == AggKind::Avg;
+        match &self.store {
+            Store::Count(v) => Ok(Arc::new(groups.iter().map(|g| Some(v[*g])).collect::<Int64Array>())),
+            Store::SumInt { sums, counts } => {
+                let states =
+                    groups.iter().map(|g| State::SumInt { sum: sums[*g], count: counts[*g] }).collect::<Vec<_>>();
+                sum_or_avg(states.iter(), out, avg, &self.call.arg_type)
             }
-            AggKind::Sum => sum_or_avg(states, out, false, &self.call.arg_type),
-            AggKind::Avg => sum_or_avg(states, out, true, &self.call.arg_type),
-            AggKind::Min | AggKind::Max | AggKind::FirstValue | AggKind::LastValue => {
-                let kind = self.call.kind;
-                let values: Vec<Option<&Val>> = states
-                    .map(|s| match s {
-                        State::Extreme(v) | State::Single(v) => v.as_ref(),
-                        State::Multiset(m) => {
-                            if kind == AggKind::Min {
-                                m.keys().next()
-                            } else {
-                                m.keys().next_back()
-                            }
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                vals_to_array(&values, out)
+            Store::SumFloat { sums, counts } => {
+                let states =
+                    groups.iter().map(|g| State::SumFloat { sum: sums[*g], count: counts[*g] }).collect::<Vec<_>>();
+                sum_or_avg(states.iter(), out, avg, &self.call.arg_type)
+            }
+            Store::ExtremeInt(v) => {
+                let a: Int64Array = groups.iter().map(|g| v[*g]).collect();
+                Ok(int_to(Arc::new(a), out)?)
+            }
+            Store::Generic(states) => {
+                let states = groups.iter().map(|g| &states[*g]);
+                match self.call.kind {
+                    AggKind::CountStar | AggKind::Count => {
+                        let v: Int64Array =
+                            states.map(|s| Some(if let State::Count(n) = s { *n } else { 0 })).collect();
+                        Ok(Arc::new(v))
+                    }
+                    AggKind::Sum => sum_or_avg(states, out, false, &self.call.arg_type),
+                    AggKind::Avg => sum_or_avg(states, out, true, &self.call.arg_type),
+                    AggKind::Min | AggKind::Max | AggKind::FirstValue | AggKind::LastValue => {
+                        let kind = self.call.kind;
+                        let values: Vec<Option<&Val>> = states
+                            .map(|s| match s {
+                                State::Extreme(v) | State::Single(v) => v.as_ref(),
+                                State::Multiset(m) => {
+                                    if kind == AggKind::Min {
+                                        m.keys().next()
+                                    } else {
+                                        m.keys().next_back()
+                                    }
+                                }
+                                _ => None,
+                            })
+                            .collect();
+                        vals_to_array(&values, out)
+                    }
+                }
             }
         }
     }

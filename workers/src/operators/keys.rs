@@ -4,7 +4,8 @@ use arrow::array::{Array, ArrayRef, TimestampMillisecondArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow_row::{Row, RowConverter, RowParser, Rows, SortField};
-use hashbrown::HashMap;
+use hashbrown::HashTable;
+use weir_dataflow::keygroup::stable_hash;
 
 use crate::error::TaskResult;
 
@@ -19,14 +20,24 @@ pub fn timestamp_millis(array: &ArrayRef) -> TaskResult<TimestampMillisecondArra
 }
 
 /// Maps key rows to dense group ids, keeping the key of each group for output.
+///
+/// Keys are stored once, packed in one arena; the hash table holds only group ids. A group
+/// costs its key bytes plus about 24 bytes.
 pub struct GroupKeys {
     converter: RowConverter,
     parser: RowParser,
     num_keys: usize,
-    ids: HashMap<Box<[u8]>, usize>,
-    keys: Vec<Box<[u8]>>,
-    free: Vec<usize>,
+    table: HashTable<u32>,
+    arena: Vec<u8>,
+    /// Per group id: where its key is in the arena (`len == u32::MAX`: free id).
+    spans: Vec<(u32, u32)>,
+    hashes: Vec<u64>,
+    free: Vec<u32>,
+    /// Arena bytes of removed keys, reclaimed by compaction.
+    garbage: usize,
 }
+
+const FREE: u32 = u32::MAX;
 
 impl GroupKeys {
     pub fn try_new(schema: &SchemaRef, columns: &[usize]) -> TaskResult<Self> {
@@ -37,10 +48,18 @@ impl GroupKeys {
             converter,
             parser,
             num_keys: columns.len(),
-            ids: HashMap::new(),
-            keys: Vec::new(),
+            table: HashTable::new(),
+            arena: Vec::new(),
+            spans: Vec::new(),
+            hashes: Vec::new(),
             free: Vec::new(),
+            garbage: 0,
         })
+    }
+
+    fn key(&self, id: u32) -> &[u8] {
+        let (start, len) = self.spans[id as usize];
+        &self.arena[start as usize..(start + len) as usize]
     }
 
     /// The encoded key of every row.
@@ -69,37 +88,70 @@ impl GroupKeys {
     }
 
     fn intern_bytes(&mut self, bytes: &[u8]) -> (usize, bool) {
-        if let Some(id) = self.ids.get(bytes) {
-            return (*id, false);
+        let hash = stable_hash(bytes);
+        let GroupKeys { table, arena, spans, .. } = self;
+        let found = table.find(hash, |&id| {
+            let (start, len) = spans[id as usize];
+            &arena[start as usize..(start + len) as usize] == bytes
+        });
+        if let Some(&id) = found {
+            return (id as usize, false);
         }
-        let owned: Box<[u8]> = bytes.into();
+        let start = self.arena.len() as u32;
+        self.arena.extend_from_slice(bytes);
+        let span = (start, bytes.len() as u32);
         let id = match self.free.pop() {
             Some(id) => {
-                self.keys[id] = owned.clone();
+                self.spans[id as usize] = span;
+                self.hashes[id as usize] = hash;
                 id
             }
             None => {
-                self.keys.push(owned.clone());
-                self.keys.len() - 1
+                self.spans.push(span);
+                self.hashes.push(hash);
+                (self.spans.len() - 1) as u32
             }
         };
-        self.ids.insert(owned, id);
-        (id, true)
+        let hashes = &self.hashes;
+        self.table.insert_unique(hash, id, |&other| hashes[other as usize]);
+        (id as usize, true)
     }
 
     /// Forgets a group; its id is reused.
     pub fn remove(&mut self, id: usize) {
-        let key = std::mem::take(&mut self.keys[id]);
-        self.ids.remove(&key);
-        self.free.push(id);
+        let id32 = id as u32;
+        let hash = self.hashes[id];
+        if let Ok(entry) = self.table.find_entry(hash, |&other| other == id32) {
+            entry.remove();
+        }
+        self.garbage += self.spans[id].1 as usize;
+        self.spans[id] = (0, FREE);
+        self.free.push(id32);
+        if self.garbage > 4096 && self.garbage * 2 > self.arena.len() {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+        for span in &mut self.spans {
+            if span.1 == FREE {
+                continue;
+            }
+            let start = arena.len() as u32;
+            arena.extend_from_slice(&self.arena[span.0 as usize..(span.0 + span.1) as usize]);
+            span.0 = start;
+        }
+        self.arena = arena;
+        self.garbage = 0;
     }
 
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.table.is_empty()
     }
 
     /// The key columns of the given groups, in order.
@@ -107,12 +159,12 @@ impl GroupKeys {
         if self.num_keys == 0 {
             return Ok(vec![]);
         }
-        let rows = groups.iter().map(|g| self.parser.parse(&self.keys[*g]));
+        let rows = groups.iter().map(|g| self.parser.parse(self.key(*g as u32)));
         Ok(self.converter.convert_rows(rows)?)
     }
 
     /// Capacity for dense per-group vectors.
     pub fn capacity(&self) -> usize {
-        self.keys.len()
+        self.spans.len()
     }
 }
