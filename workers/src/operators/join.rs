@@ -4,16 +4,17 @@
 //! Each side keeps its rows by join key, each with a multiplicity and, for a side whose rows are
 //! preserved (the left of a LEFT JOIN), the number of rows of the other side it matches. A
 //! preserved row without matches is emitted padded with NULLs and retracted when its first
-//! match arrives, as Flink's streaming join does. State is unbounded, as in Flink without TTL.
+//! match arrives, as Flink's streaming join does. State is unbounded, as in Flink without TTL;
+//! row bytes beyond a memory budget spill to a local file ([`super::row_store`]).
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::take;
 use arrow::datatypes::SchemaRef;
 use arrow_row::{RowConverter, SortField};
-use hashbrown::HashMap;
 use weir_dataflow::event::{ChangeBatch, RowKind};
 use weir_dataflow::plan::{JoinKind, PhysExpr};
 
+use super::row_store::{DEFAULT_MEMORY_BUDGET, RowStore};
 use super::{Operator, Output};
 use crate::error::{TaskError, TaskResult};
 
@@ -22,69 +23,12 @@ type SideRow<'a> = Option<&'a [u8]>;
 /// One output row as (left, right).
 type Pair<'a> = (SideRow<'a>, SideRow<'a>);
 
-/// One stored row of a bucket: where its bytes are, how many copies, and how many rows of the
-/// other side it matches (kept for a preserved side only).
-#[derive(Clone, Copy)]
-struct Entry {
-    start: u32,
-    len: u32,
-    count: i64,
-    matches: i64,
-}
-
-/// The rows of one join key on one side, packed back to back: a few bytes of overhead per row
-/// instead of an allocation each.
-#[derive(Default)]
-struct Bucket {
-    bytes: Vec<u8>,
-    entries: Vec<Entry>,
-    /// Bytes of removed rows not yet reclaimed.
-    garbage: usize,
-}
-
-impl Bucket {
-    fn row(&self, e: &Entry) -> &[u8] {
-        &self.bytes[e.start as usize..(e.start + e.len) as usize]
-    }
-
-    fn push(&mut self, row: &[u8], matches: i64) {
-        let start = self.bytes.len() as u32;
-        self.bytes.extend_from_slice(row);
-        self.entries.push(Entry { start, len: row.len() as u32, count: 1, matches });
-    }
-
-    /// Takes one copy of `row` away; false if there is none.
-    fn retract(&mut self, row: &[u8]) -> bool {
-        let Some(i) = self.entries.iter().position(|e| self.row(e) == row) else { return false };
-        self.entries[i].count -= 1;
-        if self.entries[i].count <= 0 {
-            self.garbage += self.entries[i].len as usize;
-            self.entries.swap_remove(i);
-            if self.garbage * 2 > self.bytes.len() {
-                self.compact();
-            }
-        }
-        true
-    }
-
-    fn compact(&mut self) {
-        let mut bytes = Vec::with_capacity(self.bytes.len() - self.garbage);
-        for e in &mut self.entries {
-            let start = bytes.len() as u32;
-            bytes.extend_from_slice(&self.bytes[e.start as usize..(e.start + e.len) as usize]);
-            e.start = start;
-        }
-        self.bytes = bytes;
-        self.garbage = 0;
-    }
-}
-
 struct Side {
     keys: Vec<usize>,
     /// Columns of this side that appear in the join's output.
     width: usize,
     rows: RowConverter,
-    state: HashMap<Box<[u8]>, Bucket>,
+    store: RowStore,
     preserved: bool,
 }
 
@@ -119,7 +63,7 @@ impl Join {
         let key_fields = left_keys.iter().map(|k| SortField::new(left_schema.field(*k).data_type().clone())).collect();
         let side = |schema: &SchemaRef, keys: Vec<usize>, width: usize, preserved: bool| -> TaskResult<Side> {
             let fields = schema.fields().iter().take(width).map(|f| SortField::new(f.data_type().clone())).collect();
-            Ok(Side { keys, width, rows: RowConverter::new(fields)?, state: HashMap::new(), preserved })
+            Ok(Side { keys, width, rows: RowConverter::new(fields)?, store: RowStore::new(DEFAULT_MEMORY_BUDGET), preserved })
         };
         let (left_preserved, right_preserved) = match kind {
             JoinKind::Inner => (false, false),
@@ -176,20 +120,28 @@ impl Operator for Join {
         let data_columns: Vec<ArrayRef> = batch.data.columns()[..self.sides[s].width].to_vec();
         let rows = self.sides[s].rows.convert_columns(&data_columns)?;
 
+        // The other side's rows under each row's key, read once: (entry, where its bytes are).
+        let mut candidate_bytes: Vec<u8> = Vec::new();
+        let mut candidates: Vec<Vec<(u32, usize, usize)>> = Vec::with_capacity(batch.num_rows());
+        for (r, null_key) in has_null_key.iter().enumerate() {
+            let mut found = Vec::new();
+            if !*null_key {
+                for id in self.sides[o].store.entries_of(keys.row(r).data()) {
+                    let (start, len) = self.sides[o].store.read(id, &mut candidate_bytes)?;
+                    found.push((id, start, len));
+                }
+            }
+            candidates.push(found);
+        }
         // Which candidate pairs satisfy the non-equi condition, evaluated for the whole batch.
-        let mut pair_ok: Vec<Vec<bool>> = Vec::with_capacity(batch.num_rows());
+        let mut pair_ok: Vec<Vec<bool>> = Vec::new();
         if let Some(filter) = &self.filter {
             let mut pairs: Vec<Pair<'_>> = Vec::new();
-            for (r, null_key) in has_null_key.iter().enumerate() {
-                if *null_key {
-                    continue;
-                }
-                if let Some(bucket) = self.sides[o].state.get(keys.row(r).data()) {
-                    for e in &bucket.entries {
-                        let mine = Some(rows.row(r).data());
-                        let other = Some(bucket.row(e));
-                        pairs.push(if s == 0 { (mine, other) } else { (other, mine) });
-                    }
+            for (r, found) in candidates.iter().enumerate() {
+                for (_, start, len) in found {
+                    let mine = Some(rows.row(r).data());
+                    let other = Some(&candidate_bytes[*start..start + len]);
+                    pairs.push(if s == 0 { (mine, other) } else { (other, mine) });
                 }
             }
             let mask = if pairs.is_empty() {
@@ -203,25 +155,14 @@ impl Operator for Join {
                     .ok_or_else(|| TaskError::Unsupported("a join condition must evaluate to BOOLEAN".into()))?
             };
             let mut next = 0;
-            for (r, null_key) in has_null_key.iter().enumerate() {
-                let n = if *null_key {
-                    0
-                } else {
-                    self.sides[o].state.get(keys.row(r).data()).map_or(0, |c| c.entries.len())
-                };
-                pair_ok.push((next..next + n).map(|i| mask.is_valid(i) && mask.value(i)).collect());
-                next += n;
+            for found in &candidates {
+                pair_ok.push((next..next + found.len()).map(|i| mask.is_valid(i) && mask.value(i)).collect());
+                next += found.len();
             }
         }
 
-        // Output rows: kind, this side's source and the other side's source.
+        // Output rows: kind, this side's row and the other side's.
         let mut pending: Vec<(RowKind, Source, Source)> = Vec::new();
-        let mut copied: Vec<u8> = Vec::new();
-        let mut copy = |bytes: &[u8]| -> Source {
-            let start = copied.len();
-            copied.extend_from_slice(bytes);
-            Source::Copied(start, bytes.len())
-        };
         for (r, null_key) in has_null_key.iter().enumerate() {
             let accumulate = batch.kind(r).is_accumulate();
             let kind = if accumulate { RowKind::Insert } else { RowKind::Delete };
@@ -236,46 +177,42 @@ impl Operator for Join {
             let [a, b] = &mut self.sides;
             let (mine_side, other_side) = if s == 0 { (a, b) } else { (b, a) };
             let mut matched = 0i64;
-            if let Some(bucket) = other_side.state.get_mut(key) {
-                for i in 0..bucket.entries.len() {
-                    if let Some(ok) = pair_ok.get(r)
-                        && !ok[i]
-                    {
+            for (i, (id, start, len)) in candidates[r].iter().enumerate() {
+                if let Some(ok) = pair_ok.get(r)
+                    && !ok[i]
+                {
+                    continue;
+                }
+                let other = Source::Copied(*start, *len);
+                let e = other_side.store.entry_mut(*id);
+                let count = e.count.max(0) as usize;
+                matched += count as i64;
+                if other_side.preserved {
+                    // The other row's NULL-padded result goes away with its first match and
+                    // comes back with its last.
+                    let before = e.matches;
+                    let after = before + if accumulate { 1 } else { -1 };
+                    e.matches = after;
+                    if before == 0 && after > 0 {
+                        pending.extend(std::iter::repeat_n((RowKind::Delete, Source::Null, other), count));
+                    }
+                    if !accumulate {
+                        pending.extend(std::iter::repeat_n((kind, Source::Batch(r), other), count));
+                        if before > 0 && after == 0 {
+                            pending.extend(std::iter::repeat_n((RowKind::Insert, Source::Null, other), count));
+                        }
                         continue;
                     }
-                    let e = bucket.entries[i];
-                    matched += e.count;
-                    let other = copy(bucket.row(&e));
-                    if other_side.preserved {
-                        // The other row's NULL-padded result goes away with its first match and
-                        // comes back with its last.
-                        let before = e.matches;
-                        let after = before + if accumulate { 1 } else { -1 };
-                        bucket.entries[i].matches = after;
-                        if before == 0 && after > 0 {
-                            (0..e.count).for_each(|_| pending.push((RowKind::Delete, Source::Null, other)));
-                        }
-                        if !accumulate {
-                            (0..e.count).for_each(|_| pending.push((kind, Source::Batch(r), other)));
-                            if before > 0 && after == 0 {
-                                (0..e.count).for_each(|_| pending.push((RowKind::Insert, Source::Null, other)));
-                            }
-                            continue;
-                        }
-                    }
-                    (0..e.count).for_each(|_| pending.push((kind, Source::Batch(r), other)));
                 }
+                pending.extend(std::iter::repeat_n((kind, Source::Batch(r), other), count));
             }
             if matched == 0 && mine_side.preserved {
                 pending.push((kind, Source::Batch(r), Source::Null));
             }
             if accumulate {
-                mine_side.state.entry_ref(key).or_default().push(row, matched);
-            } else if let Some(bucket) = mine_side.state.get_mut(key) {
-                bucket.retract(row);
-                if bucket.entries.is_empty() {
-                    mine_side.state.remove(key);
-                }
+                mine_side.store.push(key, row, matched)?;
+            } else {
+                mine_side.store.retract(key, row)?;
             }
         }
         if pending.is_empty() {
@@ -284,7 +221,7 @@ impl Operator for Join {
         let resolve = |src: Source| -> SideRow<'_> {
             match src {
                 Source::Batch(r) => Some(rows.row(r).data()),
-                Source::Copied(start, len) => Some(&copied[start..start + len]),
+                Source::Copied(start, len) => Some(&candidate_bytes[start..start + len]),
                 Source::Null => None,
             }
         };

@@ -19,17 +19,13 @@ pub fn timestamp_millis(array: &ArrayRef) -> TaskResult<TimestampMillisecondArra
     Ok(ms.as_any().downcast_ref::<TimestampMillisecondArray>().expect("cast to timestamp(ms)").clone())
 }
 
-/// Maps key rows to dense group ids, keeping the key of each group for output.
-///
-/// Keys are stored once, packed in one arena; the hash table holds only group ids. A group
-/// costs its key bytes plus about 24 bytes.
-pub struct GroupKeys {
-    converter: RowConverter,
-    parser: RowParser,
-    num_keys: usize,
+/// Interns byte strings (encoded keys) as dense ids. Keys are stored once, packed in one
+/// arena; the hash table holds only ids. An entry costs its bytes plus about 24 bytes.
+#[derive(Default)]
+pub struct KeyTable {
     table: HashTable<u32>,
     arena: Vec<u8>,
-    /// Per group id: where its key is in the arena (`len == u32::MAX`: free id).
+    /// Per id: where its key is in the arena (`len == FREE`: a free id).
     spans: Vec<(u32, u32)>,
     hashes: Vec<u64>,
     free: Vec<u32>,
@@ -39,64 +35,29 @@ pub struct GroupKeys {
 
 const FREE: u32 = u32::MAX;
 
-impl GroupKeys {
-    pub fn try_new(schema: &SchemaRef, columns: &[usize]) -> TaskResult<Self> {
-        let fields = columns.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
-        let converter = RowConverter::new(fields)?;
-        let parser = converter.parser();
-        Ok(GroupKeys {
-            converter,
-            parser,
-            num_keys: columns.len(),
-            table: HashTable::new(),
-            arena: Vec::new(),
-            spans: Vec::new(),
-            hashes: Vec::new(),
-            free: Vec::new(),
-            garbage: 0,
-        })
-    }
-
-    fn key(&self, id: u32) -> &[u8] {
+impl KeyTable {
+    pub fn key(&self, id: u32) -> &[u8] {
         let (start, len) = self.spans[id as usize];
         &self.arena[start as usize..(start + len) as usize]
     }
 
-    /// The encoded key of every row.
-    pub fn rows(&self, columns: &[ArrayRef]) -> TaskResult<Rows> {
-        Ok(self.converter.convert_columns(columns)?)
-    }
-
-    /// The group id of every row, and whether the row created its group. Rows of a batch with
-    /// no key columns all belong to one group.
-    pub fn assign(&mut self, columns: &[ArrayRef], num_rows: usize) -> TaskResult<Vec<(usize, bool)>> {
-        if columns.is_empty() {
-            let (id, new) = self.intern_bytes(&[]);
-            let mut out = vec![(id, false); num_rows];
-            if let Some(first) = out.first_mut() {
-                first.1 = new;
-            }
-            return Ok(out);
-        }
-        let rows = self.converter.convert_columns(columns)?;
-        Ok(rows.iter().map(|row| self.intern_bytes(row.data())).collect())
-    }
-
-    /// The group id of `row`, creating the group if it is new (`true` when new).
-    pub fn intern(&mut self, row: Row<'_>) -> (usize, bool) {
-        self.intern_bytes(row.data())
-    }
-
-    fn intern_bytes(&mut self, bytes: &[u8]) -> (usize, bool) {
+    pub fn get(&self, bytes: &[u8]) -> Option<u32> {
         let hash = stable_hash(bytes);
-        let GroupKeys { table, arena, spans, .. } = self;
-        let found = table.find(hash, |&id| {
-            let (start, len) = spans[id as usize];
-            &arena[start as usize..(start + len) as usize] == bytes
-        });
-        if let Some(&id) = found {
-            return (id as usize, false);
+        let (arena, spans) = (&self.arena, &self.spans);
+        self.table
+            .find(hash, |&id| {
+                let (start, len) = spans[id as usize];
+                len != FREE && &arena[start as usize..(start + len) as usize] == bytes
+            })
+            .copied()
+    }
+
+    /// The id of `bytes`, adding it if new (`true` when new).
+    pub fn intern(&mut self, bytes: &[u8]) -> (u32, bool) {
+        if let Some(id) = self.get(bytes) {
+            return (id, false);
         }
+        let hash = stable_hash(bytes);
         let start = self.arena.len() as u32;
         self.arena.extend_from_slice(bytes);
         let span = (start, bytes.len() as u32);
@@ -114,19 +75,18 @@ impl GroupKeys {
         };
         let hashes = &self.hashes;
         self.table.insert_unique(hash, id, |&other| hashes[other as usize]);
-        (id as usize, true)
+        (id, true)
     }
 
-    /// Forgets a group; its id is reused.
-    pub fn remove(&mut self, id: usize) {
-        let id32 = id as u32;
-        let hash = self.hashes[id];
-        if let Ok(entry) = self.table.find_entry(hash, |&other| other == id32) {
+    /// Forgets an id; it is reused.
+    pub fn remove(&mut self, id: u32) {
+        let hash = self.hashes[id as usize];
+        if let Ok(entry) = self.table.find_entry(hash, |&other| other == id) {
             entry.remove();
         }
-        self.garbage += self.spans[id].1 as usize;
-        self.spans[id] = (0, FREE);
-        self.free.push(id32);
+        self.garbage += self.spans[id as usize].1 as usize;
+        self.spans[id as usize] = (0, FREE);
+        self.free.push(id);
         if self.garbage > 4096 && self.garbage * 2 > self.arena.len() {
             self.compact();
         }
@@ -154,17 +114,84 @@ impl GroupKeys {
         self.table.is_empty()
     }
 
+    /// One more than the largest id handed out: the length for dense per-id vectors.
+    pub fn capacity(&self) -> usize {
+        self.spans.len()
+    }
+}
+
+/// Maps key rows to dense group ids, keeping the key of each group for output.
+pub struct GroupKeys {
+    converter: RowConverter,
+    parser: RowParser,
+    num_keys: usize,
+    table: KeyTable,
+}
+
+impl GroupKeys {
+    pub fn try_new(schema: &SchemaRef, columns: &[usize]) -> TaskResult<Self> {
+        let fields = columns.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
+        let converter = RowConverter::new(fields)?;
+        let parser = converter.parser();
+        Ok(GroupKeys { converter, parser, num_keys: columns.len(), table: KeyTable::default() })
+    }
+
+    /// The encoded key of every row.
+    pub fn rows(&self, columns: &[ArrayRef]) -> TaskResult<Rows> {
+        Ok(self.converter.convert_columns(columns)?)
+    }
+
+    /// The group id of every row, and whether the row created its group. Rows of a batch with
+    /// no key columns all belong to one group.
+    pub fn assign(&mut self, columns: &[ArrayRef], num_rows: usize) -> TaskResult<Vec<(usize, bool)>> {
+        if columns.is_empty() {
+            let (id, new) = self.table.intern(&[]);
+            let mut out = vec![(id as usize, false); num_rows];
+            if let Some(first) = out.first_mut() {
+                first.1 = new;
+            }
+            return Ok(out);
+        }
+        let rows = self.converter.convert_columns(columns)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let (id, new) = self.table.intern(row.data());
+                (id as usize, new)
+            })
+            .collect())
+    }
+
+    /// The group id of `row`, creating the group if it is new (`true` when new).
+    pub fn intern(&mut self, row: Row<'_>) -> (usize, bool) {
+        let (id, new) = self.table.intern(row.data());
+        (id as usize, new)
+    }
+
+    /// Forgets a group; its id is reused.
+    pub fn remove(&mut self, id: usize) {
+        self.table.remove(id as u32);
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
     /// The key columns of the given groups, in order.
     pub fn key_columns(&self, groups: &[usize]) -> TaskResult<Vec<ArrayRef>> {
         if self.num_keys == 0 {
             return Ok(vec![]);
         }
-        let rows = groups.iter().map(|g| self.parser.parse(self.key(*g as u32)));
+        let rows = groups.iter().map(|g| self.parser.parse(self.table.key(*g as u32)));
         Ok(self.converter.convert_rows(rows)?)
     }
 
     /// Capacity for dense per-group vectors.
     pub fn capacity(&self) -> usize {
-        self.spans.len()
+        self.table.capacity()
     }
 }

@@ -11,6 +11,7 @@ pub mod join;
 pub mod keys;
 pub mod over;
 pub mod rank;
+pub mod row_store;
 pub mod session_agg;
 pub mod union;
 pub mod watermark;
