@@ -236,3 +236,18 @@ fn nexmark_generator_writes_conformance_layout() {
     }
     assert_eq!(counts, [10, 30, 460], "1:3:46 persons, auctions, bids");
 }
+
+#[test]
+fn datagen_source_with_sequences_and_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "CREATE TABLE g (id BIGINT, name STRING, v INT) WITH (
+  'connector' = 'datagen', 'number-of-rows' = '50', 'rows-per-second' = '1000',
+  'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '50',
+  'fields.v.min' = '1', 'fields.v.max' = '10', 'fields.name.length' = '5');
+SELECT COUNT(*), MIN(id), MAX(id), MIN(v) >= 1, MAX(v) <= 10, MIN(CHAR_LENGTH(name)) FROM g;";
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql", "--output", "out.jsonl", "--parallelism", "2"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert_eq!(out.lines().last().unwrap(), r#"{"op":"+U","row":[50,1,50,true,true,5]}"#, "{out}");
+}

@@ -156,7 +156,12 @@ impl Task {
 
     async fn run(mut self, input: Option<GateInput>) -> TaskResult<()> {
         if let Some(mut source) = self.source.take() {
-            while let Some(batch) = source.next_batch()? {
+            let started = tokio::time::Instant::now();
+            loop {
+                if let Some(due) = source.next_due() {
+                    tokio::time::sleep_until(started + due).await;
+                }
+                let Some(batch) = source.next_batch()? else { break };
                 self.counters.source_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 self.push(Item::Batch(0, ChangeBatch::inserts(batch))).await?;
                 tokio::task::yield_now().await;

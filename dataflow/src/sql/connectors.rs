@@ -31,16 +31,27 @@ pub fn connector_options(connector: &str) -> Option<&'static [&'static str]> {
         "nexmark" => &[
             "connector",
             "events.num",
+            "stop-at",
             "first-event.rate",
             "next-event.rate",
-            "rate-limited",
-            "seed",
+            "rate.shape",
+            "rate.period",
+            "rate.limited",
+            "max-emit-speed",
+            "keep-alive",
             "person.proportion",
             "auction.proportion",
             "bid.proportion",
-            "*",
+            "person.avg-size",
+            "auction.avg-size",
+            "bid.avg-size",
+            "bid.hot-ratio.auctions",
+            "bid.hot-ratio.bidders",
+            "auction.hot-ratio.sellers",
+            "seed",
+            "base-time",
         ],
-        "datagen" => &["connector", "rows-per-second", "number-of-rows", "seed", "fields.*"],
+        "datagen" => &["connector", "rows-per-second", "number-of-rows", "scan.parallelism", "seed", "base-time", "fields.*"],
         "print" => &["connector", "print-identifier", "standard-error", "sink.parallelism"],
         "blackhole" => &["connector"],
         _ => return None,
@@ -62,9 +73,6 @@ pub fn validate_table(def: &TableDef, _schema: &Schema) -> Result<(), String> {
             CONNECTORS.join(", ")
         ));
     };
-    if valid.contains(&"*") {
-        return Ok(());
-    }
     for key in def.options.keys() {
         let ok = valid.iter().any(|v| match v.strip_suffix('*') {
             Some(prefix) => key.starts_with(prefix),

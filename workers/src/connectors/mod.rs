@@ -13,6 +13,7 @@ pub mod sinks;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use weir_dataflow::event::ChangeBatch;
 use weir_dataflow::plan::{PlanNode, SinkSpec, SourceSpec};
@@ -28,6 +29,12 @@ pub const BATCH_ROWS: usize = 8192;
 pub trait Source: Send {
     /// The next batch, or `None` when this instance has no more input.
     fn next_batch(&mut self) -> TaskResult<Option<RecordBatch>>;
+
+    /// For a source that paces itself (a generator with a rate): how long after the source
+    /// started its next batch is due. `None`: as fast as it can.
+    fn next_due(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Creates subtask `subtask` of `parallelism` of a table source producing `schema`.
@@ -46,8 +53,16 @@ pub fn create_source(
             let paths: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
             let projection = nexmark::NexmarkProjection::from_paths(&paths)
                 .map_err(|e| TaskError::Config(format!("table '{}': {e}", spec.table)))?;
+            let paced = config.rate_limited;
+            let base = config.base_time_ms;
             let generator = nexmark::NexmarkGenerator::new(config, subtask as u64, parallelism as u64);
-            Ok(Box::new(NexmarkSource { generator, projection, schema }))
+            Ok(Box::new(NexmarkSource { generator, projection, schema, paced, base }))
+        }
+        "datagen" => {
+            let config = datagen::DatagenConfig::from_options(&spec.physical_schema, &spec.options)
+                .map_err(|e| TaskError::Config(format!("table '{}': {e}", spec.table)))?;
+            let generator = datagen::DatagenGenerator::new(config, subtask as u64, parallelism as u64);
+            Ok(Box::new(DatagenSource { generator, projection: spec.projection.clone(), schema }))
         }
         other => Err(TaskError::Config(format!("connector '{other}' cannot be read (table '{}')", spec.table))),
     }
@@ -57,16 +72,47 @@ struct NexmarkSource {
     generator: nexmark::NexmarkGenerator,
     projection: nexmark::NexmarkProjection,
     schema: SchemaRef,
+    /// `rate.limited`: emit events no faster than their event time advances.
+    paced: bool,
+    base: i64,
 }
 
 impl Source for NexmarkSource {
+    fn next_due(&self) -> Option<Duration> {
+        let ts = self.generator.next_event_timestamp().filter(|_| self.paced)?;
+        Some(Duration::from_millis((ts - self.base).max(0) as u64))
+    }
+
     fn next_batch(&mut self) -> TaskResult<Option<RecordBatch>> {
-        let Some(batch) = self.generator.next_batch(BATCH_ROWS, &self.projection) else {
+        // A paced source hands out about 10 ms of events at a time.
+        let rows = if self.paced { (self.generator.config().rate / 100).clamp(1, BATCH_ROWS as u64) as usize } else { BATCH_ROWS };
+        let Some(batch) = self.generator.next_batch(rows, &self.projection) else {
             return Ok(None);
         };
         // The generator's schema equals the planned one field for field; adopt the planner's
         // so downstream schema checks see exactly what they expect.
         Ok(Some(RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?))
+    }
+}
+
+/// Flink's `datagen`: always paced at `rows-per-second`.
+struct DatagenSource {
+    generator: datagen::DatagenGenerator,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl Source for DatagenSource {
+    fn next_due(&self) -> Option<Duration> {
+        self.generator.next_row_due_ms().map(Duration::from_millis)
+    }
+
+    fn next_batch(&mut self) -> TaskResult<Option<RecordBatch>> {
+        let rows = (self.generator.rows_per_second() / 10).clamp(1, BATCH_ROWS as u64) as usize;
+        let Some(batch) = self.generator.next_batch(rows) else { return Ok(None) };
+        let columns = self.projection.iter().map(|c| batch.column(*c).clone()).collect();
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(Some(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?))
     }
 }
 
