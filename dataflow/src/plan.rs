@@ -319,12 +319,16 @@ pub enum OperatorSpec {
     /// A regular join on equal keys (input 0 is the left side). Each side's keys are columns of
     /// that side; only its first `widths[side]` columns are output. `filter` is evaluated over
     /// the output row.
+    /// With `window_end` (the column on each side), a window join: both sides are window TVF
+    /// results joined on their windows; a window's rows are dropped once the watermark passes
+    /// its end, and rows for a closed window are late.
     Join {
         kind: JoinKind,
         left_keys: Vec<usize>,
         right_keys: Vec<usize>,
         widths: [usize; 2],
         filter: Option<PhysExpr>,
+        window_end: Option<[usize; 2]>,
     },
     /// Top-N per partition (`ROW_NUMBER() … <= n`), updating; appends the row number when
     /// `rank_column`.

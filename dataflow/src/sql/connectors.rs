@@ -51,7 +51,9 @@ pub fn connector_options(connector: &str) -> Option<&'static [&'static str]> {
             "seed",
             "base-time",
         ],
-        "datagen" => &["connector", "rows-per-second", "number-of-rows", "scan.parallelism", "seed", "base-time", "fields.*"],
+        "datagen" => {
+            &["connector", "rows-per-second", "number-of-rows", "scan.parallelism", "seed", "base-time", "fields.*"]
+        }
         "print" => &["connector", "print-identifier", "standard-error", "sink.parallelism"],
         "blackhole" => &["connector"],
         _ => return None,

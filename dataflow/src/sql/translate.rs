@@ -612,31 +612,38 @@ impl<'a> Translator<'a> {
         } else {
             ChangelogMode::Append
         };
+        // Inner joins of two window TVF results on both window bounds are window joins.
+        let window_end = match (kind, left.window, right.window) {
+            (JoinKind::Inner, Some(lw), Some(rw)) => {
+                let pairs: Vec<(usize, usize)> = left_keys.iter().copied().zip(right_keys.iter().copied()).collect();
+                (pairs.contains(&(lw.start, rw.start)) && pairs.contains(&(lw.end, rw.end))).then_some([lw.end, rw.end])
+            }
+            _ => None,
+        };
         let (lp, parallelism) = self.keyed(left_keys.clone());
         let (rp, _) = self.keyed(right_keys.clone());
         let description = format!(
-            "{kind:?}, on=[{}]{}",
+            "{}{kind:?}, on=[{}]{}",
+            if window_end.is_some() { "window " } else { "" },
             j.on.iter().map(|(l, r)| format!("{l} = {r}")).collect::<Vec<_>>().join(", "),
             j.filter.as_ref().map(|f| format!(", where={f}")).unwrap_or_default()
         );
         let node = self.add(
-            OperatorSpec::Join { kind, left_keys, right_keys, widths, filter },
+            OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end },
             vec![PlanInput { node: left.node, partitioning: lp }, PlanInput { node: right.node, partitioning: rp }],
             arrow_schema(&j.schema),
             parallelism,
             changelog,
             description,
         );
-        Ok(Stream {
-            node,
-            schema: j.schema.clone(),
-            // A regular join's output is not ordered by time: its time columns are plain values.
-            rowtime: vec![false; j.schema.fields().len()],
-            window: None,
-            session: None,
-            changelog,
-            parallelism,
-        })
+        // A regular join's output is not ordered by time: its time columns are plain values. A
+        // window join's output keeps the left side's window columns.
+        let window = window_end.and(left.window);
+        let mut rowtime = vec![false; j.schema.fields().len()];
+        if let Some(t) = window.and_then(|w| w.time) {
+            rowtime[t] = true;
+        }
+        Ok(Stream { node, schema: j.schema.clone(), rowtime, window, session: None, changelog, parallelism })
     }
 
     /// `agg(…) OVER (PARTITION BY … ORDER BY rowtime ROWS|RANGE BETWEEN … PRECEDING AND CURRENT ROW)`.

@@ -85,7 +85,11 @@ impl Source for NexmarkSource {
 
     fn next_batch(&mut self) -> TaskResult<Option<RecordBatch>> {
         // A paced source hands out about 10 ms of events at a time.
-        let rows = if self.paced { (self.generator.config().rate / 100).clamp(1, BATCH_ROWS as u64) as usize } else { BATCH_ROWS };
+        let rows = if self.paced {
+            (self.generator.config().rate / 100).clamp(1, BATCH_ROWS as u64) as usize
+        } else {
+            BATCH_ROWS
+        };
         let Some(batch) = self.generator.next_batch(rows, &self.projection) else {
             return Ok(None);
         };

@@ -7,15 +7,18 @@
 //! match arrives, as Flink's streaming join does. State is unbounded, as in Flink without TTL;
 //! row bytes beyond a memory budget spill to a local file ([`super::row_store`]).
 
+use std::collections::BTreeMap;
+
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::take;
 use arrow::datatypes::SchemaRef;
 use arrow_row::{RowConverter, SortField};
-use weir_dataflow::event::{ChangeBatch, RowKind};
+use weir_dataflow::event::{ChangeBatch, MIN_WATERMARK, RowKind, Timestamp};
 use weir_dataflow::plan::{JoinKind, PhysExpr};
 
+use super::keys::timestamp_millis;
 use super::row_store::{DEFAULT_MEMORY_BUDGET, RowStore};
-use super::{Operator, Output};
+use super::{Operator, OperatorMetrics, Output};
 use crate::error::{TaskError, TaskResult};
 
 /// A side's encoded row, or `None` for NULL padding.
@@ -46,6 +49,12 @@ pub struct Join {
     key_rows: RowConverter,
     filter: Option<PhysExpr>,
     schema: SchemaRef,
+    /// A window join: each side's window end column.
+    window_end: Option<[usize; 2]>,
+    /// Window join keys by window end, to drop when the watermark passes it.
+    windows: BTreeMap<Timestamp, Vec<(usize, Box<[u8]>)>>,
+    watermark: Timestamp,
+    late: u64,
 }
 
 impl Join {
@@ -58,12 +67,19 @@ impl Join {
         right_keys: Vec<usize>,
         widths: [usize; 2],
         filter: Option<PhysExpr>,
+        window_end: Option<[usize; 2]>,
         schema: SchemaRef,
     ) -> TaskResult<Self> {
         let key_fields = left_keys.iter().map(|k| SortField::new(left_schema.field(*k).data_type().clone())).collect();
         let side = |schema: &SchemaRef, keys: Vec<usize>, width: usize, preserved: bool| -> TaskResult<Side> {
             let fields = schema.fields().iter().take(width).map(|f| SortField::new(f.data_type().clone())).collect();
-            Ok(Side { keys, width, rows: RowConverter::new(fields)?, store: RowStore::new(DEFAULT_MEMORY_BUDGET), preserved })
+            Ok(Side {
+                keys,
+                width,
+                rows: RowConverter::new(fields)?,
+                store: RowStore::new(DEFAULT_MEMORY_BUDGET),
+                preserved,
+            })
         };
         let (left_preserved, right_preserved) = match kind {
             JoinKind::Inner => (false, false),
@@ -79,6 +95,10 @@ impl Join {
             key_rows: RowConverter::new(key_fields)?,
             filter,
             schema,
+            window_end,
+            windows: BTreeMap::new(),
+            watermark: MIN_WATERMARK,
+            late: 0,
         })
     }
 
@@ -116,7 +136,21 @@ impl Operator for Join {
         let (s, o) = (input, 1 - input);
         let key_columns: Vec<ArrayRef> = self.sides[s].keys.iter().map(|k| batch.data.column(*k).clone()).collect();
         let keys = self.key_rows.convert_columns(&key_columns)?;
-        let has_null_key: Vec<bool> = (0..batch.num_rows()).map(|r| key_columns.iter().any(|c| c.is_null(r))).collect();
+        // Rows without a key never match; in a window join, neither do rows of a closed window.
+        let ends = match self.window_end {
+            Some(cols) => Some(timestamp_millis(batch.data.column(cols[s]))?),
+            None => None,
+        };
+        let mut has_null_key: Vec<bool> =
+            (0..batch.num_rows()).map(|r| key_columns.iter().any(|c| c.is_null(r))).collect();
+        if let Some(ends) = &ends {
+            for (r, skip) in has_null_key.iter_mut().enumerate() {
+                if !*skip && ends.value(r) - 1 <= self.watermark {
+                    *skip = true;
+                    self.late += 1;
+                }
+            }
+        }
         let data_columns: Vec<ArrayRef> = batch.data.columns()[..self.sides[s].width].to_vec();
         let rows = self.sides[s].rows.convert_columns(&data_columns)?;
 
@@ -210,7 +244,10 @@ impl Operator for Join {
                 pending.push((kind, Source::Batch(r), Source::Null));
             }
             if accumulate {
-                mine_side.store.push(key, row, matched)?;
+                let new_key = mine_side.store.push(key, row, matched)?;
+                if new_key && let Some(ends) = &ends {
+                    self.windows.entry(ends.value(r)).or_default().push((s, key.into()));
+                }
             } else {
                 mine_side.store.retract(key, row)?;
             }
@@ -237,5 +274,23 @@ impl Operator for Join {
         let kinds = pending.iter().map(|(k, _, _)| *k).collect::<Vec<_>>();
         out.batch(ChangeBatch::with_kinds(data, kinds));
         Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: Timestamp, out: &mut Output) -> TaskResult<()> {
+        self.watermark = self.watermark.max(watermark);
+        while let Some(entry) = self.windows.first_entry() {
+            if *entry.key() - 1 > watermark {
+                break;
+            }
+            for (side, key) in entry.remove() {
+                self.sides[side].store.remove_key(&key);
+            }
+        }
+        out.watermark(watermark);
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        OperatorMetrics { late_records_dropped: self.late }
     }
 }

@@ -101,16 +101,19 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
             node.schema.clone(),
             plan.nodes[node.inputs[0].node].changelog == weir_dataflow::plan::ChangelogMode::Retract,
         )?),
-        OperatorSpec::Join { kind, left_keys, right_keys, widths, filter } => Box::new(join::Join::try_new(
-            *kind,
-            input_schema(0),
-            input_schema(1),
-            left_keys.clone(),
-            right_keys.clone(),
-            *widths,
-            filter.clone(),
-            node.schema.clone(),
-        )?),
+        OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end } => {
+            Box::new(join::Join::try_new(
+                *kind,
+                input_schema(0),
+                input_schema(1),
+                left_keys.clone(),
+                right_keys.clone(),
+                *widths,
+                filter.clone(),
+                *window_end,
+                node.schema.clone(),
+            )?)
+        }
         OperatorSpec::Rank(spec) => Box::new(rank::Rank::try_new(
             spec.clone(),
             &input_schema(0),

@@ -120,14 +120,16 @@ impl RowStore {
         Ok((start, e.len as usize))
     }
 
-    pub fn push(&mut self, key: &[u8], row: &[u8], matches: i64) -> TaskResult<()> {
+    /// Stores `row` under `key`; true when the key is new.
+    pub fn push(&mut self, key: &[u8], row: &[u8], matches: i64) -> TaskResult<bool> {
         let (k, new) = self.keys.intern(key);
         if new || self.heads.len() <= k as usize {
             self.heads.resize(self.heads.len().max(k as usize + 1), NONE);
             self.heads[k as usize] = NONE;
         }
         let offset = self.log.append(row)?;
-        let entry = Entry { offset, len: row.len() as u32, next: self.heads[k as usize], count: 1, matches: matches as i32 };
+        let entry =
+            Entry { offset, len: row.len() as u32, next: self.heads[k as usize], count: 1, matches: matches as i32 };
         let id = match self.free.pop() {
             Some(id) => {
                 self.entries[id as usize] = entry;
@@ -139,7 +141,19 @@ impl RowStore {
             }
         };
         self.heads[k as usize] = id;
-        Ok(())
+        Ok(new)
+    }
+
+    /// Forgets every row of `key`.
+    pub fn remove_key(&mut self, key: &[u8]) {
+        let Some(k) = self.keys.get(key) else { return };
+        let mut e = self.heads[k as usize];
+        while e != NONE {
+            self.free.push(e);
+            e = self.entries[e as usize].next;
+        }
+        self.heads[k as usize] = NONE;
+        self.keys.remove(k);
     }
 
     /// Takes one copy of `row` away from `key`; false if there is none.
