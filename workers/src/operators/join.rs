@@ -23,6 +23,8 @@ use crate::error::{TaskError, TaskResult};
 
 /// A side's encoded row, or `None` for NULL padding.
 type SideRow<'a> = Option<&'a [u8]>;
+/// A join key of one side (0: left, 1: right).
+type SideKey = (usize, Box<[u8]>);
 /// One output row as (left, right).
 type Pair<'a> = (SideRow<'a>, SideRow<'a>);
 
@@ -52,7 +54,7 @@ pub struct Join {
     /// A window join: each side's window end column.
     window_end: Option<[usize; 2]>,
     /// Window join keys by window end, to drop when the watermark passes it.
-    windows: BTreeMap<Timestamp, Vec<(usize, Box<[u8]>)>>,
+    windows: BTreeMap<Timestamp, Vec<SideKey>>,
     watermark: Timestamp,
     late: u64,
 }
