@@ -17,7 +17,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion_common::ScalarValue;
 use hashbrown::HashMap;
-use weir_dataflow::event::{ChangeBatch, RowKind};
+use weir_dataflow::event::ChangeBatch;
 use weir_dataflow::plan::{AggKind, AggregateCall};
 
 use crate::error::{TaskError, TaskResult};
@@ -702,11 +702,6 @@ fn int_to(array: ArrayRef, out: &DataType) -> Result<ArrayRef, arrow::error::Arr
         DataType::Int64 => Ok(array),
         _ => cast(&array, out),
     }
-}
-
-/// The row kinds of a batch as accumulate/retract flags (for callers that need them).
-pub fn is_accumulate(kind: RowKind) -> bool {
-    kind.is_accumulate()
 }
 
 #[cfg(test)]
