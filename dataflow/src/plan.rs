@@ -243,6 +243,17 @@ pub enum JoinKind {
     Full,
 }
 
+/// The time bounds of an interval join: rows match when
+/// `lower <= left[left_time] - right[right_time] <= upper` (milliseconds). A row is kept only as
+/// long as rows of the other side can still arrive in time to match it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntervalBounds {
+    pub left_time: usize,
+    pub right_time: usize,
+    pub lower: i64,
+    pub upper: i64,
+}
+
 /// One key of an ordering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SortKey {
@@ -329,6 +340,8 @@ pub enum OperatorSpec {
         widths: [usize; 2],
         filter: Option<PhysExpr>,
         window_end: Option<[usize; 2]>,
+        /// An interval join: `lower <= left.time - right.time <= upper` on event-time columns.
+        interval: Option<IntervalBounds>,
     },
     /// Top-N per partition (`ROW_NUMBER() … <= n`), updating; appends the row number when
     /// `rank_column`.

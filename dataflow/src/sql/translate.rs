@@ -21,8 +21,8 @@ use super::context::flink_aggregate_type;
 use super::nodes::{WatermarkNode, WindowTvfNode};
 use crate::config::JobConfig;
 use crate::plan::{
-    AggKind, AggregateCall, ChangelogMode, JoinKind, NodeId, OperatorSpec, OverFrame, Partitioning, PhysExpr,
-    PlanInput, PlanNode, RankSpec, SessionOutput, SinkSpec, SortKey, SourceSpec, StreamPlan, WindowKind,
+    AggKind, AggregateCall, ChangelogMode, IntervalBounds, JoinKind, NodeId, OperatorSpec, OverFrame, Partitioning,
+    PhysExpr, PlanInput, PlanNode, RankSpec, SessionOutput, SinkSpec, SortKey, SourceSpec, StreamPlan, WindowKind,
 };
 
 /// Where a query's rows go.
@@ -620,16 +620,26 @@ impl<'a> Translator<'a> {
             }
             _ => None,
         };
+        let interval = match (&j.filter, window_end) {
+            (Some(f), None) => interval_bounds(f, &j.schema, widths[0], &left.rowtime, &right.rowtime),
+            _ => None,
+        };
         let (lp, parallelism) = self.keyed(left_keys.clone());
         let (rp, _) = self.keyed(right_keys.clone());
         let description = format!(
             "{}{kind:?}, on=[{}]{}",
-            if window_end.is_some() { "window " } else { "" },
+            if window_end.is_some() {
+                "window "
+            } else if interval.is_some() {
+                "interval "
+            } else {
+                ""
+            },
             j.on.iter().map(|(l, r)| format!("{l} = {r}")).collect::<Vec<_>>().join(", "),
             j.filter.as_ref().map(|f| format!(", where={f}")).unwrap_or_default()
         );
         let node = self.add(
-            OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end },
+            OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end, interval },
             vec![PlanInput { node: left.node, partitioning: lp }, PlanInput { node: right.node, partitioning: rp }],
             arrow_schema(&j.schema),
             parallelism,
@@ -1007,6 +1017,77 @@ impl<'a> Translator<'a> {
     fn keyed(&self, keys: Vec<usize>) -> (Partitioning, u32) {
         if keys.is_empty() { (Partitioning::Global, 1) } else { (Partitioning::Hash(keys), self.config.parallelism) }
     }
+}
+
+/// The bounds of an interval join, if the join condition bounds a left event-time column
+/// against a right one from both sides (`l.t BETWEEN r.t - INTERVAL … AND r.t + INTERVAL …`, or
+/// the same with `>=`/`<=`).
+fn interval_bounds(
+    filter: &Expr,
+    schema: &DFSchema,
+    left_width: usize,
+    left_rowtime: &[bool],
+    right_rowtime: &[bool],
+) -> Option<IntervalBounds> {
+    use datafusion_expr::utils::split_conjunction;
+    use datafusion_expr::{Between, BinaryExpr, Operator};
+    // A time attribute of one side plus a constant offset: (is left, column of that side, ms).
+    let time_ref = |e: &Expr| -> Option<(bool, usize, i64)> {
+        let (column, offset) = match unalias(e) {
+            Expr::Column(c) => (c, 0),
+            Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Plus | Operator::Minus), right }) => {
+                let Expr::Column(c) = unalias(left) else { return None };
+                let ms = super::context::interval_millis(right.as_ref().clone()).ok()?;
+                (c, if *op == Operator::Plus { ms } else { -ms })
+            }
+            _ => return None,
+        };
+        let index = schema.index_of_column(column).ok()?;
+        if index < left_width {
+            left_rowtime.get(index).copied().unwrap_or(false).then_some((true, index, offset))
+        } else {
+            let i = index - left_width;
+            right_rowtime.get(i).copied().unwrap_or(false).then_some((false, i, offset))
+        }
+    };
+    let (mut lower, mut upper): (Option<i64>, Option<i64>) = (None, None);
+    let mut columns: Option<(usize, usize)> = None;
+    // Records `a op b` where a and b are time references of opposite sides.
+    let mut bound = |a: &Expr, op: Operator, b: &Expr| -> Option<()> {
+        let (a_left, a_col, a_off) = time_ref(a)?;
+        let (b_left, b_col, b_off) = time_ref(b)?;
+        if a_left == b_left {
+            return None;
+        }
+        // Normalise to left - right OP c.
+        let (op, l, r, c) =
+            if a_left { (op, a_col, b_col, b_off - a_off) } else { (op.swap()?, b_col, a_col, a_off - b_off) };
+        if *columns.get_or_insert((l, r)) != (l, r) {
+            return None;
+        }
+        match op {
+            Operator::GtEq => lower = Some(lower.map_or(c, |x: i64| x.max(c))),
+            Operator::Gt => lower = Some(lower.map_or(c + 1, |x: i64| x.max(c + 1))),
+            Operator::LtEq => upper = Some(upper.map_or(c, |x: i64| x.min(c))),
+            Operator::Lt => upper = Some(upper.map_or(c - 1, |x: i64| x.min(c - 1))),
+            _ => return None,
+        }
+        Some(())
+    };
+    for conjunct in split_conjunction(filter) {
+        match conjunct {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let _ = bound(left, *op, right);
+            }
+            Expr::Between(Between { expr, negated: false, low, high }) => {
+                let _ = bound(expr, Operator::GtEq, low);
+                let _ = bound(expr, Operator::LtEq, high);
+            }
+            _ => {}
+        }
+    }
+    let (left_time, right_time) = columns?;
+    Some(IntervalBounds { left_time, right_time, lower: lower?, upper: upper? })
 }
 
 /// The `n` of a row-number bound `rn <= n`, `rn < n + 1` or `rn = 1`.

@@ -14,7 +14,7 @@ use arrow::compute::take;
 use arrow::datatypes::SchemaRef;
 use arrow_row::{RowConverter, SortField};
 use weir_dataflow::event::{ChangeBatch, MIN_WATERMARK, RowKind, Timestamp};
-use weir_dataflow::plan::{JoinKind, PhysExpr};
+use weir_dataflow::plan::{IntervalBounds, JoinKind, PhysExpr};
 
 use super::keys::timestamp_millis;
 use super::row_store::{DEFAULT_MEMORY_BUDGET, RowStore};
@@ -25,6 +25,8 @@ use crate::error::{TaskError, TaskResult};
 type SideRow<'a> = Option<&'a [u8]>;
 /// A join key of one side (0: left, 1: right).
 type SideKey = (usize, Box<[u8]>);
+/// A stored row: its key, entry and log offset.
+type StoredRow = (Box<[u8]>, u32, u64);
 /// One output row as (left, right).
 type Pair<'a> = (SideRow<'a>, SideRow<'a>);
 
@@ -55,6 +57,9 @@ pub struct Join {
     window_end: Option<[usize; 2]>,
     /// Window join keys by window end, to drop when the watermark passes it.
     windows: BTreeMap<Timestamp, Vec<SideKey>>,
+    /// An interval join's bounds, and per side its stored rows by the time they expire.
+    interval: Option<IntervalBounds>,
+    expiry: [BTreeMap<Timestamp, Vec<StoredRow>>; 2],
     watermark: Timestamp,
     late: u64,
 }
@@ -70,6 +75,7 @@ impl Join {
         widths: [usize; 2],
         filter: Option<PhysExpr>,
         window_end: Option<[usize; 2]>,
+        interval: Option<IntervalBounds>,
         schema: SchemaRef,
     ) -> TaskResult<Self> {
         let key_fields = left_keys.iter().map(|k| SortField::new(left_schema.field(*k).data_type().clone())).collect();
@@ -99,6 +105,8 @@ impl Join {
             schema,
             window_end,
             windows: BTreeMap::new(),
+            interval,
+            expiry: [BTreeMap::new(), BTreeMap::new()],
             watermark: MIN_WATERMARK,
             late: 0,
         })
@@ -145,6 +153,17 @@ impl Operator for Join {
         };
         let mut has_null_key: Vec<bool> =
             (0..batch.num_rows()).map(|r| key_columns.iter().any(|c| c.is_null(r))).collect();
+        let times = match self.interval {
+            Some(b) => Some(timestamp_millis(batch.data.column(if s == 0 { b.left_time } else { b.right_time }))?),
+            None => None,
+        };
+        let (interval_lower, interval_upper) = self.interval.map_or((0, 0), |b| (b.lower, b.upper));
+        if let Some(times) = &times {
+            // Rows without event time never satisfy the time bounds.
+            for (r, skip) in has_null_key.iter_mut().enumerate() {
+                *skip |= times.is_null(r);
+            }
+        }
         if let Some(ends) = &ends {
             for (r, skip) in has_null_key.iter_mut().enumerate() {
                 if !*skip && ends.value(r) - 1 <= self.watermark {
@@ -246,9 +265,23 @@ impl Operator for Join {
                 pending.push((kind, Source::Batch(r), Source::Null));
             }
             if accumulate {
-                let new_key = mine_side.store.push(key, row, matched)?;
-                if new_key && let Some(ends) = &ends {
+                // An interval join keeps a row only while rows of the other side can still
+                // arrive in time to match it.
+                let expires = times.as_ref().map(|t| match s {
+                    0 => t.value(r).saturating_sub(interval_lower),
+                    _ => t.value(r).saturating_add(interval_upper),
+                });
+                if expires.is_some_and(|at| at <= self.watermark) {
+                    continue;
+                }
+                let pushed = mine_side.store.push(key, row, matched)?;
+                if pushed.new_key
+                    && let Some(ends) = &ends
+                {
                     self.windows.entry(ends.value(r)).or_default().push((s, key.into()));
+                }
+                if let Some(at) = expires {
+                    self.expiry[s].entry(at).or_default().push((key.into(), pushed.entry, pushed.offset));
                 }
             } else {
                 mine_side.store.retract(key, row)?;
@@ -288,11 +321,96 @@ impl Operator for Join {
                 self.sides[side].store.remove_key(&key);
             }
         }
+        for side in 0..2 {
+            while let Some(entry) = self.expiry[side].first_entry() {
+                if *entry.key() > watermark {
+                    break;
+                }
+                for (key, id, offset) in entry.remove() {
+                    self.sides[side].store.remove_entry(&key, id, offset);
+                }
+            }
+        }
         out.watermark(watermark);
         Ok(())
     }
 
     fn metrics(&self) -> OperatorMetrics {
         OperatorMetrics { late_records_dropped: self.late }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, TimestampMillisecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+    use crate::operators::Emitted;
+
+    fn side_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]))
+    }
+
+    fn batch(id: i64, ts: i64) -> ChangeBatch {
+        ChangeBatch::inserts(
+            RecordBatch::try_new(
+                side_schema(),
+                vec![Arc::new(Int64Array::from(vec![id])), Arc::new(TimestampMillisecondArray::from(vec![ts]))],
+            )
+            .unwrap(),
+        )
+    }
+
+    /// `right.ts BETWEEN left.ts AND left.ts + 10 s` on equal ids.
+    fn interval_join() -> Join {
+        let output = Arc::new(Schema::new([side_schema().fields().to_vec(), side_schema().fields().to_vec()].concat()));
+        let bounds = IntervalBounds { left_time: 1, right_time: 1, lower: -10_000, upper: 0 };
+        Join::try_new(
+            JoinKind::Inner,
+            side_schema(),
+            side_schema(),
+            vec![0],
+            vec![0],
+            [2, 2],
+            None,
+            None,
+            Some(bounds),
+            output,
+        )
+        .unwrap()
+    }
+
+    fn rows(out: &Output) -> usize {
+        out.items.iter().map(|e| if let Emitted::Batch(b) = e { b.num_rows() } else { 0 }).sum()
+    }
+
+    #[test]
+    fn interval_join_matches_within_bounds() {
+        let mut join = interval_join();
+        let mut out = Output::default();
+        join.process(0, batch(1, 0), &mut out).unwrap();
+        join.on_watermark(4_000, &mut out).unwrap();
+        join.process(1, batch(1, 5_000), &mut out).unwrap();
+        assert_eq!(rows(&out), 1);
+    }
+
+    #[test]
+    fn interval_join_forgets_rows_the_watermark_has_passed() {
+        let mut join = interval_join();
+        let mut out = Output::default();
+        join.process(0, batch(1, 0), &mut out).unwrap();
+        // No right row at or after 10 s can arrive in time any more: the left row is dropped.
+        join.on_watermark(29_000, &mut out).unwrap();
+        assert!(join.expiry[0].is_empty(), "the left row's expiry has run");
+        join.process(1, batch(1, 5_000), &mut out).unwrap();
+        assert_eq!(rows(&out), 0);
+        // And a late right row is not kept either.
+        assert_eq!(join.expiry[1].len(), 0);
     }
 }

@@ -101,7 +101,7 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
             node.schema.clone(),
             plan.nodes[node.inputs[0].node].changelog == weir_dataflow::plan::ChangelogMode::Retract,
         )?),
-        OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end } => {
+        OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end, interval } => {
             Box::new(join::Join::try_new(
                 *kind,
                 input_schema(0),
@@ -111,6 +111,7 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
                 *widths,
                 filter.clone(),
                 *window_end,
+                *interval,
                 node.schema.clone(),
             )?)
         }

@@ -72,6 +72,14 @@ fn io_error(what: &str, e: std::io::Error) -> TaskError {
     TaskError::Io { path: what.to_string(), source: e }
 }
 
+/// Where [`RowStore::push`] put a row.
+#[derive(Clone, Copy, Debug)]
+pub struct Pushed {
+    pub new_key: bool,
+    pub entry: u32,
+    pub offset: u64,
+}
+
 pub struct RowStore {
     keys: KeyTable,
     heads: Vec<u32>,
@@ -120,8 +128,8 @@ impl RowStore {
         Ok((start, e.len as usize))
     }
 
-    /// Stores `row` under `key`; true when the key is new.
-    pub fn push(&mut self, key: &[u8], row: &[u8], matches: i64) -> TaskResult<bool> {
+    /// Stores `row` under `key`.
+    pub fn push(&mut self, key: &[u8], row: &[u8], matches: i64) -> TaskResult<Pushed> {
         let (k, new) = self.keys.intern(key);
         if new || self.heads.len() <= k as usize {
             self.heads.resize(self.heads.len().max(k as usize + 1), NONE);
@@ -141,7 +149,35 @@ impl RowStore {
             }
         };
         self.heads[k as usize] = id;
-        Ok(new)
+        Ok(Pushed { new_key: new, entry: id, offset })
+    }
+
+    /// Forgets one stored row, if entry `id` still holds the row stored at `offset` (ids are
+    /// reused; offsets are not).
+    pub fn remove_entry(&mut self, key: &[u8], id: u32, offset: u64) {
+        let Some(k) = self.keys.get(key) else { return };
+        let mut previous = NONE;
+        let mut e = self.heads[k as usize];
+        while e != NONE {
+            if e == id {
+                if self.entries[e as usize].offset != offset {
+                    return;
+                }
+                let next = self.entries[e as usize].next;
+                if previous == NONE {
+                    self.heads[k as usize] = next;
+                } else {
+                    self.entries[previous as usize].next = next;
+                }
+                self.free.push(e);
+                if self.heads[k as usize] == NONE {
+                    self.keys.remove(k);
+                }
+                return;
+            }
+            previous = e;
+            e = self.entries[e as usize].next;
+        }
     }
 
     /// Forgets every row of `key`.
