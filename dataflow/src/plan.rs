@@ -133,6 +133,9 @@ pub struct SourceSpec {
     /// The physical columns this job reads, in output order; nested struct fields not read
     /// are pruned from the output schema.
     pub projection: Vec<usize>,
+    /// `table.exec.source.idle-timeout`: a subtask with no rows for this long is marked idle,
+    /// so that it does not hold back the watermark downstream.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// Where rows go.

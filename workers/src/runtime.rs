@@ -120,6 +120,9 @@ struct Task {
     outputs: Vec<OutputEdge>,
     counters: Arc<JobCounters>,
     watermark: Timestamp,
+    /// This task has told its consumers it is idle (and has sent nothing since).
+    idle: bool,
+    idle_timeout: Option<std::time::Duration>,
 }
 
 impl Task {
@@ -151,7 +154,19 @@ impl Task {
                 _ => chain.push(create_operator(&job.plan, node)?),
             }
         }
-        Ok(Task { source, chain, outputs, counters: job.counters.clone(), watermark: MIN_WATERMARK })
+        let idle_timeout = vertex.chain.first().and_then(|n| match &job.plan.nodes[*n].op {
+            OperatorSpec::Source(spec) => spec.idle_timeout,
+            _ => None,
+        });
+        Ok(Task {
+            source,
+            chain,
+            outputs,
+            counters: job.counters.clone(),
+            watermark: MIN_WATERMARK,
+            idle: false,
+            idle_timeout,
+        })
     }
 
     async fn run(mut self, input: Option<GateInput>) -> TaskResult<()> {
@@ -159,7 +174,16 @@ impl Task {
             let started = tokio::time::Instant::now();
             loop {
                 if let Some(due) = source.next_due() {
-                    tokio::time::sleep_until(started + due).await;
+                    let wake = started + due;
+                    // With nothing to emit for longer than the idle timeout, say so, so that
+                    // downstream watermarks do not wait for this subtask.
+                    if let Some(timeout) = self.idle_timeout
+                        && wake > tokio::time::Instant::now() + timeout
+                    {
+                        tokio::time::sleep(timeout).await;
+                        self.send_idle().await?;
+                    }
+                    tokio::time::sleep_until(wake).await;
                 }
                 let Some(batch) = source.next_batch()? else { break };
                 self.counters.source_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
@@ -172,7 +196,12 @@ impl Task {
             let mut idle = vec![false; channels];
             while let Some((channel, event)) = gate.next().await {
                 match event {
-                    StreamEvent::Data(batch) => self.push(Item::Batch(input_of_channel[channel], batch)).await?,
+                    StreamEvent::Data(batch) => {
+                        // Rows make an idle channel active again.
+                        idle[channel] = false;
+                        self.idle = false;
+                        self.push(Item::Batch(input_of_channel[channel], batch)).await?
+                    }
                     StreamEvent::Watermark(w) => {
                         marks[channel] = marks[channel].max(w);
                         idle[channel] = false;
@@ -199,6 +228,11 @@ impl Task {
     }
 
     async fn advance(&mut self, marks: &[Timestamp], idle: &[bool]) -> TaskResult<()> {
+        // Every open channel idle: this task is idle too, and says so downstream.
+        let open_idle = marks.iter().zip(idle).filter(|(m, _)| **m < MAX_WATERMARK).all(|(_, i)| *i);
+        if open_idle && idle.iter().any(|i| *i) && !self.idle {
+            self.send_idle().await?;
+        }
         let min = marks.iter().zip(idle).filter(|(_, i)| !**i).map(|(m, _)| *m).min();
         if let Some(min) = min
             && min > self.watermark
@@ -209,8 +243,17 @@ impl Task {
         Ok(())
     }
 
+    async fn send_idle(&mut self) -> TaskResult<()> {
+        self.idle = true;
+        for output in &mut self.outputs {
+            output.idle().await?;
+        }
+        Ok(())
+    }
+
     /// Runs an item through the whole chain and sends what comes out of its tail.
     async fn push(&mut self, item: Item) -> TaskResult<()> {
+        self.idle = false;
         let mut emitted = Vec::new();
         drive(&mut self.chain, item, &mut emitted)?;
         for e in emitted {
@@ -362,6 +405,13 @@ impl OutputEdge {
                     }
                 }
             },
+        }
+        Ok(())
+    }
+
+    async fn idle(&mut self) -> TaskResult<()> {
+        for s in 0..self.writer.num_subpartitions() {
+            self.writer.send(s, StreamEvent::Idle).await?;
         }
         Ok(())
     }

@@ -345,6 +345,7 @@ impl<'a> Translator<'a> {
                 options: entry.def.options.clone(),
                 physical_schema: entry.physical_schema.clone(),
                 projection: projection.to_vec(),
+                idle_timeout: self.config.idle_timeout,
             }),
             vec![],
             schema,
