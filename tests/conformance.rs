@@ -246,9 +246,20 @@ fn every_case_is_listed() {
 
 /// Every case again with three parallel subtasks per operator: exchanges by key group, the
 /// watermark as the minimum over channels, and sources with nothing to read must not change
-/// any result. (Each case reads one file per table, so per-key order is that of the file.)
+/// any result. Cases over `clicks.jsonl` are left out: it holds late records, and whether a
+/// late record is dropped depends on when the idle source subtasks' ends reach an operator
+/// relative to the reading subtask's rows — nondeterministic in Flink too, so Flink's output
+/// at parallelism 1 is not the reference there.
 #[test]
-fn every_case_at_parallelism_3() {
-    let failures: Vec<String> = CASES.iter().filter_map(|case| run_case_with(case, Some(3)).err()).collect();
+fn every_case_without_late_data_at_parallelism_3() {
+    let suite = suite_dir();
+    let failures: Vec<String> = CASES
+        .iter()
+        .filter(|case| {
+            let job = std::fs::read_to_string(suite.join("cases").join(case).join("job.sql")).unwrap_or_default();
+            !job.contains("clicks.jsonl")
+        })
+        .filter_map(|case| run_case_with(case, Some(3)).err())
+        .collect();
     assert!(failures.is_empty(), "{} cases differ at parallelism 3:\n{}", failures.len(), failures.join("\n"));
 }

@@ -12,6 +12,8 @@ use arrow::datatypes::{
 };
 use weir_dataflow::event::ChangeBatch;
 
+use crate::connectors::util::civil_from_days;
+
 /// Appends the canonical JSON of `array[row]` to `out`.
 pub fn write_json_value(out: &mut String, array: &ArrayRef, row: usize) {
     if array.is_null(row) {
@@ -161,20 +163,6 @@ pub fn write_timestamp_millis(out: &mut String, ms: i64) {
         secs % 60,
         rem % 1000
     );
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 pub fn write_json_string(out: &mut String, s: &str) {

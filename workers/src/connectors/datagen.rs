@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::util::{BadOption, mix64, parse_base_time, parse_bool, parse_duration_ms, parse_positive, parse_u64};
 use arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array, Int8Array, Int16Array,
     Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
@@ -215,99 +216,6 @@ fn invalid(option: &str, value: &str, reason: &str) -> DatagenError {
     DatagenError::InvalidOption { option: option.to_string(), value: value.to_string(), reason: reason.to_string() }
 }
 
-fn parse_u64(key: &str, v: &str) -> Result<u64, DatagenError> {
-    v.parse().map_err(|_| invalid(key, v, "expected a non-negative integer"))
-}
-
-fn parse_positive(key: &str, v: &str) -> Result<u64, DatagenError> {
-    match parse_u64(key, v)? {
-        0 => Err(invalid(key, v, "must be at least 1")),
-        n => Ok(n),
-    }
-}
-
-fn parse_bool(key: &str, v: &str) -> Result<bool, DatagenError> {
-    if v.eq_ignore_ascii_case("true") {
-        Ok(true)
-    } else if v.eq_ignore_ascii_case("false") {
-        Ok(false)
-    } else {
-        Err(invalid(key, v, "expected 'true' or 'false'"))
-    }
-}
-
-/// Flink's `Duration` syntax (`TimeUtils.parseDuration`): milliseconds by default.
-fn parse_duration_ms(key: &str, v: &str) -> Result<u64, DatagenError> {
-    let err = || invalid(key, v, "expected a duration such as '5s', '10 min' or '500ms'");
-    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return Err(err());
-    }
-    let number: u64 = v[..digits].parse().map_err(|_| err())?;
-    let (multiplier, divisor): (u64, u64) = match v[digits..].trim().to_ascii_lowercase().as_str() {
-        "ns" | "nano" | "nanos" | "nanosecond" | "nanoseconds" => (1, 1_000_000),
-        "µs" | "us" | "micro" | "micros" | "microsecond" | "microseconds" => (1, 1000),
-        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => (1, 1),
-        "s" | "sec" | "secs" | "second" | "seconds" => (1000, 1),
-        "m" | "min" | "minute" | "minutes" => (60_000, 1),
-        "h" | "hour" | "hours" => (3_600_000, 1),
-        "d" | "day" | "days" => (86_400_000, 1),
-        _ => return Err(err()),
-    };
-    number.checked_mul(multiplier).map(|n| n / divisor).ok_or_else(err)
-}
-
-/// Milliseconds since the epoch, or a UTC timestamp `yyyy-MM-dd HH:mm:ss[.SSS]`.
-fn parse_base_time(key: &str, v: &str) -> Result<i64, DatagenError> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(ms);
-    }
-    parse_utc_timestamp(v)
-        .ok_or_else(|| invalid(key, v, "expected epoch milliseconds or 'yyyy-MM-dd HH:mm:ss[.SSS]' (UTC)"))
-}
-
-fn parse_utc_timestamp(v: &str) -> Option<i64> {
-    let b = v.as_bytes();
-    let shape_ok = b.len() >= 19
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && (b[10] == b' ' || b[10] == b'T')
-        && b[13] == b':'
-        && b[16] == b':';
-    if !shape_ok {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = v.get(r)?;
-        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok()).flatten()
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let millis = match b.len() {
-        19 => 0,
-        23 if b[19] == b'.' => num(20..23)?,
-        _ => return None,
-    };
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        1..=12 => 31,
-        _ => return None,
-    };
-    if day < 1 || day > month_days || hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    // Howard Hinnant's days_from_civil.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis)
-}
-
 /// Builds one column's spec from its `fields.<column>.*` options, rejecting options that do
 /// not apply to the column's type and kind (as Flink's factory rejects unconsumed options).
 fn field_spec(
@@ -504,13 +412,6 @@ fn decimal_fits(value: f64, precision: u8, scale: i8) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-
-#[inline]
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// The SplitMix64 sequence of one cell (column, row).
 struct Stream(u64);
@@ -1216,5 +1117,11 @@ mod tests {
             rows as f64 / wall / 1e6,
             cpu.map_or(String::new(), |cpu| format!(", {:.1} M rows/s of cpu time", rows as f64 / cpu / 1e6))
         );
+    }
+}
+
+impl From<BadOption> for DatagenError {
+    fn from(e: BadOption) -> Self {
+        DatagenError::InvalidOption { option: e.option, value: e.value, reason: e.reason }
     }
 }

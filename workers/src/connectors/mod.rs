@@ -9,6 +9,7 @@ pub mod filesystem;
 pub mod format;
 pub mod nexmark;
 pub mod sinks;
+pub mod util;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
