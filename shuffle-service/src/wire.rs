@@ -1,0 +1,218 @@
+//! The shuffle wire format: how a [`StreamEvent`] crosses a process boundary.
+//!
+//! A frame is `[kind: u8][crc32 of payload: u32 LE][payload]`; the transport adds its own
+//! length prefix. A frame whose checksum does not match is refused before it is parsed. Data frames
+//! carry the batch as an Arrow IPC stream (schema + one batch), with the row kinds as an extra
+//! trailing `Int8` column when the batch is a changelog. Control events travel as frames of
+//! their own, in order with the data. Decoding never panics: a truncated, corrupt or unknown
+//! frame is a [`WireError`] that says what was wrong (the Arrow IPC reader can panic on a
+//! malformed schema, so it runs behind `catch_unwind`).
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::array::{Array, Int8Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use thiserror::Error;
+use weir_dataflow::event::{ChangeBatch, StreamEvent};
+use weir_dataflow::ids::CheckpointId;
+
+/// Bumped whenever the frame layout changes; peers with different versions refuse each other.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+const DATA: u8 = 1;
+const CHANGELOG: u8 = 2;
+const WATERMARK: u8 = 3;
+const IDLE: u8 = 4;
+const BARRIER: u8 = 5;
+const END_OF_PARTITION: u8 = 6;
+
+/// The name of the extra column that carries row kinds across the wire.
+const KINDS_COLUMN: &str = "__weir_row_kind";
+
+#[derive(Debug, Error)]
+pub enum WireError {
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("truncated {what} frame: {len} bytes")]
+    Truncated { what: &'static str, len: usize },
+    #[error("malformed Arrow IPC payload: {0}")]
+    Ipc(#[from] arrow::error::ArrowError),
+    #[error("a data frame must hold exactly one batch, found {0}")]
+    BatchCount(usize),
+    #[error("frame checksum mismatch: the frame was corrupted in transit")]
+    Checksum,
+}
+
+/// Appends the frame of `event` to `out`.
+pub fn encode(event: &StreamEvent, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    encode_unchecked(event, out)?;
+    // Room for the checksum right after the kind byte.
+    let crc = crc32fast::hash(&out[start + 1..]);
+    out.splice(start + 1..start + 1, crc.to_le_bytes());
+    Ok(())
+}
+
+fn encode_unchecked(event: &StreamEvent, out: &mut Vec<u8>) -> Result<(), WireError> {
+    match event {
+        StreamEvent::Data(batch) => {
+            let data = match &batch.kinds {
+                None => {
+                    out.push(DATA);
+                    batch.data.clone()
+                }
+                Some(kinds) => {
+                    out.push(CHANGELOG);
+                    let mut fields: Vec<Arc<Field>> = batch.data.schema().fields().iter().cloned().collect();
+                    fields.push(Arc::new(Field::new(KINDS_COLUMN, DataType::Int8, false)));
+                    let mut columns = batch.data.columns().to_vec();
+                    columns.push(kinds.clone() as Arc<dyn Array>);
+                    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?
+                }
+            };
+            let mut writer = StreamWriter::try_new(&mut *out, &data.schema())?;
+            writer.write(&data)?;
+            writer.finish()?;
+        }
+        StreamEvent::Watermark(w) => {
+            out.push(WATERMARK);
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        StreamEvent::Idle => out.push(IDLE),
+        StreamEvent::Barrier(id) => {
+            out.push(BARRIER);
+            out.extend_from_slice(&id.0.to_le_bytes());
+        }
+        StreamEvent::EndOfPartition => out.push(END_OF_PARTITION),
+    }
+    Ok(())
+}
+
+/// Decodes one frame.
+pub fn decode(frame: &[u8]) -> Result<StreamEvent, WireError> {
+    let (&kind, rest) = frame.split_first().ok_or(WireError::Empty)?;
+    if rest.len() < 4 {
+        return Err(WireError::Truncated { what: "frame", len: frame.len() });
+    }
+    let (crc, payload) = rest.split_at(4);
+    if crc32fast::hash(payload).to_le_bytes() != crc {
+        return Err(WireError::Checksum);
+    }
+    let parse = std::panic::AssertUnwindSafe(|| decode_payload(kind, payload, frame.len()));
+    std::panic::catch_unwind(parse).unwrap_or(Err(WireError::Ipc(arrow::error::ArrowError::IpcError(
+        "the Arrow IPC reader rejected the payload".into(),
+    ))))
+}
+
+fn decode_payload(kind: u8, payload: &[u8], frame_len: usize) -> Result<StreamEvent, WireError> {
+    let eight = |what: &'static str| -> Result<[u8; 8], WireError> {
+        payload.try_into().map_err(|_| WireError::Truncated { what, len: frame_len })
+    };
+    Ok(match kind {
+        DATA | CHANGELOG => {
+            let reader = StreamReader::try_new(Cursor::new(payload), None)?;
+            let batches = reader.collect::<Result<Vec<_>, _>>()?;
+            let [batch] = <[RecordBatch; 1]>::try_from(batches).map_err(|b| WireError::BatchCount(b.len()))?;
+            if kind == DATA {
+                StreamEvent::Data(ChangeBatch::inserts(batch))
+            } else {
+                let last = batch
+                    .num_columns()
+                    .checked_sub(1)
+                    .ok_or(WireError::Truncated { what: "changelog", len: frame_len })?;
+                let kinds = batch
+                    .column(last)
+                    .as_any()
+                    .downcast_ref::<Int8Array>()
+                    .cloned()
+                    .ok_or(WireError::Truncated { what: "changelog", len: frame_len })?;
+                let mut schema = batch.schema().as_ref().clone();
+                schema.fields = schema.fields.iter().take(last).cloned().collect();
+                let data = RecordBatch::try_new(Arc::new(schema), batch.columns()[..last].to_vec())?;
+                StreamEvent::Data(ChangeBatch { data, kinds: Some(Arc::new(kinds)) })
+            }
+        }
+        WATERMARK => StreamEvent::Watermark(i64::from_le_bytes(eight("watermark")?)),
+        IDLE => StreamEvent::Idle,
+        BARRIER => StreamEvent::Barrier(CheckpointId(u64::from_le_bytes(eight("barrier")?))),
+        END_OF_PARTITION => StreamEvent::EndOfPartition,
+        other => return Err(WireError::UnknownKind(other)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Int64Array, StringArray};
+    use weir_dataflow::event::RowKind;
+
+    use super::*;
+
+    fn sample() -> RecordBatch {
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Utf8, true)]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])),
+                Arc::new(StringArray::from(vec!["x", "", "ü"])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn round_trip(event: StreamEvent) -> StreamEvent {
+        let mut bytes = Vec::new();
+        encode(&event, &mut bytes).unwrap();
+        decode(&bytes).unwrap()
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let StreamEvent::Data(b) = round_trip(StreamEvent::Data(ChangeBatch::inserts(sample()))) else { panic!() };
+        assert_eq!(b.data, sample());
+        assert!(b.kinds.is_none());
+        let changelog =
+            ChangeBatch::with_kinds(sample(), vec![RowKind::Insert, RowKind::UpdateBefore, RowKind::Delete]);
+        let StreamEvent::Data(b) = round_trip(StreamEvent::Data(changelog)) else { panic!() };
+        assert_eq!(b.data, sample());
+        assert_eq!(b.kind(1), RowKind::UpdateBefore);
+        assert_eq!(b.kind(2), RowKind::Delete);
+        assert!(matches!(round_trip(StreamEvent::Watermark(-42)), StreamEvent::Watermark(-42)));
+        assert!(matches!(round_trip(StreamEvent::Barrier(CheckpointId(7))), StreamEvent::Barrier(CheckpointId(7))));
+        assert!(matches!(round_trip(StreamEvent::Idle), StreamEvent::Idle));
+        assert!(matches!(round_trip(StreamEvent::EndOfPartition), StreamEvent::EndOfPartition));
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        assert!(matches!(decode(&[]), Err(WireError::Empty)));
+        let crc = crc32fast::hash(&[]).to_le_bytes();
+        assert!(matches!(decode(&[99, crc[0], crc[1], crc[2], crc[3]]), Err(WireError::UnknownKind(99))));
+        assert!(matches!(decode(&[WATERMARK, 1, 2]), Err(WireError::Truncated { .. })));
+        let short = [1u8, 2];
+        let crc = crc32fast::hash(&short).to_le_bytes();
+        assert!(matches!(decode(&[WATERMARK, crc[0], crc[1], crc[2], crc[3], 1, 2]), Err(WireError::Truncated { .. })));
+        let mut bytes = Vec::new();
+        encode(&StreamEvent::Data(ChangeBatch::inserts(sample())), &mut bytes).unwrap();
+        for cut in [1, 2, 10, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode(&bytes[..cut]).is_err(), "a frame cut at {cut} must not decode");
+        }
+        // A flipped byte anywhere after the kind is caught by the checksum.
+        for i in 1..bytes.len() {
+            let mut corrupt = bytes.clone();
+            corrupt[i] ^= 0xA5;
+            assert!(decode(&corrupt).is_err(), "corruption at byte {i} went unnoticed");
+        }
+        // A well-checksummed but malformed payload is an error too, not a panic.
+        let garbage: Vec<u8> = (0..200u32).map(|i| (i * 37 % 251) as u8).collect();
+        let mut frame = vec![DATA];
+        frame.extend_from_slice(&crc32fast::hash(&garbage).to_le_bytes());
+        frame.extend_from_slice(&garbage);
+        assert!(decode(&frame).is_err());
+    }
+}
