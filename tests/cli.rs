@@ -2,10 +2,29 @@
 //! and messages. Bad input must give a clear error and a non-zero exit, never a panic.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+/// Runs `weir` and collects its output; a run that hangs is killed and fails the test.
 fn weir(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).current_dir(dir).output().expect("weir runs")
+    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir starts");
+    let pid = child.id();
+    let (done, waited) = std::sync::mpsc::channel();
+    let watchdog = std::thread::spawn(move || {
+        if waited.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+    });
+    let output = child.wait_with_output().expect("weir runs");
+    let _ = done.send(());
+    let _ = watchdog.join();
+    output
 }
 
 fn stderr(o: &Output) -> String {

@@ -10,6 +10,7 @@
 //! shuffle server plugs in behind the same trait.
 
 pub mod local;
+pub mod testing;
 pub mod wire;
 
 use std::time::Duration;

@@ -171,70 +171,12 @@ impl Drop for LocalGate {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use weir_dataflow::ids::VertexId;
 
-    fn channel(edge: u32, producer: u32, consumer: u32) -> ChannelId {
-        ChannelId {
-            partition: PartitionId { edge, producer: SubtaskIndex(producer) },
-            consumer: SubtaskIndex(consumer),
-        }
-    }
-
-    #[tokio::test]
-    async fn ordered_per_channel_and_ends() {
-        let shuffle = LocalShuffle::with_credits(2);
-        let gate_id = GateId { vertex: VertexId(1), subtask: SubtaskIndex(0) };
-        let mut gate = shuffle.open_gate(gate_id, vec![channel(0, 0, 0), channel(0, 1, 0)]).unwrap();
-        let mut writers: Vec<_> = (0..2)
-            .map(|p| shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(p) }, 1).unwrap())
-            .collect();
-        let producers = writers.drain(..).enumerate().map(|(p, mut w)| {
-            tokio::spawn(async move {
-                for i in 0..50 {
-                    w.send(0, StreamEvent::Watermark(p as i64 * 1000 + i)).await.unwrap();
-                }
-                w.send(0, StreamEvent::EndOfPartition).await.unwrap();
-            })
-        });
-        let producers: Vec<_> = producers.collect();
-        let mut last = [-1i64, -1];
-        let mut ended = 0;
-        while let Some((index, event)) = gate.next().await {
-            match event {
-                StreamEvent::Watermark(w) => {
-                    assert!(w > last[index], "channel {index} out of order");
-                    last[index] = w;
-                }
-                StreamEvent::EndOfPartition => ended += 1,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        assert_eq!(ended, 2);
-        assert_eq!(last, [49, 1049]);
-        for p in producers {
-            p.await.unwrap();
-        }
-    }
-
-    #[tokio::test]
-    async fn producer_waits_for_credit() {
-        let shuffle = LocalShuffle::with_credits(2);
-        let gate_id = GateId { vertex: VertexId(1), subtask: SubtaskIndex(0) };
-        let mut gate = shuffle.open_gate(gate_id, vec![channel(0, 0, 0)]).unwrap();
-        let mut w = shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, 1).unwrap();
-        w.send(0, StreamEvent::Watermark(1)).await.unwrap();
-        w.send(0, StreamEvent::Watermark(2)).await.unwrap();
-        let third = tokio::time::timeout(Duration::from_millis(50), w.send(0, StreamEvent::Watermark(3))).await;
-        assert!(third.is_err(), "a third send must wait: only two credits");
-        assert!(matches!(gate.next().await, Some((0, StreamEvent::Watermark(1)))));
-        tokio::time::timeout(Duration::from_secs(1), w.send(0, StreamEvent::Watermark(3))).await.unwrap().unwrap();
-    }
-
-    #[test]
-    fn unknown_consumer_is_an_error() {
-        let shuffle = LocalShuffle::new();
-        let err = shuffle.create_partition(PartitionId { edge: 7, producer: SubtaskIndex(0) }, 1).err().unwrap();
-        assert!(matches!(err, ShuffleError::UnknownChannel(_)));
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_shuffle_suite() {
+        crate::testing::run_all(&|| Arc::new(LocalShuffle::with_credits(2)) as Arc<dyn ShuffleService>, 2).await;
     }
 }
