@@ -13,7 +13,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 const DDL_FS: &str = include_str!("../bench/nexmark/ddl_nexmark_fs.sql");
-const DDL_GEN: &str = include_str!("../bench/nexmark/ddl_nexmark_gen.sql");
 const VIEWS: &str = include_str!("../bench/nexmark/ddl_views.sql");
 const QUERIES: &[(&str, &str)] = &[
     ("q0", include_str!("../bench/nexmark/q0.sql")),
@@ -120,7 +119,7 @@ fn nexmark(args: NexmarkArgs) -> Result<()> {
             };
             let ddl = match *source {
                 "file" => DDL_FS.replace("${DATA_PATH}", &data_path),
-                _ => DDL_GEN.replace("${EVENTS}", &args.events.to_string()),
+                _ => generator_ddl(args.events)?,
             };
             let raw_sql = body.replace("${DATA_PATH}", &data_path);
             let sql = format!("{ddl}\n{VIEWS}\n{raw_sql}");
@@ -160,6 +159,13 @@ fn nexmark(args: NexmarkArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The same `nexmark` table on the built-in generator: the file DDL with its `WITH` clause
+/// replaced.
+fn generator_ddl(events: u64) -> Result<String> {
+    let Some(with) = DDL_FS.rfind(") WITH (") else { bail!("the bundled Nexmark DDL has no WITH clause") };
+    Ok(format!("{}) WITH ('connector' = 'nexmark', 'events.num' = '{events}');\n", &DDL_FS[..with]))
 }
 
 pub fn generate_json(events: u64, seed: u64, out: &Path) -> Result<u64> {

@@ -343,7 +343,7 @@ mod tests {
 
     #[test]
     fn parses_nexmark_ddl_and_queries() {
-        let statements = parse_script(include_str!("testdata/nexmark_ddl.sql")).unwrap();
+        let statements = parse_script(include_str!("../../../bench/nexmark/ddl_nexmark_fs.sql")).unwrap();
         let Statement::CreateTable(t) = &statements[0].node else { panic!("not a table") };
         assert_eq!(t.name, "nexmark");
         assert_eq!(t.columns.len(), 5);

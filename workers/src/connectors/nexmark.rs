@@ -109,31 +109,12 @@ pub enum NexmarkError {
     UnknownColumn { path: String },
 }
 
-/// Options accepted by [`NexmarkConfig::from_options`]. All but the last three are the Nexmark
-/// project's Flink connector options (`NexmarkSourceOptions`).
-const OPTIONS: [&str; 21] = [
-    "events.num",
-    "first-event.rate",
-    "next-event.rate",
-    "rate.shape",
-    "rate.period",
-    "rate.limited",
-    "max-emit-speed",
-    "keep-alive",
-    "stop-at",
-    "person.proportion",
-    "auction.proportion",
-    "bid.proportion",
-    "person.avg-size",
-    "auction.avg-size",
-    "bid.avg-size",
-    "bid.hot-ratio.auctions",
-    "bid.hot-ratio.bidders",
-    "auction.hot-ratio.sellers",
-    "seed",
-    "base-time",
-    "connector",
-];
+/// The options [`NexmarkConfig::from_options`] accepts, as the planner validates them: the
+/// Nexmark project's Flink connector options (`NexmarkSourceOptions`) plus `seed` and
+/// `base-time`.
+fn valid_options() -> String {
+    weir_dataflow::sql::connectors::connector_options("nexmark").unwrap_or(&[]).join(", ")
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NexmarkConfig {
@@ -243,7 +224,7 @@ impl NexmarkConfig {
                 // The planner routes on it; nothing to configure.
                 "connector" => {}
                 _ => {
-                    return Err(NexmarkError::UnknownOption { name: key.clone(), valid: OPTIONS.join(", ") });
+                    return Err(NexmarkError::UnknownOption { name: key.clone(), valid: valid_options() });
                 }
             }
         }

@@ -98,18 +98,7 @@ impl ArgColumn {
 
     fn new(array: &ArrayRef) -> TaskResult<Self> {
         Ok(match array.data_type() {
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::Date32
-            | DataType::Date64
-            | DataType::Timestamp(_, _)
-            | DataType::Time32(_)
-            | DataType::Time64(_) => {
+            t if is_int_like(t) => {
                 let as_int = match array.data_type() {
                     DataType::Date32 => cast(&cast(array, &DataType::Int32)?, &DataType::Int64)?,
                     DataType::Time32(_) => cast(&cast(array, &DataType::Int32)?, &DataType::Int64)?,
