@@ -160,23 +160,28 @@ impl RowStore {
         let mut e = self.heads[k as usize];
         while e != NONE {
             if e == id {
-                if self.entries[e as usize].offset != offset {
-                    return;
-                }
-                let next = self.entries[e as usize].next;
-                if previous == NONE {
-                    self.heads[k as usize] = next;
-                } else {
-                    self.entries[previous as usize].next = next;
-                }
-                self.free.push(e);
-                if self.heads[k as usize] == NONE {
-                    self.keys.remove(k);
+                if self.entries[e as usize].offset == offset {
+                    self.unlink(k, previous, e);
                 }
                 return;
             }
             previous = e;
             e = self.entries[e as usize].next;
+        }
+    }
+
+    /// Takes entry `e` (after `previous`, or first) out of key `k`'s chain and frees it; a key
+    /// left without rows is forgotten.
+    fn unlink(&mut self, k: u32, previous: u32, e: u32) {
+        let next = self.entries[e as usize].next;
+        if previous == NONE {
+            self.heads[k as usize] = next;
+        } else {
+            self.entries[previous as usize].next = next;
+        }
+        self.free.push(e);
+        if self.heads[k as usize] == NONE {
+            self.keys.remove(k);
         }
     }
 
@@ -202,19 +207,9 @@ impl RowStore {
             scratch.clear();
             self.read(e, &mut scratch)?;
             if scratch == row {
-                let entry = &mut self.entries[e as usize];
-                entry.count -= 1;
-                if entry.count <= 0 {
-                    let next = entry.next;
-                    if previous == NONE {
-                        self.heads[k as usize] = next;
-                    } else {
-                        self.entries[previous as usize].next = next;
-                    }
-                    self.free.push(e);
-                    if self.heads[k as usize] == NONE {
-                        self.keys.remove(k);
-                    }
+                self.entries[e as usize].count -= 1;
+                if self.entries[e as usize].count <= 0 {
+                    self.unlink(k, previous, e);
                 }
                 return Ok(true);
             }
