@@ -139,21 +139,3 @@ pub enum StreamEvent {
     /// The producer has finished: nothing follows on this channel.
     EndOfPartition,
 }
-
-impl StreamEvent {
-    /// The number of rows an event carries (0 for control events).
-    pub fn num_rows(&self) -> usize {
-        match self {
-            StreamEvent::Data(b) => b.num_rows(),
-            _ => 0,
-        }
-    }
-
-    /// The in-memory size of a data event, for buffer accounting.
-    pub fn memory_size(&self) -> usize {
-        match self {
-            StreamEvent::Data(b) => b.data.get_array_memory_size(),
-            _ => 0,
-        }
-    }
-}

@@ -199,7 +199,6 @@ impl Task {
                     StreamEvent::Data(batch) => {
                         // Rows make an idle channel active again.
                         idle[channel] = false;
-                        self.idle = false;
                         self.push(Item::Batch(input_of_channel[channel], batch)).await?
                     }
                     StreamEvent::Watermark(w) => {

@@ -106,14 +106,6 @@ impl KeyTable {
         self.garbage = 0;
     }
 
-    pub fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
-    }
-
     /// One more than the largest id handed out: the length for dense per-id vectors.
     pub fn capacity(&self) -> usize {
         self.spans.len()
@@ -171,14 +163,6 @@ impl GroupKeys {
     /// Forgets a group; its id is reused.
     pub fn remove(&mut self, id: usize) {
         self.table.remove(id as u32);
-    }
-
-    pub fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
     }
 
     /// The key columns of the given groups, in order.
