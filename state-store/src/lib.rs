@@ -1,9 +1,38 @@
-//! Keyed state for Weir's operators, scoped by operator and key group.
+//! Keyed state for Weir's operators, scoped by operator and key group, kept in SlateDB on
+//! object storage with incremental checkpoints.
 //!
-//! Today operators keep their state in in-memory working sets (see `weir-workers`); this crate
-//! owns the key-group arithmetic they are partitioned by. The SlateDB backend, checkpoints and
-//! restore/rescale land here with the state issue.
+//! - [`location`]: `state.checkpoints.dir` → object store + root (local folder, S3, memory).
+//! - [`backend`]: one SlateDB database per subtask attempt with an in-memory working set in
+//!   front; snapshot (write-back + SlateDB checkpoint), restore (clone or rescale copy), discard.
+//! - [`primitives`]: value, list, map, reducing and aggregating state; [`timers`]: event- and
+//!   processing-time timers; [`ttl`]: state TTL with an injected clock.
+//! - [`keys`]: the key layout (operator, key group, state, user key).
+//! - [`checkpoint`]: completed-checkpoint metadata, retention, savepoints.
+//! - [`counting`]: an object store that counts requests; [`testing`]: a real S3 endpoint for
+//!   tests (moto).
 
+pub mod backend;
+pub mod checkpoint;
+pub mod counting;
+pub mod error;
+pub mod ids;
+pub mod keys;
+pub mod location;
+pub mod primitives;
+pub mod retry;
+pub mod testing;
+pub mod timers;
+pub mod ttl;
+
+pub use backend::{KeyedStateBackend, PendingSnapshot, StateHandle, StateOptions, WriteBackStats, discard};
+pub use checkpoint::{CheckpointStore, CompletedCheckpoint, LatestCheckpoint, MetadataWarning, SourcePosition};
+pub use error::{Result, StateError};
+pub use ids::{OperatorId, StateId, SubtaskStateId};
+pub use keys::TimeDomain;
+pub use location::{S3Options, StateLocation, StoreKind};
+pub use primitives::{AggregatingState, ListState, MapState, ReducingState, ValueState};
+pub use timers::{Timer, TimerService};
+pub use ttl::{ManualClock, StateClock, SystemClock, TtlConfig, TtlUpdate};
 pub use weir_dataflow::keygroup::{
     KeyGroupRange, key_group_for_hash, key_group_range_for_subtask, operator_index_for_key_group, stable_hash,
 };

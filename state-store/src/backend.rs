@@ -1,0 +1,742 @@
+//! One subtask's keyed state: a SlateDB database per subtask attempt, and the in-memory working
+//! set in front of it.
+//!
+//! Writes go to the working set and mark entries dirty; reads hit the working set and fall back
+//! to SlateDB. At a checkpoint barrier, [`KeyedStateBackend::snapshot`] writes only the dirty
+//! entries (puts and deletes) as one `WriteBatch` and starts a SlateDB checkpoint; the upload
+//! finishes in [`PendingSnapshot::wait`] while processing goes on. Restore opens a shallow clone
+//! of the checkpoint (same key groups) or copies the owned key groups out of the old databases
+//! (rescale). The state primitives themselves are in [`crate::primitives`], timers in
+//! [`crate::timers`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use slatedb::admin::{AdminBuilder, CloneSourceSpec};
+use slatedb::config::{CheckpointOptions, CheckpointScope, Settings};
+use slatedb::db_cache::DbCache;
+use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
+use slatedb::object_store::ObjectStore;
+use slatedb::object_store::path::Path;
+use slatedb::{CheckpointHandle, Db, DbReader, DbReaderMode, WriteBatch};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+use weir_dataflow::keygroup::{DEFAULT_MAX_PARALLELISM, KeyGroupRange, stable_hash};
+
+use crate::error::{Result, StateError};
+use crate::ids::{AttemptNumber, CheckpointId, JobId, SubtaskIndex, SubtaskStateId, VertexId};
+use crate::keys;
+use crate::location::StateLocation;
+use crate::timers::TimerQueue;
+use crate::ttl::{self, StateClock, SystemClock, TtlConfig, TtlUpdate};
+
+/// Flink allows at most 2^15 key groups; key groups are stored as u16.
+pub const MAX_MAX_PARALLELISM: u32 = 1 << 15;
+
+/// How a subtask's state behaves.
+#[derive(Clone, Debug)]
+pub struct StateOptions {
+    /// The job's `max_parallelism`: the number of key groups.
+    pub max_parallelism: u32,
+    /// `table.exec.state.ttl`; `None` keeps state forever.
+    pub ttl: Option<TtlConfig>,
+    /// The processing-time clock TTL reads.
+    pub clock: Arc<dyn StateClock>,
+    /// Clean (already written back) entries kept in memory after a write-back.
+    pub working_set_capacity: usize,
+    /// Retries of one object-store call inside SlateDB before the call fails (with a backoff of
+    /// 100 ms doubling to 1 s, so 20 retries ride out about 15 s of unavailability).
+    pub object_store_max_retries: u32,
+    /// Run SlateDB's compactor inside the subtask. Off when compaction runs elsewhere.
+    pub embedded_compaction: bool,
+}
+
+impl Default for StateOptions {
+    fn default() -> Self {
+        StateOptions {
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            ttl: None,
+            clock: Arc::new(SystemClock),
+            working_set_capacity: 1 << 20,
+            object_store_max_retries: 20,
+            embedded_compaction: true,
+        }
+    }
+}
+
+/// What a subtask's state at one checkpoint is and where to find it. Serializable: it goes into
+/// the completed checkpoint's metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateHandle {
+    pub job: JobId,
+    pub vertex: VertexId,
+    pub subtask: SubtaskIndex,
+    pub attempt: AttemptNumber,
+    pub checkpoint: CheckpointId,
+    /// The database's path inside the state location.
+    pub db_path: String,
+    /// The SlateDB checkpoint pinning the database as of this checkpoint.
+    pub slatedb_checkpoint: Uuid,
+    pub key_groups: KeyGroupRange,
+    pub max_parallelism: u32,
+}
+
+/// What one write-back wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteBackStats {
+    pub puts: u64,
+    pub deletes: u64,
+    /// Key and value bytes of the puts.
+    pub bytes: u64,
+}
+
+/// A snapshot whose write-back is done and whose upload may still be running.
+pub struct PendingSnapshot {
+    handle: CheckpointHandle,
+    template: StateHandle,
+    stats: WriteBackStats,
+}
+
+impl PendingSnapshot {
+    pub fn stats(&self) -> WriteBackStats {
+        self.stats
+    }
+
+    /// Waits until the checkpoint's files and manifest are stored, and returns its handle.
+    pub async fn wait(self) -> Result<StateHandle> {
+        let result = self.handle.wait().await.map_err(|e| StateError::db(&self.template.db_path, e))?;
+        Ok(StateHandle { slatedb_checkpoint: result.id, ..self.template })
+    }
+}
+
+/// The kind of a cached value decides how TTL is checked at write-back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ValueKind {
+    /// One value with an expiry header (value, reducing, aggregating state, map entries).
+    Single,
+    /// A list of elements, each with its own expiry header.
+    List,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Slot {
+    Present { stored: Bytes, kind: ValueKind, dirty: bool, touched: bool },
+    Absent { dirty: bool, touched: bool },
+}
+
+impl Slot {
+    fn is_dirty(&self) -> bool {
+        matches!(self, Slot::Present { dirty: true, .. } | Slot::Absent { dirty: true, .. })
+    }
+}
+
+/// The keyed state of one subtask attempt. Not shared between tasks: one task owns it and calls
+/// it from its own loop.
+pub struct KeyedStateBackend {
+    id: SubtaskStateId,
+    location: StateLocation,
+    path: Path,
+    db: Db,
+    key_groups: KeyGroupRange,
+    options: StateOptions,
+    pub(crate) working: BTreeMap<Vec<u8>, Slot>,
+    pub(crate) timers: HashMap<(crate::ids::OperatorId, keys::TimeDomain), TimerQueue>,
+}
+
+/// `<root>/<job>/state/v<vertex>-s<subtask>-a<attempt>`.
+pub fn db_path(location: &StateLocation, id: &SubtaskStateId) -> Path {
+    let name = format!("v{}-s{}-a{}", id.vertex.0, id.subtask.0, id.attempt.0);
+    location.child(&[&id.job.0, "state", &name])
+}
+
+fn shared_block_cache() -> Arc<dyn DbCache> {
+    // One cache for every subtask database of the process, so memory does not grow with the
+    // number of subtasks (SlateDB's default is a 640 MiB cache per database).
+    static CACHE: OnceLock<Arc<dyn DbCache>> = OnceLock::new();
+    CACHE
+        .get_or_init(|| {
+            Arc::new(MokaCache::new_with_opts(MokaCacheOptions {
+                max_capacity: 256 * 1024 * 1024,
+                time_to_live: None,
+                time_to_idle: None,
+            }))
+        })
+        .clone()
+}
+
+fn db_settings(location: &StateLocation, options: &StateOptions) -> Settings {
+    let mut settings = Settings {
+        // State reaches SlateDB only at checkpoints, as one batch, and the checkpoint flushes the
+        // memtable to an L0 SST: a WAL would upload the same bytes twice, and periodic flushes
+        // would only add requests.
+        flush_interval: None,
+        wal_enabled: false,
+        object_store_max_retries: Some(options.object_store_max_retries),
+        ..Settings::default()
+    };
+    if !options.embedded_compaction {
+        settings.compactor_options = None;
+    }
+    if let Some(gc) = settings.garbage_collector_options.as_mut() {
+        // LocalFileSystem has no If-Match; with boundary files on, manifest GC stops after its
+        // first pass with only a log line (slatedb#2089).
+        gc.boundary_files_enabled = location.supports_conditional_update();
+    }
+    settings
+}
+
+async fn open_db(location: &StateLocation, path: &Path, options: &StateOptions) -> Result<Db> {
+    Db::builder(path.clone(), location.store().clone())
+        .with_settings(db_settings(location, options))
+        .with_db_cache(shared_block_cache(), stable_hash(path.as_ref().as_bytes()))
+        .build()
+        .await
+        .map_err(|e| StateError::db(path.as_ref(), e))
+}
+
+/// Makes the database at `path` refuse its current writer: opening a writer bumps the writer
+/// epoch in the manifest, and the old writer's next manifest update fails as fenced.
+async fn fence(location: &StateLocation, path: &Path, options: &StateOptions) -> Result<()> {
+    let settings =
+        Settings { compactor_options: None, garbage_collector_options: None, ..db_settings(location, options) };
+    let db = Db::builder(path.clone(), location.store().clone())
+        .with_settings(settings)
+        .with_db_cache_disabled()
+        .build()
+        .await;
+    match db {
+        Ok(db) => db.close().await.map_err(|e| StateError::db(path.as_ref(), e)),
+        // Someone newer already fenced it: that is what we wanted.
+        Err(e) if matches!(e.kind(), slatedb::ErrorKind::Closed(slatedb::CloseReason::Fenced)) => Ok(()),
+        Err(e) => Err(StateError::db(path.as_ref(), e)),
+    }
+}
+
+async fn path_is_empty(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<bool> {
+    use futures::StreamExt;
+    let mut listing = store.list(Some(path));
+    match listing.next().await {
+        None => Ok(true),
+        Some(Ok(_)) => Ok(false),
+        Some(Err(e)) => Err(StateError::store(path, e)),
+    }
+}
+
+fn validate(key_groups: KeyGroupRange, options: &StateOptions) -> Result<()> {
+    if options.max_parallelism == 0 || options.max_parallelism > MAX_MAX_PARALLELISM {
+        return Err(StateError::InvalidRestore(format!(
+            "max parallelism {} is outside 1..={MAX_MAX_PARALLELISM}",
+            options.max_parallelism
+        )));
+    }
+    if key_groups.is_empty() || key_groups.end >= options.max_parallelism {
+        return Err(StateError::InvalidRestore(format!(
+            "key groups {}..={} do not fit max parallelism {}",
+            key_groups.start, key_groups.end, options.max_parallelism
+        )));
+    }
+    Ok(())
+}
+
+fn intersect(a: KeyGroupRange, b: KeyGroupRange) -> KeyGroupRange {
+    KeyGroupRange { start: a.start.max(b.start), end: a.end.min(b.end) }
+}
+
+/// Writes in chunks while copying, so a rescale never holds a whole subtask's state in memory.
+const COPY_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+impl KeyedStateBackend {
+    /// Opens a new, empty state for a subtask attempt that restores nothing.
+    pub async fn open(
+        location: &StateLocation,
+        id: SubtaskStateId,
+        key_groups: KeyGroupRange,
+        options: StateOptions,
+    ) -> Result<KeyedStateBackend> {
+        Self::restore(location, id, key_groups, options, &[]).await
+    }
+
+    /// Opens the state of a subtask attempt owning `key_groups`, restored from the handles of
+    /// the checkpoint being restored (all subtasks of this vertex; the ones not overlapping
+    /// `key_groups` are ignored).
+    ///
+    /// With one handle of exactly these key groups, the new database is a shallow clone of that
+    /// checkpoint (no data copied). Otherwise (rescale), only the owned key groups are copied out
+    /// of each old database, read at its checkpoint. Either way the old databases are fenced first,
+    /// so a zombie of an old attempt can no longer change them.
+    pub async fn restore(
+        location: &StateLocation,
+        id: SubtaskStateId,
+        key_groups: KeyGroupRange,
+        options: StateOptions,
+        handles: &[StateHandle],
+    ) -> Result<KeyedStateBackend> {
+        validate(key_groups, &options)?;
+        let path = db_path(location, &id);
+        let relevant: Vec<&StateHandle> =
+            handles.iter().filter(|h| !intersect(h.key_groups, key_groups).is_empty()).collect();
+        for handle in &relevant {
+            if handle.max_parallelism != options.max_parallelism {
+                return Err(StateError::InvalidRestore(format!(
+                    "checkpoint {} of `{}` has max parallelism {}, the job now has {}; key groups cannot be remapped",
+                    handle.checkpoint, handle.db_path, handle.max_parallelism, options.max_parallelism
+                )));
+            }
+            if handle.vertex != id.vertex {
+                return Err(StateError::InvalidRestore(format!(
+                    "state of vertex {} offered to vertex {}",
+                    handle.vertex, id.vertex
+                )));
+            }
+        }
+        if !relevant.is_empty() {
+            // Every owned key group must come from exactly one old subtask.
+            for kg in key_groups.start..=key_groups.end {
+                let owners = relevant.iter().filter(|h| h.key_groups.contains(kg)).count();
+                if owners != 1 {
+                    return Err(StateError::InvalidRestore(format!(
+                        "key group {kg} is in {owners} state handles, expected exactly one"
+                    )));
+                }
+            }
+            if !path_is_empty(location.store(), &path).await? {
+                return Err(StateError::InvalidRestore(format!(
+                    "`{path}` already holds a database; each restore needs a new attempt number"
+                )));
+            }
+        }
+
+        let db = match relevant.as_slice() {
+            [] => open_db(location, &path, &options).await?,
+            [only] if only.key_groups == key_groups => {
+                let parent = Path::from(only.db_path.as_str());
+                fence(location, &parent, &options).await?;
+                AdminBuilder::new(path.clone(), location.store().clone())
+                    .build()
+                    .create_clone_builder_from_source(CloneSourceSpec::with_checkpoint(
+                        parent.clone(),
+                        only.slatedb_checkpoint,
+                    ))
+                    .build()
+                    .await
+                    .map_err(|e| StateError::db(path.as_ref(), e))?;
+                info!(from = %parent, to = %path, checkpoint = %only.checkpoint, "restored state as a clone");
+                open_db(location, &path, &options).await?
+            }
+            several => {
+                let db = open_db(location, &path, &options).await?;
+                for handle in several {
+                    let parent = Path::from(handle.db_path.as_str());
+                    fence(location, &parent, &options).await?;
+                    let range = intersect(handle.key_groups, key_groups);
+                    let copied = copy_key_groups(location, handle, range, &db, &path).await?;
+                    info!(from = %parent, to = %path, start = range.start, end = range.end, entries = copied,
+                        "copied key groups for a rescale");
+                }
+                db
+            }
+        };
+        Ok(KeyedStateBackend {
+            id,
+            location: location.clone(),
+            path,
+            db,
+            key_groups,
+            options,
+            working: BTreeMap::new(),
+            timers: HashMap::new(),
+        })
+    }
+
+    pub fn id(&self) -> &SubtaskStateId {
+        &self.id
+    }
+
+    pub fn key_groups(&self) -> KeyGroupRange {
+        self.key_groups
+    }
+
+    pub fn max_parallelism(&self) -> u32 {
+        self.options.max_parallelism
+    }
+
+    /// The database's path inside the location.
+    pub fn db_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Entries held in memory (dirty or clean).
+    pub fn working_set_len(&self) -> usize {
+        self.working.len()
+    }
+
+    /// Entries changed since the last write-back.
+    pub fn dirty_len(&self) -> usize {
+        self.working.values().filter(|s| s.is_dirty()).count()
+            + self.timers.values().map(|q| q.changes.len()).sum::<usize>()
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.options.clock.now_millis()
+    }
+
+    pub(crate) fn ttl(&self) -> Option<TtlConfig> {
+        self.options.ttl
+    }
+
+    pub(crate) fn expire_at(&self) -> Option<i64> {
+        self.options.ttl.map(|ttl| ttl.expire_at(self.now()))
+    }
+
+    pub(crate) fn refresh_on_read(&self) -> bool {
+        self.options.ttl.is_some_and(|t| t.update == TtlUpdate::OnReadAndWrite)
+    }
+
+    /// The key group as stored, after checking that this subtask owns it.
+    pub(crate) fn check_key_group(&self, key_group: u32) -> Result<u16> {
+        if !self.key_groups.contains(key_group) {
+            return Err(StateError::KeyGroupOutOfRange {
+                key_group,
+                start: self.key_groups.start,
+                end: self.key_groups.end,
+            });
+        }
+        // validate() keeps every owned key group below MAX_MAX_PARALLELISM.
+        Ok(key_group as u16)
+    }
+
+    fn db_error(&self) -> impl Fn(slatedb::Error) -> StateError + '_ {
+        move |e| StateError::db(self.path.as_ref(), e)
+    }
+
+    /// The stored bytes of `key`: from the working set, else from SlateDB (then cached clean).
+    pub(crate) async fn load(&mut self, key: &[u8], kind: ValueKind) -> Result<Option<Bytes>> {
+        if let Some(slot) = self.working.get_mut(key) {
+            return Ok(match slot {
+                Slot::Present { stored, touched, .. } => {
+                    *touched = true;
+                    Some(stored.clone())
+                }
+                Slot::Absent { touched, .. } => {
+                    *touched = true;
+                    None
+                }
+            });
+        }
+        let found = self.db.get(key).await.map_err(self.db_error())?;
+        let slot = match &found {
+            Some(stored) => Slot::Present { stored: stored.clone(), kind, dirty: false, touched: true },
+            None => Slot::Absent { dirty: false, touched: true },
+        };
+        self.working.insert(key.to_vec(), slot);
+        Ok(found)
+    }
+
+    pub(crate) fn store(&mut self, key: Vec<u8>, stored: Bytes, kind: ValueKind) {
+        self.working.insert(key, Slot::Present { stored, kind, dirty: true, touched: true });
+    }
+
+    pub(crate) fn remove(&mut self, key: Vec<u8>) {
+        self.working.insert(key, Slot::Absent { dirty: true, touched: true });
+    }
+
+    /// Every live (key, stored bytes) in `[start, end)`: SlateDB's entries overlaid with the
+    /// working set's. Not cached, so a large scan does not flood the working set.
+    pub(crate) async fn scan_range(&self, start: &[u8], end: Option<&[u8]>) -> Result<BTreeMap<Vec<u8>, Bytes>> {
+        let mut found = BTreeMap::new();
+        let mut iter = match end {
+            Some(end) => self.db.scan(start.to_vec()..end.to_vec()).await,
+            None => self.db.scan(start.to_vec()..).await,
+        }
+        .map_err(self.db_error())?;
+        while let Some(kv) = iter.next().await.map_err(self.db_error())? {
+            found.insert(kv.key.to_vec(), kv.value);
+        }
+        let cached = match end {
+            Some(end) => {
+                self.working.range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Excluded(end)))
+            }
+            None => self.working.range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded)),
+        };
+        for (key, slot) in cached {
+            match slot {
+                Slot::Present { stored, .. } => {
+                    found.insert(key.clone(), stored.clone());
+                }
+                Slot::Absent { .. } => {
+                    found.remove(key);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Scans one prefix of SlateDB only (timers are loaded once, then kept in memory).
+    pub(crate) async fn scan_db_prefix(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>> {
+        let mut iter = self.db.scan_prefix(prefix, ..).await.map_err(self.db_error())?;
+        let mut out = Vec::new();
+        while let Some(kv) = iter.next().await.map_err(self.db_error())? {
+            out.push((kv.key, kv.value));
+        }
+        Ok(out)
+    }
+
+    /// Writes back what changed since the last snapshot and starts a SlateDB checkpoint.
+    ///
+    /// Returns once the changes are in SlateDB's memtable and the checkpoint is ordered: the
+    /// task can go on processing (and change state) while [`PendingSnapshot::wait`] uploads.
+    /// Later writes are not part of this checkpoint.
+    pub async fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<PendingSnapshot> {
+        let now = self.now();
+        let ttl_on = self.options.ttl.is_some();
+        let mut batch = WriteBatch::new();
+        let mut stats = WriteBackStats::default();
+        let mut expired_clean = Vec::new();
+        let mut rewritten: Vec<(Vec<u8>, Option<Bytes>)> = Vec::new();
+        for (key, slot) in &self.working {
+            match slot {
+                Slot::Present { stored, kind, dirty, .. } => {
+                    // TTL cleanup at write-back: expired values are deleted, lists lose their
+                    // expired elements, whether or not the entry changed.
+                    let live = if ttl_on { live_part(stored, *kind, now)? } else { Live::All };
+                    match live {
+                        Live::All if *dirty => {
+                            stats.puts += 1;
+                            stats.bytes += (key.len() + stored.len()) as u64;
+                            batch.put(key, stored);
+                        }
+                        Live::All => {}
+                        Live::None => {
+                            stats.deletes += 1;
+                            batch.delete(key);
+                            if *dirty {
+                                rewritten.push((key.clone(), None));
+                            } else {
+                                expired_clean.push(key.clone());
+                            }
+                        }
+                        Live::Some(kept) => {
+                            stats.puts += 1;
+                            stats.bytes += (key.len() + kept.len()) as u64;
+                            batch.put(key, &kept);
+                            rewritten.push((key.clone(), Some(kept)));
+                        }
+                    }
+                }
+                Slot::Absent { dirty: true, .. } => {
+                    stats.deletes += 1;
+                    batch.delete(key);
+                }
+                Slot::Absent { dirty: false, .. } => {}
+            }
+        }
+        for ((operator, domain), queue) in &self.timers {
+            for ((timestamp, key_group, key), present) in &queue.changes {
+                let stored_key = keys::timer_key(*operator, *key_group, *domain, *timestamp, key);
+                if *present {
+                    stats.puts += 1;
+                    stats.bytes += stored_key.len() as u64 + 1;
+                    batch.put(stored_key, [0u8]);
+                } else {
+                    stats.deletes += 1;
+                    batch.delete(stored_key);
+                }
+            }
+        }
+        if stats.puts + stats.deletes > 0 {
+            // Not awaited for durability: the checkpoint below flushes it.
+            self.db.write(batch).await.map_err(self.db_error())?;
+        }
+        // Only now that SlateDB has the changes may they stop being dirty.
+        for key in expired_clean {
+            self.working.remove(&key);
+        }
+        for (key, kept) in rewritten {
+            match kept {
+                Some(stored) => {
+                    self.working
+                        .insert(key, Slot::Present { stored, kind: ValueKind::List, dirty: false, touched: true });
+                }
+                None => {
+                    self.working.insert(key, Slot::Absent { dirty: false, touched: true });
+                }
+            }
+        }
+        for slot in self.working.values_mut() {
+            match slot {
+                Slot::Present { dirty, .. } | Slot::Absent { dirty, .. } => *dirty = false,
+            }
+        }
+        for queue in self.timers.values_mut() {
+            queue.changes.clear();
+        }
+        self.evict();
+
+        let options = CheckpointOptions { name: Some(format!("weir-{checkpoint}")), ..CheckpointOptions::default() };
+        let handle = self.db.begin_checkpoint(CheckpointScope::All, &options).await.map_err(self.db_error())?;
+        debug!(db = %self.path, %checkpoint, puts = stats.puts, deletes = stats.deletes, bytes = stats.bytes,
+            "state written back");
+        let template = StateHandle {
+            job: self.id.job.clone(),
+            vertex: self.id.vertex,
+            subtask: self.id.subtask,
+            attempt: self.id.attempt,
+            checkpoint,
+            db_path: self.path.to_string(),
+            slatedb_checkpoint: Uuid::nil(),
+            key_groups: self.key_groups,
+            max_parallelism: self.options.max_parallelism,
+        };
+        Ok(PendingSnapshot { handle, template, stats })
+    }
+
+    /// Second-chance eviction of clean entries when the working set is over capacity: entries
+    /// not touched since the last write-back go first; every entry's mark is then cleared.
+    fn evict(&mut self) {
+        let capacity = self.options.working_set_capacity;
+        if self.working.len() > capacity {
+            self.working.retain(|_, slot| match slot {
+                Slot::Present { touched, .. } | Slot::Absent { touched, .. } => *touched,
+            });
+        }
+        if self.working.len() > capacity {
+            let excess = self.working.len() - capacity;
+            let victims: Vec<Vec<u8>> = self.working.keys().take(excess).cloned().collect();
+            for key in victims {
+                self.working.remove(&key);
+            }
+        }
+        for slot in self.working.values_mut() {
+            match slot {
+                Slot::Present { touched, .. } | Slot::Absent { touched, .. } => *touched = false,
+            }
+        }
+    }
+
+    /// How many keys SlateDB holds per key group (the working set's unwritten changes not
+    /// included): for operational checks and tests of restore and rescale.
+    pub async fn stored_key_groups(&self) -> Result<BTreeMap<u32, u64>> {
+        let mut counts = BTreeMap::new();
+        let mut iter = self.db.scan::<std::ops::RangeFull>(..).await.map_err(self.db_error())?;
+        while let Some(kv) = iter.next().await.map_err(self.db_error())? {
+            *counts.entry(u32::from(keys::decode_header(&kv.key)?.key_group)).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Closes the database. Changes since the last snapshot are dropped: state is only
+    /// committed by checkpoints.
+    pub async fn close(self) -> Result<()> {
+        self.db.close().await.map_err(|e| StateError::db(self.path.as_ref(), e))
+    }
+
+    pub fn location(&self) -> &StateLocation {
+        &self.location
+    }
+}
+
+enum Live {
+    All,
+    None,
+    Some(Bytes),
+}
+
+fn live_part(stored: &Bytes, kind: ValueKind, now: i64) -> Result<Live> {
+    match kind {
+        ValueKind::Single => Ok(if ttl::unwrap(stored)?.is_expired(now) { Live::None } else { Live::All }),
+        ValueKind::List => {
+            let elements = ttl::decode_list(stored)?;
+            let total = elements.len();
+            let mut kept = Vec::with_capacity(total);
+            for element in elements {
+                if !ttl::unwrap(&element)?.is_expired(now) {
+                    kept.push(element);
+                }
+            }
+            Ok(match kept.len() {
+                0 => Live::None,
+                n if n == total => Live::All,
+                _ => Live::Some(ttl::encode_list(&kept)),
+            })
+        }
+    }
+}
+
+/// Copies the keys of `range` out of the database of `handle`, read at its checkpoint.
+///
+/// Keys are ordered operator first, then key group, so each operator's part of `range` is one
+/// contiguous run: the scan seeks past the key groups of other subtasks instead of reading them.
+async fn copy_key_groups(
+    location: &StateLocation,
+    handle: &StateHandle,
+    range: KeyGroupRange,
+    target: &Db,
+    target_path: &Path,
+) -> Result<u64> {
+    let source_path = handle.db_path.as_str();
+    let source_error = |e| StateError::db(source_path, e);
+    let reader = DbReader::builder(Path::from(source_path), location.store().clone())
+        .with_reader_mode(DbReaderMode::Checkpoint(handle.slatedb_checkpoint))
+        .with_db_cache_disabled()
+        .build()
+        .await
+        .map_err(source_error)?;
+    let (start, end) = (range.start as u16, range.end as u16);
+    let mut iter = reader.scan::<std::ops::RangeFull>(..).await.map_err(source_error)?;
+    let mut batch = WriteBatch::new();
+    let mut batch_bytes = 0usize;
+    let mut copied = 0u64;
+    while let Some(kv) = iter.next().await.map_err(source_error)? {
+        let header = keys::decode_header(&kv.key)?;
+        if header.key_group < start {
+            iter.seek(keys::key_group_start(header.operator, start)).await.map_err(source_error)?;
+            continue;
+        }
+        if header.key_group > end {
+            match header.operator.0.checked_add(1) {
+                Some(next) => {
+                    iter.seek(keys::key_group_start(crate::ids::OperatorId(next), start))
+                        .await
+                        .map_err(source_error)?;
+                    continue;
+                }
+                None => break,
+            }
+        }
+        batch_bytes += kv.key.len() + kv.value.len();
+        batch.put(&kv.key, &kv.value);
+        copied += 1;
+        if batch_bytes >= COPY_BATCH_BYTES {
+            let full = std::mem::take(&mut batch);
+            target.write(full).await.map_err(|e| StateError::db(target_path.as_ref(), e))?;
+            batch_bytes = 0;
+        }
+    }
+    if batch_bytes > 0 {
+        target.write(batch).await.map_err(|e| StateError::db(target_path.as_ref(), e))?;
+    }
+    if let Err(e) = reader.close().await {
+        warn!(db = source_path, error = %e, "closing a restore reader failed");
+    }
+    Ok(copied)
+}
+
+/// Deletes the SlateDB checkpoint of `handle`, so the database's GC may reclaim what only it
+/// pinned. Deleting a checkpoint that is already gone is not an error.
+pub async fn discard(location: &StateLocation, handle: &StateHandle) -> Result<()> {
+    let path = Path::from(handle.db_path.as_str());
+    AdminBuilder::new(path.clone(), location.store().clone())
+        .build()
+        .delete_checkpoint(handle.slatedb_checkpoint)
+        .await
+        .map_err(|e| StateError::db(path.as_ref(), e))
+}
+
+/// The SlateDB checkpoints currently recorded in a database (for checks and tests).
+pub async fn list_slatedb_checkpoints(location: &StateLocation, db_path: &str) -> Result<Vec<Uuid>> {
+    let admin = AdminBuilder::new(Path::from(db_path), location.store().clone()).build();
+    let checkpoints = admin.list_checkpoints(None).await.map_err(|e| StateError::db(db_path, e))?;
+    Ok(checkpoints.into_iter().map(|c| c.id).collect())
+}
