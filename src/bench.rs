@@ -1,4 +1,4 @@
-//! `weir bench nexmark` and `weir nexmark-gen`.
+//! `weir bench nexmark`, `weir bench shuffle` ([`shuffle`]) and `weir nexmark-gen`.
 //!
 //! Each query runs in its own `weir run` process, which reports its own CPU time and peak RSS
 //! (getrusage of itself), so figures are per query and include everything the process did:
@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+
+mod shuffle;
 
 const DDL_FS: &str = include_str!("../bench/nexmark/ddl_nexmark_fs.sql");
 const VIEWS: &str = include_str!("../bench/nexmark/ddl_views.sql");
@@ -44,6 +46,8 @@ const FLINK_EVENTS_PER_CPU_SECOND: &[(&str, f64)] = &[
 pub enum BenchCommand {
     /// Run the Nexmark queries and report events/s, events per CPU-second and peak RSS.
     Nexmark(NexmarkArgs),
+    /// Throughput and batch latency through a remote shuffle server.
+    Shuffle(shuffle::ShuffleArgs),
 }
 
 #[derive(Args)]
@@ -68,6 +72,7 @@ pub struct NexmarkArgs {
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Nexmark(args) => nexmark(args),
+        BenchCommand::Shuffle(args) => shuffle::run(args),
     }
 }
 

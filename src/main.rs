@@ -3,11 +3,13 @@
 //! - `weir run FILE.sql` plans a Flink SQL script and runs it in this process; a final
 //!   `SELECT` prints its changelog like Flink's SQL client in tableau mode, or writes it as JSON
 //!   lines with `--output`.
-//! - `weir bench nexmark` measures the Nexmark queries.
+//! - `weir shuffle --listen ADDR` runs a remote shuffle server.
+//! - `weir bench nexmark` measures the Nexmark queries; `weir bench shuffle` the remote shuffle.
 //! - `weir nexmark-gen` writes Nexmark events as newline-delimited JSON.
 
 mod bench;
 mod run;
+mod shuffle;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +32,10 @@ enum Command {
         /// Default parallelism of every operator (overrides SET 'parallelism.default').
         #[arg(long, short = 'p')]
         parallelism: Option<u32>,
+        /// Route every exchange through this remote shuffle server (`weir shuffle`) instead of
+        /// handing batches over in-process.
+        #[arg(long, value_name = "ADDR")]
+        shuffle_server: Option<String>,
         /// Write the final SELECT's changelog here, one JSON object per row.
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
@@ -39,6 +45,15 @@ enum Command {
         /// Write the run's figures (rows, CPU time, peak RSS) as JSON to this file.
         #[arg(long, hide = true)]
         stats_json: Option<PathBuf>,
+    },
+    /// Run a remote shuffle server: it relays the exchanges of tasks in other processes.
+    Shuffle {
+        /// Address to listen on; port 0 picks a free port (the chosen address is printed).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: String,
+        /// Frames each channel may queue on the server before its producer waits for credit.
+        #[arg(long, default_value_t = 4)]
+        channel_capacity: u32,
     },
     /// Benchmarks.
     Bench {
@@ -66,9 +81,15 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, parallelism, output, quiet, stats_json } => {
-            run::run_file(&file, parallelism, output.as_deref(), quiet, stats_json.as_deref())
-        }
+        Command::Run { file, parallelism, shuffle_server, output, quiet, stats_json } => run::run_file(
+            &file,
+            parallelism,
+            shuffle_server.as_deref(),
+            output.as_deref(),
+            quiet,
+            stats_json.as_deref(),
+        ),
+        Command::Shuffle { listen, channel_capacity } => shuffle::serve(&listen, channel_capacity),
         Command::Bench { bench } => bench::run(bench),
         Command::NexmarkGen { events, out, seed } => bench::generate_json(events, seed, &out).map(|_| ()),
     };

@@ -14,6 +14,7 @@ use weir_dataflow::event::ChangeBatch;
 use weir_dataflow::graph::JobGraph;
 use weir_dataflow::sql::plan_script;
 use weir_shuffle_service::LocalShuffle;
+use weir_shuffle_service::remote::RemoteShuffle;
 use weir_workers::output::{write_changelog_json, write_plain};
 use weir_workers::runtime::{JobCounters, LocalJob, run_local};
 
@@ -29,6 +30,7 @@ pub struct RunStats {
 pub fn run_file(
     file: &Path,
     parallelism: Option<u32>,
+    shuffle_server: Option<&str>,
     output: Option<&Path>,
     quiet: bool,
     stats_json: Option<&Path>,
@@ -39,7 +41,7 @@ pub fn run_file(
         None if quiet => Box::new(DiscardSink),
         None => Box::new(TableauSink::default()),
     };
-    let stats = run_sql(&sql, &file.display().to_string(), parallelism, sink.as_mut(), !quiet)?;
+    let stats = run_sql(&sql, &file.display().to_string(), parallelism, shuffle_server, sink.as_mut(), !quiet)?;
     sink.finish()?;
     if let Some(path) = stats_json {
         let usage = resource_usage();
@@ -204,6 +206,7 @@ pub fn run_sql(
     sql: &str,
     name: &str,
     parallelism: Option<u32>,
+    shuffle_server: Option<&str>,
     sink: &mut dyn ResultSink,
     progress: bool,
 ) -> Result<RunStats> {
@@ -238,7 +241,14 @@ pub fn run_sql(
     let job = LocalJob {
         plan: Arc::new(plan),
         graph: Arc::new(graph),
-        shuffle: Arc::new(LocalShuffle::new()),
+        shuffle: match shuffle_server {
+            None => Arc::new(LocalShuffle::new()),
+            // One namespace per run, so runs sharing a server never meet each other's channels.
+            Some(addr) => {
+                let namespace = format!("run-{}-{}", std::process::id(), unix_nanos());
+                Arc::new(RemoteShuffle::new(addr, namespace))
+            }
+        },
         collect: Some(sender),
         counters: counters.clone(),
     };
@@ -302,4 +312,9 @@ fn resource_usage() -> (f64, u64) {
     };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     (seconds(usage.ru_utime) + seconds(usage.ru_stime), usage.ru_maxrss as u64 * 1024)
+}
+
+/// Nanoseconds since the Unix epoch, to tell runs apart.
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+mod common;
+use common::ShuffleServer;
+
 fn suite_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("WEIR_CONFORMANCE_DIR") {
         return PathBuf::from(dir);
@@ -26,10 +29,10 @@ fn suite_dir() -> PathBuf {
 
 /// Runs one case and returns a description of the difference, if any.
 fn run_case(name: &str) -> Result<(), String> {
-    run_case_with(name, None)
+    run_case_with(name, None, None)
 }
 
-fn run_case_with(name: &str, parallelism: Option<u32>) -> Result<(), String> {
+fn run_case_with(name: &str, parallelism: Option<u32>, shuffle_server: Option<&str>) -> Result<(), String> {
     let suite = suite_dir().canonicalize().map_err(|e| format!("conformance suite not found: {e}"))?;
     let case = suite.join("cases").join(name);
     let sql = std::fs::read_to_string(case.join("job.sql")).map_err(|e| format!("{name}: {e}"))?;
@@ -42,6 +45,9 @@ fn run_case_with(name: &str, parallelism: Option<u32>) -> Result<(), String> {
     command.arg("run").arg(&script).arg("--output").arg(&output);
     if let Some(p) = parallelism {
         command.arg("--parallelism").arg(p.to_string());
+    }
+    if let Some(addr) = shuffle_server {
+        command.arg("--shuffle-server").arg(addr);
     }
     let mut child = command
         .stdout(std::process::Stdio::null())
@@ -252,14 +258,30 @@ fn every_case_is_listed() {
 /// at parallelism 1 is not the reference there.
 #[test]
 fn every_case_without_late_data_at_parallelism_3() {
-    let suite = suite_dir();
-    let failures: Vec<String> = CASES
-        .iter()
-        .filter(|case| {
-            let job = std::fs::read_to_string(suite.join("cases").join(case).join("job.sql")).unwrap_or_default();
-            !job.contains("clicks.jsonl")
-        })
-        .filter_map(|case| run_case_with(case, Some(3)).err())
-        .collect();
+    let failures: Vec<String> =
+        cases_without_late_data().filter_map(|case| run_case_with(case, Some(3), None).err()).collect();
     assert!(failures.is_empty(), "{} cases differ at parallelism 3:\n{}", failures.len(), failures.join("\n"));
+}
+
+fn cases_without_late_data() -> impl Iterator<Item = &'static &'static str> {
+    let suite = suite_dir();
+    CASES.iter().filter(move |case| {
+        let job = std::fs::read_to_string(suite.join("cases").join(case).join("job.sql")).unwrap_or_default();
+        !job.contains("clicks.jsonl")
+    })
+}
+
+/// The same cases with every exchange going through a remote shuffle server process: batches,
+/// changelogs, watermarks and ends of partitions cross real sockets, and results must not change.
+#[test]
+fn every_case_without_late_data_through_a_remote_shuffle_server() {
+    let server = ShuffleServer::start();
+    let failures: Vec<String> =
+        cases_without_late_data().filter_map(|case| run_case_with(case, Some(2), Some(&server.addr)).err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} cases differ through the remote shuffle:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -6,10 +6,12 @@
 //! channel: a producer sends only against a credit, and the consumer returns the credit when
 //! its task takes the event, so a slow task holds back exactly the producers that feed it.
 //!
-//! This crate holds the trait and the in-process implementation ([`local`]); the remote
-//! shuffle server plugs in behind the same trait.
+//! This crate holds the trait, the in-process implementation ([`local`]) and the remote one
+//! ([`remote`]: a shuffle server process and the client workers use), which share the wire
+//! format in [`wire`] and the test suite in [`testing`].
 
 pub mod local;
+pub mod remote;
 pub mod testing;
 pub mod wire;
 
@@ -32,6 +34,10 @@ pub enum ShuffleError {
     SubpartitionOutOfRange { partition: PartitionId, subpartition: u32, count: u32 },
     #[error("the consumer of channel {0} has gone away")]
     ConsumerGone(ChannelId),
+    #[error("shuffle server {addr}: {message}")]
+    Remote { addr: String, message: String },
+    #[error("channel {channel} failed: {message}")]
+    ChannelFailed { channel: ChannelId, message: String },
 }
 
 /// Identifies the input gate of one consuming subtask.
@@ -55,8 +61,10 @@ pub trait PartitionWriter: Send {
 /// What a consumer reads: all its input channels, merged, each in order.
 pub trait InputGate: Send {
     /// The next event and the index of the channel it came on; `None` when every channel has
-    /// ended. Taking an event returns its credit to the producer.
-    fn next(&mut self) -> BoxFuture<'_, Option<(usize, StreamEvent)>>;
+    /// ended. Taking an event returns its credit to the producer. An error means a channel
+    /// broke before its end (its producer or the server went away): the task must fail rather
+    /// than take the silence for the end of its input.
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<(usize, StreamEvent)>, ShuffleError>>;
 
     fn num_channels(&self) -> usize;
 }
@@ -65,12 +73,16 @@ pub trait InputGate: Send {
 pub trait ShuffleService: Send + Sync {
     /// Registers a consuming subtask's gate over `channels`, in that order. Gates are opened
     /// before the partitions that feed them are created.
-    fn open_gate(&self, gate: GateId, channels: Vec<ChannelId>) -> Result<Box<dyn InputGate>, ShuffleError>;
+    fn open_gate(
+        &self,
+        gate: GateId,
+        channels: Vec<ChannelId>,
+    ) -> BoxFuture<'_, Result<Box<dyn InputGate>, ShuffleError>>;
 
     /// Creates a producer's partition with one sub-partition per consuming subtask.
     fn create_partition(
         &self,
         partition: PartitionId,
         subpartitions: u32,
-    ) -> Result<Box<dyn PartitionWriter>, ShuffleError>;
+    ) -> BoxFuture<'_, Result<Box<dyn PartitionWriter>, ShuffleError>>;
 }

@@ -52,7 +52,25 @@ impl Default for LocalShuffle {
 }
 
 impl ShuffleService for LocalShuffle {
-    fn open_gate(&self, _gate: GateId, channels: Vec<ChannelId>) -> Result<Box<dyn InputGate>, ShuffleError> {
+    fn open_gate(
+        &self,
+        _gate: GateId,
+        channels: Vec<ChannelId>,
+    ) -> BoxFuture<'_, Result<Box<dyn InputGate>, ShuffleError>> {
+        Box::pin(std::future::ready(Ok(self.register_gate(channels))))
+    }
+
+    fn create_partition(
+        &self,
+        partition: PartitionId,
+        subpartitions: u32,
+    ) -> BoxFuture<'_, Result<Box<dyn PartitionWriter>, ShuffleError>> {
+        Box::pin(std::future::ready(self.writer(partition, subpartitions)))
+    }
+}
+
+impl LocalShuffle {
+    fn register_gate(&self, channels: Vec<ChannelId>) -> Box<dyn InputGate> {
         let queue = Arc::new(GateQueue { events: Mutex::new(VecDeque::new()), notify: Notify::new() });
         let mut registry = self.channels.lock();
         let mut credits = Vec::with_capacity(channels.len());
@@ -61,14 +79,10 @@ impl ShuffleService for LocalShuffle {
             registry.insert(*id, Arc::new(ChannelEnd { gate: queue.clone(), index, credits: semaphore.clone() }));
             credits.push(semaphore);
         }
-        Ok(Box::new(LocalGate { queue, credits, open: vec![true; channels.len()], open_count: channels.len() }))
+        Box::new(LocalGate { queue, credits, open: vec![true; channels.len()], open_count: channels.len() })
     }
 
-    fn create_partition(
-        &self,
-        partition: PartitionId,
-        subpartitions: u32,
-    ) -> Result<Box<dyn PartitionWriter>, ShuffleError> {
+    fn writer(&self, partition: PartitionId, subpartitions: u32) -> Result<Box<dyn PartitionWriter>, ShuffleError> {
         let registry = self.channels.lock();
         let channels = (0..subpartitions)
             .map(|s| {
@@ -133,11 +147,11 @@ struct LocalGate {
 }
 
 impl InputGate for LocalGate {
-    fn next(&mut self) -> BoxFuture<'_, Option<(usize, StreamEvent)>> {
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<(usize, StreamEvent)>, ShuffleError>> {
         Box::pin(async move {
             loop {
                 if self.open_count == 0 {
-                    return None;
+                    return Ok(None);
                 }
                 let popped = self.queue.events.lock().pop_front();
                 match popped {
@@ -147,7 +161,7 @@ impl InputGate for LocalGate {
                             self.open[index] = false;
                             self.open_count -= 1;
                         }
-                        return Some((index, event));
+                        return Ok(Some((index, event)));
                     }
                     None => self.queue.notify.notified().await,
                 }

@@ -40,28 +40,28 @@ pub async fn run_all(make: &dyn Fn() -> Arc<dyn ShuffleService>, credits: usize)
     timed("credits")(tokio::time::timeout(limit, producer_waits_for_credit(make(), credits)).await);
     timed("integrity")(tokio::time::timeout(limit, batches_and_row_kinds_arrive_intact(make())).await);
     timed("fan-out")(tokio::time::timeout(limit, fan_out_over_many_channels(make())).await);
-    unknown_consumer_is_an_error(make());
+    timed("consumer gone")(tokio::time::timeout(limit, producer_learns_its_consumer_left(make())).await);
+    timed("unknown channel")(tokio::time::timeout(limit, unknown_consumer_is_an_error(make())).await);
 }
 
 /// Events of one channel arrive in order; the gate ends when every producer has ended.
 pub async fn ordered_per_channel_until_every_producer_ends(shuffle: Arc<dyn ShuffleService>) {
     let mut input =
-        shuffle.open_gate(gate(0), vec![channel(0, 0, 0), channel(0, 1, 0), channel(0, 2, 0)]).expect("gate");
-    let producers: Vec<_> = (0..3)
-        .map(|p| {
-            let mut w =
-                shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(p) }, 1).expect("partition");
-            tokio::spawn(async move {
-                for i in 0..100 {
-                    w.send(0, StreamEvent::Watermark(p as i64 * 1000 + i)).await.expect("send");
-                }
-                w.send(0, StreamEvent::EndOfPartition).await.expect("send");
-            })
-        })
-        .collect();
+        shuffle.open_gate(gate(0), vec![channel(0, 0, 0), channel(0, 1, 0), channel(0, 2, 0)]).await.expect("gate");
+    let mut producers = Vec::new();
+    for p in 0..3 {
+        let mut w =
+            shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(p) }, 1).await.expect("partition");
+        producers.push(tokio::spawn(async move {
+            for i in 0..100 {
+                w.send(0, StreamEvent::Watermark(p as i64 * 1000 + i)).await.expect("send");
+            }
+            w.send(0, StreamEvent::EndOfPartition).await.expect("send");
+        }));
+    }
     let mut last = [-1i64; 3];
     let mut ended = 0;
-    while let Some((index, event)) = input.next().await {
+    while let Some((index, event)) = input.next().await.expect("channel") {
         match event {
             StreamEvent::Watermark(w) => {
                 assert!(w > last[index], "channel {index} out of order: {w} after {}", last[index]);
@@ -80,14 +80,15 @@ pub async fn ordered_per_channel_until_every_producer_ends(shuffle: Arc<dyn Shuf
 
 /// A producer that has spent its credits waits until the consumer takes an event.
 pub async fn producer_waits_for_credit(shuffle: Arc<dyn ShuffleService>, credits: usize) {
-    let mut input = shuffle.open_gate(gate(0), vec![channel(0, 0, 0)]).expect("gate");
-    let mut w = shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, 1).expect("partition");
+    let mut input = shuffle.open_gate(gate(0), vec![channel(0, 0, 0)]).await.expect("gate");
+    let mut w =
+        shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, 1).await.expect("partition");
     for i in 0..credits {
         w.send(0, StreamEvent::Watermark(i as i64)).await.expect("send within credit");
     }
     let blocked = tokio::time::timeout(Duration::from_millis(100), w.send(0, StreamEvent::Watermark(-1))).await;
     assert!(blocked.is_err(), "a send beyond {credits} credits must wait");
-    assert!(matches!(input.next().await, Some((0, StreamEvent::Watermark(0)))));
+    assert!(matches!(input.next().await.expect("channel"), Some((0, StreamEvent::Watermark(0)))));
     tokio::time::timeout(Duration::from_secs(5), w.send(0, StreamEvent::Watermark(-1)))
         .await
         .expect("a returned credit lets the producer go on")
@@ -96,15 +97,16 @@ pub async fn producer_waits_for_credit(shuffle: Arc<dyn ShuffleService>, credits
 
 /// Batches arrive with their values and row kinds unchanged.
 pub async fn batches_and_row_kinds_arrive_intact(shuffle: Arc<dyn ShuffleService>) {
-    let mut input = shuffle.open_gate(gate(0), vec![channel(0, 0, 0)]).expect("gate");
-    let mut w = shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, 1).expect("partition");
+    let mut input = shuffle.open_gate(gate(0), vec![channel(0, 0, 0)]).await.expect("gate");
+    let mut w =
+        shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, 1).await.expect("partition");
     let changelog = ChangeBatch::with_kinds(batch(&[1, 2]).data, vec![RowKind::UpdateBefore, RowKind::UpdateAfter]);
     w.send(0, StreamEvent::Data(batch(&[7, 8, 9]))).await.expect("send");
     w.send(0, StreamEvent::Data(changelog)).await.expect("send");
-    let Some((_, StreamEvent::Data(first))) = input.next().await else { panic!("expected data") };
+    let Some((_, StreamEvent::Data(first))) = input.next().await.expect("channel") else { panic!("expected data") };
     assert_eq!(first.data, batch(&[7, 8, 9]).data);
     assert!(first.is_append_only());
-    let Some((_, StreamEvent::Data(second))) = input.next().await else { panic!("expected data") };
+    let Some((_, StreamEvent::Data(second))) = input.next().await.expect("channel") else { panic!("expected data") };
     assert_eq!(second.kind(0), RowKind::UpdateBefore);
     assert_eq!(second.kind(1), RowKind::UpdateAfter);
 }
@@ -112,10 +114,14 @@ pub async fn batches_and_row_kinds_arrive_intact(shuffle: Arc<dyn ShuffleService
 /// One producer feeding 64 consumers: every consumer gets exactly its own events.
 pub async fn fan_out_over_many_channels(shuffle: Arc<dyn ShuffleService>) {
     let consumers = 64u32;
-    let mut gates: Vec<_> =
-        (0..consumers).map(|c| shuffle.open_gate(gate(c), vec![channel(0, 0, c)]).expect("gate")).collect();
-    let mut w =
-        shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, consumers).expect("partition");
+    let mut gates = Vec::new();
+    for c in 0..consumers {
+        gates.push(shuffle.open_gate(gate(c), vec![channel(0, 0, c)]).await.expect("gate"));
+    }
+    let mut w = shuffle
+        .create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, consumers)
+        .await
+        .expect("partition");
     let producer = tokio::spawn(async move {
         for round in 0..20i64 {
             for c in 0..consumers {
@@ -133,7 +139,7 @@ pub async fn fan_out_over_many_channels(shuffle: Arc<dyn ShuffleService>) {
         .map(|(c, mut g)| {
             tokio::spawn(async move {
                 let mut rounds = 0;
-                while let Some((_, event)) = g.next().await {
+                while let Some((_, event)) = g.next().await.expect("channel") {
                     if let StreamEvent::Data(b) = event {
                         let v = b.data.column(0).as_any().downcast_ref::<Int64Array>().expect("int64");
                         assert_eq!(v.value(0), c as i64, "an event reached the wrong consumer");
@@ -152,7 +158,29 @@ pub async fn fan_out_over_many_channels(shuffle: Arc<dyn ShuffleService>) {
 }
 
 /// A partition whose consumers never opened their gates is refused.
-pub fn unknown_consumer_is_an_error(shuffle: Arc<dyn ShuffleService>) {
-    let err = shuffle.create_partition(PartitionId { edge: 7, producer: SubtaskIndex(0) }, 1).err().expect("refused");
+pub async fn unknown_consumer_is_an_error(shuffle: Arc<dyn ShuffleService>) {
+    let err =
+        shuffle.create_partition(PartitionId { edge: 7, producer: SubtaskIndex(0) }, 1).await.err().expect("refused");
     assert!(matches!(err, ShuffleError::UnknownChannel(_)));
+}
+
+/// A consumer that goes away fails its producer's sends on that channel, promptly, instead of
+/// leaving the producer waiting for credit forever; its other channels carry on.
+pub async fn producer_learns_its_consumer_left(shuffle: Arc<dyn ShuffleService>) {
+    let leaving = shuffle.open_gate(gate(0), vec![channel(0, 0, 0)]).await.expect("gate");
+    let mut staying = shuffle.open_gate(gate(1), vec![channel(0, 0, 1)]).await.expect("gate");
+    let mut w =
+        shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, 2).await.expect("partition");
+    drop(leaving);
+    let mut sent = 0;
+    let err = loop {
+        match w.send(0, StreamEvent::Watermark(sent)).await {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 10_000, "sends to a consumer that left kept succeeding");
+    };
+    assert!(matches!(err, ShuffleError::ConsumerGone(_)), "unexpected error {err}");
+    w.send(1, StreamEvent::Watermark(5)).await.expect("the other channel still works");
+    assert!(matches!(staying.next().await.expect("channel"), Some((0, StreamEvent::Watermark(5)))));
 }

@@ -27,7 +27,8 @@ const CHANGELOG: u8 = 2;
 const WATERMARK: u8 = 3;
 const IDLE: u8 = 4;
 const BARRIER: u8 = 5;
-const END_OF_PARTITION: u8 = 6;
+/// The kind byte of an end-of-partition frame: the server watches for it to retire a channel.
+pub(crate) const END_OF_PARTITION: u8 = 6;
 
 /// The name of the extra column that carries row kinds across the wire.
 const KINDS_COLUMN: &str = "__weir_row_kind";
@@ -51,46 +52,45 @@ pub enum WireError {
 /// Appends the frame of `event` to `out`.
 pub fn encode(event: &StreamEvent, out: &mut Vec<u8>) -> Result<(), WireError> {
     let start = out.len();
-    encode_unchecked(event, out)?;
-    // Room for the checksum right after the kind byte.
-    let crc = crc32fast::hash(&out[start + 1..]);
-    out.splice(start + 1..start + 1, crc.to_le_bytes());
+    // The kind and the checksum are filled in once the payload is written.
+    out.extend_from_slice(&[0; 5]);
+    let kind = encode_payload(event, out)?;
+    let crc = crc32fast::hash(&out[start + 5..]);
+    out[start] = kind;
+    out[start + 1..start + 5].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
 
-fn encode_unchecked(event: &StreamEvent, out: &mut Vec<u8>) -> Result<(), WireError> {
-    match event {
+/// Appends the payload of `event`; returns its frame kind.
+fn encode_payload(event: &StreamEvent, out: &mut Vec<u8>) -> Result<u8, WireError> {
+    Ok(match event {
         StreamEvent::Data(batch) => {
-            let data = match &batch.kinds {
-                None => {
-                    out.push(DATA);
-                    batch.data.clone()
-                }
+            let (kind, data) = match &batch.kinds {
+                None => (DATA, batch.data.clone()),
                 Some(kinds) => {
-                    out.push(CHANGELOG);
                     let mut fields: Vec<Arc<Field>> = batch.data.schema().fields().iter().cloned().collect();
                     fields.push(Arc::new(Field::new(KINDS_COLUMN, DataType::Int8, false)));
                     let mut columns = batch.data.columns().to_vec();
                     columns.push(kinds.clone() as Arc<dyn Array>);
-                    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?
+                    (CHANGELOG, RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
                 }
             };
             let mut writer = StreamWriter::try_new(&mut *out, &data.schema())?;
             writer.write(&data)?;
             writer.finish()?;
+            kind
         }
         StreamEvent::Watermark(w) => {
-            out.push(WATERMARK);
             out.extend_from_slice(&w.to_le_bytes());
+            WATERMARK
         }
-        StreamEvent::Idle => out.push(IDLE),
+        StreamEvent::Idle => IDLE,
         StreamEvent::Barrier(id) => {
-            out.push(BARRIER);
             out.extend_from_slice(&id.0.to_le_bytes());
+            BARRIER
         }
-        StreamEvent::EndOfPartition => out.push(END_OF_PARTITION),
-    }
-    Ok(())
+        StreamEvent::EndOfPartition => END_OF_PARTITION,
+    })
 }
 
 /// Decodes one frame.

@@ -70,7 +70,7 @@ pub async fn run_local(job: LocalJob) -> TaskResult<()> {
                     input_of_channel.push(edge.target_input);
                 }
             }
-            let gate = job.shuffle.open_gate(GateId { vertex: vertex.id, subtask: SubtaskIndex(s) }, channels)?;
+            let gate = job.shuffle.open_gate(GateId { vertex: vertex.id, subtask: SubtaskIndex(s) }, channels).await?;
             per_subtask.push(Some((gate, input_of_channel)));
         }
         gates.push(per_subtask);
@@ -78,18 +78,16 @@ pub async fn run_local(job: LocalJob) -> TaskResult<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for (v, vertex) in job.graph.vertices.iter().enumerate() {
         for s in 0..vertex.parallelism {
-            let outputs = vertex
-                .outputs
-                .iter()
-                .map(|&e| {
-                    let edge = &job.graph.edges[e];
-                    let consumers = job.graph.vertex(edge.target).parallelism;
-                    let writer = job
-                        .shuffle
-                        .create_partition(PartitionId { edge: e as u32, producer: SubtaskIndex(s) }, consumers)?;
-                    OutputEdge::new(edge, writer, s, &job.plan, vertex)
-                })
-                .collect::<TaskResult<Vec<_>>>()?;
+            let mut outputs = Vec::with_capacity(vertex.outputs.len());
+            for &e in &vertex.outputs {
+                let edge = &job.graph.edges[e];
+                let consumers = job.graph.vertex(edge.target).parallelism;
+                let writer = job
+                    .shuffle
+                    .create_partition(PartitionId { edge: e as u32, producer: SubtaskIndex(s) }, consumers)
+                    .await?;
+                outputs.push(OutputEdge::new(edge, writer, s, &job.plan, vertex)?);
+            }
             let task = Task::build(&job, vertex, s, outputs)?;
             let input = gates[v][s as usize].take();
             tasks.spawn(task.run(input));
@@ -194,7 +192,7 @@ impl Task {
             let channels = input_of_channel.len();
             let mut marks = vec![MIN_WATERMARK; channels];
             let mut idle = vec![false; channels];
-            while let Some((channel, event)) = gate.next().await {
+            while let Some((channel, event)) = gate.next().await? {
                 match event {
                     StreamEvent::Data(batch) => {
                         // Rows make an idle channel active again.

@@ -1,0 +1,453 @@
+//! The messages between shuffle clients and a shuffle server, and how they are framed on a TCP
+//! connection: `[length: u32 LE][tag: u8][body]`, little-endian throughout.
+//!
+//! A connection starts with `Hello` (protocol version and the namespace — one job attempt — its
+//! channels live in) and then has one role: a *consumer* registers its gate's channels and
+//! returns credits as its task takes events; a *producer* creates one partition and sends data
+//! frames, one per credit the server has granted. Event frames are the [`crate::wire`] frames,
+//! relayed by the server without being parsed.
+
+use bytes::{Buf, Bytes, BytesMut};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
+use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex};
+
+/// Messages larger than this are refused: a garbage length prefix must not make a peer
+/// allocate gigabytes.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+const HELLO: u8 = 1;
+const REGISTER_GATE: u8 = 2;
+const CREATE_PARTITION: u8 = 3;
+const DATA: u8 = 4;
+const CREDIT: u8 = 5;
+
+const OK: u8 = 10;
+const ERROR: u8 = 11;
+const GRANT: u8 = 12;
+const EVENT: u8 = 13;
+const CHANNEL_FAILED: u8 = 14;
+
+#[derive(Debug, Error)]
+pub enum ProtoError {
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("truncated message: the connection closed after {got} of {expected} bytes")]
+    Truncated { got: usize, expected: usize },
+    #[error("message of {0} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")]
+    TooLarge(usize),
+    #[error("malformed {what} message")]
+    Malformed { what: &'static str },
+    #[error("unknown message tag {0}")]
+    UnknownTag(u8),
+}
+
+/// Why a server refused a request. Stable numbers: clients of other versions read them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    VersionMismatch = 1,
+    UnknownChannel = 2,
+    DuplicateChannel = 3,
+    Protocol = 4,
+}
+
+impl ErrorCode {
+    fn from_u16(v: u16) -> ErrorCode {
+        match v {
+            1 => ErrorCode::VersionMismatch,
+            2 => ErrorCode::UnknownChannel,
+            3 => ErrorCode::DuplicateChannel,
+            _ => ErrorCode::Protocol,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ClientMessage {
+    Hello {
+        version: u16,
+        namespace: String,
+    },
+    /// A consumer's gate: its channels in order, each starting with `credits`.
+    RegisterGate {
+        channels: Vec<ChannelId>,
+        credits: u32,
+    },
+    CreatePartition {
+        partition: PartitionId,
+        subpartitions: u32,
+    },
+    /// One wire frame for one sub-partition of this connection's partition.
+    Data {
+        subpartition: u32,
+        frame: Bytes,
+    },
+    /// The consumer took `n` events of its channel `channel` (an index into its gate).
+    Credit {
+        channel: u32,
+        n: u32,
+    },
+}
+
+#[derive(Debug)]
+pub enum ServerMessage {
+    Ok,
+    /// `detail` is the consumer index of the missing channel for `UnknownChannel`, else 0.
+    Error {
+        code: ErrorCode,
+        detail: u32,
+        message: String,
+    },
+    /// The producer may send `n` more frames on `subpartition`.
+    Grant {
+        subpartition: u32,
+        n: u32,
+    },
+    Event {
+        channel: u32,
+        frame: Bytes,
+    },
+    /// The channel broke: to a consumer, its producer went away before ending it; to a producer,
+    /// its consumer did (`channel` is then the sub-partition).
+    ChannelFailed {
+        channel: u32,
+        message: String,
+    },
+}
+
+/// Bytes queued for one connection's writer task. Frames are kept apart from their header so a
+/// relayed payload is never copied into a new buffer.
+#[derive(Debug)]
+pub enum Outbound {
+    Message(Vec<u8>),
+    Frame { header: [u8; 9], frame: Bytes },
+}
+
+fn start(out: &mut Vec<u8>, tag: u8) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.push(tag);
+    at
+}
+
+fn finish(out: &mut [u8], at: usize) {
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+fn put_channel(out: &mut Vec<u8>, c: &ChannelId) {
+    out.extend_from_slice(&c.partition.edge.to_le_bytes());
+    out.extend_from_slice(&c.partition.producer.0.to_le_bytes());
+    out.extend_from_slice(&c.consumer.0.to_le_bytes());
+}
+
+/// The header of a frame-carrying message (`Data` or `Event`) whose frame follows separately.
+pub fn frame_header(tag_is_event: bool, index: u32, frame_len: usize) -> [u8; 9] {
+    let mut h = [0u8; 9];
+    h[..4].copy_from_slice(&((frame_len + 5) as u32).to_le_bytes());
+    h[4] = if tag_is_event { EVENT } else { DATA };
+    h[5..].copy_from_slice(&index.to_le_bytes());
+    h
+}
+
+impl ClientMessage {
+    pub fn encode(&self) -> Outbound {
+        let mut out = Vec::new();
+        let at = match self {
+            ClientMessage::Hello { version, namespace } => {
+                let at = start(&mut out, HELLO);
+                out.extend_from_slice(&version.to_le_bytes());
+                out.extend_from_slice(namespace.as_bytes());
+                at
+            }
+            ClientMessage::RegisterGate { channels, credits } => {
+                let at = start(&mut out, REGISTER_GATE);
+                out.extend_from_slice(&credits.to_le_bytes());
+                for c in channels {
+                    put_channel(&mut out, c);
+                }
+                at
+            }
+            ClientMessage::CreatePartition { partition, subpartitions } => {
+                let at = start(&mut out, CREATE_PARTITION);
+                out.extend_from_slice(&partition.edge.to_le_bytes());
+                out.extend_from_slice(&partition.producer.0.to_le_bytes());
+                out.extend_from_slice(&subpartitions.to_le_bytes());
+                at
+            }
+            ClientMessage::Data { subpartition, frame } => {
+                return Outbound::Frame {
+                    header: frame_header(false, *subpartition, frame.len()),
+                    frame: frame.clone(),
+                };
+            }
+            ClientMessage::Credit { channel, n } => {
+                let at = start(&mut out, CREDIT);
+                out.extend_from_slice(&channel.to_le_bytes());
+                out.extend_from_slice(&n.to_le_bytes());
+                at
+            }
+        };
+        finish(&mut out, at);
+        Outbound::Message(out)
+    }
+
+    pub fn decode(mut body: Bytes) -> Result<ClientMessage, ProtoError> {
+        let tag = take_u8(&mut body, "empty")?;
+        Ok(match tag {
+            HELLO => {
+                let version = take_u16(&mut body, "hello")?;
+                let namespace =
+                    String::from_utf8(body.to_vec()).map_err(|_| ProtoError::Malformed { what: "hello" })?;
+                ClientMessage::Hello { version, namespace }
+            }
+            REGISTER_GATE => {
+                let credits = take_u32(&mut body, "register-gate")?;
+                if !body.len().is_multiple_of(12) {
+                    return Err(ProtoError::Malformed { what: "register-gate" });
+                }
+                let mut channels = Vec::with_capacity(body.len() / 12);
+                while body.has_remaining() {
+                    let edge = body.get_u32_le();
+                    let producer = SubtaskIndex(body.get_u32_le());
+                    let consumer = SubtaskIndex(body.get_u32_le());
+                    channels.push(ChannelId { partition: PartitionId { edge, producer }, consumer });
+                }
+                ClientMessage::RegisterGate { channels, credits }
+            }
+            CREATE_PARTITION => {
+                let edge = take_u32(&mut body, "create-partition")?;
+                let producer = SubtaskIndex(take_u32(&mut body, "create-partition")?);
+                let subpartitions = take_u32(&mut body, "create-partition")?;
+                ClientMessage::CreatePartition { partition: PartitionId { edge, producer }, subpartitions }
+            }
+            DATA => {
+                let subpartition = take_u32(&mut body, "data")?;
+                ClientMessage::Data { subpartition, frame: body }
+            }
+            CREDIT => {
+                let channel = take_u32(&mut body, "credit")?;
+                let n = take_u32(&mut body, "credit")?;
+                ClientMessage::Credit { channel, n }
+            }
+            other => return Err(ProtoError::UnknownTag(other)),
+        })
+    }
+}
+
+impl ServerMessage {
+    pub fn encode(&self) -> Outbound {
+        let mut out = Vec::new();
+        let at = match self {
+            ServerMessage::Ok => start(&mut out, OK),
+            ServerMessage::Error { code, detail, message } => {
+                let at = start(&mut out, ERROR);
+                out.extend_from_slice(&(*code as u16).to_le_bytes());
+                out.extend_from_slice(&detail.to_le_bytes());
+                out.extend_from_slice(message.as_bytes());
+                at
+            }
+            ServerMessage::Grant { subpartition, n } => {
+                let at = start(&mut out, GRANT);
+                out.extend_from_slice(&subpartition.to_le_bytes());
+                out.extend_from_slice(&n.to_le_bytes());
+                at
+            }
+            ServerMessage::Event { channel, frame } => {
+                return Outbound::Frame { header: frame_header(true, *channel, frame.len()), frame: frame.clone() };
+            }
+            ServerMessage::ChannelFailed { channel, message } => {
+                let at = start(&mut out, CHANNEL_FAILED);
+                out.extend_from_slice(&channel.to_le_bytes());
+                out.extend_from_slice(message.as_bytes());
+                at
+            }
+        };
+        finish(&mut out, at);
+        Outbound::Message(out)
+    }
+
+    pub fn decode(mut body: Bytes) -> Result<ServerMessage, ProtoError> {
+        let tag = take_u8(&mut body, "empty")?;
+        let text = |body: Bytes| String::from_utf8_lossy(&body).into_owned();
+        Ok(match tag {
+            OK => ServerMessage::Ok,
+            ERROR => {
+                let code = ErrorCode::from_u16(take_u16(&mut body, "error")?);
+                let detail = take_u32(&mut body, "error")?;
+                ServerMessage::Error { code, detail, message: text(body) }
+            }
+            GRANT => {
+                let subpartition = take_u32(&mut body, "grant")?;
+                let n = take_u32(&mut body, "grant")?;
+                ServerMessage::Grant { subpartition, n }
+            }
+            EVENT => {
+                let channel = take_u32(&mut body, "event")?;
+                ServerMessage::Event { channel, frame: body }
+            }
+            CHANNEL_FAILED => {
+                let channel = take_u32(&mut body, "channel-failed")?;
+                ServerMessage::ChannelFailed { channel, message: text(body) }
+            }
+            other => return Err(ProtoError::UnknownTag(other)),
+        })
+    }
+}
+
+fn take_u8(body: &mut Bytes, what: &'static str) -> Result<u8, ProtoError> {
+    if body.remaining() < 1 {
+        return Err(ProtoError::Malformed { what });
+    }
+    Ok(body.get_u8())
+}
+
+fn take_u16(body: &mut Bytes, what: &'static str) -> Result<u16, ProtoError> {
+    if body.remaining() < 2 {
+        return Err(ProtoError::Malformed { what });
+    }
+    Ok(body.get_u16_le())
+}
+
+fn take_u32(body: &mut Bytes, what: &'static str) -> Result<u32, ProtoError> {
+    if body.remaining() < 4 {
+        return Err(ProtoError::Malformed { what });
+    }
+    Ok(body.get_u32_le())
+}
+
+/// Reads length-prefixed messages off a stream, handing out each body without copying it.
+pub struct MessageReader<R> {
+    inner: R,
+    buf: BytesMut,
+}
+
+/// How much a reader asks the socket for at once: big reads keep syscalls per byte low.
+const READ_CHUNK: usize = 256 << 10;
+
+impl<R: AsyncRead + Unpin> MessageReader<R> {
+    pub fn new(inner: R) -> Self {
+        MessageReader { inner, buf: BytesMut::with_capacity(READ_CHUNK) }
+    }
+
+    /// The next message body; `None` when the peer closed the connection between messages.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ProtoError> {
+        if !self.fill(4).await? {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes(self.buf[..4].try_into().expect("four bytes are buffered")) as usize;
+        if len > MAX_MESSAGE_BYTES {
+            return Err(ProtoError::TooLarge(len));
+        }
+        if !self.fill(4 + len).await? {
+            return Err(ProtoError::Truncated { got: self.buf.len().saturating_sub(4), expected: len });
+        }
+        self.buf.advance(4);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+
+    /// Buffers at least `n` bytes; false if the stream ended first (with nothing buffered when
+    /// `n` is a length prefix, which is a clean end).
+    async fn fill(&mut self, n: usize) -> Result<bool, ProtoError> {
+        while self.buf.len() < n {
+            self.buf.reserve((n - self.buf.len()).max(READ_CHUNK));
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                if self.buf.is_empty() || n > 4 {
+                    return Ok(false);
+                }
+                return Err(ProtoError::Truncated { got: self.buf.len(), expected: 4 });
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Writes everything queued for one connection, coalescing what has piled up into one flush.
+/// Ends when every sender is gone or the connection breaks.
+pub async fn write_loop<W: AsyncWrite + Unpin>(inner: W, mut queue: mpsc::UnboundedReceiver<Outbound>) {
+    let mut out = BufWriter::with_capacity(READ_CHUNK, inner);
+    let mut pending = Vec::with_capacity(64);
+    while queue.recv_many(&mut pending, 64).await > 0 {
+        for item in pending.drain(..) {
+            let written = match item {
+                Outbound::Message(bytes) => out.write_all(&bytes).await,
+                Outbound::Frame { header, frame } => match out.write_all(&header).await {
+                    Ok(()) => out.write_all(&frame).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if written.is_err() {
+                return;
+            }
+        }
+        if queue.is_empty() && out.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = out.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(o: Outbound) -> Bytes {
+        match o {
+            Outbound::Message(m) => Bytes::from(m[4..].to_vec()),
+            Outbound::Frame { header, frame } => {
+                let mut v = header[4..].to_vec();
+                v.extend_from_slice(&frame);
+                Bytes::from(v)
+            }
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let c = ChannelId { partition: PartitionId { edge: 3, producer: SubtaskIndex(1) }, consumer: SubtaskIndex(2) };
+        let m = ClientMessage::decode(body(ClientMessage::RegisterGate { channels: vec![c, c], credits: 4 }.encode()))
+            .unwrap();
+        assert!(matches!(m, ClientMessage::RegisterGate { ref channels, credits: 4 } if channels == &vec![c, c]));
+        let m = ClientMessage::decode(body(
+            ClientMessage::Data { subpartition: 9, frame: Bytes::from_static(b"xyz") }.encode(),
+        ))
+        .unwrap();
+        assert!(matches!(m, ClientMessage::Data { subpartition: 9, ref frame } if &frame[..] == b"xyz"));
+        let m = ServerMessage::decode(body(
+            ServerMessage::Error { code: ErrorCode::UnknownChannel, detail: 5, message: "no".into() }.encode(),
+        ))
+        .unwrap();
+        assert!(
+            matches!(m, ServerMessage::Error { code: ErrorCode::UnknownChannel, detail: 5, ref message } if message == "no")
+        );
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        assert!(ClientMessage::decode(Bytes::new()).is_err());
+        assert!(ClientMessage::decode(Bytes::from_static(&[CREDIT, 1, 2])).is_err());
+        assert!(ClientMessage::decode(Bytes::from_static(&[REGISTER_GATE, 1, 0, 0, 0, 7])).is_err());
+        assert!(matches!(ClientMessage::decode(Bytes::from_static(&[200])), Err(ProtoError::UnknownTag(200))));
+    }
+
+    #[tokio::test]
+    async fn reader_tells_a_clean_end_from_a_truncated_message() {
+        let mut whole = Vec::new();
+        for o in [ClientMessage::Credit { channel: 1, n: 2 }.encode(), ServerMessage::Ok.encode()] {
+            let Outbound::Message(m) = o else { unreachable!() };
+            whole.extend_from_slice(&m);
+        }
+        let mut r = MessageReader::new(&whole[..]);
+        assert!(r.next().await.unwrap().is_some());
+        assert!(r.next().await.unwrap().is_some());
+        assert!(r.next().await.unwrap().is_none());
+        let cut = &whole[..whole.len() - 1];
+        let mut r = MessageReader::new(cut);
+        assert!(r.next().await.unwrap().is_some());
+        assert!(matches!(r.next().await, Err(ProtoError::Truncated { .. })));
+        let mut r = MessageReader::new(&[0xff, 0xff, 0xff, 0x7f][..]);
+        assert!(matches!(r.next().await, Err(ProtoError::TooLarge(_))));
+    }
+}

@@ -1,0 +1,38 @@
+//! What the end-to-end tests share: real `weir` processes they start and kill.
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+
+/// A `weir shuffle` process on a free loopback port, killed when the test ends.
+pub struct ShuffleServer {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl ShuffleServer {
+    pub fn start() -> ShuffleServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["shuffle", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the shuffle server starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("its address");
+        let addr = line.trim().rsplit(' ').next().expect("an address").to_string();
+        ShuffleServer { child, addr }
+    }
+
+    #[allow(dead_code, reason = "not every test binary kills its server")]
+    pub fn kill_9(&mut self) {
+        let status = Command::new("kill").arg("-9").arg(self.child.id().to_string()).status().expect("kill runs");
+        assert!(status.success());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ShuffleServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,94 @@
+//! The remote shuffle with real processes: a `weir shuffle` server killed with `kill -9` in the
+//! middle of a stream must fail both ends of its channels promptly — never hang them, never let
+//! a consumer mistake the silence for the end of its input.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_dataflow::event::StreamEvent;
+use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex, VertexId};
+use weir_shuffle_service::remote::RemoteShuffle;
+use weir_shuffle_service::{GateId, ShuffleError, ShuffleService};
+
+mod common;
+use common::ShuffleServer as Server;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_server_mid_stream_fails_producer_and_consumer() {
+    let mut server = Server::start();
+    let shuffle: Arc<dyn ShuffleService> = Arc::new(RemoteShuffle::new(server.addr.clone(), "kill-test"));
+    let channel =
+        ChannelId { partition: PartitionId { edge: 0, producer: SubtaskIndex(0) }, consumer: SubtaskIndex(0) };
+    let mut gate =
+        shuffle.open_gate(GateId { vertex: VertexId(1), subtask: SubtaskIndex(0) }, vec![channel]).await.expect("gate");
+    let mut writer = shuffle.create_partition(channel.partition, 1).await.expect("partition");
+    let producer = tokio::spawn(async move {
+        let mut i = 0i64;
+        loop {
+            if let Err(e) = writer.send(0, StreamEvent::Watermark(i)).await {
+                return e;
+            }
+            i += 1;
+        }
+    });
+    for expected in 0..1000 {
+        let got = tokio::time::timeout(LIMIT, gate.next()).await.expect("streaming").expect("a healthy channel");
+        assert!(matches!(got, Some((0, StreamEvent::Watermark(w))) if w == expected), "got {got:?}");
+    }
+    server.kill_9();
+    let end = loop {
+        match tokio::time::timeout(LIMIT, gate.next()).await.expect("the consumer notices in time") {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    let err = end.expect_err("a lost server is an error, not the end of the input");
+    assert!(matches!(err, ShuffleError::Remote { .. }), "unexpected {err}");
+    let err = tokio::time::timeout(LIMIT, producer).await.expect("the producer notices in time").expect("task");
+    assert!(matches!(err, ShuffleError::Remote { .. }), "unexpected {err}");
+}
+
+#[test]
+fn a_job_whose_shuffle_server_dies_fails_with_a_clear_error() {
+    let mut server = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("job.sql");
+    // Slow enough to be mid-stream when the server dies; keyed, so rows cross the exchange.
+    std::fs::write(
+        &script,
+        "CREATE TABLE s (k INT, v BIGINT) WITH (
+           'connector' = 'datagen', 'rows-per-second' = '2000', 'number-of-rows' = '1000000',
+           'fields.k.min' = '1', 'fields.k.max' = '100');
+         SELECT k, COUNT(*) AS n FROM s GROUP BY k;",
+    )
+    .expect("script");
+    let mut job = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "--parallelism", "2", "--quiet", "--shuffle-server", &server.addr])
+        .arg(&script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir run starts");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(job.try_wait().expect("wait").is_none(), "the job ended before the server was killed");
+    server.kill_9();
+    let deadline = std::time::Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = job.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = job.kill();
+            panic!("the job hung after its shuffle server died");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut job.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+    assert!(!status.success(), "the job must fail, not finish: {stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.contains("shuffle server"), "unclear error: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
