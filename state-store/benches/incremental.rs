@@ -7,7 +7,8 @@
 //! CARGO_TARGET_DIR=/work/target-state cargo bench -p weir-state-store --bench incremental
 //! ```
 //!
-//! `WEIR_BENCH_KEYS` (1000000), `WEIR_BENCH_CHECKPOINTS` (10), `WEIR_BENCH_CHANGE_PERCENT` (1);
+//! `WEIR_BENCH_KEYS` (1000000), `WEIR_BENCH_CHECKPOINTS` (10), `WEIR_BENCH_CHANGE_PERCENT` (1),
+//! `WEIR_BENCH_INTERVAL_MS` (1000, the pause between checkpoints);
 //! the S3 run uses moto (started like the tests' fixture) or `WEIR_TEST_S3_ENDPOINT`, and is
 //! skipped with a note if neither is available.
 
@@ -62,7 +63,7 @@ struct Row {
     upload_ms: f64,
 }
 
-async fn run(name: &str, location: StateLocation, keys: u64, checkpoints: u64, change_percent: u64) {
+async fn run(name: &str, location: StateLocation, keys: u64, checkpoints: u64, change_percent: u64, interval_ms: u64) {
     let (store, counts) = CountingObjectStore::new(location.store().clone());
     let location = location.map_store(|_| store);
     let id = SubtaskStateId {
@@ -74,9 +75,6 @@ async fn run(name: &str, location: StateLocation, keys: u64, checkpoints: u64, c
     let options = StateOptions {
         max_parallelism: MAX_PARALLELISM,
         working_set_capacity: keys as usize * 2,
-        // Compaction is background work (and, in the cloud design, someone else's); this
-        // measures what a checkpoint itself uploads.
-        embedded_compaction: false,
         ..StateOptions::default()
     };
     let all = KeyGroupRange { start: 0, end: MAX_PARALLELISM - 1 };
@@ -87,7 +85,20 @@ async fn run(name: &str, location: StateLocation, keys: u64, checkpoints: u64, c
 
     let mut rng = SplitMix(42);
     let mut rows = Vec::new();
+    println!(
+        "\n{name}: {keys} keys of 8 bytes, {VALUE_BYTES}-byte values, {change_percent}% changed per {interval_ms} ms interval"
+    );
+    println!(
+        "| chk | keys changed | entries written | bytes put | PUT | GET | LIST | DELETE | write-back ms | upload ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let run_start = counts.snapshot();
     for checkpoint in 1..=checkpoints {
+        // The checkpoint interval: SlateDB's compactor (polling every 5 s) works in it, as in a
+        // job, instead of inside the next checkpoint.
+        if checkpoint > 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(interval_ms)).await;
+        }
         let changed = if checkpoint == 1 {
             for k in 0..keys {
                 state.put(&mut backend, key_groups[k as usize], &k.to_be_bytes(), &value(k)).expect("put");
@@ -113,7 +124,7 @@ async fn run(name: &str, location: StateLocation, keys: u64, checkpoints: u64, c
         pending.wait().await.expect("upload");
         let total = started.elapsed();
         let delta = counts.snapshot().since(&before);
-        rows.push(Row {
+        let row = Row {
             checkpoint,
             changed,
             written_back,
@@ -124,16 +135,8 @@ async fn run(name: &str, location: StateLocation, keys: u64, checkpoints: u64, c
             deletes: delta.deletes,
             write_back_ms: write_back.as_secs_f64() * 1e3,
             upload_ms: (total - write_back).as_secs_f64() * 1e3,
-        });
-    }
-    backend.close().await.expect("close");
-
-    println!("\n{name}: {keys} keys of 8 bytes, {VALUE_BYTES}-byte values, {change_percent}% changed per interval");
-    println!(
-        "| chk | keys changed | entries written | bytes put | PUT | GET | LIST | DELETE | write-back ms | upload ms |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
+        };
+        let r = &row;
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |",
             r.checkpoint,
@@ -147,13 +150,23 @@ async fn run(name: &str, location: StateLocation, keys: u64, checkpoints: u64, c
             r.write_back_ms,
             r.upload_ms
         );
+        rows.push(row);
     }
+    let run_total = counts.snapshot().since(&run_start);
+    backend.close().await.expect("close");
+    let in_checkpoints: u64 = rows.iter().map(|r| r.bytes_put).sum();
+    println!(
+        "whole run: {} bytes put in {} PUTs ({} of them inside checkpoints; the rest is SlateDB's compaction)",
+        run_total.bytes_put, run_total.puts, in_checkpoints
+    );
     let first = rows.first().map(|r| r.bytes_put).unwrap_or(0).max(1);
-    let rest: Vec<&Row> = rows.iter().skip(1).collect();
-    if !rest.is_empty() {
-        let mean = rest.iter().map(|r| r.bytes_put).sum::<u64>() / rest.len() as u64;
+    let mut rest: Vec<u64> = rows.iter().skip(1).map(|r| r.bytes_put).collect();
+    rest.sort_unstable();
+    if let Some(&median) = rest.get(rest.len() / 2) {
+        let mean = rest.iter().sum::<u64>() / rest.len() as u64;
         println!(
-            "incremental checkpoints put {mean} bytes on average = {:.2}% of the first (full) checkpoint's {first}",
+            "incremental checkpoints: median {median} bytes put = {:.2}% of the first (full) checkpoint's {first}; mean {mean} = {:.2}%",
+            median as f64 * 100.0 / first as f64,
             mean as f64 * 100.0 / first as f64
         );
     }
@@ -166,15 +179,17 @@ fn main() {
     let keys = env_number("WEIR_BENCH_KEYS", if benching { 1_000_000 } else { 2_000 });
     let checkpoints = env_number("WEIR_BENCH_CHECKPOINTS", if benching { 10 } else { 3 });
     let change_percent = env_number("WEIR_BENCH_CHANGE_PERCENT", 1);
+    let interval_ms = env_number("WEIR_BENCH_INTERVAL_MS", if benching { 1_000 } else { 0 });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("temp dir");
         let local = StateLocation::parse(dir.path().to_str().expect("utf-8")).expect("local location");
-        run("local folder", local, keys, checkpoints, change_percent).await;
+        run("local folder", local, keys, checkpoints, change_percent, interval_ms).await;
         match try_s3_endpoint() {
             Ok(endpoint) => {
                 let location = s3_location("bench-incremental");
-                run(&format!("S3 (moto at {endpoint})"), location, keys, checkpoints, change_percent).await;
+                run(&format!("S3 (moto at {endpoint})"), location, keys, checkpoints, change_percent, interval_ms)
+                    .await;
             }
             Err(e) => println!("\nS3 run skipped: {e}"),
         }

@@ -49,7 +49,9 @@ pub struct StateOptions {
     /// Retries of one object-store call inside SlateDB before the call fails (with a backoff of
     /// 100 ms doubling to 1 s, so 20 retries ride out about 15 s of unavailability).
     pub object_store_max_retries: u32,
-    /// Run SlateDB's compactor inside the subtask. Off when compaction runs elsewhere.
+    /// Run SlateDB's compactor inside the subtask. Turn it off only when compaction runs
+    /// elsewhere: every checkpoint adds an L0 SST, and without compaction SlateDB stops
+    /// flushing at `l0_max_ssts` (8), so the ninth checkpoint would wait forever.
     pub embedded_compaction: bool,
 }
 
