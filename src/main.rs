@@ -54,6 +54,19 @@ enum Command {
         /// Frames each channel may queue on the server before its producer waits for credit.
         #[arg(long, default_value_t = 4)]
         channel_capacity: u32,
+        /// Directory for spilled blocking/hybrid partitions (a fresh folder is made inside it and
+        /// removed on exit); default: the system's temporary directory.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Bytes of retained partitions held in memory before spilling to disk (K/M/G/KiB/MiB/GiB suffixes).
+        #[arg(long, value_name = "BYTES", value_parser = shuffle::parse_bytes)]
+        memory_budget: Option<u64>,
+        /// Bytes of spill files before spills go to --spill-url; default: unlimited.
+        #[arg(long, value_name = "BYTES", value_parser = shuffle::parse_bytes)]
+        disk_budget: Option<u64>,
+        /// Object store for spills beyond the disk budget: file:///DIR or s3://BUCKET/PREFIX.
+        #[arg(long, value_name = "URL")]
+        spill_url: Option<String>,
     },
     /// Benchmarks.
     Bench {
@@ -89,7 +102,9 @@ fn main() -> ExitCode {
             quiet,
             stats_json.as_deref(),
         ),
-        Command::Shuffle { listen, channel_capacity } => shuffle::serve(&listen, channel_capacity),
+        Command::Shuffle { listen, channel_capacity, data, memory_budget, disk_budget, spill_url } => {
+            shuffle::serve(&listen, channel_capacity, data, memory_budget, disk_budget, spill_url.as_deref())
+        }
         Command::Bench { bench } => bench::run(bench),
         Command::NexmarkGen { events, out, seed } => bench::generate_json(events, seed, &out).map(|_| ()),
     };

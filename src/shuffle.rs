@@ -1,28 +1,70 @@
 //! `weir shuffle`: a remote shuffle server in its own process.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use weir_shuffle_service::remote::{ServerConfig, ShuffleServer};
+use weir_shuffle_service::store::{SpillTarget, StoreConfig};
 
-pub fn serve(listen: &str, channel_capacity: u32) -> Result<()> {
+pub fn serve(
+    listen: &str,
+    channel_capacity: u32,
+    data: Option<PathBuf>,
+    memory_budget: Option<u64>,
+    disk_budget: Option<u64>,
+    spill_url: Option<&str>,
+) -> Result<()> {
     if channel_capacity == 0 {
         bail!("--channel-capacity must be at least 1");
     }
+    let defaults = StoreConfig::default();
+    let store = StoreConfig {
+        memory_budget: memory_budget.unwrap_or(defaults.memory_budget),
+        disk_budget: disk_budget.unwrap_or(defaults.disk_budget),
+        data_dir: data,
+        spill: spill_url.map(SpillTarget::from_url).transpose()?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let server = ShuffleServer::bind(listen, ServerConfig { channel_capacity })
+        let server = ShuffleServer::bind(listen, ServerConfig { channel_capacity, store })
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = server.local_addr()?;
+        let store = server.store();
         // The first line of stdout is the address: scripts and tests that asked for port 0 read it.
         let mut out = std::io::stdout().lock();
         writeln!(out, "shuffle server listening on {addr}")?;
         out.flush()?;
         drop(out);
-        tokio::select! {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let outcome = tokio::select! {
             served = server.serve() => served.context("the shuffle server stopped"),
             _ = tokio::signal::ctrl_c() => Ok(()),
-        }
+            _ = terminate.recv() => Ok(()),
+        };
+        // A clean exit deletes every spill file and object.
+        store.close().await;
+        outcome
     })
+}
+
+/// Parses a byte count: a number with an optional K, M, G (powers of 1000) or KiB, MiB, GiB
+/// (powers of 1024) suffix.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not a byte count"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}` in `{text}`")),
+    };
+    number.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use weir_dataflow::event::StreamEvent;
 use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex, VertexId};
 use weir_shuffle_service::remote::RemoteShuffle;
-use weir_shuffle_service::{GateId, ShuffleError, ShuffleService};
+use weir_shuffle_service::{GateId, PartitionKind, ShuffleError, ShuffleService};
 
 mod common;
 use common::ShuffleServer as Server;
@@ -24,7 +24,7 @@ async fn killing_the_server_mid_stream_fails_producer_and_consumer() {
         ChannelId { partition: PartitionId { edge: 0, producer: SubtaskIndex(0) }, consumer: SubtaskIndex(0) };
     let mut gate =
         shuffle.open_gate(GateId { vertex: VertexId(1), subtask: SubtaskIndex(0) }, vec![channel]).await.expect("gate");
-    let mut writer = shuffle.create_partition(channel.partition, 1).await.expect("partition");
+    let mut writer = shuffle.create_partition(channel.partition, 1, PartitionKind::Pipelined).await.expect("partition");
     let producer = tokio::spawn(async move {
         let mut i = 0i64;
         loop {

@@ -20,7 +20,7 @@ use weir_dataflow::event::{ChangeBatch, StreamEvent};
 use weir_dataflow::ids::CheckpointId;
 
 /// Bumped whenever the frame layout changes; peers with different versions refuse each other.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 const DATA: u8 = 1;
 const CHANGELOG: u8 = 2;

@@ -18,7 +18,7 @@ use clap::Args;
 use weir_dataflow::event::{ChangeBatch, StreamEvent};
 use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex, VertexId};
 use weir_shuffle_service::remote::RemoteShuffle;
-use weir_shuffle_service::{GateId, ShuffleService};
+use weir_shuffle_service::{GateId, PartitionKind, ShuffleService};
 
 #[derive(Args)]
 pub struct ShuffleArgs {
@@ -174,8 +174,13 @@ async fn measure(args: &ShuffleArgs, addr: &str, namespace: &str, rate_mb: Optio
     let batch_bytes = (args.batch_rows * 32) as f64;
     let mut producers = Vec::new();
     for p in 0..args.producers {
-        let mut writer =
-            shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(p) }, args.consumers).await?;
+        let mut writer = shuffle
+            .create_partition(
+                PartitionId { edge: 0, producer: SubtaskIndex(p) },
+                args.consumers,
+                PartitionKind::Pipelined,
+            )
+            .await?;
         let (schema, filler) = (schema.clone(), filler.clone());
         let rows = args.batch_rows;
         let per_producer_rate = rate_mb.map(|r| r * 1e6 / args.producers as f64);

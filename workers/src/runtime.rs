@@ -84,7 +84,11 @@ pub async fn run_local(job: LocalJob) -> TaskResult<()> {
                 let consumers = job.graph.vertex(edge.target).parallelism;
                 let writer = job
                     .shuffle
-                    .create_partition(PartitionId { edge: e as u32, producer: SubtaskIndex(s) }, consumers)
+                    .create_partition(
+                        PartitionId { edge: e as u32, producer: SubtaskIndex(s) },
+                        consumers,
+                        weir_shuffle_service::PartitionKind::Pipelined,
+                    )
                     .await?;
                 outputs.push(OutputEdge::new(edge, writer, s, &job.plan, vertex)?);
             }

@@ -17,7 +17,7 @@ use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex};
 
 use super::proto::{ClientMessage, ErrorCode, MessageReader, Outbound, ServerMessage, write_loop};
 use crate::wire::{self, PROTOCOL_VERSION};
-use crate::{GateId, InputGate, PartitionWriter, ShuffleError, ShuffleService};
+use crate::{GateId, InputGate, PartitionKind, PartitionWriter, ShuffleError, ShuffleService};
 
 /// Events a consumer lets the server have in flight to it on each channel.
 pub const DEFAULT_CONSUMER_CREDITS: u32 = 4;
@@ -70,6 +70,13 @@ impl RemoteShuffle {
             },
         }
     }
+
+    /// Sends one request on a fresh connection and waits for its `Ok`.
+    async fn request(&self, message: ClientMessage) -> Result<(), ShuffleError> {
+        let (mut reader, outbox) = self.connect().await?;
+        let _ = outbox.send(message.encode());
+        self.expect_ok(&mut reader).await
+    }
 }
 
 impl ShuffleService for RemoteShuffle {
@@ -93,14 +100,23 @@ impl ShuffleService for RemoteShuffle {
         })
     }
 
+    fn release_partitions(&self, partitions: Vec<PartitionId>) -> BoxFuture<'_, Result<(), ShuffleError>> {
+        Box::pin(self.request(ClientMessage::Release { partitions }))
+    }
+
+    fn release_all(&self) -> BoxFuture<'_, Result<(), ShuffleError>> {
+        Box::pin(self.request(ClientMessage::ReleaseNamespace))
+    }
+
     fn create_partition(
         &self,
         partition: PartitionId,
         subpartitions: u32,
+        kind: PartitionKind,
     ) -> BoxFuture<'_, Result<Box<dyn PartitionWriter>, ShuffleError>> {
         Box::pin(async move {
             let (mut reader, outbox) = self.connect().await?;
-            let _ = outbox.send(ClientMessage::CreatePartition { partition, subpartitions }.encode());
+            let _ = outbox.send(ClientMessage::CreatePartition { partition, subpartitions, kind }.encode());
             match reader.next().await.map_err(|e| self.remote_error(e))? {
                 None => return Err(self.remote_error("the server closed the connection")),
                 Some(body) => match ServerMessage::decode(body).map_err(|e| self.remote_error(e))? {
@@ -118,6 +134,9 @@ impl ShuffleService for RemoteShuffle {
             let credits = Arc::new(Credits {
                 state: Mutex::new(CreditState {
                     available: vec![0; subpartitions as usize],
+                    first_grant: vec![None; subpartitions as usize],
+                    granted: vec![0; subpartitions as usize],
+                    sent: vec![0; subpartitions as usize],
                     failed: vec![None; subpartitions as usize],
                     lost: None,
                 }),
@@ -208,6 +227,11 @@ impl InputGate for RemoteGate {
 
 struct CreditState {
     available: Vec<u32>,
+    /// The server's first grant per sub-partition: its window. Once every later grant has
+    /// come back for each frame sent, the server has accepted everything (see `finish`).
+    first_grant: Vec<Option<u32>>,
+    granted: Vec<u64>,
+    sent: Vec<u64>,
     /// Set when a sub-partition's consumer went away.
     failed: Vec<Option<String>>,
     /// Set when the connection to the server broke.
@@ -225,8 +249,15 @@ async fn read_grants(mut reader: MessageReader<OwnedReadHalf>, credits: Arc<Cred
         match reader.next().await {
             Ok(Some(body)) => match ServerMessage::decode(body) {
                 Ok(ServerMessage::Grant { subpartition, n }) => {
-                    if let Some(a) = credits.state.lock().available.get_mut(subpartition as usize) {
-                        *a += n;
+                    let mut state = credits.state.lock();
+                    let s = subpartition as usize;
+                    if s < state.available.len() {
+                        state.available[s] += n;
+                        if state.first_grant[s].is_none() {
+                            state.first_grant[s] = Some(n);
+                        } else {
+                            state.granted[s] += n as u64;
+                        }
                     }
                 }
                 Ok(ServerMessage::ChannelFailed { channel, message }) => {
@@ -277,9 +308,9 @@ impl RemoteWriter {
                         consumer: SubtaskIndex(subpartition),
                     }));
                 }
-                let available = &mut state.available[subpartition as usize];
-                if *available > 0 {
-                    *available -= 1;
+                if state.available[subpartition as usize] > 0 {
+                    state.available[subpartition as usize] -= 1;
+                    state.sent[subpartition as usize] += 1;
                     if let Some(started) = started {
                         self.waited += Instant::now().duration_since(started);
                     }
@@ -323,5 +354,25 @@ impl PartitionWriter for RemoteWriter {
 
     fn backpressure(&self) -> Duration {
         self.waited
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Result<(), ShuffleError>> {
+        Box::pin(async move {
+            loop {
+                let changed = self.credits.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                {
+                    let state = self.credits.state.lock();
+                    if let Some(lost) = &state.lost {
+                        return Err(ShuffleError::Remote { addr: self.addr.clone(), message: lost.clone() });
+                    }
+                    if (0..state.sent.len()).all(|s| state.granted[s] >= state.sent[s]) {
+                        return Ok(());
+                    }
+                }
+                changed.await;
+            }
+        })
     }
 }

@@ -18,8 +18,11 @@ mod tests {
 
     /// Starts a server on a free loopback port; dropping the handle's task kills it.
     async fn start(capacity: u32) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
-        let server =
-            ShuffleServer::bind("127.0.0.1:0", ServerConfig { channel_capacity: capacity }).await.expect("bind");
+        start_with(ServerConfig { channel_capacity: capacity, ..ServerConfig::default() }).await
+    }
+
+    async fn start_with(config: ServerConfig) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let server = ShuffleServer::bind("127.0.0.1:0", config).await.expect("bind");
         let addr = server.local_addr().expect("addr").to_string();
         (addr, tokio::spawn(server.serve()))
     }
@@ -33,8 +36,9 @@ mod tests {
     use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex, VertexId};
 
     use super::proto::{ClientMessage, ErrorCode, Outbound, ServerMessage};
+    use crate::store::StoreConfig;
     use crate::wire::PROTOCOL_VERSION;
-    use crate::{GateId, ShuffleError};
+    use crate::{GateId, PartitionKind, ShuffleError};
 
     fn channel(edge: u32, producer: u32, consumer: u32) -> ChannelId {
         ChannelId {
@@ -92,14 +96,20 @@ mod tests {
         let shuffle = RemoteShuffle::new(addr.clone(), "job");
         let mut broken = shuffle.open_gate(gate(0), vec![channel(0, 0, 0)]).await.expect("gate");
         let mut healthy = shuffle.open_gate(gate(1), vec![channel(1, 0, 0)]).await.expect("gate");
-        let mut writer =
-            shuffle.create_partition(PartitionId { edge: 1, producer: SubtaskIndex(0) }, 1).await.expect("partition");
+        let mut writer = shuffle
+            .create_partition(PartitionId { edge: 1, producer: SubtaskIndex(0) }, 1, PartitionKind::Pipelined)
+            .await
+            .expect("partition");
         // A producer that promises 1000 bytes, sends 10 and hangs up.
         let mut raw = TcpStream::connect(&addr).await.expect("connect");
         send_raw(&mut raw, ClientMessage::Hello { version: PROTOCOL_VERSION, namespace: "job".into() }).await;
         assert!(matches!(reply(&mut raw).await, ServerMessage::Ok));
         let partition = PartitionId { edge: 0, producer: SubtaskIndex(0) };
-        send_raw(&mut raw, ClientMessage::CreatePartition { partition, subpartitions: 1 }).await;
+        send_raw(
+            &mut raw,
+            ClientMessage::CreatePartition { partition, subpartitions: 1, kind: PartitionKind::Pipelined },
+        )
+        .await;
         assert!(matches!(reply(&mut raw).await, ServerMessage::Ok));
         assert!(matches!(reply(&mut raw).await, ServerMessage::Grant { subpartition: 0, .. }));
         raw.write_all(&1000u32.to_le_bytes()).await.expect("write");
@@ -120,7 +130,10 @@ mod tests {
         let (addr, server) = start(2).await;
         let shuffle = RemoteShuffle::new(addr, "job");
         let mut input = shuffle.open_gate(gate(0), vec![channel(0, 0, 0)]).await.expect("gate");
-        let mut w = shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, 1).await.expect("w");
+        let mut w = shuffle
+            .create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, 1, PartitionKind::Pipelined)
+            .await
+            .expect("w");
         w.send(0, StreamEvent::Watermark(1)).await.expect("send");
         drop(w);
         let first = tokio::time::timeout(LIMIT, input.next()).await.expect("in time");
@@ -141,7 +154,10 @@ mod tests {
         let (addr, server) = start(2).await;
         let shuffle = RemoteShuffle::new(addr, "job");
         let mut input = shuffle.open_gate(gate(0), vec![channel(0, 0, 0)]).await.expect("gate");
-        let mut w = shuffle.create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, 1).await.expect("w");
+        let mut w = shuffle
+            .create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, 1, PartitionKind::Pipelined)
+            .await
+            .expect("w");
         let producer = tokio::spawn(async move {
             let mut i = 0;
             loop {
@@ -180,8 +196,16 @@ mod tests {
             Arc::new(RemoteShuffle::new(addr.clone(), format!("suite-{n}")).with_consumer_credits(1))
                 as Arc<dyn ShuffleService>
         };
+        let store = StoreConfig { memory_budget: 16 << 10, ..StoreConfig::default() };
+        let (spilling_addr, spilling_server) = start_with(ServerConfig { channel_capacity: 1, store }).await;
+        let make_spilling = || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Arc::new(RemoteShuffle::new(spilling_addr.clone(), format!("spill-{n}")).with_consumer_credits(1))
+                as Arc<dyn ShuffleService>
+        };
         // One frame queued on the server plus one in flight to the consumer.
-        crate::testing::run_all(&make, 2).await;
+        crate::testing::run_all(&make, &make_spilling, 2).await;
         server.abort();
+        spilling_server.abort();
     }
 }

@@ -5,13 +5,16 @@
 //! channels live in) and then has one role: a *consumer* registers its gate's channels and
 //! returns credits as its task takes events; a *producer* creates one partition and sends data
 //! frames, one per credit the server has granted. Event frames are the [`crate::wire`] frames,
-//! relayed by the server without being parsed.
+//! relayed by the server without being parsed. A connection may instead ask the server to
+//! release retained partitions (some, or a whole namespace), one request and one reply each.
 
 use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex};
+
+use crate::PartitionKind;
 
 /// Messages larger than this are refused: a garbage length prefix must not make a peer
 /// allocate gigabytes.
@@ -22,6 +25,8 @@ const REGISTER_GATE: u8 = 2;
 const CREATE_PARTITION: u8 = 3;
 const DATA: u8 = 4;
 const CREDIT: u8 = 5;
+const RELEASE: u8 = 6;
+const RELEASE_NAMESPACE: u8 = 7;
 
 const OK: u8 = 10;
 const ERROR: u8 = 11;
@@ -51,6 +56,9 @@ pub enum ErrorCode {
     UnknownChannel = 2,
     DuplicateChannel = 3,
     Protocol = 4,
+    DuplicatePartition = 5,
+    /// The server's storage failed (a spill could not be written or read back).
+    Storage = 6,
 }
 
 impl ErrorCode {
@@ -59,6 +67,8 @@ impl ErrorCode {
             1 => ErrorCode::VersionMismatch,
             2 => ErrorCode::UnknownChannel,
             3 => ErrorCode::DuplicateChannel,
+            5 => ErrorCode::DuplicatePartition,
+            6 => ErrorCode::Storage,
             _ => ErrorCode::Protocol,
         }
     }
@@ -78,6 +88,7 @@ pub enum ClientMessage {
     CreatePartition {
         partition: PartitionId,
         subpartitions: u32,
+        kind: PartitionKind,
     },
     /// One wire frame for one sub-partition of this connection's partition.
     Data {
@@ -89,6 +100,12 @@ pub enum ClientMessage {
         channel: u32,
         n: u32,
     },
+    /// Free these retained partitions of the connection's namespace.
+    Release {
+        partitions: Vec<PartitionId>,
+    },
+    /// Free every retained partition of the connection's namespace.
+    ReleaseNamespace,
 }
 
 #[derive(Debug)]
@@ -170,13 +187,23 @@ impl ClientMessage {
                 }
                 at
             }
-            ClientMessage::CreatePartition { partition, subpartitions } => {
+            ClientMessage::CreatePartition { partition, subpartitions, kind } => {
                 let at = start(&mut out, CREATE_PARTITION);
                 out.extend_from_slice(&partition.edge.to_le_bytes());
                 out.extend_from_slice(&partition.producer.0.to_le_bytes());
                 out.extend_from_slice(&subpartitions.to_le_bytes());
+                out.push(kind.to_u8());
                 at
             }
+            ClientMessage::Release { partitions } => {
+                let at = start(&mut out, RELEASE);
+                for p in partitions {
+                    out.extend_from_slice(&p.edge.to_le_bytes());
+                    out.extend_from_slice(&p.producer.0.to_le_bytes());
+                }
+                at
+            }
+            ClientMessage::ReleaseNamespace => start(&mut out, RELEASE_NAMESPACE),
             ClientMessage::Data { subpartition, frame } => {
                 return Outbound::Frame {
                     header: frame_header(false, *subpartition, frame.len()),
@@ -221,8 +248,23 @@ impl ClientMessage {
                 let edge = take_u32(&mut body, "create-partition")?;
                 let producer = SubtaskIndex(take_u32(&mut body, "create-partition")?);
                 let subpartitions = take_u32(&mut body, "create-partition")?;
-                ClientMessage::CreatePartition { partition: PartitionId { edge, producer }, subpartitions }
+                let kind = PartitionKind::from_u8(take_u8(&mut body, "create-partition")?)
+                    .ok_or(ProtoError::Malformed { what: "create-partition" })?;
+                ClientMessage::CreatePartition { partition: PartitionId { edge, producer }, subpartitions, kind }
             }
+            RELEASE => {
+                if !body.len().is_multiple_of(8) {
+                    return Err(ProtoError::Malformed { what: "release" });
+                }
+                let mut partitions = Vec::with_capacity(body.len() / 8);
+                while body.has_remaining() {
+                    let edge = body.get_u32_le();
+                    let producer = SubtaskIndex(body.get_u32_le());
+                    partitions.push(PartitionId { edge, producer });
+                }
+                ClientMessage::Release { partitions }
+            }
+            RELEASE_NAMESPACE => ClientMessage::ReleaseNamespace,
             DATA => {
                 let subpartition = take_u32(&mut body, "data")?;
                 ClientMessage::Data { subpartition, frame: body }
@@ -415,6 +457,23 @@ mod tests {
         ))
         .unwrap();
         assert!(matches!(m, ClientMessage::Data { subpartition: 9, ref frame } if &frame[..] == b"xyz"));
+        let p = c.partition;
+        let m = ClientMessage::decode(body(
+            ClientMessage::CreatePartition { partition: p, subpartitions: 3, kind: PartitionKind::HybridSelective }
+                .encode(),
+        ))
+        .unwrap();
+        assert!(matches!(
+            m,
+            ClientMessage::CreatePartition { partition, subpartitions: 3, kind: PartitionKind::HybridSelective }
+                if partition == p
+        ));
+        let m = ClientMessage::decode(body(ClientMessage::Release { partitions: vec![p, p] }.encode())).unwrap();
+        assert!(matches!(m, ClientMessage::Release { ref partitions } if partitions == &vec![p, p]));
+        assert!(matches!(
+            ClientMessage::decode(body(ClientMessage::ReleaseNamespace.encode())).unwrap(),
+            ClientMessage::ReleaseNamespace
+        ));
         let m = ServerMessage::decode(body(
             ServerMessage::Error { code: ErrorCode::UnknownChannel, detail: 5, message: "no".into() }.encode(),
         ))
