@@ -36,6 +36,9 @@ enum Command {
         /// handing batches over in-process.
         #[arg(long, value_name = "ADDR")]
         shuffle_server: Option<String>,
+        /// Start from the job's latest completed checkpoint under `state.checkpoints.dir`.
+        #[arg(long)]
+        resume: bool,
         /// Write the final SELECT's changelog here, one JSON object per row.
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
@@ -94,10 +97,11 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, parallelism, shuffle_server, output, quiet, stats_json } => run::run_file(
+        Command::Run { file, parallelism, shuffle_server, resume, output, quiet, stats_json } => run::run_file(
             &file,
             parallelism,
             shuffle_server.as_deref(),
+            resume,
             output.as_deref(),
             quiet,
             stats_json.as_deref(),

@@ -7,14 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use arrow::datatypes::SchemaRef;
-use weir_dataflow::config::JobConfig;
+use weir_dataflow::config::{CheckpointConfig, JobConfig};
 use weir_dataflow::event::ChangeBatch;
 use weir_dataflow::graph::JobGraph;
+use weir_dataflow::ids::{AttemptNumber, JobId};
 use weir_dataflow::sql::plan_script;
 use weir_shuffle_service::LocalShuffle;
 use weir_shuffle_service::remote::RemoteShuffle;
+use weir_state_store::{CheckpointStore, StateLocation};
+use weir_workers::checkpoint::CheckpointSetup;
 use weir_workers::output::{write_changelog_json, write_plain};
 use weir_workers::runtime::{JobCounters, LocalJob, run_local};
 
@@ -31,6 +34,7 @@ pub fn run_file(
     file: &Path,
     parallelism: Option<u32>,
     shuffle_server: Option<&str>,
+    resume: bool,
     output: Option<&Path>,
     quiet: bool,
     stats_json: Option<&Path>,
@@ -41,7 +45,15 @@ pub fn run_file(
         None if quiet => Box::new(DiscardSink),
         None => Box::new(TableauSink::default()),
     };
-    let stats = run_sql(&sql, &file.display().to_string(), parallelism, shuffle_server, sink.as_mut(), !quiet)?;
+    let options = RunOptions {
+        name: file.display().to_string(),
+        job_name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into()),
+        parallelism,
+        shuffle_server: shuffle_server.map(str::to_string),
+        resume,
+        progress: !quiet,
+    };
+    let stats = run_sql(&sql, &options, sink.as_mut())?;
     sink.finish()?;
     if let Some(path) = stats_json {
         let usage = resource_usage();
@@ -201,15 +213,23 @@ fn clip(s: &str, width: usize) -> String {
     t
 }
 
+/// How `weir run` runs a script.
+pub struct RunOptions {
+    /// The script's name in error messages.
+    pub name: String,
+    /// The job's name under `state.checkpoints.dir` unless `pipeline.name` is set.
+    pub job_name: String,
+    pub parallelism: Option<u32>,
+    pub shuffle_server: Option<String>,
+    /// Start from the latest completed checkpoint of this job, if there is one.
+    pub resume: bool,
+    pub progress: bool,
+}
+
 /// Plans and runs a script; rows of its final `SELECT` go to `sink`.
-pub fn run_sql(
-    sql: &str,
-    name: &str,
-    parallelism: Option<u32>,
-    shuffle_server: Option<&str>,
-    sink: &mut dyn ResultSink,
-    progress: bool,
-) -> Result<RunStats> {
+pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Result<RunStats> {
+    let (name, parallelism, progress) = (options.name.as_str(), options.parallelism, options.progress);
+    let shuffle_server = options.shuffle_server.as_deref();
     let mut config = JobConfig::default();
     if let Some(p) = parallelism {
         config.set("parallelism.default", &p.to_string()).map_err(|e| anyhow!("--parallelism: {e}"))?;
@@ -236,6 +256,11 @@ pub fn run_sql(
     };
     let graph = JobGraph::from_plan(&plan);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let checkpointing = match planned.config.checkpointing() {
+        Some(config) => Some(runtime.block_on(checkpoint_setup(config, &planned.config, options))?),
+        None if options.resume => bail!("--resume needs checkpoints: set 'execution.checkpointing.interval'"),
+        None => None,
+    };
     let counters = Arc::new(JobCounters::default());
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     let job = LocalJob {
@@ -251,6 +276,7 @@ pub fn run_sql(
         },
         collect: Some(sender),
         counters: counters.clone(),
+        checkpointing,
     };
     let started = Instant::now();
     let show_progress = progress && std::io::stderr().is_terminal();
@@ -317,4 +343,36 @@ fn resource_usage() -> (f64, u64) {
 /// Nanoseconds since the Unix epoch, to tell runs apart.
 fn unix_nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// Where this run's checkpoints go and which one it starts from.
+async fn checkpoint_setup(
+    config: CheckpointConfig,
+    job_config: &JobConfig,
+    options: &RunOptions,
+) -> Result<CheckpointSetup> {
+    let location = StateLocation::parse(&config.dir).map_err(|e| anyhow!("state.checkpoints.dir: {e}"))?;
+    let job = JobId(job_config.pipeline_name().unwrap_or(&options.job_name).to_string());
+    let restore = if options.resume {
+        let store = CheckpointStore::new(location.clone(), job.clone(), config.num_retained);
+        let latest = store.latest_completed().await.map_err(|e| anyhow!("cannot resume job '{job}': {e}"))?;
+        for warning in &latest.warnings {
+            eprintln!("warning: skipped checkpoint {}: {}", warning.path, warning.reason);
+        }
+        match latest.checkpoint {
+            Some(checkpoint) => {
+                eprintln!("resuming job '{job}' from checkpoint {} in {}", checkpoint.id, config.dir);
+                Some(checkpoint)
+            }
+            None => {
+                eprintln!("job '{job}' has no completed checkpoint in {}: starting from the beginning", config.dir);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // Every run is a new attempt with databases of its own; the clock tells attempts apart.
+    let attempt = AttemptNumber((unix_nanos() / 1_000_000) as u32);
+    Ok(CheckpointSetup { config, location, job, attempt, restore })
 }

@@ -94,7 +94,22 @@ impl JobConfig {
                     .ok_or_else(|| invalid("expected an integer between 1 and 32768"))?;
             }
             "execution.checkpointing.interval" => {
-                self.checkpoint_interval = Some(parse_duration(value).map_err(|e| invalid(&e))?);
+                let d = parse_duration(value).map_err(|e| invalid(&e))?;
+                self.checkpoint_interval = (!d.is_zero()).then_some(d);
+            }
+            "execution.checkpointing.unaligned" => {
+                parse_bool(value).map_err(|e| invalid(&e))?;
+            }
+            "state.checkpoints.num-retained" => {
+                value
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| invalid("expected an integer ≥ 1"))?;
+            }
+            "execution.checkpointing.tolerable-failed-checkpoints" => {
+                value.trim().parse::<u32>().map_err(|_| invalid("expected a non-negative integer"))?;
             }
             "table.exec.source.idle-timeout" => {
                 let d = parse_duration(value).map_err(|e| invalid(&e))?;
@@ -134,6 +149,60 @@ impl JobConfig {
 
     pub fn unknown_keys(&self) -> Vec<&str> {
         self.values.keys().map(String::as_str).filter(|k| !KNOWN_KEYS.contains(k)).collect()
+    }
+}
+
+/// How a job takes checkpoints, from Flink's option names; `None` when checkpointing is off
+/// (`execution.checkpointing.interval` unset or zero).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    pub interval: Duration,
+    /// `execution.checkpointing.unaligned`: snapshot on the first barrier, with in-flight data.
+    pub unaligned: bool,
+    /// `state.checkpoints.dir`: a folder, `file:///…` or `s3://bucket/prefix`.
+    pub dir: String,
+    /// `state.checkpoints.num-retained`.
+    pub num_retained: usize,
+    /// `execution.checkpointing.tolerable-failed-checkpoints`: consecutive failed checkpoints
+    /// the job survives.
+    pub tolerable_failures: u32,
+}
+
+/// Where checkpoints go when `state.checkpoints.dir` is not set: beside where the job runs.
+pub const DEFAULT_CHECKPOINTS_DIR: &str = "weir-checkpoints";
+
+impl JobConfig {
+    /// The checkpointing options. Values were validated when set.
+    pub fn checkpointing(&self) -> Option<CheckpointConfig> {
+        let interval = self.checkpoint_interval?;
+        Some(CheckpointConfig {
+            interval,
+            unaligned: self.get("execution.checkpointing.unaligned").and_then(|v| parse_bool(v).ok()).unwrap_or(false),
+            dir: self.get("state.checkpoints.dir").unwrap_or(DEFAULT_CHECKPOINTS_DIR).to_string(),
+            num_retained: self.get("state.checkpoints.num-retained").and_then(|v| v.trim().parse().ok()).unwrap_or(1),
+            tolerable_failures: self
+                .get("execution.checkpointing.tolerable-failed-checkpoints")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
+        })
+    }
+
+    /// `execution.savepoint.path`: the checkpoint or savepoint to start from.
+    pub fn savepoint_path(&self) -> Option<&str> {
+        self.get("execution.savepoint.path").map(str::trim).filter(|p| !p.is_empty())
+    }
+
+    /// `pipeline.name`, which names the job's folder under `state.checkpoints.dir`.
+    pub fn pipeline_name(&self) -> Option<&str> {
+        self.get("pipeline.name").map(str::trim).filter(|p| !p.is_empty())
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected true or false".to_string()),
     }
 }
 

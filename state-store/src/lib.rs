@@ -20,6 +20,7 @@ pub mod keys;
 pub mod location;
 pub mod primitives;
 pub mod retry;
+pub mod scan;
 pub mod testing;
 pub mod timers;
 pub mod ttl;

@@ -21,6 +21,10 @@ pub enum TaskError {
     Unsupported(String),
     #[error("the job was cancelled")]
     Cancelled,
+    #[error("checkpoint failed: {0}")]
+    Checkpoint(String),
+    #[error(transparent)]
+    State(#[from] weir_state_store::StateError),
 }
 
 pub type TaskResult<T> = Result<T, TaskError>;

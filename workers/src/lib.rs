@@ -4,6 +4,7 @@
 //! Today a worker runs jobs in-process (`weir run`); registration with the control plane
 //! and remote deployment come with the control plane.
 
+pub mod checkpoint;
 pub mod connectors;
 pub mod error;
 pub mod operators;

@@ -11,14 +11,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{ArrayRef, UInt32Array};
 use arrow_row::{RowConverter, SortField};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
 use weir_dataflow::event::{ChangeBatch, MAX_WATERMARK, MIN_WATERMARK, StreamEvent, Timestamp};
 use weir_dataflow::graph::{JobEdge, JobGraph, JobVertex};
-use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex};
-use weir_dataflow::keygroup::{key_group_for_hash, operator_index_for_key_group, stable_hash};
+use weir_dataflow::ids::{ChannelId, CheckpointId, PartitionId, SubtaskIndex, VertexId};
+use weir_dataflow::keygroup::{
+    key_group_for_hash, key_group_range_for_subtask, operator_index_for_key_group, stable_hash,
+};
 use weir_dataflow::plan::{OperatorSpec, Partitioning, StreamPlan};
 use weir_shuffle_service::{GateId, InputGate, PartitionWriter, ShuffleService};
 
+use weir_state_store::{KeyedStateBackend, OperatorId, StateOptions, SubtaskStateId};
+
+use crate::checkpoint::align::{AlignStep, BarrierAligner};
+use crate::checkpoint::coordinator::Coordinator;
+use crate::checkpoint::{CheckpointSetup, RestoredState, SnapshotContext, TaskReport};
 use crate::connectors::{self, Source};
 use crate::error::{TaskError, TaskResult};
 use crate::operators::{Emitted, Operator, Output, create_operator};
@@ -44,6 +52,21 @@ pub struct LocalJob {
     /// Where the rows of a `Collect` sink go.
     pub collect: Option<UnboundedSender<ChangeBatch>>,
     pub counters: Arc<JobCounters>,
+    /// Checkpointing, when `execution.checkpointing.interval` is set.
+    pub checkpointing: Option<CheckpointSetup>,
+}
+
+/// The checkpoint side of a task.
+struct TaskCheckpointing {
+    reports: UnboundedSender<TaskReport>,
+    /// Completed checkpoints; `None` once the coordinator has gone.
+    completed: Option<watch::Receiver<Option<CheckpointId>>>,
+    /// A source task's checkpoint triggers.
+    triggers: Option<UnboundedReceiver<CheckpointId>>,
+    /// Keyed state, when an operator of the chain keeps some.
+    backend: Option<KeyedStateBackend>,
+    /// The newest checkpoint whose barrier this task has emitted.
+    last_barrier: Option<CheckpointId>,
 }
 
 /// Runs every subtask of the job to completion; the first failure cancels the rest.
@@ -75,9 +98,14 @@ pub async fn run_local(job: LocalJob) -> TaskResult<()> {
         }
         gates.push(per_subtask);
     }
+    let (reports, report_queue) = mpsc::unbounded_channel();
+    let (completed, completed_watch) = watch::channel(None);
+    let mut triggers = Vec::new();
+    let mut task_keys = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for (v, vertex) in job.graph.vertices.iter().enumerate() {
         for s in 0..vertex.parallelism {
+            task_keys.push((vertex.id, SubtaskIndex(s)));
             let mut outputs = Vec::with_capacity(vertex.outputs.len());
             for &e in &vertex.outputs {
                 let edge = &job.graph.edges[e];
@@ -92,11 +120,29 @@ pub async fn run_local(job: LocalJob) -> TaskResult<()> {
                     .await?;
                 outputs.push(OutputEdge::new(edge, writer, s, &job.plan, vertex)?);
             }
-            let task = Task::build(&job, vertex, s, outputs)?;
+            let mut task = Task::build(&job, vertex, s, outputs)?;
+            if let Some(setup) = &job.checkpointing {
+                let trigger = if vertex.inputs.is_empty() {
+                    let (send, receive) = mpsc::unbounded_channel();
+                    triggers.push(send);
+                    Some(receive)
+                } else {
+                    None
+                };
+                task.enable_checkpoints(&job, setup, vertex, trigger, reports.clone(), completed_watch.clone()).await?;
+            }
             let input = gates[v][s as usize].take();
             tasks.spawn(task.run(input));
         }
     }
+    drop(reports);
+    let coordinator = match job.checkpointing.clone() {
+        Some(setup) => {
+            let coordinator = Coordinator::new(setup, task_keys, triggers, report_queue, completed).await?;
+            Some(tokio::spawn(coordinator.run()))
+        }
+        None => None,
+    };
     let mut first_error = None;
     while let Some(result) = tasks.join_next().await {
         let outcome = match result {
@@ -110,15 +156,33 @@ pub async fn run_local(job: LocalJob) -> TaskResult<()> {
             tasks.abort_all();
         }
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(()),
+    if let Some(e) = first_error {
+        if let Some(c) = coordinator {
+            c.abort();
+        }
+        return Err(e);
     }
+    if let Some(coordinator) = coordinator {
+        let last = coordinator
+            .await
+            .map_err(|e| TaskError::Unsupported(format!("the checkpoint coordinator panicked: {e}")))??;
+        // The job is done and its last checkpoint records every task's final state: publish what
+        // the exactly-once sinks hold.
+        if let Some(last) = last {
+            connectors::sinks::commit_finished(&job.plan, &last)?;
+        }
+    }
+    Ok(())
 }
 
 struct Task {
+    vertex: VertexId,
+    subtask: u32,
     source: Option<Box<dyn Source>>,
     chain: Vec<Box<dyn Operator>>,
+    /// The plan node of each operator of `chain`: its id in checkpoints.
+    chain_nodes: Vec<usize>,
+    checkpointing: Option<TaskCheckpointing>,
     outputs: Vec<OutputEdge>,
     counters: Arc<JobCounters>,
     watermark: Timestamp,
@@ -131,8 +195,12 @@ impl Task {
     fn build(job: &LocalJob, vertex: &JobVertex, subtask: u32, outputs: Vec<OutputEdge>) -> TaskResult<Task> {
         let mut source = None;
         let mut chain: Vec<Box<dyn Operator>> = Vec::new();
+        let mut chain_nodes = Vec::new();
         for (i, &node_id) in vertex.chain.iter().enumerate() {
             let node = &job.plan.nodes[node_id];
+            if !matches!(node.op, OperatorSpec::Source(_)) {
+                chain_nodes.push(node_id);
+            }
             match &node.op {
                 OperatorSpec::Source(spec) => {
                     debug_assert_eq!(i, 0, "a source heads its chain");
@@ -150,6 +218,7 @@ impl Task {
                         node,
                         subtask,
                         job.collect.clone(),
+                        job.checkpointing.as_ref().map(|c| c.attempt.0),
                         job.counters.clone(),
                     )?);
                 }
@@ -161,8 +230,12 @@ impl Task {
             _ => None,
         });
         Ok(Task {
+            vertex: vertex.id,
+            subtask,
             source,
             chain,
+            chain_nodes,
+            checkpointing: None,
             outputs,
             counters: job.counters.clone(),
             watermark: MIN_WATERMARK,
@@ -190,13 +263,57 @@ impl Task {
                 let Some(batch) = source.next_batch()? else { break };
                 self.counters.source_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 self.push(Item::Batch(0, ChangeBatch::inserts(batch))).await?;
+                // Between batches: checkpoints the coordinator asked for, and completed ones.
+                let (triggered, completed) = match self.checkpointing.as_mut() {
+                    Some(c) => {
+                        let mut triggered = Vec::new();
+                        if let Some(t) = c.triggers.as_mut() {
+                            while let Ok(id) = t.try_recv() {
+                                triggered.push(id);
+                            }
+                        }
+                        let completed = match c.completed.as_mut() {
+                            Some(w) if w.has_changed().unwrap_or(false) => *w.borrow_and_update(),
+                            _ => None,
+                        };
+                        (triggered, completed)
+                    }
+                    None => (Vec::new(), None),
+                };
+                for id in triggered {
+                    self.checkpoint(id, Some(source.position())).await?;
+                }
+                if let Some(id) = completed {
+                    self.checkpoint_complete(id)?;
+                }
                 tokio::task::yield_now().await;
             }
+            self.source = Some(source);
         } else if let Some((mut gate, input_of_channel)) = input {
             let channels = input_of_channel.len();
             let mut marks = vec![MIN_WATERMARK; channels];
             let mut idle = vec![false; channels];
-            while let Some((channel, event)) = gate.next().await? {
+            let mut aligner = BarrierAligner::new(channels);
+            // Events of channels held back by an alignment, and released ones to handle first.
+            let mut held: Vec<std::collections::VecDeque<StreamEvent>> = vec![Default::default(); channels];
+            let mut released: std::collections::VecDeque<(usize, StreamEvent)> = Default::default();
+            loop {
+                let (channel, event) = match released.pop_front() {
+                    Some(next) => next,
+                    None => match self.next_input(gate.as_mut()).await? {
+                        Input::Event(channel, event) => (channel, event),
+                        Input::Completed(id) => {
+                            self.checkpoint_complete(id)?;
+                            continue;
+                        }
+                        Input::End => break,
+                    },
+                };
+                if aligner.is_blocked(channel) {
+                    held[channel].push_back(event);
+                    continue;
+                }
+                let mut steps = Vec::new();
                 match event {
                     StreamEvent::Data(batch) => {
                         // Rows make an idle channel active again.
@@ -216,8 +333,23 @@ impl Task {
                         marks[channel] = MAX_WATERMARK;
                         idle[channel] = false;
                         self.advance(&marks, &idle).await?;
+                        steps.extend(aligner.on_end(channel));
                     }
-                    StreamEvent::Barrier(_) => {}
+                    StreamEvent::Barrier(id) => steps = aligner.on_barrier(channel, id),
+                }
+                for step in steps {
+                    match step {
+                        AlignStep::Complete(id) => self.checkpoint(id, None).await?,
+                        AlignStep::Abandoned(id) => {
+                            if let Some(c) = &self.checkpointing {
+                                let reason = "a newer checkpoint's barrier overtook it".to_string();
+                                let _ = c.reports.send(TaskReport::Decline { checkpoint: id, reason });
+                            }
+                        }
+                    }
+                    for (c, events) in held.iter_mut().enumerate() {
+                        released.extend(events.drain(..).map(|e| (c, e)));
+                    }
                 }
             }
         }
@@ -278,8 +410,218 @@ impl Task {
         for output in &mut self.outputs {
             output.end().await?;
         }
+        if self.checkpointing.is_some() {
+            // The final record: a finished task's part of every later checkpoint. Its keyed state
+            // is not kept: it will never see input again.
+            let source = self.source.take().map(|s| s.position());
+            let position = self.record(CheckpointId(u64::MAX), source, false)?;
+            let c = self.checkpointing.as_mut().expect("checked above");
+            if let Some(backend) = c.backend.take() {
+                let _ = backend.close().await;
+            }
+            let finished = TaskReport::Finished {
+                vertex: self.vertex,
+                subtask: SubtaskIndex(self.subtask),
+                position,
+                last_barrier: c.last_barrier,
+            };
+            let _ = c.reports.send(finished);
+        }
         Ok(())
     }
+
+    /// Opens the task's keyed state (restoring it when the job starts from a checkpoint), checks
+    /// every operator can be checkpointed, and restores operator state and the source position.
+    async fn enable_checkpoints(
+        &mut self,
+        job: &LocalJob,
+        setup: &CheckpointSetup,
+        vertex: &JobVertex,
+        triggers: Option<UnboundedReceiver<CheckpointId>>,
+        reports: UnboundedSender<TaskReport>,
+        completed: watch::Receiver<Option<CheckpointId>>,
+    ) -> TaskResult<()> {
+        for (op, node) in self.chain.iter().zip(&self.chain_nodes) {
+            op.checkpointable().map_err(|why| {
+                TaskError::Unsupported(format!(
+                    "checkpointing is on (execution.checkpointing.interval) but {why} (operator {node}: {})",
+                    job.plan.nodes[*node].op.name()
+                ))
+            })?;
+        }
+        let key_groups = key_group_range_for_subtask(job.plan.max_parallelism, vertex.parallelism, self.subtask);
+        let restore = setup.restore.as_ref();
+        let backend = if self.chain.iter().any(|op| op.keeps_keyed_state()) {
+            let id = SubtaskStateId {
+                job: setup.job.clone(),
+                vertex: self.vertex,
+                subtask: SubtaskIndex(self.subtask),
+                attempt: setup.attempt,
+            };
+            let options = StateOptions {
+                max_parallelism: job.plan.max_parallelism,
+                // Operators keep their working set themselves: write-back is all this is for.
+                working_set_capacity: 0,
+                ..StateOptions::default()
+            };
+            let handles = restore.map(|r| r.handles_of(self.vertex)).unwrap_or_default();
+            Some(KeyedStateBackend::restore(&setup.location, id, key_groups, options, &handles).await?)
+        } else {
+            None
+        };
+        if let Some(restore) = restore {
+            let records: Vec<_> = restore.source_positions.iter().filter(|p| p.vertex == self.vertex).collect();
+            // Old subtask k's operator state goes to new subtask k mod parallelism: one owner each.
+            let mine: Vec<&serde_json::Value> = records
+                .iter()
+                .filter(|r| r.subtask.0 % vertex.parallelism == self.subtask)
+                .map(|r| &r.position)
+                .collect();
+            if let Some(source) = self.source.as_mut() {
+                let same = records.len() as u32 == vertex.parallelism;
+                let position = if same {
+                    mine.first().and_then(|p| p.get("source")).cloned()
+                } else {
+                    connectors::merge_positions(records.iter().filter_map(|r| r.position.get("source")))?
+                };
+                if let Some(position) = position {
+                    source.seek(&position)?;
+                }
+            }
+            for (op, node) in self.chain.iter_mut().zip(&self.chain_nodes) {
+                let mut state = RestoredState::default();
+                for record in &mine {
+                    if let Some(s) = record.get("operators").and_then(|o| o.get(node.to_string())) {
+                        state.operator_states.push(s.clone());
+                    }
+                }
+                if let Some(backend) = &backend {
+                    for (state_id, kg, key, value) in
+                        weir_state_store::scan::operator_values(backend, OperatorId(*node as u32)).await?
+                    {
+                        state.keyed.entry(state_id).or_default().push((kg, key, value));
+                    }
+                }
+                op.restore(state)?;
+            }
+        }
+        self.checkpointing =
+            Some(TaskCheckpointing { reports, completed: Some(completed), triggers, backend, last_barrier: None });
+        Ok(())
+    }
+
+    /// What the task records besides keyed state: its source's position and its operators'
+    /// per-subtask state. With `keyed`, operators also write their keyed state to the backend.
+    fn record(
+        &mut self,
+        id: CheckpointId,
+        source: Option<serde_json::Value>,
+        keyed: bool,
+    ) -> TaskResult<serde_json::Value> {
+        let mut operators = serde_json::Map::new();
+        let mut backend = self.checkpointing.as_mut().and_then(|c| c.backend.as_mut()).filter(|_| keyed);
+        for (op, node) in self.chain.iter_mut().zip(&self.chain_nodes) {
+            let mut ctx = SnapshotContext {
+                checkpoint: id,
+                backend: backend.as_deref_mut(),
+                operator: OperatorId(*node as u32),
+                operator_state: None,
+            };
+            op.snapshot(&mut ctx)?;
+            if let Some(state) = ctx.operator_state {
+                operators.insert(node.to_string(), state);
+            }
+        }
+        let mut record = serde_json::Map::new();
+        if let Some(source) = source {
+            record.insert("source".into(), source);
+        }
+        record.insert("operators".into(), serde_json::Value::Object(operators));
+        Ok(serde_json::Value::Object(record))
+    }
+
+    /// Takes this task's part of checkpoint `id` and passes the barrier on. The keyed state's
+    /// upload finishes in the background; the acknowledgement goes when it is stored.
+    async fn checkpoint(&mut self, id: CheckpointId, source: Option<serde_json::Value>) -> TaskResult<()> {
+        let position = self.record(id, source, true)?;
+        let c = self.checkpointing.as_mut().expect("checkpoints are only taken when enabled");
+        let pending = match c.backend.as_mut() {
+            Some(backend) => match backend.snapshot(id).await {
+                Ok(pending) => Some(pending),
+                Err(e) => {
+                    let _ = c.reports.send(TaskReport::Decline { checkpoint: id, reason: e.to_string() });
+                    None
+                }
+            },
+            None => None,
+        };
+        c.last_barrier = Some(id);
+        let (reports, has_state) = (c.reports.clone(), c.backend.is_some());
+        for output in &mut self.outputs {
+            output.barrier(id).await?;
+        }
+        let (vertex, subtask) = (self.vertex, SubtaskIndex(self.subtask));
+        if has_state && pending.is_none() {
+            return Ok(());
+        }
+        tokio::spawn(async move {
+            let report = match pending {
+                None => TaskReport::Ack { checkpoint: id, vertex, subtask, handle: None, position },
+                Some(pending) => match pending.wait().await {
+                    Ok(handle) => TaskReport::Ack { checkpoint: id, vertex, subtask, handle: Some(handle), position },
+                    Err(e) => TaskReport::Decline { checkpoint: id, reason: e.to_string() },
+                },
+            };
+            let _ = reports.send(report);
+        });
+        Ok(())
+    }
+
+    fn checkpoint_complete(&mut self, id: CheckpointId) -> TaskResult<()> {
+        for op in &mut self.chain {
+            op.checkpoint_complete(id)?;
+        }
+        Ok(())
+    }
+
+    /// The next input event, or a completed checkpoint to announce to the chain.
+    async fn next_input(&mut self, gate: &mut dyn InputGate) -> TaskResult<Input> {
+        let as_input = |next: Option<(usize, StreamEvent)>| match next {
+            Some((channel, event)) => Input::Event(channel, event),
+            None => Input::End,
+        };
+        loop {
+            let Some(completed) = self.checkpointing.as_mut().and_then(|c| c.completed.as_mut()) else {
+                return Ok(as_input(gate.next().await?));
+            };
+            let woke = tokio::select! {
+                biased;
+                changed = completed.changed() => Woke::Completed(changed.is_ok()),
+                next = gate.next() => Woke::Input(next),
+            };
+            match woke {
+                Woke::Input(next) => return Ok(as_input(next?)),
+                Woke::Completed(true) => {
+                    if let Some(id) = *completed.borrow_and_update() {
+                        return Ok(Input::Completed(id));
+                    }
+                }
+                // The coordinator is gone: only input is left to wait for.
+                Woke::Completed(false) => self.checkpointing.as_mut().expect("enabled").completed = None,
+            }
+        }
+    }
+}
+
+enum Woke {
+    Completed(bool),
+    Input(Result<Option<(usize, StreamEvent)>, weir_shuffle_service::ShuffleError>),
+}
+
+enum Input {
+    Event(usize, StreamEvent),
+    Completed(CheckpointId),
+    End,
 }
 
 enum Item {
@@ -406,6 +748,13 @@ impl OutputEdge {
                     }
                 }
             },
+        }
+        Ok(())
+    }
+
+    async fn barrier(&mut self, id: CheckpointId) -> TaskResult<()> {
+        for s in 0..self.writer.num_subpartitions() {
+            self.writer.send(s, StreamEvent::Barrier(id)).await?;
         }
         Ok(())
     }

@@ -2,8 +2,9 @@
 //! directory (hidden files, starting with `.` or `_`, are skipped as Flink skips them). Files
 //! are shared among the source's subtasks; each file is read front to back.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
@@ -28,11 +29,17 @@ pub struct FileSource {
     ignore_parse_errors: bool,
     /// Counts lines skipped as malformed under `*.ignore-parse-errors`.
     counters: Arc<JobCounters>,
+    /// Files read to their end, for the position.
+    done: Vec<PathBuf>,
+    /// Restored offsets (and line numbers) of files not yet opened.
+    resume_at: HashMap<PathBuf, (u64, u64)>,
 }
 
 struct OpenFile {
     path: PathBuf,
     file: File,
+    /// The file offset of `buffer[0]`.
+    base: u64,
     buffer: Vec<u8>,
     /// Start of unread data in `buffer`.
     start: usize,
@@ -148,6 +155,8 @@ impl FileSource {
             decoder,
             ignore_parse_errors: options.ignore_parse_errors,
             counters,
+            done: Vec::new(),
+            resume_at: HashMap::new(),
         })
     }
 
@@ -156,11 +165,41 @@ impl FileSource {
             return Ok(false);
         };
         self.next_file += 1;
-        let file = File::open(&path).map_err(|e| TaskError::Io { path: path.display().to_string(), source: e })?;
-        self.current =
-            Some(OpenFile { path, file, buffer: Vec::with_capacity(READ_CHUNK), start: 0, line: 0, eof: false });
+        let (offset, line) = self.resume_at.remove(&path).unwrap_or((0, 0));
+        let mut file = File::open(&path).map_err(|e| TaskError::Io { path: path.display().to_string(), source: e })?;
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| TaskError::Io { path: path.display().to_string(), source: e })?;
+        }
+        self.current = Some(OpenFile {
+            path,
+            file,
+            base: offset,
+            buffer: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+            line,
+            eof: false,
+        });
         Ok(true)
     }
+}
+
+/// Where a file source is: the files it has finished and how far it is into the others. The
+/// same shape serves one subtask and the union of several (a restore at another parallelism),
+/// since each file is read by exactly one subtask.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePosition {
+    pub done: Vec<String>,
+    pub partial: Vec<PartialFile>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialFile {
+    pub path: String,
+    pub offset: u64,
+    pub line: u64,
 }
 
 impl Source for FileSource {
@@ -213,10 +252,13 @@ impl Source for FileSource {
                         }
                     }
                 }
-                self.current = None;
+                if let Some(f) = self.current.take() {
+                    self.done.push(f.path);
+                }
                 continue;
             }
             // Refill: keep the partial line, read the next chunk after it.
+            f.base += f.start as u64;
             f.buffer.drain(..f.start);
             f.start = 0;
             let len = f.buffer.len();
@@ -230,5 +272,36 @@ impl Source for FileSource {
                 f.eof = true;
             }
         }
+    }
+
+    fn position(&self) -> serde_json::Value {
+        let name = |p: &Path| p.display().to_string();
+        let mut position = FilePosition { done: self.done.iter().map(|p| name(p)).collect(), partial: Vec::new() };
+        if let Some(f) = &self.current {
+            position.partial.push(PartialFile { path: name(&f.path), offset: f.base + f.start as u64, line: f.line });
+        }
+        // Files restored but not reopened yet keep their restored place.
+        for (path, (offset, line)) in &self.resume_at {
+            position.partial.push(PartialFile { path: name(path), offset: *offset, line: *line });
+        }
+        serde_json::to_value(position).expect("a file position serializes")
+    }
+
+    fn seek(&mut self, position: &serde_json::Value) -> TaskResult<()> {
+        let position: FilePosition = serde_json::from_value(position.clone())
+            .map_err(|e| TaskError::Config(format!("not a file source position ({e}): {position}")))?;
+        let done: std::collections::HashSet<PathBuf> = position.done.iter().map(PathBuf::from).collect();
+        self.done = self.files.iter().filter(|f| done.contains(*f)).cloned().collect();
+        self.files.retain(|f| !done.contains(f));
+        self.next_file = 0;
+        self.current = None;
+        let mine: std::collections::HashSet<&PathBuf> = self.files.iter().collect();
+        self.resume_at = position
+            .partial
+            .into_iter()
+            .map(|p| (PathBuf::from(p.path), (p.offset, p.line)))
+            .filter(|(path, _)| mine.contains(path))
+            .collect();
+        Ok(())
     }
 }

@@ -36,6 +36,42 @@ pub trait Source: Send {
     fn next_due(&self) -> Option<Duration> {
         None
     }
+
+    /// Where this instance is: restoring it with [`seek`](Self::seek) resumes right after the
+    /// last batch [`next_batch`](Self::next_batch) returned.
+    fn position(&self) -> serde_json::Value;
+
+    /// Resumes at a position taken by [`position`](Self::position) of the same subtask.
+    fn seek(&mut self, position: &serde_json::Value) -> TaskResult<()>;
+}
+
+/// Joins the positions of all old subtasks of a source, for a restore at another parallelism.
+/// Each file is read by one subtask, so file positions join by union; a generator's split
+/// layout depends on the parallelism, so generators cannot move yet.
+pub fn merge_positions<'a>(
+    positions: impl Iterator<Item = &'a serde_json::Value>,
+) -> TaskResult<Option<serde_json::Value>> {
+    let mut merged = filesystem::FilePosition::default();
+    let mut any = false;
+    for position in positions {
+        any = true;
+        let file: filesystem::FilePosition = serde_json::from_value(position.clone()).map_err(|_| {
+            TaskError::Unsupported(
+                "a generator source (nexmark, datagen) cannot be restored at a different parallelism yet".into(),
+            )
+        })?;
+        merged.done.extend(file.done);
+        merged.partial.extend(file.partial);
+    }
+    Ok(any.then(|| serde_json::to_value(merged).expect("a file position serializes")))
+}
+
+/// A generator's position: how many rows its split has emitted.
+fn generator_position(position: &serde_json::Value) -> TaskResult<u64> {
+    position
+        .get("rows")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| TaskError::Config(format!("not a generator source position: {position}")))
 }
 
 /// Creates subtask `subtask` of `parallelism` of a table source producing `schema`.
@@ -98,6 +134,15 @@ impl Source for NexmarkSource {
         // so downstream schema checks see exactly what they expect.
         Ok(Some(RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?))
     }
+
+    fn position(&self) -> serde_json::Value {
+        serde_json::json!({ "rows": self.generator.position() })
+    }
+
+    fn seek(&mut self, position: &serde_json::Value) -> TaskResult<()> {
+        self.generator.seek(generator_position(position)?);
+        Ok(())
+    }
 }
 
 /// Flink's `datagen`: always paced at `rows-per-second`.
@@ -119,6 +164,15 @@ impl Source for DatagenSource {
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         Ok(Some(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?))
     }
+
+    fn position(&self) -> serde_json::Value {
+        serde_json::json!({ "rows": self.generator.position() })
+    }
+
+    fn seek(&mut self, position: &serde_json::Value) -> TaskResult<()> {
+        self.generator.seek(generator_position(position)?);
+        Ok(())
+    }
 }
 
 /// Creates the sink operator at the end of a chain.
@@ -127,6 +181,7 @@ pub fn create_sink(
     node: &PlanNode,
     subtask: u32,
     collect: Option<UnboundedSender<ChangeBatch>>,
+    exactly_once_attempt: Option<u32>,
     counters: Arc<JobCounters>,
 ) -> TaskResult<Box<dyn Operator>> {
     match spec {
@@ -137,7 +192,9 @@ pub fn create_sink(
         SinkSpec::Table { table, connector, options } => match connector.as_str() {
             "blackhole" => Ok(Box::new(sinks::BlackholeSink::new(counters))),
             "print" => Ok(Box::new(sinks::PrintSink::new(options, subtask, node.parallelism, counters))),
-            "filesystem" => Ok(Box::new(sinks::FileSink::try_new(table, options, node, subtask, counters)?)),
+            "filesystem" => {
+                Ok(Box::new(sinks::FileSink::try_new(table, options, node, subtask, exactly_once_attempt, counters)?))
+            }
             other => Err(TaskError::Config(format!("connector '{other}' cannot be written (table '{table}')"))),
         },
     }

@@ -3,14 +3,17 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc::UnboundedSender;
 use weir_dataflow::event::ChangeBatch;
-use weir_dataflow::plan::{ChangelogMode, PlanNode};
+use weir_dataflow::ids::CheckpointId;
+use weir_dataflow::plan::{ChangelogMode, OperatorSpec, PlanNode, SinkSpec, StreamPlan};
+use weir_state_store::CompletedCheckpoint;
 
+use crate::checkpoint::{RestoredState, SnapshotContext};
 use crate::error::{TaskError, TaskResult};
 use crate::operators::{Operator, Output};
 use crate::output::{write_json_string, write_json_value, write_plain, write_print_row};
@@ -29,6 +32,10 @@ impl CollectSink {
 }
 
 impl Operator for CollectSink {
+    fn checkpointable(&self) -> Result<(), String> {
+        crate::operators::stateless()
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> TaskResult<()> {
         self.counters.output_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         self.sender.send(batch).map_err(|_| TaskError::Cancelled)
@@ -51,6 +58,10 @@ impl BlackholeSink {
 }
 
 impl Operator for BlackholeSink {
+    fn checkpointable(&self) -> Result<(), String> {
+        crate::operators::stateless()
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> TaskResult<()> {
         self.counters.output_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         Ok(())
@@ -86,6 +97,10 @@ impl PrintSink {
 }
 
 impl Operator for PrintSink {
+    fn checkpointable(&self) -> Result<(), String> {
+        crate::operators::stateless()
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> TaskResult<()> {
         self.counters.output_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         let mut text = String::new();
@@ -107,13 +122,76 @@ impl Operator for PrintSink {
     }
 }
 
-/// The `filesystem` sink: one part file per subtask under the table's path, json or csv.
+/// The `filesystem` sink: part files under the table's path, json or csv.
+///
+/// Without checkpoints it writes one part file per subtask. With checkpoints it is exactly-once,
+/// as Flink's FileSink: rows go to a hidden in-progress file; at a checkpoint that file is closed
+/// and becomes pending (hidden too, so readers of the folder never see it); when the checkpoint
+/// completes, its pending files are renamed to their final names. After a failure, the restored
+/// checkpoint's pending files are published and every other hidden file of the failed attempt is
+/// deleted, so each row of the output is there exactly once.
 pub struct FileSink {
-    path: PathBuf,
-    writer: BufWriter<File>,
+    dir: PathBuf,
+    extension: &'static str,
+    subtask: u32,
+    parallelism: u32,
     csv: bool,
     counters: Arc<JobCounters>,
     names: Vec<String>,
+    current: Option<(PathBuf, BufWriter<File>)>,
+    /// `Some(attempt)` with checkpoints: part files are named by attempt and committed in two phases.
+    attempt: Option<u32>,
+    next_part: u64,
+    /// Closed files waiting for the checkpoint that covers them: (checkpoint, pending file).
+    pending: Vec<(u64, PathBuf)>,
+}
+
+/// A sink's part of a checkpoint: its pending files, by the checkpoint that closed them.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSinkState {
+    pending: Vec<(u64, String)>,
+}
+
+/// The final name of a pending part file: the same name, visible.
+fn published_name(pending: &Path) -> Option<PathBuf> {
+    let name = pending.file_name()?.to_str()?;
+    let visible = name.strip_prefix('.')?.strip_suffix(".pending")?;
+    Some(pending.with_file_name(visible))
+}
+
+/// Publishes a pending part file; publishing one already published does nothing.
+fn publish(pending: &Path) -> TaskResult<()> {
+    let io = |e| TaskError::Io { path: pending.display().to_string(), source: e };
+    let Some(target) = published_name(pending) else {
+        return Err(TaskError::Config(format!("not a pending part file: {}", pending.display())));
+    };
+    match std::fs::rename(pending, &target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && target.exists() => Ok(()),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Publishes what finished file sinks hold in the job's last checkpoint: the job is done.
+pub fn commit_finished(plan: &StreamPlan, last: &CompletedCheckpoint) -> TaskResult<()> {
+    for record in &last.source_positions {
+        let Some(operators) = record.position.get("operators").and_then(|o| o.as_object()) else { continue };
+        for (node, state) in operators {
+            let is_file_sink = node.parse::<usize>().ok().and_then(|n| plan.nodes.get(n)).is_some_and(
+                |n| matches!(&n.op, OperatorSpec::Sink(SinkSpec::Table { connector, .. }) if connector == "filesystem"),
+            );
+            if !is_file_sink {
+                continue;
+            }
+            let state: FileSinkState = serde_json::from_value(state.clone())
+                .map_err(|e| TaskError::Config(format!("a file sink's checkpointed state is malformed: {e}")))?;
+            for (_, path) in state.pending {
+                publish(Path::new(&path))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl FileSink {
@@ -122,6 +200,7 @@ impl FileSink {
         options: &BTreeMap<String, String>,
         node: &PlanNode,
         subtask: u32,
+        attempt: Option<u32>,
         counters: Arc<JobCounters>,
     ) -> TaskResult<Self> {
         if node.changelog == ChangelogMode::Retract {
@@ -133,21 +212,124 @@ impl FileSink {
         let dir = PathBuf::from(dir.strip_prefix("file://").unwrap_or(dir));
         std::fs::create_dir_all(&dir).map_err(|e| TaskError::Io { path: dir.display().to_string(), source: e })?;
         let format = options.get("format").map(String::as_str).unwrap_or("json");
-        let csv = match format {
-            "json" => false,
-            "csv" => true,
+        let (csv, extension) = match format {
+            "json" => (false, "json"),
+            "csv" => (true, "csv"),
             other => return Err(TaskError::Config(format!("table '{table}': cannot write format '{other}'"))),
         };
-        let path = dir.join(format!("part-{subtask}-0.{format}"));
-        let file = File::create(&path).map_err(|e| TaskError::Io { path: path.display().to_string(), source: e })?;
         let names = node.schema.fields().iter().map(|f| f.name().clone()).collect();
-        Ok(FileSink { path, writer: BufWriter::new(file), csv, counters, names })
+        let mut sink = FileSink {
+            dir,
+            extension,
+            subtask,
+            parallelism: node.parallelism,
+            csv,
+            counters,
+            names,
+            current: None,
+            attempt,
+            next_part: 0,
+            pending: Vec::new(),
+        };
+        if attempt.is_none() {
+            // One file per subtask, created even when no row arrives, as before checkpoints.
+            sink.open()?;
+        }
+        Ok(sink)
+    }
+
+    fn open(&mut self) -> TaskResult<()> {
+        let path = match self.attempt {
+            None => self.dir.join(format!("part-{}-0.{}", self.subtask, self.extension)),
+            Some(attempt) => self
+                .dir
+                .join(format!(".part-{}-{attempt}-{}.{}.inprogress", self.subtask, self.next_part, self.extension)),
+        };
+        let file = File::create(&path).map_err(|e| TaskError::Io { path: path.display().to_string(), source: e })?;
+        self.current = Some((path, BufWriter::new(file)));
+        Ok(())
+    }
+
+    /// Closes the in-progress file; with checkpoints it becomes pending for checkpoint `id`.
+    fn close(&mut self, id: u64) -> TaskResult<()> {
+        let Some((path, mut writer)) = self.current.take() else { return Ok(()) };
+        let io = |e| TaskError::Io { path: path.display().to_string(), source: e };
+        writer.flush().map_err(io)?;
+        let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
+        if self.attempt.is_some() {
+            file.sync_all().map_err(io)?;
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let pending = path.with_file_name(format!("{}.pending", name.trim_end_matches(".inprogress")));
+            std::fs::rename(&path, &pending).map_err(io)?;
+            self.pending.push((id, pending));
+            self.next_part += 1;
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let pending = self.pending.iter().map(|(id, p)| (*id, p.display().to_string())).collect();
+        serde_json::to_value(FileSinkState { pending }).expect("a sink state serializes")
+    }
+
+    /// Deletes hidden part files of subtasks this one stands in for after a restore: what a
+    /// failed attempt left in progress or pending for a checkpoint that never completed.
+    fn delete_leftovers(&self) -> TaskResult<()> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| TaskError::Io { path: self.dir.display().to_string(), source: e })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".part-")) else { continue };
+            let Some(owner) = rest.split('-').next().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if owner % self.parallelism == self.subtask && (rest.ends_with(".inprogress") || rest.ends_with(".pending"))
+            {
+                let path = entry.path();
+                std::fs::remove_file(&path)
+                    .map_err(|e| TaskError::Io { path: path.display().to_string(), source: e })?;
+            }
+        }
+        Ok(())
     }
 }
 
 impl Operator for FileSink {
+    fn checkpointable(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
+        self.close(ctx.checkpoint.0)?;
+        ctx.operator_state = Some(self.state());
+        Ok(())
+    }
+
+    fn checkpoint_complete(&mut self, id: CheckpointId) -> TaskResult<()> {
+        let (done, waiting): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(c, _)| *c <= id.0);
+        self.pending = waiting;
+        for (_, path) in done {
+            publish(&path)?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, state: RestoredState) -> TaskResult<()> {
+        // The restored checkpoint completed, so what was pending in it is published now.
+        for state in state.operator_states {
+            let state: FileSinkState = serde_json::from_value(state)
+                .map_err(|e| TaskError::Config(format!("a file sink's checkpointed state is malformed: {e}")))?;
+            for (_, path) in state.pending {
+                publish(Path::new(&path))?;
+            }
+        }
+        self.delete_leftovers()
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> TaskResult<()> {
         self.counters.output_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        if self.current.is_none() {
+            self.open()?;
+        }
+        let (path, writer) = self.current.as_mut().expect("opened above");
         let mut text = String::new();
         for row in 0..batch.num_rows() {
             for (i, c) in batch.data.columns().iter().enumerate() {
@@ -170,9 +352,7 @@ impl Operator for FileSink {
             }
             text.push('\n');
         }
-        self.writer
-            .write_all(text.as_bytes())
-            .map_err(|e| TaskError::Io { path: self.path.display().to_string(), source: e })
+        writer.write_all(text.as_bytes()).map_err(|e| TaskError::Io { path: path.display().to_string(), source: e })
     }
 
     fn on_watermark(&mut self, _watermark: i64, _out: &mut Output) -> TaskResult<()> {
@@ -180,6 +360,7 @@ impl Operator for FileSink {
     }
 
     fn finish(&mut self, _out: &mut Output) -> TaskResult<()> {
-        self.writer.flush().map_err(|e| TaskError::Io { path: self.path.display().to_string(), source: e })
+        // With checkpoints, the last file waits for the job's last checkpoint to be published.
+        self.close(u64::MAX)
     }
 }

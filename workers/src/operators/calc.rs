@@ -47,6 +47,10 @@ pub fn project(exprs: &[PhysExpr], schema: &SchemaRef, batch: &ChangeBatch) -> T
 }
 
 impl Operator for Calc {
+    fn checkpointable(&self) -> Result<(), String> {
+        super::stateless()
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> TaskResult<()> {
         let batch = match &self.filter {
             Some(f) => apply_filter(f, batch)?,

@@ -52,6 +52,10 @@ impl GroupAggregate {
 }
 
 impl Operator for GroupAggregate {
+    fn checkpointable(&self) -> Result<(), String> {
+        Err("group aggregation state cannot be checkpointed yet".into())
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> TaskResult<()> {
         let key_columns: Vec<ArrayRef> = self.keys.iter().map(|k| batch.data.column(*k).clone()).collect();
         let assigned = self.groups.assign(&key_columns, batch.num_rows())?;

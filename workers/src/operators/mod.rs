@@ -21,6 +21,9 @@ pub mod window_assign;
 use weir_dataflow::event::{ChangeBatch, Timestamp};
 use weir_dataflow::plan::{OperatorSpec, PlanNode, StreamPlan};
 
+use weir_dataflow::ids::CheckpointId;
+
+use crate::checkpoint::{RestoredState, SnapshotContext};
 use crate::error::{TaskError, TaskResult};
 
 /// One item an operator emits.
@@ -72,6 +75,35 @@ pub trait Operator: Send {
     fn metrics(&self) -> OperatorMetrics {
         OperatorMetrics::default()
     }
+
+    /// Whether this operator can take part in checkpoints; `Err` names what it cannot snapshot
+    /// yet, so a job that asks for checkpoints fails at start instead of losing state.
+    fn checkpointable(&self) -> Result<(), String>;
+
+    /// Whether the operator writes keyed state at checkpoints (its task then has a database).
+    fn keeps_keyed_state(&self) -> bool {
+        false
+    }
+
+    /// Writes the operator's state as of now (the task has the barrier from all inputs).
+    fn snapshot(&mut self, _ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
+        Ok(())
+    }
+
+    /// Takes back the state of a restored checkpoint, before any input.
+    fn restore(&mut self, _state: RestoredState) -> TaskResult<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `id` is complete: what it covers may be published (two-phase commit sinks).
+    fn checkpoint_complete(&mut self, _id: CheckpointId) -> TaskResult<()> {
+        Ok(())
+    }
+}
+
+/// For stateless operators' [`Operator::checkpointable`].
+pub fn stateless() -> Result<(), String> {
+    Ok(())
 }
 
 /// Builds the operator for a non-source, non-sink plan node.

@@ -137,6 +137,10 @@ fn preceding_unbounded(frame: OverFrame) -> bool {
 }
 
 impl Operator for OverAggregate {
+    fn checkpointable(&self) -> Result<(), String> {
+        Err("OVER aggregation state cannot be checkpointed yet".into())
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> TaskResult<()> {
         let times = timestamp_millis(batch.data.column(self.time_col))?;
         let keys: Vec<ArrayRef> = self.partition_cols.iter().map(|c| batch.data.column(*c).clone()).collect();

@@ -103,6 +103,10 @@ impl Rank {
 }
 
 impl Operator for Rank {
+    fn checkpointable(&self) -> Result<(), String> {
+        Err("Top-N state cannot be checkpointed yet".into())
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> TaskResult<()> {
         let limit = self.codec.spec.limit;
         let pkeys = self.codec.partition.convert_columns(&Codec::columns(&batch.data, &self.codec.spec.partition))?;
@@ -203,6 +207,10 @@ impl WindowRank {
 }
 
 impl Operator for WindowRank {
+    fn checkpointable(&self) -> Result<(), String> {
+        Err("window Top-N state cannot be checkpointed yet".into())
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> TaskResult<()> {
         let limit = self.codec.spec.limit;
         let ends = timestamp_millis(batch.data.column(self.window_end))?;

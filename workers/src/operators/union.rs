@@ -8,6 +8,10 @@ use crate::error::TaskResult;
 pub struct Union;
 
 impl Operator for Union {
+    fn checkpointable(&self) -> Result<(), String> {
+        super::stateless()
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> TaskResult<()> {
         out.batch(batch);
         Ok(())

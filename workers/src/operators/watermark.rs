@@ -12,6 +12,7 @@ use weir_dataflow::plan::PhysExpr;
 
 use super::keys::timestamp_millis;
 use super::{Operator, Output};
+use crate::checkpoint::{RestoredState, SnapshotContext};
 use crate::error::TaskResult;
 
 pub struct WatermarkAssigner {
@@ -35,6 +36,29 @@ impl WatermarkAssigner {
 }
 
 impl Operator for WatermarkAssigner {
+    fn checkpointable(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The watermark is part of the state: after a restore, rows behind it are late exactly as
+    /// they would have been without the failure.
+    fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
+        ctx.operator_state = Some(serde_json::json!({ "current": self.current, "emitted": self.emitted }));
+        Ok(())
+    }
+
+    fn restore(&mut self, state: RestoredState) -> TaskResult<()> {
+        // After a rescale several old watermarks meet here: the lowest is the one all agree on.
+        let field = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_i64);
+        let restored: Vec<(i64, i64)> =
+            state.operator_states.iter().filter_map(|v| Some((field(v, "current")?, field(v, "emitted")?))).collect();
+        if let Some(current) = restored.iter().map(|r| r.0).min() {
+            self.current = current;
+            self.emitted = restored.iter().map(|r| r.1).min().unwrap_or(MIN_WATERMARK);
+        }
+        Ok(())
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> TaskResult<()> {
         let rows = batch.num_rows();
         let marks = timestamp_millis(&self.expr.evaluate(&batch.data)?.into_array(rows)?)?;

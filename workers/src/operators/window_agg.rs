@@ -69,6 +69,10 @@ impl WindowAggregate {
 }
 
 impl Operator for WindowAggregate {
+    fn checkpointable(&self) -> Result<(), String> {
+        Err("window aggregation state cannot be checkpointed yet".into())
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> TaskResult<()> {
         let ends = timestamp_millis(batch.data.column(self.window_end))?;
         let watermark = self.watermark;

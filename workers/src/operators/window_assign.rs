@@ -29,6 +29,10 @@ impl WindowAssign {
 }
 
 impl Operator for WindowAssign {
+    fn checkpointable(&self) -> Result<(), String> {
+        super::stateless()
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> TaskResult<()> {
         let times = timestamp_millis(batch.data.column(self.time_col))?;
         let mut indices = Vec::with_capacity(batch.num_rows());

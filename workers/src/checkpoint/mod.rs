@@ -1,0 +1,105 @@
+//! Checkpoints of a running job: the barrier protocol on the task side ([`align`]), the
+//! coordinator that triggers checkpoints and commits completed ones ([`coordinator`]), and what
+//! operators see of it ([`SnapshotContext`], [`RestoredState`]).
+//!
+//! A checkpoint starts at the sources: each source subtask, told by the coordinator, records its
+//! position and emits a barrier on every output channel. A task snapshots when it has the barrier
+//! from all of its inputs, then forwards it; its keyed state is written back to its SlateDB
+//! database and uploaded while the task goes on processing. When every subtask has
+//! acknowledged, the coordinator commits the checkpoint's metadata (source positions, small
+//! per-subtask operator state, state handles) and tells the tasks, so exactly-once sinks
+//! publish what the checkpoint covers.
+
+pub mod align;
+pub mod coordinator;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use weir_dataflow::config::CheckpointConfig;
+use weir_dataflow::ids::{AttemptNumber, CheckpointId, JobId, SubtaskIndex, VertexId};
+use weir_state_store::{CompletedCheckpoint, KeyedStateBackend, OperatorId, StateHandle, StateId, StateLocation};
+
+use crate::error::{TaskError, TaskResult};
+
+/// Everything a job needs to take checkpoints and to start from one.
+#[derive(Clone)]
+pub struct CheckpointSetup {
+    pub config: CheckpointConfig,
+    pub location: StateLocation,
+    pub job: JobId,
+    /// This run's attempt: each attempt writes its own databases, so an old one never shares a
+    /// writer with a new one.
+    pub attempt: AttemptNumber,
+    /// The checkpoint (or savepoint) this run starts from.
+    pub restore: Option<CompletedCheckpoint>,
+}
+
+/// What a task tells the coordinator.
+#[derive(Debug)]
+pub enum TaskReport {
+    /// The task's part of a checkpoint is stored.
+    Ack {
+        checkpoint: CheckpointId,
+        vertex: VertexId,
+        subtask: SubtaskIndex,
+        handle: Option<StateHandle>,
+        position: serde_json::Value,
+    },
+    /// The task could not take its part; the checkpoint cannot complete.
+    Decline { checkpoint: CheckpointId, reason: String },
+    /// The task has processed all of its input. `position` is its final record, which stands in
+    /// for its part of every checkpoint whose barrier it never emitted: everything it sent is
+    /// ahead of its end of partition, which its consumers count as that barrier.
+    Finished {
+        vertex: VertexId,
+        subtask: SubtaskIndex,
+        position: serde_json::Value,
+        last_barrier: Option<CheckpointId>,
+    },
+}
+
+/// The keyed and per-subtask state an operator writes at a checkpoint.
+pub struct SnapshotContext<'a> {
+    pub checkpoint: CheckpointId,
+    pub(crate) backend: Option<&'a mut KeyedStateBackend>,
+    pub(crate) operator: OperatorId,
+    /// Small state of this operator instance that is not keyed (a watermark, a sink's pending
+    /// files); stored in the checkpoint's metadata.
+    pub operator_state: Option<serde_json::Value>,
+}
+
+impl SnapshotContext<'_> {
+    fn backend(&mut self) -> TaskResult<&mut KeyedStateBackend> {
+        self.backend.as_deref_mut().ok_or_else(|| TaskError::Unsupported("this task keeps no keyed state".into()))
+    }
+
+    /// Writes (or overwrites) one key's value of state `state`.
+    pub fn put(&mut self, state: StateId, key_group: u32, key: &[u8], value: &[u8]) -> TaskResult<()> {
+        let operator = self.operator;
+        let backend = self.backend()?;
+        weir_state_store::ValueState::new(operator, state)?.put(backend, key_group, key, value)?;
+        Ok(())
+    }
+
+    /// Removes one key of state `state`.
+    pub fn delete(&mut self, state: StateId, key_group: u32, key: &[u8]) -> TaskResult<()> {
+        let operator = self.operator;
+        let backend = self.backend()?;
+        weir_state_store::ValueState::new(operator, state)?.clear(backend, key_group, key)?;
+        Ok(())
+    }
+}
+
+/// One stored key of a restored state: its key group, key and value.
+pub type RestoredEntry = (u32, Bytes, Bytes);
+
+/// What an operator gets back when its task restores a checkpoint.
+#[derive(Default)]
+pub struct RestoredState {
+    /// The operator's per-subtask state, one per old subtask whose key groups this subtask now
+    /// owns (one at the same parallelism; none or several after a rescale).
+    pub operator_states: Vec<serde_json::Value>,
+    /// Keyed state by state id, for the key groups this subtask owns.
+    pub keyed: HashMap<StateId, Vec<RestoredEntry>>,
+}
