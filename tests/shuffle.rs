@@ -92,3 +92,78 @@ fn a_job_whose_shuffle_server_dies_fails_with_a_clear_error() {
     assert!(stderr.starts_with("error: ") && stderr.contains("shuffle server"), "unclear error: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+fn data(values: usize) -> StreamEvent {
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+    let column = Arc::new(Int64Array::from_iter_values(0..values as i64));
+    StreamEvent::Data(weir_dataflow::event::ChangeBatch::inserts(
+        RecordBatch::try_new(schema, vec![column]).expect("a valid batch"),
+    ))
+}
+
+/// Reads until the gate fails; a clean end is a failure of the test.
+async fn read_until_error(gate: &mut Box<dyn weir_shuffle_service::InputGate>) -> ShuffleError {
+    loop {
+        match tokio::time::timeout(LIMIT, gate.next()).await.expect("the consumer notices in time") {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("a lost server must not look like the end of the input"),
+            Err(e) => return e,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_server_during_a_blocking_write_fails_producer_and_waiting_consumer() {
+    let mut server = Server::start();
+    let shuffle: Arc<dyn ShuffleService> = Arc::new(RemoteShuffle::new(server.addr.clone(), "blocking-write"));
+    let partition = PartitionId { edge: 0, producer: SubtaskIndex(0) };
+    let mut writer = shuffle.create_partition(partition, 1, PartitionKind::Blocking).await.expect("partition");
+    let channel = ChannelId { partition, consumer: SubtaskIndex(0) };
+    // The consumer waits for the partition to be complete.
+    let mut gate =
+        shuffle.open_gate(GateId { vertex: VertexId(1), subtask: SubtaskIndex(0) }, vec![channel]).await.expect("gate");
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let producer = tokio::spawn(async move {
+        let mut sent_tx = Some(sent_tx);
+        for i in 0.. {
+            if let Err(e) = writer.send(0, data(1024)).await {
+                return e;
+            }
+            if i == 1000 {
+                let _ = sent_tx.take().map(|tx| tx.send(()));
+            }
+        }
+        unreachable!("the loop ends with an error")
+    });
+    tokio::time::timeout(LIMIT, sent_rx).await.expect("the producer writes").expect("signal");
+    server.kill_9();
+    let err = tokio::time::timeout(LIMIT, producer).await.expect("the producer notices in time").expect("task");
+    assert!(matches!(err, ShuffleError::Remote { .. }), "unexpected {err}");
+    let err = read_until_error(&mut gate).await;
+    assert!(matches!(err, ShuffleError::Remote { .. }), "unexpected {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_server_during_a_blocking_read_fails_the_consumer() {
+    let mut server = Server::start();
+    let shuffle: Arc<dyn ShuffleService> = Arc::new(RemoteShuffle::new(server.addr.clone(), "blocking-read"));
+    let partition = PartitionId { edge: 0, producer: SubtaskIndex(0) };
+    let mut writer = shuffle.create_partition(partition, 1, PartitionKind::Blocking).await.expect("partition");
+    for _ in 0..2000 {
+        writer.send(0, data(1024)).await.expect("send");
+    }
+    writer.send(0, StreamEvent::EndOfPartition).await.expect("send");
+    writer.finish().await.expect("stored");
+    let channel = ChannelId { partition, consumer: SubtaskIndex(0) };
+    let mut gate =
+        shuffle.open_gate(GateId { vertex: VertexId(1), subtask: SubtaskIndex(0) }, vec![channel]).await.expect("gate");
+    for _ in 0..100 {
+        let got = tokio::time::timeout(LIMIT, gate.next()).await.expect("reading").expect("a healthy channel");
+        assert!(matches!(got, Some((0, StreamEvent::Data(_)))), "got {got:?}");
+    }
+    server.kill_9();
+    let err = read_until_error(&mut gate).await;
+    assert!(matches!(err, ShuffleError::Remote { .. }), "unexpected {err}");
+}

@@ -2,13 +2,14 @@
 //! in-process shuffle and the shuffle server.
 //!
 //! A partition is one log per sub-partition of [`crate::wire`] frames. Appends go to memory;
-//! when the store's frames in memory exceed its memory budget, the partition holding the most
-//! unspilled bytes is spilled: every sub-partition's in-memory tail is written in one sequential
-//! append to that partition's spill file (`[len: u32 LE][frame]` records), or, once the disk
-//! budget would be exceeded, as one object to the configured object store. Spilling happens in
-//! the appending task, so a producer runs at the speed of the disk, never at a consumer's, and
-//! memory never grows past the budget by more than the frames appended while a spill is
-//! written.
+//! a spill writes the partition holding the most unspilled bytes out: every sub-partition's
+//! in-memory tail in one sequential append to that partition's spill file
+//! (`[len: u32 LE][frame]` records), or, once the disk budget would be exceeded, as one object
+//! to the configured object store. Past half the memory budget a background task spills so
+//! appends go on while the disk writes; past the whole budget an appender spills (or waits for
+//! the spill in flight) itself. So a producer runs at the speed of the disk, never at a
+//! consumer's, and memory never grows past the budget by more than the frames appended while
+//! a spill is written.
 //!
 //! Readers stream a sub-partition back in order, from memory, file or object as each part
 //! lies. Frames read back from a file or an object have their checksum verified: a truncated or
@@ -23,7 +24,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use object_store::path::Path as ObjectPath;
@@ -40,7 +41,7 @@ use crate::wire::END_OF_PARTITION;
 pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
 
 /// How much a reader fetches from a file or object at once: large sequential reads.
-const READ_CHUNK: u64 = 4 << 20;
+const READ_CHUNK: u64 = 1 << 20;
 /// Frames a reader takes from memory per lock.
 const MEMORY_BATCH: usize = 64;
 /// Bytes of the spill writer's buffer: large writes keep syscalls per byte low.
@@ -173,6 +174,8 @@ struct Inner {
     next_id: AtomicU64,
     /// Set when a spill failed: memory it held can no longer be freed, so writes stop.
     broken: Mutex<Option<String>>,
+    /// A background spill is running.
+    background_spill: AtomicBool,
     /// Distinguishes this store's objects from other stores' under the same prefix.
     instance: String,
 }
@@ -225,6 +228,7 @@ impl Store {
                 dir: Mutex::new(None),
                 next_id: AtomicU64::new(0),
                 broken: Mutex::new(None),
+                background_spill: AtomicBool::new(false),
                 instance,
             }),
         }
@@ -271,6 +275,7 @@ impl Store {
                 file: None,
                 file_len: 0,
                 objects: Vec::new(),
+                object_len: 0,
             }),
             unspilled: AtomicU64::new(0),
             changed: Notify::new(),
@@ -322,10 +327,34 @@ impl Store {
         if notify {
             partition.changed.notify_waiters();
         }
-        if used > self.inner.config.memory_budget {
+        let budget = self.inner.config.memory_budget;
+        // Past half the budget a background task starts spilling, so producers keep appending
+        // while the disk writes; only past the whole budget does an appender wait for a spill.
+        if used > budget / 2 && !self.inner.background_spill.swap(true, Ordering::AcqRel) {
+            let store = self.clone();
+            tokio::spawn(async move { store.spill_in_background().await });
+        }
+        if used > budget {
             self.relieve().await?;
         }
         Ok(())
+    }
+
+    async fn spill_in_background(&self) {
+        let low = self.inner.config.memory_budget / 2;
+        while self.inner.memory_used.load(Ordering::Relaxed) > low && self.inner.broken.lock().is_none() {
+            let victim = {
+                let map = self.inner.partitions.lock();
+                map.values().max_by_key(|p| p.unspilled.load(Ordering::Relaxed)).cloned()
+            };
+            let Some(p) = victim.filter(|p| p.unspilled.load(Ordering::Relaxed) > 0) else { break };
+            if let Err(e) = self.spill(&p).await {
+                tracing::error!(partition = %p.id, error = %e, "shuffle spill failed");
+                *self.inner.broken.lock() = Some(e.to_string());
+                self.inner.memory_freed.notify_waiters();
+            }
+        }
+        self.inner.background_spill.store(false, Ordering::Release);
     }
 
     /// Spills until memory is within budget.
@@ -468,6 +497,7 @@ impl Store {
                 .await
                 .map_err(|source| StoreError::Object { key: key.to_string(), source })?;
             self.inner.object_used.fetch_add(total, Ordering::Relaxed);
+            partition.state.lock().object_len += total;
             let target = Arc::new(target);
             Box::new(move |at| Location::Object { target: target.clone(), key: key.clone(), offset: at })
         };
@@ -555,7 +585,7 @@ impl Store {
         for p in partitions {
             // A spill in flight finishes first, so the file it writes is deleted here.
             let _writing = p.spilling.lock().await;
-            let (memory, file, file_len, objects) = {
+            let (memory, file, file_len, objects, object_len) = {
                 let mut state = p.state.lock();
                 state.released = true;
                 let mut memory = 0;
@@ -569,8 +599,10 @@ impl Store {
                         }
                     }
                 }
-                (memory, state.file.take(), state.file_len, std::mem::take(&mut state.objects))
+                let object_len = std::mem::take(&mut state.object_len);
+                (memory, state.file.take(), state.file_len, std::mem::take(&mut state.objects), object_len)
             };
+            self.inner.object_used.fetch_sub(object_len, Ordering::Relaxed);
             p.changed.notify_waiters();
             self.inner.memory_used.fetch_sub(memory, Ordering::Relaxed);
             p.unspilled.store(0, Ordering::Relaxed);
@@ -639,6 +671,8 @@ struct PartitionState {
     file: Option<Arc<PathBuf>>,
     file_len: u64,
     objects: Vec<ObjectPath>,
+    /// Record bytes written to `objects`.
+    object_len: u64,
 }
 
 #[derive(Default)]
@@ -1053,7 +1087,7 @@ mod tests {
             assert_eq!(read_all(&store, &p, s).await.expect("read"), expected);
         }
         store.close().await;
-        assert_eq!(store.usage().object_bytes, usage.object_bytes, "usage counts what was written");
+        assert_eq!(store.usage(), StoreUsage::default(), "closing frees everything");
         let left = walk(&objects);
         assert!(left.is_empty(), "objects left after close: {left:?}");
     }
