@@ -167,3 +167,57 @@ async fn killing_the_server_during_a_blocking_read_fails_the_consumer() {
     let err = read_until_error(&mut gate).await;
     assert!(matches!(err, ShuffleError::Remote { .. }), "unexpected {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_spills_to_its_data_directory_and_deletes_the_files_when_it_exits() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["shuffle", "--listen", "127.0.0.1:0", "--memory-budget", "64KiB", "--data"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the shuffle server starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("its address");
+    let addr = line.trim().rsplit(' ').next().expect("an address").to_string();
+    let shuffle: Arc<dyn ShuffleService> = Arc::new(RemoteShuffle::new(addr, "spill"));
+    let partition = PartitionId { edge: 0, producer: SubtaskIndex(0) };
+    let mut writer = shuffle.create_partition(partition, 2, PartitionKind::Blocking).await.expect("partition");
+    for i in 0..400 {
+        writer.send(i % 2, data(1024)).await.expect("send");
+    }
+    for s in 0..2 {
+        writer.send(s, StreamEvent::EndOfPartition).await.expect("send");
+    }
+    writer.finish().await.expect("stored");
+    let spilled: u64 = walk(dir.path()).iter().map(|f| f.metadata().map_or(0, |m| m.len())).sum();
+    assert!(spilled > 2_000_000, "3.2 MB against a 64 KiB budget must spill, found {spilled} bytes on disk");
+    let channel = ChannelId { partition, consumer: SubtaskIndex(1) };
+    let mut gate =
+        shuffle.open_gate(GateId { vertex: VertexId(1), subtask: SubtaskIndex(0) }, vec![channel]).await.expect("gate");
+    let mut batches = 0;
+    while let Some((_, event)) = tokio::time::timeout(LIMIT, gate.next()).await.expect("in time").expect("healthy") {
+        batches += matches!(event, StreamEvent::Data(_)) as usize;
+    }
+    assert_eq!(batches, 200);
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill runs");
+    assert!(status.success());
+    assert!(child.wait().expect("exits").success(), "a terminated server exits cleanly");
+    let left = walk(dir.path());
+    assert!(left.is_empty(), "spill files left after a clean exit: {left:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0, "its folder is removed too");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
