@@ -9,21 +9,29 @@ use std::time::{Duration, Instant};
 
 const ROWS: u64 = 12_000;
 
-fn job(dir: &Path, parallelism: u32) -> String {
+/// A job over a paced generator (about 3 s of input) writing to an exactly-once file sink.
+fn job(dir: &Path, parallelism: u32, query: &str) -> String {
     format!(
         "SET 'execution.checkpointing.interval' = '200 ms';
 SET 'state.checkpoints.dir' = '{state}';
 SET 'parallelism.default' = '{parallelism}';
-CREATE TABLE g (id BIGINT, v INT) WITH (
+CREATE TABLE g (id BIGINT, k INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (
   'connector' = 'datagen', 'number-of-rows' = '{ROWS}', 'rows-per-second' = '4000',
   'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{ROWS}',
-  'fields.v.min' = '1', 'fields.v.max' = '10');
-CREATE TABLE out (id BIGINT, v INT) WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'json');
-INSERT INTO out SELECT id, v FROM g WHERE v > 0;",
+  'fields.k.min' = '1', 'fields.k.max' = '20');
+{query}",
         state = dir.join("state").display(),
-        out = dir.join("out").display(),
     )
 }
+
+const PASS_THROUGH: &str =
+    "CREATE TABLE out (id BIGINT, k INT) WITH ('connector' = 'filesystem', 'path' = 'OUT', 'format' = 'json');
+INSERT INTO out SELECT id, k FROM g WHERE k > 0;";
+
+const WINDOWED: &str = "CREATE TABLE out (k INT, ws TIMESTAMP(3), n BIGINT, s BIGINT, lo BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = 'OUT', 'format' = 'json');
+INSERT INTO out SELECT k, window_start, COUNT(*), SUM(id), MIN(id)
+FROM TABLE(TUMBLE(TABLE g, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND)) GROUP BY k, window_start, window_end;";
 
 /// A small deterministic generator: the seed is printed, so a failure replays.
 fn next(seed: &mut u64) -> u64 {
@@ -33,30 +41,31 @@ fn next(seed: &mut u64) -> u64 {
     *seed
 }
 
-/// Published rows by id: every committed (visible) part file, every line.
-fn published(out: &Path) -> BTreeMap<u64, u32> {
-    let mut ids = BTreeMap::new();
+/// Every published (visible) line of the output, counted.
+fn published(out: &Path) -> BTreeMap<String, u32> {
+    let mut lines = BTreeMap::new();
     for entry in std::fs::read_dir(out).expect("output folder") {
         let entry = entry.expect("entry");
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
+        if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
         for line in std::fs::read_to_string(entry.path()).expect("part file").lines() {
-            let row: serde_json::Value = serde_json::from_str(line).expect("a json row");
-            *ids.entry(row["id"].as_u64().expect("an id")).or_insert(0) += 1;
+            *lines.entry(line.to_string()).or_insert(0) += 1;
         }
     }
-    ids
+    lines
 }
 
-fn exactly_once_through_kills(parallelism: u32, seed: u64) {
+/// Runs the job to the end, killing it with `kill -9` up to `kills` times at seeded moments
+/// and resuming it each time; returns what it published.
+fn run(query: &str, parallelism: u32, seed: u64, kills_wanted: u32) -> BTreeMap<String, u32> {
     let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
     let script = dir.path().join("job.sql");
-    std::fs::write(&script, job(dir.path(), parallelism)).expect("script");
+    let query = query.replace("OUT", &out.display().to_string());
+    std::fs::write(&script, job(dir.path(), parallelism, &query)).expect("script");
     let mut rng = seed;
-    let mut kills = 0;
-    let mut resumed = 0;
+    let (mut kills, mut resumed) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         assert!(Instant::now() < deadline, "seed {seed}: the job did not finish in time");
@@ -75,7 +84,7 @@ fn exactly_once_through_kills(parallelism: u32, seed: u64) {
             if let Some(status) = child.try_wait().expect("wait") {
                 break Some(status);
             }
-            if kills < 5 && started.elapsed() >= kill_after {
+            if kills < kills_wanted && started.elapsed() >= kill_after {
                 let _ = Command::new("kill").arg("-9").arg(child.id().to_string()).status();
                 let _ = child.wait();
                 kills += 1;
@@ -93,22 +102,36 @@ fn exactly_once_through_kills(parallelism: u32, seed: u64) {
             break;
         }
     }
-    assert!(kills >= 3, "seed {seed}: only {kills} kills landed before the job finished");
-    // Runs that started from nothing would pass trivially: most must have resumed.
-    assert!(resumed >= 3, "seed {seed}: only {resumed} runs resumed from a checkpoint");
-    let ids = published(&dir.path().join("out"));
-    let missing: Vec<u64> = (1..=ROWS).filter(|id| !ids.contains_key(id)).take(10).collect();
-    let doubled: Vec<(u64, u32)> = ids.iter().filter(|(_, n)| **n != 1).map(|(id, n)| (*id, *n)).take(10).collect();
-    assert!(missing.is_empty() && doubled.is_empty(), "seed {seed}: missing {missing:?}, not once {doubled:?}");
-    assert_eq!(ids.len() as u64, ROWS, "seed {seed}");
+    if kills_wanted > 0 {
+        assert!(kills >= 3, "seed {seed}: only {kills} kills landed before the job finished");
+        // Runs that started from nothing would pass trivially: most must have resumed.
+        assert!(resumed >= 3, "seed {seed}: only {resumed} runs resumed from a checkpoint");
+    }
+    published(&out)
+}
+
+fn exactly_once(query: &str, parallelism: u32, seed: u64) {
+    let expected = run(query, parallelism, seed, 0);
+    assert!(!expected.is_empty(), "the failure-free run published nothing");
+    let got = run(query, parallelism, seed, 5);
+    let missing: Vec<_> = expected.iter().filter(|(l, n)| got.get(*l) != Some(n)).take(5).collect();
+    let extra: Vec<_> = got.iter().filter(|(l, n)| expected.get(*l) != Some(n)).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "seed {seed}: expected but not once {missing:?}; unexpected {extra:?}"
+    );
 }
 
 #[test]
 fn a_killed_job_resumes_with_exactly_once_output() {
-    exactly_once_through_kills(1, 0x5eed_0001);
+    let rows = run(PASS_THROUGH, 1, 0x5eed_0001, 5);
+    assert_eq!(rows.len() as u64, ROWS, "every input row once");
+    assert!(rows.values().all(|n| *n == 1));
+    exactly_once(PASS_THROUGH, 2, 0x5eed_0002);
 }
 
 #[test]
-fn a_killed_parallel_job_resumes_with_exactly_once_output() {
-    exactly_once_through_kills(2, 0x5eed_0002);
+fn a_killed_window_aggregation_resumes_with_exactly_once_output() {
+    exactly_once(WINDOWED, 1, 0x5eed_0003);
+    exactly_once(WINDOWED, 2, 0x5eed_0004);
 }

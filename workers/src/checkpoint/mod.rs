@@ -20,7 +20,7 @@ use weir_dataflow::config::CheckpointConfig;
 use weir_dataflow::ids::{AttemptNumber, CheckpointId, JobId, SubtaskIndex, VertexId};
 use weir_state_store::{CompletedCheckpoint, KeyedStateBackend, OperatorId, StateHandle, StateId, StateLocation};
 
-use crate::error::{TaskError, TaskResult};
+use crate::error::TaskResult;
 
 /// Everything a job needs to take checkpoints and to start from one.
 #[derive(Clone)]
@@ -70,23 +70,20 @@ pub struct SnapshotContext<'a> {
 }
 
 impl SnapshotContext<'_> {
-    fn backend(&mut self) -> TaskResult<&mut KeyedStateBackend> {
-        self.backend.as_deref_mut().ok_or_else(|| TaskError::Unsupported("this task keeps no keyed state".into()))
-    }
-
-    /// Writes (or overwrites) one key's value of state `state`.
+    /// Writes (or overwrites) one key's value of state `state`. Without a backend (a finished
+    /// task's final record, which keeps no keyed state) nothing is written.
     pub fn put(&mut self, state: StateId, key_group: u32, key: &[u8], value: &[u8]) -> TaskResult<()> {
-        let operator = self.operator;
-        let backend = self.backend()?;
-        weir_state_store::ValueState::new(operator, state)?.put(backend, key_group, key, value)?;
+        if let Some(backend) = self.backend.as_deref_mut() {
+            weir_state_store::ValueState::new(self.operator, state)?.put(backend, key_group, key, value)?;
+        }
         Ok(())
     }
 
     /// Removes one key of state `state`.
     pub fn delete(&mut self, state: StateId, key_group: u32, key: &[u8]) -> TaskResult<()> {
-        let operator = self.operator;
-        let backend = self.backend()?;
-        weir_state_store::ValueState::new(operator, state)?.clear(backend, key_group, key)?;
+        if let Some(backend) = self.backend.as_deref_mut() {
+            weir_state_store::ValueState::new(self.operator, state)?.clear(backend, key_group, key)?;
+        }
         Ok(())
     }
 }

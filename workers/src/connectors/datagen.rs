@@ -775,6 +775,12 @@ fn push_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&buf[i..]);
 }
 
+impl From<BadOption> for DatagenError {
+    fn from(e: BadOption) -> Self {
+        DatagenError::InvalidOption { option: e.option, value: e.value, reason: e.reason }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1117,11 +1123,5 @@ mod tests {
             rows as f64 / wall / 1e6,
             cpu.map_or(String::new(), |cpu| format!(", {:.1} M rows/s of cpu time", rows as f64 / cpu / 1e6))
         );
-    }
-}
-
-impl From<BadOption> for DatagenError {
-    fn from(e: BadOption) -> Self {
-        DatagenError::InvalidOption { option: e.option, value: e.value, reason: e.reason }
     }
 }

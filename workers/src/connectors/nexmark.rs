@@ -1631,6 +1631,12 @@ impl DateCache {
     }
 }
 
+impl From<BadOption> for NexmarkError {
+    fn from(e: BadOption) -> Self {
+        NexmarkError::InvalidOption { option: e.option, value: e.value, reason: e.reason }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2101,11 +2107,5 @@ mod tests {
         let start = std::time::Instant::now();
         drop(NexmarkGenerator::new(bounded(1), 0, 1));
         println!("nexmark generator setup: {:.2} ms", start.elapsed().as_secs_f64() * 1e3);
-    }
-}
-
-impl From<BadOption> for NexmarkError {
-    fn from(e: BadOption) -> Self {
-        NexmarkError::InvalidOption { option: e.option, value: e.value, reason: e.reason }
     }
 }

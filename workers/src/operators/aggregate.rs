@@ -20,6 +20,7 @@ use hashbrown::HashMap;
 use weir_dataflow::event::ChangeBatch;
 use weir_dataflow::plan::{AggKind, AggregateCall};
 
+use super::codec;
 use crate::error::{TaskError, TaskResult};
 
 /// One value of an aggregate's argument, ordered as SQL orders it.
@@ -356,6 +357,199 @@ impl Aggregates {
     /// The current value of every call for `groups`, as output columns.
     pub fn evaluate(&self, groups: &[usize]) -> TaskResult<Vec<ArrayRef>> {
         self.calls.iter().map(|c| c.evaluate(groups)).collect()
+    }
+
+    /// Appends the state of every call for `group`, for a checkpoint.
+    pub fn encode_group(&self, group: usize, out: &mut Vec<u8>) -> TaskResult<()> {
+        for c in &self.calls {
+            c.store.encode(group, out)?;
+            if c.call.distinct {
+                let seen = &c.distinct[group];
+                codec::put_i64(out, seen.len() as i64);
+                for (v, n) in seen {
+                    encode_val(v, out)?;
+                    codec::put_i64(out, *n);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores `group`'s state from what [`encode_group`](Self::encode_group) wrote.
+    pub fn decode_group(&mut self, group: usize, r: &mut codec::Reader<'_>) -> TaskResult<()> {
+        self.ensure(group + 1);
+        for c in &mut self.calls {
+            c.store.decode(group, r)?;
+            if c.call.distinct {
+                let n = r.i64()?;
+                let seen = &mut c.distinct[group];
+                for _ in 0..n {
+                    let v = decode_val(r)?;
+                    seen.insert(v, r.i64()?);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_val(v: &Val, out: &mut Vec<u8>) -> TaskResult<()> {
+    match v {
+        Val::Int(i) => {
+            codec::put_u8(out, 0);
+            codec::put_i64(out, *i);
+        }
+        Val::Float(f) => {
+            codec::put_u8(out, 1);
+            codec::put_f64(out, *f);
+        }
+        Val::Decimal(d) => {
+            codec::put_u8(out, 2);
+            codec::put_i128(out, *d);
+        }
+        Val::Str(s) => {
+            codec::put_u8(out, 3);
+            codec::put_bytes(out, s.as_bytes());
+        }
+        Val::Bool(b) => {
+            codec::put_u8(out, 4);
+            codec::put_u8(out, *b as u8);
+        }
+        Val::Other(v) => {
+            return Err(TaskError::Unsupported(format!(
+                "checkpointing an aggregate over {} values is not supported yet",
+                v.data_type()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn decode_val(r: &mut codec::Reader<'_>) -> TaskResult<Val> {
+    Ok(match r.u8()? {
+        0 => Val::Int(r.i64()?),
+        1 => Val::Float(r.f64()?),
+        2 => Val::Decimal(r.i128()?),
+        3 => Val::Str(r.str()?.into()),
+        4 => Val::Bool(r.u8()? != 0),
+        _ => return Err(codec::Reader::error("unknown value tag")),
+    })
+}
+
+fn encode_opt_val(v: &Option<Val>, out: &mut Vec<u8>) -> TaskResult<()> {
+    match v {
+        None => codec::put_u8(out, 0),
+        Some(v) => {
+            codec::put_u8(out, 1);
+            encode_val(v, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn decode_opt_val(r: &mut codec::Reader<'_>) -> TaskResult<Option<Val>> {
+    Ok(if r.u8()? == 0 { None } else { Some(decode_val(r)?) })
+}
+
+impl State {
+    fn encode(&self, out: &mut Vec<u8>) -> TaskResult<()> {
+        match self {
+            State::Empty => codec::put_u8(out, 0),
+            State::Count(n) => {
+                codec::put_u8(out, 1);
+                codec::put_i64(out, *n);
+            }
+            State::SumInt { sum, count } => {
+                codec::put_u8(out, 2);
+                codec::put_i128(out, *sum);
+                codec::put_i64(out, *count);
+            }
+            State::SumFloat { sum, count } => {
+                codec::put_u8(out, 3);
+                codec::put_f64(out, *sum);
+                codec::put_i64(out, *count);
+            }
+            State::Extreme(v) => {
+                codec::put_u8(out, 4);
+                encode_opt_val(v, out)?;
+            }
+            State::Multiset(m) => {
+                codec::put_u8(out, 5);
+                codec::put_i64(out, m.len() as i64);
+                for (v, n) in m {
+                    encode_val(v, out)?;
+                    codec::put_i64(out, *n);
+                }
+            }
+            State::Single(v) => {
+                codec::put_u8(out, 6);
+                encode_opt_val(v, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(r: &mut codec::Reader<'_>) -> TaskResult<State> {
+        Ok(match r.u8()? {
+            0 => State::Empty,
+            1 => State::Count(r.i64()?),
+            2 => State::SumInt { sum: r.i128()?, count: r.i64()? },
+            3 => State::SumFloat { sum: r.f64()?, count: r.i64()? },
+            4 => State::Extreme(decode_opt_val(r)?),
+            5 => {
+                let n = r.i64()?;
+                let mut m = BTreeMap::new();
+                for _ in 0..n {
+                    let v = decode_val(r)?;
+                    m.insert(v, r.i64()?);
+                }
+                State::Multiset(m)
+            }
+            6 => State::Single(decode_opt_val(r)?),
+            _ => return Err(codec::Reader::error("unknown aggregate state tag")),
+        })
+    }
+}
+
+impl Store {
+    fn encode(&self, g: usize, out: &mut Vec<u8>) -> TaskResult<()> {
+        match self {
+            Store::Count(v) => codec::put_i64(out, v[g]),
+            Store::SumInt { sums, counts } => {
+                codec::put_i128(out, sums[g]);
+                codec::put_i64(out, counts[g]);
+            }
+            Store::SumFloat { sums, counts } => {
+                codec::put_f64(out, sums[g]);
+                codec::put_i64(out, counts[g]);
+            }
+            Store::ExtremeInt(v) => match v[g] {
+                None => codec::put_u8(out, 0),
+                Some(x) => {
+                    codec::put_u8(out, 1);
+                    codec::put_i64(out, x);
+                }
+            },
+            Store::Generic(v) => v[g].encode(out)?,
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, g: usize, r: &mut codec::Reader<'_>) -> TaskResult<()> {
+        match self {
+            Store::Count(v) => v[g] = r.i64()?,
+            Store::SumInt { sums, counts } => {
+                sums[g] = r.i128()?;
+                counts[g] = r.i64()?;
+            }
+            Store::SumFloat { sums, counts } => {
+                sums[g] = r.f64()?;
+                counts[g] = r.i64()?;
+            }
+            Store::ExtremeInt(v) => v[g] = if r.u8()? == 0 { None } else { Some(r.i64()?) },
+            Store::Generic(v) => v[g] = State::decode(r)?,
+        }
+        Ok(())
     }
 }
 

@@ -11,10 +11,17 @@ use std::sync::Arc;
 use weir_dataflow::event::{ChangeBatch, RowKind};
 use weir_dataflow::plan::AggregateCall;
 
+use weir_state_store::StateId;
+
 use super::aggregate::Aggregates;
-use super::keys::GroupKeys;
+use super::codec;
+use super::keys::{DirtyGroups, GroupKeys, RowKeyGroups};
 use super::{Operator, Output};
+use crate::checkpoint::{RestoredState, SnapshotContext};
 use crate::error::TaskResult;
+
+/// Per key: the row count, the result last emitted, then the aggregates' state.
+const GROUPS: StateId = StateId(0);
 
 pub struct GroupAggregate {
     keys: Vec<usize>,
@@ -26,6 +33,9 @@ pub struct GroupAggregate {
     emitted: Vec<Option<Box<[u8]>>>,
     values: RowConverter,
     schema: SchemaRef,
+    key_groups: RowKeyGroups,
+    group_key_group: Vec<u16>,
+    dirty: DirtyGroups,
 }
 
 impl GroupAggregate {
@@ -35,6 +45,7 @@ impl GroupAggregate {
         calls: Vec<AggregateCall>,
         schema: SchemaRef,
         retract: bool,
+        key_groups: RowKeyGroups,
     ) -> TaskResult<Self> {
         let key_count = keys.len();
         let value_fields =
@@ -47,28 +58,75 @@ impl GroupAggregate {
             emitted: Vec::new(),
             values: RowConverter::new(value_fields)?,
             schema,
+            key_groups,
+            group_key_group: Vec::new(),
+            dirty: DirtyGroups::default(),
         })
     }
 }
 
 impl Operator for GroupAggregate {
     fn checkpointable(&self) -> Result<(), String> {
-        Err("group aggregation state cannot be checkpointed yet".into())
+        Ok(())
+    }
+
+    fn keeps_keyed_state(&self) -> bool {
+        true
+    }
+
+    fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
+        let (counts, emitted, aggs) = (&self.counts, &self.emitted, &self.aggs);
+        self.dirty.write_changes(ctx, GROUPS, &self.group_key_group, &self.groups, |g, value| {
+            codec::put_i64(value, counts[g]);
+            match &emitted[g] {
+                None => codec::put_u8(value, 0),
+                Some(row) => {
+                    codec::put_u8(value, 1);
+                    codec::put_bytes(value, row);
+                }
+            }
+            aggs.encode_group(g, value)
+        })
+    }
+
+    fn restore(&mut self, mut state: RestoredState) -> TaskResult<()> {
+        for (key_group, key, value) in state.keyed.remove(&GROUPS).unwrap_or_default() {
+            let (id, _) = self.groups.intern_bytes(&key);
+            if id >= self.counts.len() {
+                self.counts.resize(id + 1, 0);
+                self.emitted.resize(id + 1, None);
+                self.group_key_group.resize(id + 1, 0);
+            }
+            let mut r = codec::Reader::new(&value);
+            self.counts[id] = r.i64()?;
+            self.emitted[id] = if r.u8()? == 0 { None } else { Some(r.bytes()?.into()) };
+            self.aggs.decode_group(id, &mut r)?;
+            r.finish()?;
+            self.group_key_group[id] = key_group as u16;
+            self.dirty.restored(id);
+        }
+        Ok(())
     }
 
     fn process(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> TaskResult<()> {
         let key_columns: Vec<ArrayRef> = self.keys.iter().map(|k| batch.data.column(*k).clone()).collect();
         let assigned = self.groups.assign(&key_columns, batch.num_rows())?;
+        let key_groups = if assigned.iter().any(|(_, new)| *new) { self.key_groups.of(&batch.data)? } else { vec![] };
         let mut ids = Vec::with_capacity(batch.num_rows());
         let mut touched = Vec::new();
         let mut seen = hashbrown::HashSet::new();
-        for (r, (id, _)) in assigned.into_iter().enumerate() {
+        for (r, (id, new)) in assigned.into_iter().enumerate() {
             if id >= self.counts.len() {
                 self.counts.resize(id + 1, 0);
                 self.emitted.resize(id + 1, None);
+                self.group_key_group.resize(id + 1, 0);
+            }
+            if new {
+                self.group_key_group[id] = key_groups[r];
             }
             if seen.insert(id) {
                 touched.push(id);
+                self.dirty.touch(id);
             }
             self.counts[id] += if batch.kind(r).is_accumulate() { 1 } else { -1 };
             ids.push(id);
@@ -107,6 +165,7 @@ impl Operator for GroupAggregate {
         }
         let emptied: Vec<usize> = touched.iter().copied().filter(|g| self.counts[*g] <= 0).collect();
         for g in emptied {
+            self.dirty.remove(g, self.group_key_group[g], self.groups.key(g));
             self.counts[g] = 0;
             self.emitted[g] = None;
             self.aggs.reset(g);

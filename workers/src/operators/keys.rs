@@ -121,6 +121,17 @@ pub struct GroupKeys {
 }
 
 impl GroupKeys {
+    /// The encoded key of a group.
+    pub fn key(&self, id: usize) -> &[u8] {
+        self.table.key(id as u32)
+    }
+
+    /// The group of an encoded key, creating it if new.
+    pub fn intern_bytes(&mut self, key: &[u8]) -> (usize, bool) {
+        let (id, new) = self.table.intern(key);
+        (id as usize, new)
+    }
+
     pub fn try_new(schema: &SchemaRef, columns: &[usize]) -> TaskResult<Self> {
         let fields = columns.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
         let converter = RowConverter::new(fields)?;
@@ -177,5 +188,125 @@ impl GroupKeys {
     /// Capacity for dense per-group vectors.
     pub fn capacity(&self) -> usize {
         self.table.capacity()
+    }
+}
+
+/// The key group of each row as the hash exchange into an operator computed it, so keyed state
+/// is stored under the key group a restore at any parallelism will look in. Rows that reach an
+/// operator without a hash exchange (a global one, of parallelism 1) all go to key group 0.
+pub struct RowKeyGroups {
+    hashed: Option<(Vec<usize>, RowConverter)>,
+    max_parallelism: u32,
+}
+
+impl RowKeyGroups {
+    pub fn new(
+        schema: &SchemaRef,
+        partitioning: &weir_dataflow::plan::Partitioning,
+        max_parallelism: u32,
+    ) -> TaskResult<Self> {
+        let hashed = match partitioning {
+            weir_dataflow::plan::Partitioning::Hash(columns) => {
+                let fields = columns.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
+                Some((columns.clone(), RowConverter::new(fields)?))
+            }
+            _ => None,
+        };
+        Ok(RowKeyGroups { hashed, max_parallelism })
+    }
+
+    pub fn of(&self, batch: &arrow::array::RecordBatch) -> TaskResult<Vec<u16>> {
+        let Some((columns, converter)) = &self.hashed else {
+            return Ok(vec![0; batch.num_rows()]);
+        };
+        let arrays: Vec<ArrayRef> = columns.iter().map(|c| batch.column(*c).clone()).collect();
+        let rows = converter.convert_columns(&arrays)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                weir_dataflow::keygroup::key_group_for_hash(stable_hash(row.as_ref()), self.max_parallelism) as u16
+            })
+            .collect())
+    }
+}
+
+/// Which groups changed since the last checkpoint and which persisted ones went away: what a
+/// keyed operator writes at the next checkpoint, so its size follows the change, not the state.
+#[derive(Default)]
+pub struct DirtyGroups {
+    flags: Vec<bool>,
+    changed: Vec<usize>,
+    /// Per group: written at a checkpoint (so a removal must be written too).
+    persisted: Vec<bool>,
+    removed: Vec<RemovedKey>,
+}
+
+/// A key group and key whose state must be deleted at the next checkpoint.
+pub type RemovedKey = (u16, Box<[u8]>);
+
+impl DirtyGroups {
+    fn ensure(&mut self, group: usize) {
+        if group >= self.flags.len() {
+            self.flags.resize(group + 1, false);
+            self.persisted.resize(group + 1, false);
+        }
+    }
+
+    pub fn touch(&mut self, group: usize) {
+        self.ensure(group);
+        if !self.flags[group] {
+            self.flags[group] = true;
+            self.changed.push(group);
+        }
+    }
+
+    /// `group` is gone; its id may be reused at once.
+    pub fn remove(&mut self, group: usize, key_group: u16, key: &[u8]) {
+        self.ensure(group);
+        if self.persisted[group] {
+            self.removed.push((key_group, key.into()));
+            self.persisted[group] = false;
+        }
+        // Left in `changed`: `take` skips it unless the id is reused and touched again.
+        self.flags[group] = false;
+    }
+
+    /// A group restored from a checkpoint: stored already, unchanged since.
+    pub fn restored(&mut self, group: usize) {
+        self.ensure(group);
+        self.persisted[group] = true;
+    }
+
+    /// Writes what changed since the last checkpoint under `state`: each changed group's value
+    /// (appended by `encode`) at its key, and a deletion for each removed key.
+    pub fn write_changes(
+        &mut self,
+        ctx: &mut crate::checkpoint::SnapshotContext<'_>,
+        state: weir_state_store::StateId,
+        key_group_of: &[u16],
+        keys: &GroupKeys,
+        mut encode: impl FnMut(usize, &mut Vec<u8>) -> TaskResult<()>,
+    ) -> TaskResult<()> {
+        let (changed, removed) = self.take();
+        let mut value = Vec::new();
+        for g in changed {
+            value.clear();
+            encode(g, &mut value)?;
+            ctx.put(state, key_group_of[g] as u32, keys.key(g), &value)?;
+        }
+        for (key_group, key) in removed {
+            ctx.delete(state, key_group as u32, &key)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the changed groups and the removed keys, marking the changed ones persisted.
+    pub fn take(&mut self) -> (Vec<usize>, Vec<RemovedKey>) {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.retain(|g| std::mem::replace(&mut self.flags[*g], false));
+        for g in &changed {
+            self.persisted[*g] = true;
+        }
+        (changed, std::mem::take(&mut self.removed))
     }
 }

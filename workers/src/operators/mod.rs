@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod calc;
+pub mod codec;
 pub mod group_agg;
 pub mod join;
 pub mod keys;
@@ -109,6 +110,8 @@ pub fn stateless() -> Result<(), String> {
 /// Builds the operator for a non-source, non-sink plan node.
 pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn Operator>> {
     let input_schema = |i: usize| plan.nodes[node.inputs[i].node].schema.clone();
+    let key_groups =
+        |i: usize| keys::RowKeyGroups::new(&input_schema(i), &node.inputs[i].partitioning, plan.max_parallelism);
     Ok(match &node.op {
         OperatorSpec::Calc { filter, exprs } => {
             Box::new(calc::Calc::new(filter.clone(), exprs.clone(), node.schema.clone()))
@@ -125,6 +128,7 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
             *window_end,
             aggs.clone(),
             node.schema.clone(),
+            key_groups(0)?,
         )?),
         OperatorSpec::GroupAggregate { keys, aggs } => Box::new(group_agg::GroupAggregate::try_new(
             input_schema(0),
@@ -132,6 +136,7 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
             aggs.clone(),
             node.schema.clone(),
             plan.nodes[node.inputs[0].node].changelog == weir_dataflow::plan::ChangelogMode::Retract,
+            key_groups(0)?,
         )?),
         OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end, interval } => {
             Box::new(join::Join::try_new(

@@ -8,10 +8,17 @@ use std::collections::BTreeMap;
 use weir_dataflow::event::{ChangeBatch, MIN_WATERMARK, Timestamp};
 use weir_dataflow::plan::AggregateCall;
 
+use weir_state_store::StateId;
+
 use super::aggregate::Aggregates;
-use super::keys::{GroupKeys, timestamp_millis};
+use super::codec;
+use super::keys::{DirtyGroups, GroupKeys, RowKeyGroups, timestamp_millis};
 use super::{Operator, OperatorMetrics, Output};
+use crate::checkpoint::{RestoredState, SnapshotContext};
 use crate::error::TaskResult;
+
+/// Per (key, window): the window's end, then the aggregates' state.
+const GROUPS: StateId = StateId(0);
 
 pub struct WindowAggregate {
     keys: Vec<usize>,
@@ -23,6 +30,11 @@ pub struct WindowAggregate {
     schema: SchemaRef,
     watermark: Timestamp,
     late: u64,
+    key_groups: RowKeyGroups,
+    /// Per group: its key group and its window's end.
+    group_key_group: Vec<u16>,
+    group_end: Vec<Timestamp>,
+    dirty: DirtyGroups,
 }
 
 impl WindowAggregate {
@@ -32,8 +44,13 @@ impl WindowAggregate {
         window_end: usize,
         calls: Vec<AggregateCall>,
         schema: SchemaRef,
+        key_groups: RowKeyGroups,
     ) -> TaskResult<Self> {
         Ok(WindowAggregate {
+            key_groups,
+            group_key_group: Vec::new(),
+            group_end: Vec::new(),
+            dirty: DirtyGroups::default(),
             groups: GroupKeys::try_new(&input, &keys)?,
             keys,
             window_end,
@@ -60,6 +77,7 @@ impl WindowAggregate {
         columns.extend(self.aggs.evaluate(&due)?);
         let data = RecordBatch::try_new(self.schema.clone(), columns)?;
         for g in due {
+            self.dirty.remove(g, self.group_key_group[g], self.groups.key(g));
             self.aggs.reset(g);
             self.groups.remove(g);
         }
@@ -70,7 +88,45 @@ impl WindowAggregate {
 
 impl Operator for WindowAggregate {
     fn checkpointable(&self) -> Result<(), String> {
-        Err("window aggregation state cannot be checkpointed yet".into())
+        Ok(())
+    }
+
+    fn keeps_keyed_state(&self) -> bool {
+        true
+    }
+
+    fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
+        let (ends, aggs) = (&self.group_end, &self.aggs);
+        self.dirty.write_changes(ctx, GROUPS, &self.group_key_group, &self.groups, |g, value| {
+            codec::put_i64(value, ends[g]);
+            aggs.encode_group(g, value)
+        })?;
+        // Windows that fired are gone: the watermark says which rows would now be late.
+        ctx.operator_state = Some(serde_json::json!({ "watermark": self.watermark }));
+        Ok(())
+    }
+
+    fn restore(&mut self, mut state: RestoredState) -> TaskResult<()> {
+        let watermarks = state.operator_states.iter().filter_map(|s| s.get("watermark")?.as_i64());
+        if let Some(w) = watermarks.min() {
+            self.watermark = w;
+        }
+        for (key_group, key, value) in state.keyed.remove(&GROUPS).unwrap_or_default() {
+            let (id, _) = self.groups.intern_bytes(&key);
+            let mut r = codec::Reader::new(&value);
+            let end = r.i64()?;
+            self.aggs.decode_group(id, &mut r)?;
+            r.finish()?;
+            if self.group_end.len() <= id {
+                self.group_end.resize(id + 1, 0);
+                self.group_key_group.resize(id + 1, 0);
+            }
+            self.group_end[id] = end;
+            self.group_key_group[id] = key_group as u16;
+            self.pending.entry(end).or_default().push(id);
+            self.dirty.restored(id);
+        }
+        Ok(())
     }
 
     fn process(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> TaskResult<()> {
@@ -93,11 +149,19 @@ impl Operator for WindowAggregate {
         };
         let key_columns: Vec<ArrayRef> = self.keys.iter().map(|k| batch.data.column(*k).clone()).collect();
         let assigned = self.groups.assign(&key_columns, batch.num_rows())?;
+        let key_groups = if assigned.iter().any(|(_, new)| *new) { self.key_groups.of(&batch.data)? } else { vec![] };
+        if self.group_end.len() < self.groups.capacity() {
+            self.group_end.resize(self.groups.capacity(), 0);
+            self.group_key_group.resize(self.groups.capacity(), 0);
+        }
         let mut ids = Vec::with_capacity(batch.num_rows());
         for (r, (id, new)) in assigned.into_iter().enumerate() {
             if new {
                 self.pending.entry(ends.value(r)).or_default().push(id);
+                self.group_end[id] = ends.value(r);
+                self.group_key_group[id] = key_groups[r];
             }
+            self.dirty.touch(id);
             ids.push(id);
         }
         self.aggs.ensure(self.groups.capacity());
