@@ -296,7 +296,7 @@ impl Store {
         }
         let record = RECORD_HEADER + frame.len() as u64;
         let end = frame.first() == Some(&END_OF_PARTITION);
-        let notify = {
+        let (notify, used) = {
             let mut state = partition.state.lock();
             if state.released {
                 return Err(StoreError::Released(partition.id));
@@ -319,11 +319,13 @@ impl Store {
                 sub.ended = true;
                 state.ended += 1;
             }
+            // Counted under the lock: a spill or a selective read that takes the frame out (and
+            // subtracts it) cannot come first, so the counters never wrap below zero.
+            partition.unspilled.fetch_add(record, Ordering::Relaxed);
+            let used = self.inner.memory_used.fetch_add(record, Ordering::Relaxed) + record;
             // Blocking readers wait only for the whole partition; hybrid ones for every frame.
-            partition.kind != PartitionKind::Blocking || (end && state.ended == partition.subpartitions)
+            (partition.kind != PartitionKind::Blocking || (end && state.ended == partition.subpartitions), used)
         };
-        partition.unspilled.fetch_add(record, Ordering::Relaxed);
-        let used = self.inner.memory_used.fetch_add(record, Ordering::Relaxed) + record;
         if notify {
             partition.changed.notify_waiters();
         }
