@@ -67,7 +67,8 @@ enum Command {
         /// Bytes of spill files before spills go to --spill-url; default: unlimited.
         #[arg(long, value_name = "BYTES", value_parser = shuffle::parse_bytes)]
         disk_budget: Option<u64>,
-        /// Object store for spills beyond the disk budget: file:///DIR or s3://BUCKET/PREFIX.
+        /// Object store for spills beyond the disk budget: file:///DIR or s3://BUCKET/PREFIX
+        /// (credentials, region and endpoint from the AWS_* environment variables).
         #[arg(long, value_name = "URL")]
         spill_url: Option<String>,
     },

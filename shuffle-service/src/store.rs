@@ -99,6 +99,15 @@ impl SpillTarget {
     /// `file:///abs/dir` (a local folder, created if missing) or `s3://bucket/prefix` (the usual
     /// `AWS_*` variables give credentials, region and `AWS_ENDPOINT` for an emulator).
     pub fn from_url(url: &str) -> Result<SpillTarget, StoreError> {
+        Self::from_url_with_options(url, std::iter::empty::<(&str, &str)>())
+    }
+
+    /// As [`SpillTarget::from_url`], with S3 settings by object_store's names (`aws_endpoint`,
+    /// `aws_allow_http`, `aws_access_key_id`, …) over those of the environment.
+    pub fn from_url_with_options<'a>(
+        url: &str,
+        options: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<SpillTarget, StoreError> {
         let bad = |message: &str| StoreError::BadUrl { url: url.to_string(), message: message.to_string() };
         if let Some(dir) = url.strip_prefix("file://") {
             std::fs::create_dir_all(dir).map_err(|e| bad(&e.to_string()))?;
@@ -113,10 +122,12 @@ impl SpillTarget {
             if bucket.is_empty() {
                 return Err(bad("no bucket"));
             }
-            let store = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| bad(&e.to_string()))?;
+            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            for (key, value) in options {
+                let key: object_store::aws::AmazonS3ConfigKey = key.parse().map_err(|e| bad(&format!("{e}")))?;
+                builder = builder.with_config(key, value);
+            }
+            let store = builder.build().map_err(|e| bad(&e.to_string()))?;
             let prefix = if prefix.is_empty() { "weir-shuffle" } else { prefix.trim_end_matches('/') };
             Ok(SpillTarget { store: Arc::new(store), prefix: ObjectPath::from(prefix), description: url.into() })
         } else {
@@ -1091,6 +1102,78 @@ mod tests {
         store.close().await;
         assert_eq!(store.usage(), StoreUsage::default(), "closing frees everything");
         let left = walk(&objects);
+        assert!(left.is_empty(), "objects left after close: {left:?}");
+    }
+
+    /// A moto S3 server on a free port, stopped when dropped.
+    struct Moto(std::process::Child, String);
+
+    impl Drop for Moto {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn moto() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "moto.server", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs; install moto with `python3 -m pip install 'moto[server]>=5.2.1'`");
+        let moto = Moto(child, format!("127.0.0.1:{port}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(&moto.1).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto did not start: is `moto[server]` installed?");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        moto
+    }
+
+    /// Creates a bucket with an unsigned request, which moto accepts.
+    fn create_bucket(host: &str, bucket: &str) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(host).expect("connect to moto");
+        let request =
+            format!("PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("answer");
+        assert!(response.starts_with("HTTP/1.1 200"), "bucket creation: {response}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_disk_budget_spills_go_to_s3() {
+        let moto = moto();
+        create_bucket(&moto.1, "weir-shuffle-spills");
+        let endpoint = format!("http://{}", moto.1);
+        let target = SpillTarget::from_url_with_options(
+            "s3://weir-shuffle-spills/test",
+            [
+                ("aws_endpoint", endpoint.as_str()),
+                ("aws_allow_http", "true"),
+                ("aws_region", "us-east-1"),
+                ("aws_access_key_id", "test"),
+                ("aws_secret_access_key", "test"),
+            ],
+        )
+        .expect("target");
+        let objects = target.store.clone();
+        let store =
+            Store::new(StoreConfig { memory_budget: 4096, disk_budget: 0, data_dir: None, spill: Some(target) });
+        let p = store.create(&ns(), id(0), 2, PartitionKind::Blocking).expect("create");
+        fill(&store, &p, 2, 2000).await;
+        let usage = store.usage();
+        assert!(usage.disk_bytes == 0 && usage.object_bytes > 50_000, "{usage:?}");
+        for s in 0..2 {
+            let expected: Vec<i64> = (0..2000).map(|i| i * 10 + s as i64).collect();
+            assert_eq!(read_all(&store, &p, s).await.expect("read"), expected);
+        }
+        store.close().await;
+        use futures::StreamExt;
+        let left: Vec<_> = objects.list(None).collect().await;
         assert!(left.is_empty(), "objects left after close: {left:?}");
     }
 
