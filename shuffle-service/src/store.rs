@@ -362,9 +362,8 @@ impl Store {
             };
             let Some(p) = victim.filter(|p| p.unspilled.load(Ordering::Relaxed) > 0) else { break };
             if let Err(e) = self.spill(&p).await {
-                tracing::error!(partition = %p.id, error = %e, "shuffle spill failed");
-                *self.inner.broken.lock() = Some(e.to_string());
-                self.inner.memory_freed.notify_waiters();
+                self.spill_failed(&p, &e);
+                break;
             }
         }
         self.inner.background_spill.store(false, Ordering::Release);
@@ -387,9 +386,7 @@ impl Store {
             match victim {
                 Some(p) if p.unspilled.load(Ordering::Relaxed) > 0 => {
                     if let Err(e) = self.spill(&p).await {
-                        tracing::error!(partition = %p.id, error = %e, "shuffle spill failed");
-                        *self.inner.broken.lock() = Some(e.to_string());
-                        self.inner.memory_freed.notify_waiters();
+                        self.spill_failed(&p, &e);
                         return Err(e);
                     }
                 }
@@ -400,6 +397,17 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// A full disk refuses a spill before anything is sealed, so nothing is lost and releasing
+    /// partitions makes room again; any other failure leaves sealed frames that can no longer
+    /// be freed, so the store stops taking writes.
+    fn spill_failed(&self, partition: &Partition, error: &StoreError) {
+        tracing::error!(partition = %partition.id, %error, "shuffle spill failed");
+        if !matches!(error, StoreError::DiskFull { .. }) {
+            *self.inner.broken.lock() = Some(error.to_string());
+        }
+        self.inner.memory_freed.notify_waiters();
     }
 
     fn spill_dir_path(&self) -> Result<PathBuf, StoreError> {
@@ -429,6 +437,11 @@ impl Store {
     async fn spill(&self, partition: &Arc<Partition>) -> Result<(), StoreError> {
         // One spill per partition at a time keeps its file's appends in order.
         let _writing = partition.spilling.lock().await;
+        let pending = partition.unspilled.load(Ordering::Relaxed);
+        let disk_used = self.inner.disk_used.load(Ordering::Relaxed);
+        if self.inner.config.spill.is_none() && disk_used.saturating_add(pending) > self.inner.config.disk_budget {
+            return Err(StoreError::DiskFull { budget: self.inner.config.disk_budget });
+        }
         let (sealed, file, file_len) = {
             let mut state = partition.state.lock();
             if state.released {
@@ -1203,6 +1216,11 @@ mod tests {
         }
         let err = failed.expect("the disk budget is enforced");
         assert!(matches!(err, StoreError::DiskFull { budget: 2048 }), "{err}");
+        // Nothing was lost or broken: releasing makes room and the store takes writes again.
+        store.release(&ns(), &[id(0)]).await;
+        let p = store.create(&ns(), id(1), 1, PartitionKind::Blocking).expect("create");
+        fill(&store, &p, 1, 10).await;
+        assert_eq!(read_all(&store, &p, 0).await.expect("read"), (0..10).map(|i| i * 10).collect::<Vec<_>>());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
