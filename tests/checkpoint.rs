@@ -9,18 +9,35 @@ use std::time::{Duration, Instant};
 
 const ROWS: u64 = 12_000;
 
+/// How a test job runs: its checkpoint interval and when the kills come (after start).
+#[derive(Clone, Copy)]
+struct Timing {
+    interval_ms: u64,
+    kill_from_ms: u64,
+    kill_spread_ms: u64,
+}
+
+const FAST: Timing = Timing { interval_ms: 200, kill_from_ms: 300, kill_spread_ms: 900 };
+
 /// A job over a paced generator (about 3 s of input) writing to an exactly-once file sink.
-fn job(dir: &Path, parallelism: u32, query: &str) -> String {
+fn datagen_job(query: &str) -> String {
     format!(
-        "SET 'execution.checkpointing.interval' = '200 ms';
-SET 'state.checkpoints.dir' = '{state}';
-SET 'parallelism.default' = '{parallelism}';
-CREATE TABLE g (id BIGINT, k INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (
+        "CREATE TABLE g (id BIGINT, k INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (
   'connector' = 'datagen', 'number-of-rows' = '{ROWS}', 'rows-per-second' = '4000',
   'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{ROWS}',
   'fields.k.min' = '1', 'fields.k.max' = '20');
-{query}",
-        state = dir.join("state").display(),
+{query}"
+    )
+}
+
+fn header(dir: &Path, parallelism: u32, timing: Timing) -> String {
+    format!(
+        "SET 'execution.checkpointing.interval' = '{} ms';
+SET 'state.checkpoints.dir' = '{}';
+SET 'parallelism.default' = '{parallelism}';
+",
+        timing.interval_ms,
+        dir.join("state").display()
     )
 }
 
@@ -58,12 +75,12 @@ fn published(out: &Path) -> BTreeMap<String, u32> {
 
 /// Runs the job to the end, killing it with `kill -9` up to `kills` times at seeded moments
 /// and resuming it each time; returns what it published.
-fn run(query: &str, parallelism: u32, seed: u64, kills_wanted: u32) -> BTreeMap<String, u32> {
+fn run(script_body: &str, parallelism: u32, timing: Timing, seed: u64, kills_wanted: u32) -> BTreeMap<String, u32> {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let script = dir.path().join("job.sql");
-    let query = query.replace("OUT", &out.display().to_string());
-    std::fs::write(&script, job(dir.path(), parallelism, &query)).expect("script");
+    let body = script_body.replace("OUT", &out.display().to_string());
+    std::fs::write(&script, header(dir.path(), parallelism, timing) + &body).expect("script");
     let mut rng = seed;
     let (mut kills, mut resumed) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -78,7 +95,7 @@ fn run(query: &str, parallelism: u32, seed: u64, kills_wanted: u32) -> BTreeMap<
             .stderr(Stdio::piped())
             .spawn()
             .expect("weir starts");
-        let kill_after = Duration::from_millis(300 + next(&mut rng) % 900);
+        let kill_after = Duration::from_millis(timing.kill_from_ms + next(&mut rng) % timing.kill_spread_ms);
         let started = Instant::now();
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait") {
@@ -110,10 +127,10 @@ fn run(query: &str, parallelism: u32, seed: u64, kills_wanted: u32) -> BTreeMap<
     published(&out)
 }
 
-fn exactly_once(query: &str, parallelism: u32, seed: u64) {
-    let expected = run(query, parallelism, seed, 0);
+fn exactly_once(script_body: &str, parallelism: u32, timing: Timing, seed: u64) {
+    let expected = run(script_body, parallelism, timing, seed, 0);
     assert!(!expected.is_empty(), "the failure-free run published nothing");
-    let got = run(query, parallelism, seed, 5);
+    let got = run(script_body, parallelism, timing, seed, 5);
     let missing: Vec<_> = expected.iter().filter(|(l, n)| got.get(*l) != Some(n)).take(5).collect();
     let extra: Vec<_> = got.iter().filter(|(l, n)| expected.get(*l) != Some(n)).take(5).collect();
     assert!(
@@ -124,14 +141,46 @@ fn exactly_once(query: &str, parallelism: u32, seed: u64) {
 
 #[test]
 fn a_killed_job_resumes_with_exactly_once_output() {
-    let rows = run(PASS_THROUGH, 1, 0x5eed_0001, 5);
+    let rows = run(&datagen_job(PASS_THROUGH), 1, FAST, 0x5eed_0001, 5);
     assert_eq!(rows.len() as u64, ROWS, "every input row once");
     assert!(rows.values().all(|n| *n == 1));
-    exactly_once(PASS_THROUGH, 2, 0x5eed_0002);
+    exactly_once(&datagen_job(PASS_THROUGH), 2, FAST, 0x5eed_0002);
 }
 
 #[test]
 fn a_killed_window_aggregation_resumes_with_exactly_once_output() {
-    exactly_once(WINDOWED, 1, 0x5eed_0003);
-    exactly_once(WINDOWED, 2, 0x5eed_0004);
+    exactly_once(&datagen_job(WINDOWED), 1, FAST, 0x5eed_0003);
+    exactly_once(&datagen_job(WINDOWED), 2, FAST, 0x5eed_0004);
+}
+
+const NEXMARK_DDL: &str = include_str!("../bench/nexmark/ddl_nexmark_fs.sql");
+const NEXMARK_VIEWS: &str = include_str!("../bench/nexmark/ddl_views.sql");
+
+/// A Nexmark query over the built-in generator, paced at 5000 events/s for 6 s of input, with
+/// its sink turned into the exactly-once filesystem sink.
+fn nexmark_job(query: &str) -> String {
+    let with = NEXMARK_DDL.rfind(") WITH (").expect("the bundled DDL has a WITH clause");
+    let source = format!(
+        "{}) WITH ('connector' = 'nexmark', 'events.num' = '30000', 'first-event.rate' = '5000', \
+         'next-event.rate' = '5000', 'rate.limited' = 'true');\n",
+        &NEXMARK_DDL[..with]
+    );
+    let query =
+        query.replace("'connector' = 'blackhole'", "'connector' = 'filesystem', 'path' = 'OUT', 'format' = 'json'");
+    format!("{source}{NEXMARK_VIEWS}\n{query}")
+}
+
+/// The issue's bar: q5, q7 and q8 with 1 s checkpoints, killed at 5 seeded moments.
+const NEXMARK_TIMING: Timing = Timing { interval_ms: 1000, kill_from_ms: 1300, kill_spread_ms: 1500 };
+
+#[test]
+fn nexmark_q5_q7_q8_resume_with_exactly_once_output() {
+    for (name, query, seed) in [
+        ("q5", include_str!("../bench/nexmark/q5.sql"), 0x5eed_0005),
+        ("q7", include_str!("../bench/nexmark/q7.sql"), 0x5eed_0007),
+        ("q8", include_str!("../bench/nexmark/q8.sql"), 0x5eed_0008),
+    ] {
+        eprintln!("{name}: seed {seed:#x}");
+        exactly_once(&nexmark_job(query), 1, NEXMARK_TIMING, seed);
+    }
 }

@@ -441,7 +441,8 @@ impl Task {
         reports: UnboundedSender<TaskReport>,
         completed: watch::Receiver<Option<CheckpointId>>,
     ) -> TaskResult<()> {
-        for (op, node) in self.chain.iter().zip(&self.chain_nodes) {
+        for (op, node) in self.chain.iter_mut().zip(&self.chain_nodes) {
+            op.track_changes();
             op.checkpointable().map_err(|why| {
                 TaskError::Unsupported(format!(
                     "checkpointing is on (execution.checkpointing.interval) but {why} (operator {node}: {})",

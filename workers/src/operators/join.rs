@@ -16,10 +16,22 @@ use arrow_row::{RowConverter, SortField};
 use weir_dataflow::event::{ChangeBatch, MIN_WATERMARK, RowKind, Timestamp};
 use weir_dataflow::plan::{IntervalBounds, JoinKind, PhysExpr};
 
+use hashbrown::{HashMap, HashSet};
+use weir_dataflow::keygroup::{key_group_for_hash, stable_hash};
+use weir_state_store::StateId;
+
+use super::codec;
 use super::keys::timestamp_millis;
 use super::row_store::{DEFAULT_MEMORY_BUDGET, RowStore};
 use super::{Operator, OperatorMetrics, Output};
+use crate::checkpoint::{RestoredState, SnapshotContext};
 use crate::error::{TaskError, TaskResult};
+
+/// Rows of a side by join key: state 0 holds the left side's, state 1 the right side's. A key's
+/// value is its window's end (or `i64::MIN`), then each row: copies, matches, expiry (or
+/// `i64::MIN`) and bytes.
+const SIDE_STATE: [StateId; 2] = [StateId(0), StateId(1)];
+const NONE_TIME: i64 = i64::MIN;
 
 /// A side's encoded row, or `None` for NULL padding.
 type SideRow<'a> = Option<&'a [u8]>;
@@ -62,6 +74,13 @@ pub struct Join {
     expiry: [BTreeMap<Timestamp, Vec<StoredRow>>; 2],
     watermark: Timestamp,
     late: u64,
+    /// With checkpoints: keys per side whose rows changed since the last checkpoint.
+    dirty: Option<[HashSet<Box<[u8]>>; 2]>,
+    /// Per side, a window join key's window end (only kept with checkpoints).
+    window_of: [HashMap<Box<[u8]>, Timestamp>; 2],
+    /// Per side and entry, an interval join row's expiry (only kept with checkpoints).
+    entry_expiry: [HashMap<u32, Timestamp>; 2],
+    max_parallelism: u32,
 }
 
 impl Join {
@@ -109,7 +128,25 @@ impl Join {
             expiry: [BTreeMap::new(), BTreeMap::new()],
             watermark: MIN_WATERMARK,
             late: 0,
+            dirty: None,
+            window_of: [HashMap::new(), HashMap::new()],
+            entry_expiry: [HashMap::new(), HashMap::new()],
+            max_parallelism: weir_dataflow::keygroup::DEFAULT_MAX_PARALLELISM,
         })
+    }
+
+    /// The key group a join key was routed to: the exchange hashed the same key columns.
+    pub fn with_max_parallelism(mut self, max_parallelism: u32) -> Self {
+        self.max_parallelism = max_parallelism;
+        self
+    }
+
+    fn mark(&mut self, side: usize, key: &[u8]) {
+        if let Some(dirty) = &mut self.dirty
+            && !dirty[side].contains(key)
+        {
+            dirty[side].insert(key.into());
+        }
     }
 
     /// Decodes pairs of side rows into an output batch (`None` = NULLs).
@@ -140,7 +177,77 @@ impl Join {
 
 impl Operator for Join {
     fn checkpointable(&self) -> Result<(), String> {
-        Err("join state cannot be checkpointed yet".into())
+        Ok(())
+    }
+
+    fn keeps_keyed_state(&self) -> bool {
+        true
+    }
+
+    fn track_changes(&mut self) {
+        self.dirty = Some([HashSet::new(), HashSet::new()]);
+    }
+
+    fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
+        let Some(dirty) = self.dirty.as_mut() else { return Ok(()) };
+        let dirty = [std::mem::take(&mut dirty[0]), std::mem::take(&mut dirty[1])];
+        let mut value = Vec::new();
+        for (side, keys) in dirty.into_iter().enumerate() {
+            for key in keys {
+                let key_group = key_group_for_hash(stable_hash(&key), self.max_parallelism);
+                let rows = self.sides[side].store.rows_of(&key)?;
+                if rows.is_empty() {
+                    ctx.delete(SIDE_STATE[side], key_group, &key)?;
+                    continue;
+                }
+                value.clear();
+                codec::put_i64(&mut value, self.window_of[side].get(&key).copied().unwrap_or(NONE_TIME));
+                codec::put_i64(&mut value, rows.len() as i64);
+                for (entry, count, matches, bytes) in rows {
+                    codec::put_i64(&mut value, count as i64);
+                    codec::put_i64(&mut value, matches as i64);
+                    codec::put_i64(&mut value, self.entry_expiry[side].get(&entry).copied().unwrap_or(NONE_TIME));
+                    codec::put_bytes(&mut value, &bytes);
+                }
+                ctx.put(SIDE_STATE[side], key_group, &key, &value)?;
+            }
+        }
+        ctx.operator_state = Some(serde_json::json!({ "watermark": self.watermark }));
+        Ok(())
+    }
+
+    fn restore(&mut self, mut state: RestoredState) -> TaskResult<()> {
+        let watermarks = state.operator_states.iter().filter_map(|s| s.get("watermark")?.as_i64());
+        if let Some(w) = watermarks.min() {
+            self.watermark = w;
+        }
+        for side in 0..2 {
+            for (_, key, value) in state.keyed.remove(&SIDE_STATE[side]).unwrap_or_default() {
+                let mut r = codec::Reader::new(&value);
+                let window_end = r.i64()?;
+                let n = r.i64()?;
+                for _ in 0..n {
+                    let (count, matches, expires) = (r.i64()?, r.i64()?, r.i64()?);
+                    let bytes = r.bytes()?;
+                    let pushed = self.sides[side].store.push(&key, bytes, matches)?;
+                    self.sides[side].store.entry_mut(pushed.entry).count = count as i32;
+                    if pushed.new_key && window_end != NONE_TIME {
+                        self.windows.entry(window_end).or_default().push((side, key.to_vec().into()));
+                        self.window_of[side].insert(key.to_vec().into(), window_end);
+                    }
+                    if expires != NONE_TIME {
+                        self.expiry[side].entry(expires).or_default().push((
+                            key.to_vec().into(),
+                            pushed.entry,
+                            pushed.offset,
+                        ));
+                        self.entry_expiry[side].insert(pushed.entry, expires);
+                    }
+                }
+                r.finish()?;
+            }
+        }
+        Ok(())
     }
 
     fn process(&mut self, input: usize, batch: ChangeBatch, out: &mut Output) -> TaskResult<()> {
@@ -235,6 +342,14 @@ impl Operator for Join {
             let key: &[u8] = keys.row(r).data();
             let [a, b] = &mut self.sides;
             let (mine_side, other_side) = if s == 0 { (a, b) } else { (b, a) };
+            if let Some(dirty) = &mut self.dirty {
+                // This side's rows of the key change; so may the other side's match counts.
+                for side in [s, o] {
+                    if (side == s || other_side.preserved) && !dirty[side].contains(key) {
+                        dirty[side].insert(key.into());
+                    }
+                }
+            }
             let mut matched = 0i64;
             for (i, (id, start, len)) in candidates[r].iter().enumerate() {
                 if let Some(ok) = pair_ok.get(r)
@@ -279,13 +394,20 @@ impl Operator for Join {
                     continue;
                 }
                 let pushed = mine_side.store.push(key, row, matched)?;
+                let tracking = self.dirty.is_some();
                 if pushed.new_key
                     && let Some(ends) = &ends
                 {
                     self.windows.entry(ends.value(r)).or_default().push((s, key.into()));
+                    if tracking {
+                        self.window_of[s].insert(key.into(), ends.value(r));
+                    }
                 }
                 if let Some(at) = expires {
                     self.expiry[s].entry(at).or_default().push((key.into(), pushed.entry, pushed.offset));
+                    if tracking {
+                        self.entry_expiry[s].insert(pushed.entry, at);
+                    }
                 }
             } else {
                 mine_side.store.retract(key, row)?;
@@ -323,6 +445,8 @@ impl Operator for Join {
             }
             for (side, key) in entry.remove() {
                 self.sides[side].store.remove_key(&key);
+                self.window_of[side].remove(&key);
+                self.mark(side, &key);
             }
         }
         for side in 0..2 {
@@ -332,6 +456,10 @@ impl Operator for Join {
                 }
                 for (key, id, offset) in entry.remove() {
                     self.sides[side].store.remove_entry(&key, id, offset);
+                    if self.dirty.is_some() {
+                        self.entry_expiry[side].remove(&id);
+                        self.mark(side, &key);
+                    }
                 }
             }
         }

@@ -81,6 +81,10 @@ pub trait Operator: Send {
     /// yet, so a job that asks for checkpoints fails at start instead of losing state.
     fn checkpointable(&self) -> Result<(), String>;
 
+    /// Checkpoints are on: keep track of what changes between them (operators whose tracking
+    /// costs something do it only then).
+    fn track_changes(&mut self) {}
+
     /// Whether the operator writes keyed state at checkpoints (its task then has a database).
     fn keeps_keyed_state(&self) -> bool {
         false
@@ -138,8 +142,8 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
             plan.nodes[node.inputs[0].node].changelog == weir_dataflow::plan::ChangelogMode::Retract,
             key_groups(0)?,
         )?),
-        OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end, interval } => {
-            Box::new(join::Join::try_new(
+        OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end, interval } => Box::new(
+            join::Join::try_new(
                 *kind,
                 input_schema(0),
                 input_schema(1),
@@ -150,8 +154,9 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
                 *window_end,
                 *interval,
                 node.schema.clone(),
-            )?)
-        }
+            )?
+            .with_max_parallelism(plan.max_parallelism),
+        ),
         OperatorSpec::Rank(spec) => Box::new(rank::Rank::try_new(
             spec.clone(),
             &input_schema(0),

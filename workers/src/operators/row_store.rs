@@ -197,6 +197,18 @@ impl RowStore {
         self.keys.remove(k);
     }
 
+    /// Every row of `key`: (entry, count, matches, bytes).
+    pub fn rows_of(&self, key: &[u8]) -> TaskResult<Vec<(u32, i32, i32, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for id in self.entries_of(key) {
+            let mut bytes = Vec::new();
+            self.read(id, &mut bytes)?;
+            let e = &self.entries[id as usize];
+            out.push((id, e.count, e.matches, bytes));
+        }
+        Ok(out)
+    }
+
     /// Takes one copy of `row` away from `key`; false if there is none.
     pub fn retract(&mut self, key: &[u8], row: &[u8]) -> TaskResult<bool> {
         let Some(k) = self.keys.get(key) else { return Ok(false) };
