@@ -221,8 +221,8 @@ impl Operator for Join {
         if let Some(w) = watermarks.min() {
             self.watermark = w;
         }
-        for side in 0..2 {
-            for (_, key, value) in state.keyed.remove(&SIDE_STATE[side]).unwrap_or_default() {
+        for (side, state_id) in SIDE_STATE.iter().enumerate() {
+            for (_, key, value) in state.keyed.remove(state_id).unwrap_or_default() {
                 let mut r = codec::Reader::new(&value);
                 let window_end = r.i64()?;
                 let n = r.i64()?;

@@ -80,6 +80,9 @@ pub struct Pushed {
     pub offset: u64,
 }
 
+/// A stored row of a key with its entry, copies and matches.
+pub type KeyRow = (u32, i32, i32, Vec<u8>);
+
 pub struct RowStore {
     keys: KeyTable,
     heads: Vec<u32>,
@@ -198,7 +201,7 @@ impl RowStore {
     }
 
     /// Every row of `key`: (entry, count, matches, bytes).
-    pub fn rows_of(&self, key: &[u8]) -> TaskResult<Vec<(u32, i32, i32, Vec<u8>)>> {
+    pub fn rows_of(&self, key: &[u8]) -> TaskResult<Vec<KeyRow>> {
         let mut out = Vec::new();
         for id in self.entries_of(key) {
             let mut bytes = Vec::new();
