@@ -67,6 +67,9 @@ pub struct NexmarkArgs {
     /// Parallelism of every operator.
     #[arg(long, default_value_t = 1)]
     parallelism: u32,
+    /// Take checkpoints this often (e.g. `1 s`), into a temporary folder; default: none.
+    #[arg(long)]
+    checkpoint_interval: Option<String>,
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
@@ -127,7 +130,14 @@ fn nexmark(args: NexmarkArgs) -> Result<()> {
                 _ => generator_ddl(args.events)?,
             };
             let raw_sql = body.replace("${DATA_PATH}", &data_path);
-            let sql = format!("{ddl}\n{VIEWS}\n{raw_sql}");
+            let checkpoints = match &args.checkpoint_interval {
+                Some(interval) => format!(
+                    "SET 'execution.checkpointing.interval' = '{interval}';\nSET 'state.checkpoints.dir' = '{}';\n",
+                    work.path().join(format!("state-{q}-{source}")).display()
+                ),
+                None => String::new(),
+            };
+            let sql = format!("{checkpoints}{ddl}\n{VIEWS}\n{raw_sql}");
             let script = work.path().join(format!("{q}-{source}.sql"));
             let stats_path = work.path().join(format!("{q}-{source}.json"));
             std::fs::write(&script, sql)?;

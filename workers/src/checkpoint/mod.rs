@@ -70,6 +70,12 @@ pub struct SnapshotContext<'a> {
 }
 
 impl SnapshotContext<'_> {
+    /// False for a finished task's final record: keyed state is not kept, so operators need not
+    /// prepare it.
+    pub fn writes_keyed_state(&self) -> bool {
+        self.backend.is_some()
+    }
+
     /// Writes (or overwrites) one key's value of state `state`. Without a backend (a finished
     /// task's final record, which keeps no keyed state) nothing is written.
     pub fn put(&mut self, state: StateId, key_group: u32, key: &[u8], value: &[u8]) -> TaskResult<()> {

@@ -75,6 +75,9 @@ impl Operator for GroupAggregate {
     }
 
     fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
+        if !ctx.writes_keyed_state() {
+            return Ok(());
+        }
         let (counts, emitted, aggs) = (&self.counts, &self.emitted, &self.aggs);
         self.dirty.write_changes(ctx, GROUPS, &self.group_key_group, &self.groups, |g, value| {
             codec::put_i64(value, counts[g]);

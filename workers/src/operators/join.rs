@@ -16,7 +16,6 @@ use arrow_row::{RowConverter, SortField};
 use weir_dataflow::event::{ChangeBatch, MIN_WATERMARK, RowKind, Timestamp};
 use weir_dataflow::plan::{IntervalBounds, JoinKind, PhysExpr};
 
-use hashbrown::{HashMap, HashSet};
 use weir_dataflow::keygroup::{key_group_for_hash, stable_hash};
 use weir_state_store::StateId;
 
@@ -74,12 +73,8 @@ pub struct Join {
     expiry: [BTreeMap<Timestamp, Vec<StoredRow>>; 2],
     watermark: Timestamp,
     late: u64,
-    /// With checkpoints: keys per side whose rows changed since the last checkpoint.
-    dirty: Option<[HashSet<Box<[u8]>>; 2]>,
-    /// Per side, a window join key's window end (only kept with checkpoints).
-    window_of: [HashMap<Box<[u8]>, Timestamp>; 2],
-    /// Per side and entry, an interval join row's expiry (only kept with checkpoints).
-    entry_expiry: [HashMap<u32, Timestamp>; 2],
+    /// Checkpoints are on: the stores track which keys change.
+    tracking: bool,
     max_parallelism: u32,
 }
 
@@ -128,9 +123,7 @@ impl Join {
             expiry: [BTreeMap::new(), BTreeMap::new()],
             watermark: MIN_WATERMARK,
             late: 0,
-            dirty: None,
-            window_of: [HashMap::new(), HashMap::new()],
-            entry_expiry: [HashMap::new(), HashMap::new()],
+            tracking: false,
             max_parallelism: weir_dataflow::keygroup::DEFAULT_MAX_PARALLELISM,
         })
     }
@@ -141,13 +134,6 @@ impl Join {
         self
     }
 
-    fn mark(&mut self, side: usize, key: &[u8]) {
-        if let Some(dirty) = &mut self.dirty
-            && !dirty[side].contains(key)
-        {
-            dirty[side].insert(key.into());
-        }
-    }
 
     /// Decodes pairs of side rows into an output batch (`None` = NULLs).
     fn build(&self, rows: &[Pair<'_>]) -> TaskResult<RecordBatch> {
@@ -185,34 +171,33 @@ impl Operator for Join {
     }
 
     fn track_changes(&mut self) {
-        self.dirty = Some([HashSet::new(), HashSet::new()]);
+        self.tracking = true;
+        for side in &mut self.sides {
+            side.store.track_changes(self.max_parallelism);
+        }
     }
 
     fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
-        let Some(dirty) = self.dirty.as_mut() else { return Ok(()) };
-        let dirty = [std::mem::take(&mut dirty[0]), std::mem::take(&mut dirty[1])];
+        ctx.operator_state = Some(serde_json::json!({ "watermark": self.watermark }));
+        if !ctx.writes_keyed_state() {
+            return Ok(());
+        }
         let mut value = Vec::new();
-        for (side, keys) in dirty.into_iter().enumerate() {
-            for key in keys {
-                let key_group = key_group_for_hash(stable_hash(&key), self.max_parallelism);
-                let rows = self.sides[side].store.rows_of(&key)?;
-                if rows.is_empty() {
-                    ctx.delete(SIDE_STATE[side], key_group, &key)?;
-                    continue;
-                }
+        for (side, state) in self.sides.iter_mut().zip(SIDE_STATE) {
+            let (changed, removed) = side.store.take_changes();
+            for k in changed {
+                let key = side.store.key_bytes(k as u32);
                 value.clear();
-                codec::put_i64(&mut value, self.window_of[side].get(&key).copied().unwrap_or(NONE_TIME));
-                codec::put_i64(&mut value, rows.len() as i64);
-                for (entry, count, matches, bytes) in rows {
-                    codec::put_i64(&mut value, count as i64);
-                    codec::put_i64(&mut value, matches as i64);
-                    codec::put_i64(&mut value, self.entry_expiry[side].get(&entry).copied().unwrap_or(NONE_TIME));
-                    codec::put_bytes(&mut value, &bytes);
-                }
-                ctx.put(SIDE_STATE[side], key_group, &key, &value)?;
+                codec::put_i64(&mut value, side.store.tag(k as u32));
+                codec::put_i64(&mut value, side.store.rows_of_key(k as u32) as i64);
+                side.store.encode_rows(k as u32, &mut value)?;
+                let key_group = key_group_for_hash(stable_hash(key), self.max_parallelism);
+                ctx.put(state, key_group, key, &value)?;
+            }
+            for (key_group, key) in removed {
+                ctx.delete(state, key_group as u32, &key)?;
             }
         }
-        ctx.operator_state = Some(serde_json::json!({ "watermark": self.watermark }));
         Ok(())
     }
 
@@ -229,11 +214,14 @@ impl Operator for Join {
                 for _ in 0..n {
                     let (count, matches, expires) = (r.i64()?, r.i64()?, r.i64()?);
                     let bytes = r.bytes()?;
-                    let pushed = self.sides[side].store.push(&key, bytes, matches)?;
-                    self.sides[side].store.entry_mut(pushed.entry).count = count as i32;
+                    let store = &mut self.sides[side].store;
+                    let pushed = store.push(&key, bytes, matches)?;
+                    store.entry_mut(pushed.entry).count = count as i32;
+                    store.entry_mut(pushed.entry).expires = expires;
+                    store.restored(pushed.key);
                     if pushed.new_key && window_end != NONE_TIME {
+                        store.set_tag(pushed.key, window_end);
                         self.windows.entry(window_end).or_default().push((side, key.to_vec().into()));
-                        self.window_of[side].insert(key.to_vec().into(), window_end);
                     }
                     if expires != NONE_TIME {
                         self.expiry[side].entry(expires).or_default().push((
@@ -241,7 +229,6 @@ impl Operator for Join {
                             pushed.entry,
                             pushed.offset,
                         ));
-                        self.entry_expiry[side].insert(pushed.entry, expires);
                     }
                 }
                 r.finish()?;
@@ -342,13 +329,9 @@ impl Operator for Join {
             let key: &[u8] = keys.row(r).data();
             let [a, b] = &mut self.sides;
             let (mine_side, other_side) = if s == 0 { (a, b) } else { (b, a) };
-            if let Some(dirty) = &mut self.dirty {
-                // This side's rows of the key change; so may the other side's match counts.
-                for side in [s, o] {
-                    if (side == s || other_side.preserved) && !dirty[side].contains(key) {
-                        dirty[side].insert(key.into());
-                    }
-                }
+            if self.tracking && other_side.preserved && !candidates[r].is_empty() {
+                // The other side's match counts change.
+                other_side.store.touch(key);
             }
             let mut matched = 0i64;
             for (i, (id, start, len)) in candidates[r].iter().enumerate() {
@@ -394,20 +377,15 @@ impl Operator for Join {
                     continue;
                 }
                 let pushed = mine_side.store.push(key, row, matched)?;
-                let tracking = self.dirty.is_some();
                 if pushed.new_key
                     && let Some(ends) = &ends
                 {
                     self.windows.entry(ends.value(r)).or_default().push((s, key.into()));
-                    if tracking {
-                        self.window_of[s].insert(key.into(), ends.value(r));
-                    }
+                    mine_side.store.set_tag(pushed.key, ends.value(r));
                 }
                 if let Some(at) = expires {
                     self.expiry[s].entry(at).or_default().push((key.into(), pushed.entry, pushed.offset));
-                    if tracking {
-                        self.entry_expiry[s].insert(pushed.entry, at);
-                    }
+                    mine_side.store.entry_mut(pushed.entry).expires = at;
                 }
             } else {
                 mine_side.store.retract(key, row)?;
@@ -445,8 +423,6 @@ impl Operator for Join {
             }
             for (side, key) in entry.remove() {
                 self.sides[side].store.remove_key(&key);
-                self.window_of[side].remove(&key);
-                self.mark(side, &key);
             }
         }
         for side in 0..2 {
@@ -456,10 +432,6 @@ impl Operator for Join {
                 }
                 for (key, id, offset) in entry.remove() {
                     self.sides[side].store.remove_entry(&key, id, offset);
-                    if self.dirty.is_some() {
-                        self.entry_expiry[side].remove(&id);
-                        self.mark(side, &key);
-                    }
                 }
             }
         }

@@ -10,7 +10,10 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
-use super::keys::KeyTable;
+use weir_dataflow::keygroup::{key_group_for_hash, stable_hash};
+
+use super::codec;
+use super::keys::{DirtyGroups, KeyTable, RemovedKey};
 use crate::error::{TaskError, TaskResult};
 
 /// Row bytes a side keeps in memory before spilling to disk.
@@ -27,6 +30,8 @@ pub struct Entry {
     next: u32,
     pub count: i32,
     pub matches: i32,
+    /// When an interval join drops the row (`i64::MIN`: never); kept for checkpoints.
+    pub expires: i64,
 }
 
 /// Append-only row bytes: the newest in memory, the rest in a temporary file.
@@ -76,16 +81,19 @@ fn io_error(what: &str, e: std::io::Error) -> TaskError {
 #[derive(Clone, Copy, Debug)]
 pub struct Pushed {
     pub new_key: bool,
+    /// The key's id, while it has rows.
+    pub key: u32,
     pub entry: u32,
     pub offset: u64,
 }
 
-/// A stored row of a key with its entry, copies and matches.
-pub type KeyRow = (u32, i32, i32, Vec<u8>);
-
 pub struct RowStore {
     keys: KeyTable,
     heads: Vec<u32>,
+    /// Per key id: a value the owner attaches to the key (a window join: the window's end).
+    tags: Vec<i64>,
+    /// With checkpoints: keys whose rows changed, and keys that went away.
+    changes: Option<(DirtyGroups, u32)>,
     entries: Vec<Entry>,
     free: Vec<u32>,
     log: RowLog,
@@ -96,6 +104,8 @@ impl RowStore {
         RowStore {
             keys: KeyTable::default(),
             heads: Vec::new(),
+            tags: Vec::new(),
+            changes: None,
             entries: Vec::new(),
             free: Vec::new(),
             log: RowLog { memory: Vec::new(), memory_base: 0, file: None, budget },
@@ -131,16 +141,76 @@ impl RowStore {
         Ok((start, e.len as usize))
     }
 
+    /// Records which keys change from now on, for checkpoints; keys are in key groups of
+    /// `max_parallelism`.
+    pub fn track_changes(&mut self, max_parallelism: u32) {
+        self.changes = Some((DirtyGroups::default(), max_parallelism));
+    }
+
+    /// The keys whose rows changed since the last call, and the removed keys (with their key
+    /// groups) whose stored state must go.
+    pub fn take_changes(&mut self) -> (Vec<usize>, Vec<RemovedKey>) {
+        self.changes.as_mut().map(|(c, _)| c.take()).unwrap_or_default()
+    }
+
+    /// Marks `key`'s rows changed (their match counts, say).
+    pub fn touch(&mut self, key: &[u8]) {
+        if let Some((changes, _)) = &mut self.changes
+            && let Some(k) = self.keys.get(key)
+        {
+            changes.touch(k as usize);
+        }
+    }
+
+    /// A restored key: stored already.
+    pub fn restored(&mut self, key: u32) {
+        if let Some((changes, _)) = &mut self.changes {
+            changes.restored(key as usize);
+        }
+    }
+
+    pub fn key_bytes(&self, key: u32) -> &[u8] {
+        self.keys.key(key)
+    }
+
+    pub fn tag(&self, key: u32) -> i64 {
+        self.tags.get(key as usize).copied().unwrap_or(i64::MIN)
+    }
+
+    pub fn set_tag(&mut self, key: u32, tag: i64) {
+        self.tags[key as usize] = tag;
+    }
+
+    /// `k` is about to be forgotten.
+    fn forgetting(&mut self, k: u32) {
+        if let Some((changes, max_parallelism)) = &mut self.changes {
+            let key = self.keys.key(k);
+            let key_group = key_group_for_hash(stable_hash(key), *max_parallelism) as u16;
+            changes.remove(k as usize, key_group, key);
+        }
+    }
+
     /// Stores `row` under `key`.
     pub fn push(&mut self, key: &[u8], row: &[u8], matches: i64) -> TaskResult<Pushed> {
         let (k, new) = self.keys.intern(key);
         if new || self.heads.len() <= k as usize {
             self.heads.resize(self.heads.len().max(k as usize + 1), NONE);
             self.heads[k as usize] = NONE;
+            self.tags.resize(self.heads.len(), i64::MIN);
+            self.tags[k as usize] = i64::MIN;
+        }
+        if let Some((changes, _)) = &mut self.changes {
+            changes.touch(k as usize);
         }
         let offset = self.log.append(row)?;
-        let entry =
-            Entry { offset, len: row.len() as u32, next: self.heads[k as usize], count: 1, matches: matches as i32 };
+        let entry = Entry {
+            offset,
+            len: row.len() as u32,
+            next: self.heads[k as usize],
+            count: 1,
+            matches: matches as i32,
+            expires: i64::MIN,
+        };
         let id = match self.free.pop() {
             Some(id) => {
                 self.entries[id as usize] = entry;
@@ -152,7 +222,7 @@ impl RowStore {
             }
         };
         self.heads[k as usize] = id;
-        Ok(Pushed { new_key: new, entry: id, offset })
+        Ok(Pushed { new_key: new, key: k, entry: id, offset })
     }
 
     /// Forgets one stored row, if entry `id` still holds the row stored at `offset` (ids are
@@ -184,7 +254,10 @@ impl RowStore {
         }
         self.free.push(e);
         if self.heads[k as usize] == NONE {
+            self.forgetting(k);
             self.keys.remove(k);
+        } else if let Some((changes, _)) = &mut self.changes {
+            changes.touch(k as usize);
         }
     }
 
@@ -197,19 +270,35 @@ impl RowStore {
             e = self.entries[e as usize].next;
         }
         self.heads[k as usize] = NONE;
+        self.forgetting(k);
         self.keys.remove(k);
     }
 
-    /// Every row of `key`: (entry, count, matches, bytes).
-    pub fn rows_of(&self, key: &[u8]) -> TaskResult<Vec<KeyRow>> {
-        let mut out = Vec::new();
-        for id in self.entries_of(key) {
-            let mut bytes = Vec::new();
-            self.read(id, &mut bytes)?;
-            let e = &self.entries[id as usize];
-            out.push((id, e.count, e.matches, bytes));
+    /// Every row of key `k`, appended to `out` as (count, matches, expires, bytes).
+    pub fn encode_rows(&self, k: u32, out: &mut Vec<u8>) -> TaskResult<()> {
+        let mut e = self.heads[k as usize];
+        let mut bytes = Vec::new();
+        while e != NONE {
+            let entry = self.entries[e as usize];
+            codec::put_i64(out, entry.count as i64);
+            codec::put_i64(out, entry.matches as i64);
+            codec::put_i64(out, entry.expires);
+            bytes.clear();
+            self.read(e, &mut bytes)?;
+            codec::put_bytes(out, &bytes);
+            e = entry.next;
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The number of rows of key `k`.
+    pub fn rows_of_key(&self, k: u32) -> usize {
+        let (mut n, mut e) = (0, self.heads[k as usize]);
+        while e != NONE {
+            n += 1;
+            e = self.entries[e as usize].next;
+        }
+        n
     }
 
     /// Takes one copy of `row` away from `key`; false if there is none.
@@ -225,6 +314,8 @@ impl RowStore {
                 self.entries[e as usize].count -= 1;
                 if self.entries[e as usize].count <= 0 {
                     self.unlink(k, previous, e);
+                } else if let Some((changes, _)) = &mut self.changes {
+                    changes.touch(k as usize);
                 }
                 return Ok(true);
             }

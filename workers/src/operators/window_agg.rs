@@ -96,14 +96,16 @@ impl Operator for WindowAggregate {
     }
 
     fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
+        // Windows that fired are gone: the watermark says which rows would now be late.
+        ctx.operator_state = Some(serde_json::json!({ "watermark": self.watermark }));
+        if !ctx.writes_keyed_state() {
+            return Ok(());
+        }
         let (ends, aggs) = (&self.group_end, &self.aggs);
         self.dirty.write_changes(ctx, GROUPS, &self.group_key_group, &self.groups, |g, value| {
             codec::put_i64(value, ends[g]);
             aggs.encode_group(g, value)
-        })?;
-        // Windows that fired are gone: the watermark says which rows would now be late.
-        ctx.operator_state = Some(serde_json::json!({ "watermark": self.watermark }));
-        Ok(())
+        })
     }
 
     fn restore(&mut self, mut state: RestoredState) -> TaskResult<()> {
