@@ -256,6 +256,11 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
     };
     let graph = JobGraph::from_plan(&plan);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(path) = planned.config.savepoint_path() {
+        bail!(
+            "execution.savepoint.path ('{path}') is not supported yet; use --resume to start from the latest checkpoint"
+        );
+    }
     let checkpointing = match planned.config.checkpointing() {
         Some(config) => Some(runtime.block_on(checkpoint_setup(config, &planned.config, options))?),
         None if options.resume => bail!("--resume needs checkpoints: set 'execution.checkpointing.interval'"),

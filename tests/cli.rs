@@ -270,3 +270,15 @@ SELECT COUNT(*), MIN(id), MAX(id), MIN(v) >= 1, MAX(v) <= 10, MIN(CHAR_LENGTH(na
     let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
     assert_eq!(out.lines().last().unwrap(), r#"{"op":"+U","row":[50,1,50,true,true,5]}"#, "{out}");
 }
+
+#[test]
+fn a_savepoint_path_is_refused_until_savepoints_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "SET 'execution.savepoint.path' = '/tmp/sp';
+CREATE TABLE g (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '5');
+SELECT id FROM g;";
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql"], dir.path());
+    assert_clean_failure(&o);
+    assert!(stderr(&o).contains("execution.savepoint.path"), "{}", stderr(&o));
+}
