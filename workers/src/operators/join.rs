@@ -134,7 +134,6 @@ impl Join {
         self
     }
 
-
     /// Decodes pairs of side rows into an output batch (`None` = NULLs).
     fn build(&self, rows: &[Pair<'_>]) -> TaskResult<RecordBatch> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
