@@ -128,6 +128,48 @@ pub trait InputGate: Send {
     fn next(&mut self) -> BoxFuture<'_, Result<Option<(usize, StreamEvent)>, ShuffleError>>;
 
     fn num_channels(&self) -> usize;
+
+    /// Keeps back the credits of `channel`'s events from now on, so its producer stops once it
+    /// has spent the ones it holds: a task aligning a checkpoint's barriers holds back the
+    /// channels that delivered theirs, and must not buffer what they send meanwhile.
+    fn pause(&mut self, channel: usize);
+
+    /// Returns the credits kept back while `channel` was paused.
+    fn resume(&mut self, channel: usize);
+}
+
+/// The credits a gate keeps back for its paused channels.
+#[derive(Debug, Default)]
+pub(crate) struct WithheldCredits {
+    /// Per channel: `None` when running, else the credits kept back so far.
+    withheld: Vec<Option<u32>>,
+}
+
+impl WithheldCredits {
+    pub(crate) fn new(channels: usize) -> Self {
+        WithheldCredits { withheld: vec![None; channels] }
+    }
+
+    /// Whether the credit of an event just taken from `channel` goes back now; if not, it is
+    /// kept for [`resume`](Self::resume).
+    pub(crate) fn pass(&mut self, channel: usize) -> bool {
+        match &mut self.withheld[channel] {
+            Some(n) => {
+                *n += 1;
+                false
+            }
+            None => true,
+        }
+    }
+
+    pub(crate) fn pause(&mut self, channel: usize) {
+        self.withheld[channel].get_or_insert(0);
+    }
+
+    /// The credits to give back now that `channel` runs again.
+    pub(crate) fn resume(&mut self, channel: usize) -> u32 {
+        self.withheld[channel].take().unwrap_or(0)
+    }
 }
 
 /// The exchange between tasks.

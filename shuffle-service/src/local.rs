@@ -16,7 +16,7 @@ use weir_dataflow::event::StreamEvent;
 use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex};
 
 use crate::store::{Partition, Store, StoreConfig, SubpartitionReader};
-use crate::{GateId, InputGate, PartitionKind, PartitionWriter, ShuffleError, ShuffleService, wire};
+use crate::{GateId, InputGate, PartitionKind, PartitionWriter, ShuffleError, ShuffleService, WithheldCredits, wire};
 
 /// Credits each channel starts with: the events a producer may have in flight on it.
 pub const DEFAULT_CREDITS: usize = 4;
@@ -134,7 +134,13 @@ impl LocalShuffle {
             }
             credits.push(semaphore);
         }
-        Box::new(LocalGate { queue, credits, open: vec![true; channels.len()], open_count: channels.len() })
+        Box::new(LocalGate {
+            queue,
+            credits,
+            withheld: WithheldCredits::new(channels.len()),
+            open: vec![true; channels.len()],
+            open_count: channels.len(),
+        })
     }
 
     fn writer(&self, partition: PartitionId, subpartitions: u32) -> Result<Box<dyn PartitionWriter>, ShuffleError> {
@@ -285,6 +291,7 @@ impl PartitionWriter for LocalWriter {
 struct LocalGate {
     queue: Arc<GateQueue>,
     credits: Vec<Arc<Semaphore>>,
+    withheld: WithheldCredits,
     open: Vec<bool>,
     open_count: usize,
 }
@@ -300,7 +307,9 @@ impl InputGate for LocalGate {
                 match popped {
                     Some((index, event)) => {
                         let event = event?;
-                        self.credits[index].add_permits(1);
+                        if self.withheld.pass(index) {
+                            self.credits[index].add_permits(1);
+                        }
                         if matches!(event, StreamEvent::EndOfPartition) && self.open[index] {
                             self.open[index] = false;
                             self.open_count -= 1;
@@ -315,6 +324,17 @@ impl InputGate for LocalGate {
 
     fn num_channels(&self) -> usize {
         self.credits.len()
+    }
+
+    fn pause(&mut self, channel: usize) {
+        self.withheld.pause(channel);
+    }
+
+    fn resume(&mut self, channel: usize) {
+        let n = self.withheld.resume(channel);
+        if n > 0 {
+            self.credits[channel].add_permits(n as usize);
+        }
     }
 }
 

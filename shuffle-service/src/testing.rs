@@ -45,6 +45,7 @@ pub async fn run_all(
     };
     timed("ordering")(tokio::time::timeout(limit, ordered_per_channel_until_every_producer_ends(make())).await);
     timed("credits")(tokio::time::timeout(limit, producer_waits_for_credit(make(), credits)).await);
+    timed("pause")(tokio::time::timeout(limit, a_paused_channel_holds_back_its_producer(make(), credits)).await);
     timed("integrity")(tokio::time::timeout(limit, batches_and_row_kinds_arrive_intact(make())).await);
     timed("fan-out")(tokio::time::timeout(limit, fan_out_over_many_channels(make())).await);
     timed("consumer gone")(tokio::time::timeout(limit, producer_learns_its_consumer_left(make())).await);
@@ -291,6 +292,40 @@ pub async fn producer_waits_for_credit(shuffle: Arc<dyn ShuffleService>, credits
         .await
         .expect("a returned credit lets the producer go on")
         .expect("send");
+}
+
+/// A paused channel keeps its credits back: its producer stops once it has spent what it holds,
+/// whatever the consumer takes meanwhile, and goes on when the channel is resumed.
+pub async fn a_paused_channel_holds_back_its_producer(shuffle: Arc<dyn ShuffleService>, credits: usize) {
+    let mut input = shuffle.open_gate(gate(0), vec![channel(0, 0, 0)]).await.expect("gate");
+    let mut w = shuffle
+        .create_partition(PartitionId { edge: 0, producer: SubtaskIndex(0) }, 1, PartitionKind::Pipelined)
+        .await
+        .expect("partition");
+    input.pause(0);
+    let total = credits * 4;
+    let producer = tokio::spawn(async move {
+        for i in 0..total {
+            w.send(0, StreamEvent::Watermark(i as i64)).await.expect("send");
+        }
+        w.send(0, StreamEvent::EndOfPartition).await.expect("send");
+    });
+    let mut taken = 0;
+    while let Ok(got) = tokio::time::timeout(Duration::from_millis(200), input.next()).await {
+        assert!(matches!(got.expect("channel"), Some((0, StreamEvent::Watermark(w))) if w == taken as i64));
+        taken += 1;
+    }
+    assert!(taken <= credits, "{taken} events passed a paused channel with {credits} credits");
+    assert!(!producer.is_finished(), "a paused channel must hold back its producer");
+    input.resume(0);
+    while taken < total {
+        let got = tokio::time::timeout(Duration::from_secs(5), input.next()).await.expect("resumed in time");
+        let got = got.expect("channel");
+        assert!(matches!(got, Some((0, StreamEvent::Watermark(w))) if w == taken as i64), "{taken}: {got:?}");
+        taken += 1;
+    }
+    assert!(matches!(input.next().await.expect("channel"), Some((0, StreamEvent::EndOfPartition))));
+    producer.await.expect("producer");
 }
 
 /// Batches arrive with their values and row kinds unchanged.

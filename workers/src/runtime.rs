@@ -337,6 +337,7 @@ impl Task {
                     }
                     StreamEvent::Barrier(id) => steps = aligner.on_barrier(channel, id),
                 }
+                let aligning = !steps.is_empty() || aligner.is_blocked(channel);
                 for step in steps {
                     match step {
                         AlignStep::Complete(id) => self.checkpoint(id, None).await?,
@@ -349,6 +350,17 @@ impl Task {
                     }
                     for (c, events) in held.iter_mut().enumerate() {
                         released.extend(events.drain(..).map(|e| (c, e)));
+                    }
+                }
+                if aligning {
+                    // A channel that has delivered the barrier being aligned stops getting credit,
+                    // so what its producer sends meanwhile waits there, not in this task's memory.
+                    for c in 0..channels {
+                        if aligner.is_blocked(c) {
+                            gate.pause(c);
+                        } else {
+                            gate.resume(c);
+                        }
                     }
                 }
             }
@@ -544,6 +556,7 @@ impl Task {
     /// Takes this task's part of checkpoint `id` and passes the barrier on. The keyed state's
     /// upload finishes in the background; the acknowledgement goes when it is stored.
     async fn checkpoint(&mut self, id: CheckpointId, source: Option<serde_json::Value>) -> TaskResult<()> {
+        tracing::debug!(vertex = %self.vertex, subtask = self.subtask, checkpoint = %id, "snapshot");
         let position = self.record(id, source, true)?;
         let c = self.checkpointing.as_mut().expect("checkpoints are only taken when enabled");
         let pending = match c.backend.as_mut() {

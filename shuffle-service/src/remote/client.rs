@@ -17,7 +17,7 @@ use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex};
 
 use super::proto::{ClientMessage, ErrorCode, MessageReader, Outbound, ServerMessage, write_loop};
 use crate::wire::{self, PROTOCOL_VERSION};
-use crate::{GateId, InputGate, PartitionKind, PartitionWriter, ShuffleError, ShuffleService};
+use crate::{GateId, InputGate, PartitionKind, PartitionWriter, ShuffleError, ShuffleService, WithheldCredits};
 
 /// Events a consumer lets the server have in flight to it on each channel.
 pub const DEFAULT_CONSUMER_CREDITS: u32 = 4;
@@ -95,8 +95,14 @@ impl ShuffleService for RemoteShuffle {
             let ids = channels.clone();
             tokio::spawn(read_events(reader, events, addr, ids));
             let open_count = channels.len();
-            Ok(Box::new(RemoteGate { channels, queue, outbox, open: vec![true; open_count], open_count })
-                as Box<dyn InputGate>)
+            Ok(Box::new(RemoteGate {
+                channels,
+                withheld: WithheldCredits::new(open_count),
+                queue,
+                outbox,
+                open: vec![true; open_count],
+                open_count,
+            }) as Box<dyn InputGate>)
         })
     }
 
@@ -193,6 +199,7 @@ async fn read_events(
 
 struct RemoteGate {
     channels: Vec<ChannelId>,
+    withheld: WithheldCredits,
     queue: mpsc::UnboundedReceiver<Delivery>,
     outbox: mpsc::UnboundedSender<Outbound>,
     open: Vec<bool>,
@@ -211,7 +218,9 @@ impl InputGate for RemoteGate {
             let (index, event) = delivery?;
             // The credit goes back as soon as the task has the event: the writer task batches
             // credits that pile up while it is busy into one write.
-            let _ = self.outbox.send(ClientMessage::Credit { channel: index as u32, n: 1 }.encode());
+            if self.withheld.pass(index) {
+                let _ = self.outbox.send(ClientMessage::Credit { channel: index as u32, n: 1 }.encode());
+            }
             if matches!(event, StreamEvent::EndOfPartition) && self.open[index] {
                 self.open[index] = false;
                 self.open_count -= 1;
@@ -222,6 +231,17 @@ impl InputGate for RemoteGate {
 
     fn num_channels(&self) -> usize {
         self.channels.len()
+    }
+
+    fn pause(&mut self, channel: usize) {
+        self.withheld.pause(channel);
+    }
+
+    fn resume(&mut self, channel: usize) {
+        let n = self.withheld.resume(channel);
+        if n > 0 {
+            let _ = self.outbox.send(ClientMessage::Credit { channel: channel as u32, n }.encode());
+        }
     }
 }
 
