@@ -20,7 +20,7 @@ use slatedb::db_cache::DbCache;
 use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
 use slatedb::object_store::ObjectStore;
 use slatedb::object_store::path::Path;
-use slatedb::{CheckpointHandle, Db, DbReader, DbReaderMode, WriteBatch};
+use slatedb::{Db, DbReader, DbReaderMode, WriteBatch};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 use weir_dataflow::keygroup::{DEFAULT_MAX_PARALLELISM, KeyGroupRange, stable_hash};
@@ -96,7 +96,7 @@ pub struct WriteBackStats {
 
 /// A snapshot whose write-back is done and whose upload may still be running.
 pub struct PendingSnapshot {
-    handle: CheckpointHandle,
+    upload: tokio::task::JoinHandle<std::result::Result<Uuid, slatedb::Error>>,
     template: StateHandle,
     stats: WriteBackStats,
 }
@@ -108,8 +108,12 @@ impl PendingSnapshot {
 
     /// Waits until the checkpoint's files and manifest are stored, and returns its handle.
     pub async fn wait(self) -> Result<StateHandle> {
-        let result = self.handle.wait().await.map_err(|e| StateError::db(&self.template.db_path, e))?;
-        Ok(StateHandle { slatedb_checkpoint: result.id, ..self.template })
+        let id = self
+            .upload
+            .await
+            .map_err(|e| StateError::Corrupt(format!("the write-back of `{}` stopped: {e}", self.template.db_path)))?
+            .map_err(|e| StateError::db(&self.template.db_path, e))?;
+        Ok(StateHandle { slatedb_checkpoint: id, ..self.template })
     }
 }
 
@@ -145,6 +149,12 @@ pub struct KeyedStateBackend {
     options: StateOptions,
     pub(crate) working: BTreeMap<Vec<u8>, Slot>,
     pub(crate) timers: HashMap<(crate::ids::OperatorId, keys::TimeDomain), TimerQueue>,
+    /// Values staged for the next snapshot outside the working set (see [`Self::stage`]).
+    staged: WriteBatch,
+    staged_stats: WriteBackStats,
+    /// Done when the previous snapshot's checkpoint is stored (or failed): the next snapshot's
+    /// writes wait for it, so each checkpoint holds exactly its own writes, and closing waits too.
+    previous: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// `<root>/<job>/state/v<vertex>-s<subtask>-a<attempt>`.
@@ -349,7 +359,39 @@ impl KeyedStateBackend {
             options,
             working: BTreeMap::new(),
             timers: HashMap::new(),
+            staged: WriteBatch::new(),
+            staged_stats: WriteBackStats::default(),
+            previous: None,
         })
+    }
+
+    /// Stages one value (or, with `None`, a deletion) of `operator`'s state `state` for the
+    /// next snapshot, without keeping it in the working set: for operators that keep their own
+    /// in-memory state and write back only what changed. Staged writes reach SlateDB in the
+    /// background after [`snapshot`](Self::snapshot) returns, so reads of them go through the
+    /// operator's own state, not this backend.
+    pub fn stage(
+        &mut self,
+        operator: crate::ids::OperatorId,
+        state: crate::ids::StateId,
+        key_group: u32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<()> {
+        let stored_key = keys::state_key(operator, self.check_key_group(key_group)?, state, key);
+        match value {
+            Some(v) => {
+                let stored = ttl::wrap(v, self.expire_at());
+                self.staged_stats.puts += 1;
+                self.staged_stats.bytes += (stored_key.len() + stored.len()) as u64;
+                self.staged.put(stored_key, stored);
+            }
+            None => {
+                self.staged_stats.deletes += 1;
+                self.staged.delete(stored_key);
+            }
+        }
+        Ok(())
     }
 
     pub fn id(&self) -> &SubtaskStateId {
@@ -548,6 +590,10 @@ impl KeyedStateBackend {
             }
         }
         if stats.puts + stats.deletes > 0 {
+            // The working set's writes go in order after the previous snapshot's staged ones.
+            if let Some(previous) = self.previous.take() {
+                let _ = previous.await;
+            }
             // Not awaited for durability: the checkpoint below flushes it.
             self.db.write(batch).await.map_err(self.db_error())?;
         }
@@ -576,10 +622,34 @@ impl KeyedStateBackend {
         }
         self.evict();
 
+        let staged = std::mem::replace(&mut self.staged, WriteBatch::new());
+        let staged_stats = std::mem::take(&mut self.staged_stats);
+        stats.puts += staged_stats.puts;
+        stats.deletes += staged_stats.deletes;
+        stats.bytes += staged_stats.bytes;
+        // The staged writes and the checkpoint happen in the background, in snapshot order: the
+        // task goes on processing meanwhile.
         let options = CheckpointOptions { name: Some(format!("weir-{checkpoint}")), ..CheckpointOptions::default() };
-        let handle = self.db.begin_checkpoint(CheckpointScope::All, &options).await.map_err(self.db_error())?;
+        let (db, previous) = (self.db.clone(), self.previous.take());
+        let (done, next) = tokio::sync::oneshot::channel();
+        self.previous = Some(next);
+        let has_staged = staged_stats.puts + staged_stats.deletes > 0;
+        let upload = tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let stored = async {
+                if has_staged {
+                    db.write(staged).await?;
+                }
+                Ok(db.begin_checkpoint(CheckpointScope::All, &options).await?.wait().await?.id)
+            }
+            .await;
+            let _ = done.send(());
+            stored
+        });
         debug!(db = %self.path, %checkpoint, puts = stats.puts, deletes = stats.deletes, bytes = stats.bytes,
-            "state written back");
+            "state handed over for write-back");
         let template = StateHandle {
             job: self.id.job.clone(),
             vertex: self.id.vertex,
@@ -591,7 +661,7 @@ impl KeyedStateBackend {
             key_groups: self.key_groups,
             max_parallelism: self.options.max_parallelism,
         };
-        Ok(PendingSnapshot { handle, template, stats })
+        Ok(PendingSnapshot { upload, template, stats })
     }
 
     /// Second-chance eviction of clean entries when the working set is over capacity: entries
@@ -630,7 +700,10 @@ impl KeyedStateBackend {
 
     /// Closes the database. Changes since the last snapshot are dropped: state is only
     /// committed by checkpoints.
-    pub async fn close(self) -> Result<()> {
+    pub async fn close(mut self) -> Result<()> {
+        if let Some(previous) = self.previous.take() {
+            let _ = previous.await;
+        }
         self.db.close().await.map_err(|e| StateError::db(self.path.as_ref(), e))
     }
 

@@ -80,7 +80,7 @@ impl SnapshotContext<'_> {
     /// task's final record, which keeps no keyed state) nothing is written.
     pub fn put(&mut self, state: StateId, key_group: u32, key: &[u8], value: &[u8]) -> TaskResult<()> {
         if let Some(backend) = self.backend.as_deref_mut() {
-            weir_state_store::ValueState::new(self.operator, state)?.put(backend, key_group, key, value)?;
+            backend.stage(self.operator, state, key_group, key, Some(value))?;
         }
         Ok(())
     }
@@ -88,7 +88,7 @@ impl SnapshotContext<'_> {
     /// Removes one key of state `state`.
     pub fn delete(&mut self, state: StateId, key_group: u32, key: &[u8]) -> TaskResult<()> {
         if let Some(backend) = self.backend.as_deref_mut() {
-            weir_state_store::ValueState::new(self.operator, state)?.clear(backend, key_group, key)?;
+            backend.stage(self.operator, state, key_group, key, None)?;
         }
         Ok(())
     }
