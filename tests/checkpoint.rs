@@ -184,3 +184,43 @@ fn nexmark_q5_q7_q8_resume_with_exactly_once_output() {
         exactly_once(&nexmark_job(query), 1, NEXMARK_TIMING, seed);
     }
 }
+
+/// A corrupt checkpoint is reported with its path and never taken for empty state: with no
+/// other checkpoint to fall back to, `--resume` refuses to start.
+#[test]
+fn a_corrupt_checkpoint_is_reported_not_taken_for_empty_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let script = dir.path().join("job.sql");
+    let body = datagen_job(PASS_THROUGH).replace("OUT", &out.display().to_string()).replace("4000", "40000");
+    std::fs::write(&script, header(dir.path(), 1, FAST) + &body).expect("script");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("run")
+            .arg(&script)
+            .arg("--resume")
+            .arg("--quiet")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("weir runs")
+    };
+    assert!(run().status.success());
+    let checkpoints = dir.path().join("state/job/checkpoints");
+    let metadata: Vec<_> = std::fs::read_dir(&checkpoints)
+        .expect("checkpoints folder")
+        .map(|e| e.expect("entry").path().join("_metadata"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(metadata.len(), 1, "one checkpoint retained: {metadata:?}");
+    let mut bytes = std::fs::read(&metadata[0]).expect("metadata");
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x20;
+    std::fs::write(&metadata[0], bytes).expect("corrupt it");
+    let o = run();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "resuming from nothing usable must fail: {stderr}");
+    let error = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert!(error.contains("chk-") && error.contains("_metadata"), "the error names the file: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
