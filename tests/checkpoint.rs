@@ -224,3 +224,84 @@ fn a_corrupt_checkpoint_is_reported_not_taken_for_empty_state() {
     assert!(error.contains("chk-") && error.contains("_metadata"), "the error names the file: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A job checkpointed at parallelism 2, killed, and resumed at 3 and then finished at 1: its
+/// keyed state moves by key group and its file source's positions by file, and the published
+/// rows equal a failure-free run's.
+#[test]
+fn a_job_resumed_at_other_parallelisms_publishes_the_same_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.json");
+    let generated = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["nexmark-gen", "--events", "1000000", "--out"])
+        .arg(&events)
+        .status()
+        .expect("nexmark-gen runs");
+    assert!(generated.success());
+    let script = |name: &str| {
+        let out = dir.path().join(format!("out-{name}"));
+        let body = NEXMARK_DDL.replace("${DATA_PATH}", &events.display().to_string())
+            + "\n"
+            + NEXMARK_VIEWS
+            + "\n"
+            + &include_str!("../bench/nexmark/q5.sql")
+                .replace("'connector' = 'blackhole'", "'connector' = 'filesystem', 'path' = 'OUT', 'format' = 'json'")
+                .replace("OUT", &out.display().to_string());
+        let header = format!(
+            "SET 'execution.checkpointing.interval' = '200 ms';\nSET 'state.checkpoints.dir' = '{}';\n",
+            dir.path().join(format!("state-{name}")).display()
+        );
+        let path = dir.path().join(format!("{name}.sql"));
+        std::fs::write(&path, header + &body).expect("script");
+        (path, out)
+    };
+    let weir = |script: &Path, parallelism: &str| {
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("run")
+            .arg(script)
+            .args(["--resume", "--quiet", "--parallelism", parallelism])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("weir starts")
+    };
+    let (reference, reference_out) = script("reference");
+    assert!(weir(&reference, "2").wait_with_output().expect("runs").status.success());
+    let (rescaled, rescaled_out) = script("rescaled");
+    let checkpoints = dir.path().join("state-rescaled/rescaled/checkpoints");
+    // Run at 2 until a checkpoint exists, then kill; resume at 3 and kill again; finish at 1.
+    for (parallelism, finish) in [("2", false), ("3", false), ("1", true)] {
+        let mut child = weir(&rescaled, parallelism);
+        if finish {
+            let output = child.wait_with_output().expect("runs");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            break;
+        }
+        let started = Instant::now();
+        let before = newest_checkpoint(&checkpoints);
+        loop {
+            assert!(child.try_wait().expect("wait").is_none(), "the run at {parallelism} ended before a checkpoint");
+            if newest_checkpoint(&checkpoints) > before {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint at parallelism {parallelism}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = Command::new("kill").arg("-9").arg(child.id().to_string()).status();
+        let _ = child.wait();
+    }
+    let expected = published(&reference_out);
+    assert!(!expected.is_empty());
+    assert_eq!(published(&rescaled_out), expected, "rescaled runs published other rows");
+}
+
+/// The newest committed checkpoint's id under a job's checkpoints folder (0: none).
+fn newest_checkpoint(checkpoints: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(checkpoints) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("_metadata").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
