@@ -50,6 +50,19 @@ const WINDOWED: &str = "CREATE TABLE out (k INT, ws TIMESTAMP(3), n BIGINT, s BI
 INSERT INTO out SELECT k, window_start, COUNT(*), SUM(id), MIN(id)
 FROM TABLE(TUMBLE(TABLE g, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND)) GROUP BY k, window_start, window_end;";
 
+/// Starts `weir run SCRIPT --resume --quiet` with `extra` flags; its errors are on stderr.
+fn resume(script: &Path, extra: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("run")
+        .arg(script)
+        .args(["--resume", "--quiet"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir starts")
+}
+
 /// A small deterministic generator: the seed is printed, so a failure replays.
 fn next(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
@@ -86,15 +99,7 @@ fn run(script_body: &str, parallelism: u32, timing: Timing, seed: u64, kills_wan
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         assert!(Instant::now() < deadline, "seed {seed}: the job did not finish in time");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("run")
-            .arg(&script)
-            .arg("--resume")
-            .arg("--quiet")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("weir starts");
+        let mut child = resume(&script, &[]);
         let kill_after = Duration::from_millis(timing.kill_from_ms + next(&mut rng) % timing.kill_spread_ms);
         let started = Instant::now();
         let status = loop {
@@ -194,17 +199,7 @@ fn a_corrupt_checkpoint_is_reported_not_taken_for_empty_state() {
     let script = dir.path().join("job.sql");
     let body = datagen_job(PASS_THROUGH).replace("OUT", &out.display().to_string()).replace("4000", "40000");
     std::fs::write(&script, header(dir.path(), 1, FAST) + &body).expect("script");
-    let run = || {
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("run")
-            .arg(&script)
-            .arg("--resume")
-            .arg("--quiet")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("weir runs")
-    };
+    let run = || resume(&script, &[]).wait_with_output().expect("weir runs");
     assert!(run().status.success());
     let checkpoints = dir.path().join("state/job/checkpoints");
     let metadata: Vec<_> = std::fs::read_dir(&checkpoints)
@@ -255,16 +250,7 @@ fn a_job_resumed_at_other_parallelisms_publishes_the_same_rows() {
         std::fs::write(&path, header + &body).expect("script");
         (path, out)
     };
-    let weir = |script: &Path, parallelism: &str| {
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("run")
-            .arg(script)
-            .args(["--resume", "--quiet", "--parallelism", parallelism])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("weir starts")
-    };
+    let weir = |script: &Path, parallelism: &str| resume(script, &["--parallelism", parallelism]);
     let (reference, reference_out) = script("reference");
     assert!(weir(&reference, "2").wait_with_output().expect("runs").status.success());
     let (rescaled, rescaled_out) = script("rescaled");

@@ -170,18 +170,10 @@ async fn killing_the_server_during_a_blocking_read_fails_the_consumer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_spills_to_its_data_directory_and_deletes_the_files_when_it_exits() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["shuffle", "--listen", "127.0.0.1:0", "--memory-budget", "64KiB", "--data"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the shuffle server starts");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("its address");
-    let addr = line.trim().rsplit(' ').next().expect("an address").to_string();
-    let shuffle: Arc<dyn ShuffleService> = Arc::new(RemoteShuffle::new(addr, "spill"));
+    let mut server =
+        Server::start_with(&["--memory-budget".as_ref(), "64KiB".as_ref(), "--data".as_ref(), dir.path().as_os_str()]);
+    let shuffle: Arc<dyn ShuffleService> = Arc::new(RemoteShuffle::new(server.addr.clone(), "spill"));
     let partition = PartitionId { edge: 0, producer: SubtaskIndex(0) };
     let mut writer = shuffle.create_partition(partition, 2, PartitionKind::Blocking).await.expect("partition");
     for i in 0..400 {
@@ -201,9 +193,9 @@ async fn a_server_spills_to_its_data_directory_and_deletes_the_files_when_it_exi
         batches += matches!(event, StreamEvent::Data(_)) as usize;
     }
     assert_eq!(batches, 200);
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill runs");
+    let status = Command::new("kill").arg("-TERM").arg(server.child.id().to_string()).status().expect("kill runs");
     assert!(status.success());
-    assert!(child.wait().expect("exits").success(), "a terminated server exits cleanly");
+    assert!(server.child.wait().expect("exits").success(), "a terminated server exits cleanly");
     let left = walk(dir.path());
     assert!(left.is_empty(), "spill files left after a clean exit: {left:?}");
     assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0, "its folder is removed too");

@@ -312,11 +312,7 @@ impl Store {
             if state.released {
                 return Err(StoreError::Released(partition.id));
             }
-            let sub = state.subs.get_mut(subpartition as usize).ok_or(StoreError::Misuse {
-                partition: partition.id,
-                subpartition,
-                what: "no such sub-partition",
-            })?;
+            let sub = state.sub_mut(partition.id, subpartition)?;
             if sub.ended {
                 return Err(StoreError::Misuse {
                     partition: partition.id,
@@ -551,11 +547,7 @@ impl Store {
         if state.released {
             return Err(StoreError::Released(partition.id));
         }
-        let sub = state.subs.get_mut(subpartition as usize).ok_or(StoreError::Misuse {
-            partition: partition.id,
-            subpartition,
-            what: "no such sub-partition",
-        })?;
+        let sub = state.sub_mut(partition.id, subpartition)?;
         if partition.kind == PartitionKind::HybridSelective {
             if sub.first > 0 || sub.reading {
                 return Err(StoreError::NotReReadable { partition: partition.id, subpartition });
@@ -699,6 +691,16 @@ struct PartitionState {
     objects: Vec<ObjectPath>,
     /// Record bytes written to `objects`.
     object_len: u64,
+}
+
+impl PartitionState {
+    fn sub_mut(&mut self, partition: PartitionId, subpartition: u32) -> Result<&mut SubLog, StoreError> {
+        self.subs.get_mut(subpartition as usize).ok_or(StoreError::Misuse {
+            partition,
+            subpartition,
+            what: "no such sub-partition",
+        })
+    }
 }
 
 #[derive(Default)]

@@ -169,6 +169,13 @@ pub fn run(args: ShuffleArgs) -> Result<()> {
     Ok(())
 }
 
+/// The benchmark's batches: four BIGINT columns (32 bytes of Arrow data per row), and a column
+/// of `rows` values to fill them with.
+fn batch_parts(rows: usize) -> (Arc<Schema>, ArrayRef) {
+    let fields = (0..4).map(|i| Field::new(format!("c{i}"), DataType::Int64, false)).collect::<Vec<_>>();
+    (Arc::new(Schema::new(fields)), Arc::new(Int64Array::from_iter_values(0..rows as i64)))
+}
+
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -177,9 +184,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 async fn measure(args: &ShuffleArgs, addr: &str, namespace: &str, rate_mb: Option<f64>) -> Result<Outcome> {
     let shuffle: Arc<dyn ShuffleService> = Arc::new(RemoteShuffle::new(addr, namespace));
-    let schema =
-        Arc::new(Schema::new((0..4).map(|i| Field::new(format!("c{i}"), DataType::Int64, false)).collect::<Vec<_>>()));
-    let filler: ArrayRef = Arc::new(Int64Array::from_iter_values(0..args.batch_rows as i64));
+    let (schema, filler) = batch_parts(args.batch_rows);
     let epoch = Instant::now();
     let mut consumers = Vec::new();
     for c in 0..args.consumers {
@@ -285,9 +290,7 @@ fn blocking(args: ShuffleArgs) -> Result<()> {
     );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let shuffle: Arc<dyn ShuffleService> = Arc::new(RemoteShuffle::new(&addr, "blocking"));
-    let schema =
-        Arc::new(Schema::new((0..4).map(|i| Field::new(format!("c{i}"), DataType::Int64, false)).collect::<Vec<_>>()));
-    let filler: ArrayRef = Arc::new(Int64Array::from_iter_values(0..args.batch_rows as i64));
+    let (schema, filler) = batch_parts(args.batch_rows);
 
     // Write: every frame stored by the server, then the spill files synced.
     let started = Instant::now();

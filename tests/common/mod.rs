@@ -11,8 +11,14 @@ pub struct ShuffleServer {
 
 impl ShuffleServer {
     pub fn start() -> ShuffleServer {
+        Self::start_with(&[])
+    }
+
+    /// A server with extra `weir shuffle` flags.
+    pub fn start_with(flags: &[&std::ffi::OsStr]) -> ShuffleServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["shuffle", "--listen", "127.0.0.1:0"])
+            .args(flags)
             .stdout(Stdio::piped())
             .spawn()
             .expect("the shuffle server starts");

@@ -35,7 +35,8 @@ pub struct GroupAggregate {
     schema: SchemaRef,
     key_groups: RowKeyGroups,
     group_key_group: Vec<u16>,
-    dirty: DirtyGroups,
+    /// With checkpoints: what changed since the last one (tracked only then).
+    dirty: Option<DirtyGroups>,
 }
 
 impl GroupAggregate {
@@ -60,7 +61,7 @@ impl GroupAggregate {
             schema,
             key_groups,
             group_key_group: Vec::new(),
-            dirty: DirtyGroups::default(),
+            dirty: None,
         })
     }
 }
@@ -74,12 +75,17 @@ impl Operator for GroupAggregate {
         true
     }
 
+    fn track_changes(&mut self) {
+        self.dirty = Some(DirtyGroups::default());
+    }
+
     fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
         if !ctx.writes_keyed_state() {
             return Ok(());
         }
         let (counts, emitted, aggs) = (&self.counts, &self.emitted, &self.aggs);
-        self.dirty.write_changes(ctx, GROUPS, &self.group_key_group, &self.groups, |g, value| {
+        let Some(dirty) = self.dirty.as_mut() else { return Ok(()) };
+        dirty.write_changes(ctx, GROUPS, &self.group_key_group, &self.groups, |g, value| {
             codec::put_i64(value, counts[g]);
             match &emitted[g] {
                 None => codec::put_u8(value, 0),
@@ -106,7 +112,9 @@ impl Operator for GroupAggregate {
             self.aggs.decode_group(id, &mut r)?;
             r.finish()?;
             self.group_key_group[id] = key_group as u16;
-            self.dirty.restored(id);
+            if let Some(dirty) = &mut self.dirty {
+                dirty.restored(id);
+            }
         }
         Ok(())
     }
@@ -114,7 +122,11 @@ impl Operator for GroupAggregate {
     fn process(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> TaskResult<()> {
         let key_columns: Vec<ArrayRef> = self.keys.iter().map(|k| batch.data.column(*k).clone()).collect();
         let assigned = self.groups.assign(&key_columns, batch.num_rows())?;
-        let key_groups = if assigned.iter().any(|(_, new)| *new) { self.key_groups.of(&batch.data)? } else { vec![] };
+        let key_groups = if self.dirty.is_some() && assigned.iter().any(|(_, new)| *new) {
+            self.key_groups.of(&batch.data)?
+        } else {
+            vec![]
+        };
         let mut ids = Vec::with_capacity(batch.num_rows());
         let mut touched = Vec::new();
         let mut seen = hashbrown::HashSet::new();
@@ -124,12 +136,14 @@ impl Operator for GroupAggregate {
                 self.emitted.resize(id + 1, None);
                 self.group_key_group.resize(id + 1, 0);
             }
-            if new {
-                self.group_key_group[id] = key_groups[r];
+            if let Some(dirty) = &mut self.dirty {
+                if new {
+                    self.group_key_group[id] = key_groups[r];
+                }
+                dirty.touch(id);
             }
             if seen.insert(id) {
                 touched.push(id);
-                self.dirty.touch(id);
             }
             self.counts[id] += if batch.kind(r).is_accumulate() { 1 } else { -1 };
             ids.push(id);
@@ -168,7 +182,9 @@ impl Operator for GroupAggregate {
         }
         let emptied: Vec<usize> = touched.iter().copied().filter(|g| self.counts[*g] <= 0).collect();
         for g in emptied {
-            self.dirty.remove(g, self.group_key_group[g], self.groups.key(g));
+            if let Some(dirty) = &mut self.dirty {
+                dirty.remove(g, self.group_key_group[g], self.groups.key(g));
+            }
             self.counts[g] = 0;
             self.emitted[g] = None;
             self.aggs.reset(g);

@@ -34,7 +34,8 @@ pub struct WindowAggregate {
     /// Per group: its key group and its window's end.
     group_key_group: Vec<u16>,
     group_end: Vec<Timestamp>,
-    dirty: DirtyGroups,
+    /// With checkpoints: what changed since the last one (tracked only then).
+    dirty: Option<DirtyGroups>,
 }
 
 impl WindowAggregate {
@@ -50,7 +51,7 @@ impl WindowAggregate {
             key_groups,
             group_key_group: Vec::new(),
             group_end: Vec::new(),
-            dirty: DirtyGroups::default(),
+            dirty: None,
             groups: GroupKeys::try_new(&input, &keys)?,
             keys,
             window_end,
@@ -77,7 +78,9 @@ impl WindowAggregate {
         columns.extend(self.aggs.evaluate(&due)?);
         let data = RecordBatch::try_new(self.schema.clone(), columns)?;
         for g in due {
-            self.dirty.remove(g, self.group_key_group[g], self.groups.key(g));
+            if let Some(dirty) = &mut self.dirty {
+                dirty.remove(g, self.group_key_group[g], self.groups.key(g));
+            }
             self.aggs.reset(g);
             self.groups.remove(g);
         }
@@ -95,6 +98,10 @@ impl Operator for WindowAggregate {
         true
     }
 
+    fn track_changes(&mut self) {
+        self.dirty = Some(DirtyGroups::default());
+    }
+
     fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
         // Windows that fired are gone: the watermark says which rows would now be late.
         ctx.operator_state = Some(serde_json::json!({ "watermark": self.watermark }));
@@ -102,7 +109,8 @@ impl Operator for WindowAggregate {
             return Ok(());
         }
         let (ends, aggs) = (&self.group_end, &self.aggs);
-        self.dirty.write_changes(ctx, GROUPS, &self.group_key_group, &self.groups, |g, value| {
+        let Some(dirty) = self.dirty.as_mut() else { return Ok(()) };
+        dirty.write_changes(ctx, GROUPS, &self.group_key_group, &self.groups, |g, value| {
             codec::put_i64(value, ends[g]);
             aggs.encode_group(g, value)
         })
@@ -126,7 +134,9 @@ impl Operator for WindowAggregate {
             self.group_end[id] = end;
             self.group_key_group[id] = key_group as u16;
             self.pending.entry(end).or_default().push(id);
-            self.dirty.restored(id);
+            if let Some(dirty) = &mut self.dirty {
+                dirty.restored(id);
+            }
         }
         Ok(())
     }
@@ -151,7 +161,11 @@ impl Operator for WindowAggregate {
         };
         let key_columns: Vec<ArrayRef> = self.keys.iter().map(|k| batch.data.column(*k).clone()).collect();
         let assigned = self.groups.assign(&key_columns, batch.num_rows())?;
-        let key_groups = if assigned.iter().any(|(_, new)| *new) { self.key_groups.of(&batch.data)? } else { vec![] };
+        let key_groups = if self.dirty.is_some() && assigned.iter().any(|(_, new)| *new) {
+            self.key_groups.of(&batch.data)?
+        } else {
+            vec![]
+        };
         if self.group_end.len() < self.groups.capacity() {
             self.group_end.resize(self.groups.capacity(), 0);
             self.group_key_group.resize(self.groups.capacity(), 0);
@@ -161,9 +175,13 @@ impl Operator for WindowAggregate {
             if new {
                 self.pending.entry(ends.value(r)).or_default().push(id);
                 self.group_end[id] = ends.value(r);
-                self.group_key_group[id] = key_groups[r];
             }
-            self.dirty.touch(id);
+            if let Some(dirty) = &mut self.dirty {
+                if new {
+                    self.group_key_group[id] = key_groups[r];
+                }
+                dirty.touch(id);
+            }
             ids.push(id);
         }
         self.aggs.ensure(self.groups.capacity());
