@@ -70,6 +70,10 @@ pub struct NexmarkArgs {
     /// Take checkpoints this often (e.g. `1 s`), into a temporary folder; default: none.
     #[arg(long)]
     checkpoint_interval: Option<String>,
+    /// Run in batch mode (`execution.runtime-mode`) with this `execution.batch-shuffle-mode`,
+    /// e.g. ALL_EXCHANGES_BLOCKING or ALL_EXCHANGES_PIPELINED; default: streaming.
+    #[arg(long)]
+    batch_shuffle_mode: Option<String>,
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
@@ -84,6 +88,7 @@ struct Stats {
     source_rows: u64,
     cpu_seconds: f64,
     max_rss_bytes: u64,
+    peak_running_tasks: u64,
 }
 
 fn nexmark(args: NexmarkArgs) -> Result<()> {
@@ -111,8 +116,10 @@ fn nexmark(args: NexmarkArgs) -> Result<()> {
         generate_json(args.events, 42, &file)?;
     }
     let flink: BTreeMap<&str, f64> = FLINK_EVENTS_PER_CPU_SECOND.iter().copied().collect();
-    println!("| query | source | events | wall s | events/s | CPU s | events/CPU-s | vs Flink | peak RSS MiB |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| query | source | events | wall s | events/s | CPU s | events/CPU-s | vs Flink | peak RSS MiB | peak tasks |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for q in &queries {
         let Some((_, body)) = QUERIES.iter().find(|(name, _)| name == q) else {
             bail!("unknown query {q}; known: {}", QUERIES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "));
@@ -137,7 +144,13 @@ fn nexmark(args: NexmarkArgs) -> Result<()> {
                 ),
                 None => String::new(),
             };
-            let sql = format!("{checkpoints}{ddl}\n{VIEWS}\n{raw_sql}");
+            let batch = match &args.batch_shuffle_mode {
+                Some(mode) => {
+                    format!("SET 'execution.runtime-mode' = 'batch';\nSET 'execution.batch-shuffle-mode' = '{mode}';\n")
+                }
+                None => String::new(),
+            };
+            let sql = format!("{checkpoints}{batch}{ddl}\n{VIEWS}\n{raw_sql}");
             let script = work.path().join(format!("{q}-{source}.sql"));
             let stats_path = work.path().join(format!("{q}-{source}.json"));
             std::fs::write(&script, sql)?;
@@ -154,7 +167,7 @@ fn nexmark(args: NexmarkArgs) -> Result<()> {
                 .context("cannot start weir run")?;
             let wall = started.elapsed().as_secs_f64();
             if !status.success() {
-                println!("| {q} | {source} | failed | | | | | | |");
+                println!("| {q} | {source} | failed | | | | | | | |");
                 continue;
             }
             let stats: Stats = serde_json::from_str(&std::fs::read_to_string(&stats_path)?)?;
@@ -165,11 +178,12 @@ fn nexmark(args: NexmarkArgs) -> Result<()> {
                 _ => "".into(),
             };
             println!(
-                "| {q} | {source} | {events} | {wall:.2} | {:.0}k | {:.2} | {:.0}k | {ratio} | {:.0} |",
+                "| {q} | {source} | {events} | {wall:.2} | {:.0}k | {:.2} | {:.0}k | {ratio} | {:.0} | {} |",
                 events as f64 / wall / 1e3,
                 stats.cpu_seconds,
                 per_cpu / 1e3,
-                stats.max_rss_bytes as f64 / (1 << 20) as f64
+                stats.max_rss_bytes as f64 / (1 << 20) as f64,
+                stats.peak_running_tasks
             );
         }
     }

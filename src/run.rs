@@ -19,7 +19,7 @@ use weir_shuffle_service::remote::RemoteShuffle;
 use weir_state_store::{CheckpointStore, StateLocation};
 use weir_workers::checkpoint::CheckpointSetup;
 use weir_workers::output::{write_changelog_json, write_plain};
-use weir_workers::runtime::{JobCounters, LocalJob, run_local};
+use weir_workers::runtime::{JobCounters, LocalJob, RestartStrategy, run_local};
 
 /// Outcome of a local run, for reporting.
 pub struct RunStats {
@@ -27,6 +27,8 @@ pub struct RunStats {
     pub output_rows: u64,
     pub late_dropped: u64,
     pub records_skipped: u64,
+    /// The most tasks that ran at once.
+    pub peak_running_tasks: u64,
     pub elapsed: Duration,
 }
 
@@ -62,6 +64,7 @@ pub fn run_file(
             "output_rows": stats.output_rows,
             "late_records_dropped": stats.late_dropped,
             "records_skipped": stats.records_skipped,
+            "peak_running_tasks": stats.peak_running_tasks,
             "elapsed_seconds": stats.elapsed.as_secs_f64(),
             "cpu_seconds": usage.0,
             "max_rss_bytes": usage.1,
@@ -251,10 +254,14 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
             output_rows: 0,
             late_dropped: 0,
             records_skipped: 0,
+            peak_running_tasks: 0,
             elapsed: Duration::ZERO,
         });
     };
-    let graph = JobGraph::from_plan(&plan);
+    let mut graph = JobGraph::from_plan(&plan);
+    if plan.batch {
+        graph = graph.with_exchange_mode(planned.config.batch_shuffle_mode());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(path) = planned.config.savepoint_path() {
         bail!(
@@ -262,22 +269,44 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         );
     }
     let checkpointing = match planned.config.checkpointing() {
+        // As in Flink: a batch job recovers by re-running stages, not from checkpoints.
+        Some(_) if plan.batch => {
+            if options.resume {
+                bail!("--resume needs a streaming job; this one runs in batch mode (execution.runtime-mode)");
+            }
+            tracing::warn!("checkpointing is not used in batch mode (execution.runtime-mode)");
+            None
+        }
         Some(config) => Some(runtime.block_on(checkpoint_setup(config, &planned.config, options))?),
         None if options.resume => bail!("--resume needs checkpoints: set 'execution.checkpointing.interval'"),
         None => None,
     };
     let counters = Arc::new(JobCounters::default());
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    // One namespace per run (and per attempt), so runs sharing a server never meet each
+    // other's channels.
+    let namespace = format!("run-{}-{}", std::process::id(), unix_nanos());
+    // Only a remote exchange loses data a batch job can re-create by re-running stages.
+    let restart = match (shuffle_server, planned.config.restart_strategy()) {
+        (Some(addr), Some((attempts, delay))) if plan.batch => {
+            let (addr, namespace) = (addr.to_string(), namespace.clone());
+            Some(RestartStrategy {
+                attempts,
+                delay,
+                shuffle_for_attempt: Box::new(move |attempt| {
+                    Arc::new(RemoteShuffle::new(addr.clone(), format!("{namespace}-{attempt}")))
+                }),
+            })
+        }
+        _ => None,
+    };
     let job = LocalJob {
+        restart,
         plan: Arc::new(plan),
         graph: Arc::new(graph),
         shuffle: match shuffle_server {
             None => Arc::new(LocalShuffle::new()),
-            // One namespace per run, so runs sharing a server never meet each other's channels.
-            Some(addr) => {
-                let namespace = format!("run-{}-{}", std::process::id(), unix_nanos());
-                Arc::new(RemoteShuffle::new(addr, namespace))
-            }
+            Some(addr) => Arc::new(RemoteShuffle::new(addr, format!("{namespace}-0"))),
         },
         collect: Some(sender),
         counters: counters.clone(),
@@ -329,6 +358,7 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         output_rows: counters.output_rows.load(Ordering::Relaxed),
         late_dropped: counters.late_records_dropped.load(Ordering::Relaxed),
         records_skipped: counters.records_skipped.load(Ordering::Relaxed),
+        peak_running_tasks: counters.peak_running_tasks.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     })
 }

@@ -213,3 +213,156 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+const NEXMARK_DDL: &str = include_str!("../bench/nexmark/ddl_nexmark_fs.sql");
+const NEXMARK_VIEWS: &str = include_str!("../bench/nexmark/ddl_views.sql");
+
+/// Nexmark q4 (a join, then two group aggregations) over a bounded generator, with `header`
+/// (`SET`s) first; its result is a bare `SELECT`, written by `--output`.
+fn bounded_q4(header: &str) -> String {
+    bounded_q4_with(header, "'events.num' = '40000'")
+}
+
+fn bounded_q4_with(header: &str, generator_options: &str) -> String {
+    let with = NEXMARK_DDL.rfind(") WITH (").expect("the bundled DDL has a WITH clause");
+    let source = format!("{}) WITH ('connector' = 'nexmark', {generator_options});\n", &NEXMARK_DDL[..with]);
+    let query = include_str!("../bench/nexmark/q4.sql");
+    let select = &query[query.find("SELECT").expect("q4 has a SELECT")..];
+    format!("{header}{source}{NEXMARK_VIEWS}\n{select}")
+}
+
+/// Runs a script with `weir run` and returns its output rows: the changelog lines as written,
+/// and the stats file's figures.
+fn run_to_rows(script: &str, extra: &[&str]) -> (Vec<(String, String)>, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("job.sql"), script).expect("script");
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "job.sql", "--quiet", "--output", "out.jsonl", "--stats-json", "stats.json"])
+        .args(extra)
+        .current_dir(dir.path())
+        .output()
+        .expect("weir run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "weir run {extra:?} failed: {stderr}");
+    written(dir.path())
+}
+
+/// The changelog a run wrote to `out.jsonl` in `dir`, as (op, row), and its `stats.json`.
+fn written(dir: &std::path::Path) -> (Vec<(String, String)>, serde_json::Value) {
+    let out = std::fs::read_to_string(dir.join("out.jsonl")).expect("output");
+    let rows = out
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            (v["op"].as_str().expect("op").to_string(), v["row"].to_string())
+        })
+        .collect();
+    let stats =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("stats.json")).expect("stats")).expect("stats JSON");
+    (rows, stats)
+}
+
+/// What a changelog amounts to: the rows left after its updates and deletes.
+fn final_rows(changelog: &[(String, String)]) -> Vec<String> {
+    let mut rows: std::collections::BTreeMap<&str, i64> = Default::default();
+    for (op, row) in changelog {
+        *rows.entry(row).or_default() += if op == "+I" || op == "+U" { 1 } else { -1 };
+    }
+    assert!(rows.values().all(|n| *n >= 0), "a row retracted more often than inserted");
+    rows.into_iter().flat_map(|(row, n)| std::iter::repeat_n(row.to_string(), n as usize)).collect()
+}
+
+#[test]
+fn a_batch_job_gives_the_streaming_result_in_every_shuffle_mode() {
+    let (streaming, _) = run_to_rows(&bounded_q4(""), &["--parallelism", "2"]);
+    let expected = final_rows(&streaming);
+    assert!(expected.len() > 3, "q4 has a row per category: {expected:?}");
+    assert!(streaming.iter().any(|(op, _)| op != "+I"), "the streaming run updates its result");
+    let server = Server::start();
+    let mut peaks = Vec::new();
+    for mode in [
+        "ALL_EXCHANGES_BLOCKING",
+        "ALL_EXCHANGES_PIPELINED",
+        "ALL_EXCHANGES_HYBRID_FULL",
+        "ALL_EXCHANGES_HYBRID_SELECTIVE",
+    ] {
+        let header =
+            format!("SET 'execution.runtime-mode' = 'batch';\nSET 'execution.batch-shuffle-mode' = '{mode}';\n");
+        for remote in [false, true] {
+            let mut extra = vec!["--parallelism", "2"];
+            if remote {
+                extra.extend(["--shuffle-server", server.addr.as_str()]);
+            }
+            let (batch, stats) = run_to_rows(&bounded_q4(&header), &extra);
+            assert!(batch.iter().all(|(op, _)| op == "+I"), "{mode}: a batch job emits final rows only");
+            let mut rows: Vec<String> = batch.into_iter().map(|(_, row)| row).collect();
+            rows.sort();
+            assert_eq!(rows, expected, "{mode} (remote: {remote})");
+            peaks.push((mode, stats["peak_running_tasks"].as_u64().expect("peak tasks")));
+        }
+    }
+    // Blocking exchanges run the job stage by stage: never all of its tasks at once.
+    let peak = |m: &str| peaks.iter().filter(|(mode, _)| *mode == m).map(|(_, p)| *p).max().expect("ran");
+    assert!(
+        peak("ALL_EXCHANGES_BLOCKING") < peak("ALL_EXCHANGES_PIPELINED"),
+        "stage by stage needs fewer tasks at once: {peaks:?}"
+    );
+}
+
+#[test]
+fn a_batch_job_refuses_an_unbounded_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("job.sql"),
+        "SET 'execution.runtime-mode' = 'batch';
+         CREATE TABLE s (k INT) WITH ('connector' = 'datagen', 'rows-per-second' = '10');
+         SELECT k, COUNT(*) FROM s GROUP BY k;",
+    )
+    .expect("script");
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "job.sql", "--quiet"])
+        .current_dir(dir.path())
+        .output()
+        .expect("weir run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.starts_with("error: ") && stderr.contains("table 's' is unbounded"), "{stderr}");
+    assert!(stderr.contains(":3:"), "the error names the statement's line: {stderr}");
+}
+
+#[test]
+fn a_batch_job_whose_shuffle_server_dies_re_runs_its_stages_and_finishes() {
+    let header = "SET 'execution.runtime-mode' = 'batch';\nSET 'restart-strategy.fixed-delay.delay' = '500 ms';\n";
+    // 3 s of paced input, so the first stage is still writing when the server dies.
+    let options = "'events.num' = '60000', 'first-event.rate' = '20000', 'next-event.rate' = '20000', \
+                   'rate.limited' = 'true'";
+    let (expected, _) = run_to_rows(&bounded_q4_with(header, options), &["--parallelism", "2"]);
+    assert!(expected.len() > 3, "{expected:?}");
+
+    let mut server = Server::start();
+    let addr = server.addr.clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("job.sql"), bounded_q4_with(header, options)).expect("script");
+    let job = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "job.sql", "--quiet", "--parallelism", "2", "--shuffle-server", &addr])
+        .args(["--output", "out.jsonl", "--stats-json", "stats.json"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir run starts");
+    std::thread::sleep(Duration::from_millis(1200));
+    server.kill_9();
+    // A new server on the same address: the job's restarted stages find it there.
+    let _standby = Server::start_on(&addr, &[]);
+    let output = job.wait_with_output().expect("the job ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the job must recover: {stderr}");
+    assert!(stderr.contains("re-running"), "the restart is reported: {stderr}");
+    let (mut rows, stats) = written(dir.path());
+    rows.sort();
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(rows, expected, "nothing lost, nothing twice");
+    assert!(stats["source_rows"].as_u64().expect("rows") > 60_000, "the source stage ran again: {stats}");
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::graph::ExchangeMode;
 use crate::keygroup::DEFAULT_MAX_PARALLELISM;
 
 #[derive(Debug, Error)]
@@ -28,6 +29,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "execution.checkpointing.tolerable-failed-checkpoints",
     "execution.savepoint.path",
     "execution.batch-shuffle-mode",
+    "restart-strategy.type",
+    "restart-strategy.fixed-delay.attempts",
+    "restart-strategy.fixed-delay.delay",
     "state.checkpoints.dir",
     "state.checkpoints.num-retained",
     "table.exec.state.ttl",
@@ -115,6 +119,26 @@ impl JobConfig {
                 let d = parse_duration(value).map_err(|e| invalid(&e))?;
                 self.idle_timeout = (!d.is_zero()).then_some(d);
             }
+            "execution.runtime-mode" => {
+                RuntimeMode::parse(value).map_err(|e| invalid(&e))?;
+            }
+            "execution.batch-shuffle-mode" => {
+                ExchangeMode::parse_batch_shuffle_mode(value).map_err(|e| invalid(&e))?;
+            }
+            "restart-strategy.type"
+                if !matches!(
+                    value.trim().to_ascii_lowercase().as_str(),
+                    "none" | "off" | "disable" | "fixed-delay"
+                ) =>
+            {
+                return Err(invalid("expected none or fixed-delay"));
+            }
+            "restart-strategy.fixed-delay.attempts" => {
+                value.trim().parse::<u32>().map_err(|_| invalid("expected a non-negative integer"))?;
+            }
+            "restart-strategy.fixed-delay.delay" => {
+                parse_duration(value).map_err(|e| invalid(&e))?;
+            }
             "table.local-time-zone" if !matches!(value, "UTC" | "Z" | "GMT" | "Etc/UTC") => {
                 return Err(invalid("only UTC is supported"));
             }
@@ -195,6 +219,76 @@ impl JobConfig {
     /// `pipeline.name`, which names the job's folder under `state.checkpoints.dir`.
     pub fn pipeline_name(&self) -> Option<&str> {
         self.get("pipeline.name").map(str::trim).filter(|p| !p.is_empty())
+    }
+}
+
+/// `execution.runtime-mode`, as in Flink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeMode {
+    /// Unbounded semantics: updating results, pipelined exchanges, checkpoints.
+    Streaming,
+    /// A bounded job: every source must end. Aggregations emit final rows only, exchanges follow
+    /// `execution.batch-shuffle-mode`, and the job may run stage by stage.
+    Batch,
+    /// Batch when every source is bounded, streaming otherwise.
+    Automatic,
+}
+
+impl RuntimeMode {
+    fn parse(value: &str) -> Result<RuntimeMode, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "streaming" => Ok(RuntimeMode::Streaming),
+            "batch" => Ok(RuntimeMode::Batch),
+            "automatic" => Ok(RuntimeMode::Automatic),
+            _ => Err("expected STREAMING, BATCH or AUTOMATIC".to_string()),
+        }
+    }
+}
+
+impl ExchangeMode {
+    /// Flink's `execution.batch-shuffle-mode` values.
+    fn parse_batch_shuffle_mode(value: &str) -> Result<ExchangeMode, String> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "ALL_EXCHANGES_PIPELINED" => Ok(ExchangeMode::Pipelined),
+            "ALL_EXCHANGES_BLOCKING" => Ok(ExchangeMode::Blocking),
+            "ALL_EXCHANGES_HYBRID_FULL" => Ok(ExchangeMode::HybridFull),
+            "ALL_EXCHANGES_HYBRID_SELECTIVE" => Ok(ExchangeMode::HybridSelective),
+            _ => Err("expected ALL_EXCHANGES_PIPELINED, ALL_EXCHANGES_BLOCKING, ALL_EXCHANGES_HYBRID_FULL or \
+                 ALL_EXCHANGES_HYBRID_SELECTIVE"
+                .to_string()),
+        }
+    }
+}
+
+impl JobConfig {
+    /// `execution.runtime-mode`; streaming unless set. Values were validated when set.
+    pub fn runtime_mode(&self) -> RuntimeMode {
+        self.get("execution.runtime-mode").and_then(|v| RuntimeMode::parse(v).ok()).unwrap_or(RuntimeMode::Streaming)
+    }
+
+    /// `restart-strategy.*`: restarts allowed and the delay before each, or `None` for no
+    /// restarts. Unset, a job restarts up to 3 times after 1 s (Flink restarts only
+    /// checkpointed jobs by default; Weir's batch jobs re-run stages, so restarting is cheap).
+    pub fn restart_strategy(&self) -> Option<(u32, Duration)> {
+        let kind = self.get("restart-strategy.type").map(|v| v.trim().to_ascii_lowercase());
+        if matches!(kind.as_deref(), Some("none" | "off" | "disable")) {
+            return None;
+        }
+        let attempts =
+            self.get("restart-strategy.fixed-delay.attempts").and_then(|v| v.trim().parse().ok()).unwrap_or(3);
+        let delay = self
+            .get("restart-strategy.fixed-delay.delay")
+            .and_then(|v| parse_duration(v).ok())
+            .unwrap_or(Duration::from_secs(1));
+        Some((attempts, delay))
+    }
+
+    /// `execution.batch-shuffle-mode`: how a batch job's exchanges keep their data; blocking
+    /// unless set, as in Flink.
+    pub fn batch_shuffle_mode(&self) -> ExchangeMode {
+        self.get("execution.batch-shuffle-mode")
+            .and_then(|v| ExchangeMode::parse_batch_shuffle_mode(v).ok())
+            .unwrap_or(ExchangeMode::Blocking)
     }
 }
 

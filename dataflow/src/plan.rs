@@ -84,6 +84,9 @@ impl PlanNode {
 pub struct StreamPlan {
     pub nodes: Vec<PlanNode>,
     pub max_parallelism: u32,
+    /// Planned for batch execution (`execution.runtime-mode`): every source is bounded and
+    /// aggregations emit final rows only.
+    pub batch: bool,
 }
 
 impl StreamPlan {
@@ -326,9 +329,12 @@ pub enum OperatorSpec {
         output: Vec<SessionOutput>,
     },
     /// Updating aggregation per key (`GROUP BY` without a window); output is keys then aggregates.
+    /// With `final_only` (batch mode) it emits each key's final row when the input ends, and
+    /// nothing before.
     GroupAggregate {
         keys: Vec<usize>,
         aggs: Vec<AggregateCall>,
+        final_only: bool,
     },
     /// A regular join on equal keys (input 0 is the left side). Each side's keys are columns of
     /// that side; only its first `widths[side]` columns are output. `filter` is evaluated over

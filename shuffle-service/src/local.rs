@@ -44,13 +44,18 @@ pub struct LocalShuffle {
     namespace: Arc<str>,
 }
 
+/// Bytes of retained frames an in-process shuffle holds before spilling. Smaller than a
+/// server's: in-process, the memory is the job's own, and spilled frames sit in the page cache,
+/// which reads them back about as fast.
+pub const LOCAL_MEMORY_BUDGET: u64 = 32 << 20;
+
 impl LocalShuffle {
     pub fn new() -> Self {
         Self::with_credits(DEFAULT_CREDITS)
     }
 
     pub fn with_credits(credits: usize) -> Self {
-        Self::with_config(credits, StoreConfig::default())
+        Self::with_config(credits, StoreConfig { memory_budget: LOCAL_MEMORY_BUDGET, ..StoreConfig::default() })
     }
 
     /// `store` sets the memory and disk budgets and places of retained partitions.

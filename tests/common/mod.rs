@@ -16,8 +16,13 @@ impl ShuffleServer {
 
     /// A server with extra `weir shuffle` flags.
     pub fn start_with(flags: &[&std::ffi::OsStr]) -> ShuffleServer {
+        Self::start_on("127.0.0.1:0", flags)
+    }
+
+    /// A server listening on `addr` (a killed server's, to stand in for it).
+    pub fn start_on(addr: &str, flags: &[&std::ffi::OsStr]) -> ShuffleServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["shuffle", "--listen", "127.0.0.1:0"])
+            .args(["shuffle", "--listen", addr])
             .args(flags)
             .stdout(Stdio::piped())
             .spawn()

@@ -14,13 +14,13 @@ use arrow_row::{RowConverter, SortField};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 use weir_dataflow::event::{ChangeBatch, MAX_WATERMARK, MIN_WATERMARK, StreamEvent, Timestamp};
-use weir_dataflow::graph::{JobEdge, JobGraph, JobVertex};
+use weir_dataflow::graph::{ExchangeMode, JobEdge, JobGraph, JobVertex, PipelinedRegion, RegionSchedule};
 use weir_dataflow::ids::{ChannelId, CheckpointId, PartitionId, SubtaskIndex, VertexId};
 use weir_dataflow::keygroup::{
     key_group_for_hash, key_group_range_for_subtask, operator_index_for_key_group, stable_hash,
 };
 use weir_dataflow::plan::{OperatorSpec, Partitioning, StreamPlan};
-use weir_shuffle_service::{GateId, InputGate, PartitionWriter, ShuffleService};
+use weir_shuffle_service::{GateId, InputGate, PartitionKind, PartitionWriter, ShuffleService};
 
 use weir_state_store::{KeyedStateBackend, OperatorId, StateOptions, SubtaskStateId};
 
@@ -39,6 +39,8 @@ pub struct JobCounters {
     pub output_rows: AtomicU64,
     /// Malformed records skipped under `*.ignore-parse-errors`.
     pub records_skipped: AtomicU64,
+    /// The most tasks running at once (a batch job run stage by stage needs fewer).
+    pub peak_running_tasks: AtomicU64,
 }
 
 /// A subtask's input gate and, per channel, which input of the head operator it feeds.
@@ -54,6 +56,20 @@ pub struct LocalJob {
     pub counters: Arc<JobCounters>,
     /// Checkpointing, when `execution.checkpointing.interval` is set.
     pub checkpointing: Option<CheckpointSetup>,
+    /// How a batch job recovers when its exchanges' data is lost; `None`: it fails.
+    pub restart: Option<RestartStrategy>,
+}
+
+/// Region failover for batch jobs: when a shuffle server is lost, with the data it held, the
+/// regions that had not finished run again, with those upstream whose output they need
+/// (Flink's region failover with a fixed-delay restart strategy).
+pub struct RestartStrategy {
+    /// Restarts allowed before the job fails.
+    pub attempts: u32,
+    pub delay: std::time::Duration,
+    /// The exchange for attempt `n` (1, 2, …): a fresh namespace, so nothing of a failed
+    /// attempt is mistaken for data.
+    pub shuffle_for_attempt: Box<dyn Fn(u32) -> Arc<dyn ShuffleService> + Send + Sync>,
 }
 
 /// The checkpoint side of a task.
@@ -69,99 +85,90 @@ struct TaskCheckpointing {
     last_barrier: Option<CheckpointId>,
 }
 
-/// Runs every subtask of the job to completion; the first failure cancels the rest.
+/// Runs every subtask of the job to completion, region by region (see
+/// [`JobGraph::pipelined_regions`]): a streaming job's regions all start at once; a batch job
+/// with blocking exchanges runs stage by stage, each stage once its inputs are written, and
+/// frees what a stage read when it finishes. The first failure cancels the rest.
 pub async fn run_local(job: LocalJob) -> TaskResult<()> {
-    let mut gates: Vec<Vec<Option<GateInput>>> = Vec::new();
-    // Gates first: the partitions that feed them look their channels up.
-    for vertex in &job.graph.vertices {
-        let mut per_subtask = Vec::new();
-        for s in 0..vertex.parallelism {
-            if vertex.inputs.is_empty() {
-                per_subtask.push(None);
-                continue;
-            }
-            let mut channels = Vec::new();
-            let mut input_of_channel = Vec::new();
-            for &e in &vertex.inputs {
-                let edge = &job.graph.edges[e];
-                let producers = job.graph.vertex(edge.source).parallelism;
-                for p in 0..producers {
-                    channels.push(ChannelId {
-                        partition: PartitionId { edge: e as u32, producer: SubtaskIndex(p) },
-                        consumer: SubtaskIndex(s),
-                    });
-                    input_of_channel.push(edge.target_input);
-                }
-            }
-            let gate = job.shuffle.open_gate(GateId { vertex: vertex.id, subtask: SubtaskIndex(s) }, channels).await?;
-            per_subtask.push(Some((gate, input_of_channel)));
-        }
-        gates.push(per_subtask);
-    }
+    let mut schedule = RegionSchedule::new(job.graph.pipelined_regions());
     let (reports, report_queue) = mpsc::unbounded_channel();
     let (completed, completed_watch) = watch::channel(None);
-    let mut triggers = Vec::new();
-    let mut task_keys = Vec::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (v, vertex) in job.graph.vertices.iter().enumerate() {
-        for s in 0..vertex.parallelism {
-            task_keys.push((vertex.id, SubtaskIndex(s)));
-            let mut outputs = Vec::with_capacity(vertex.outputs.len());
-            for &e in &vertex.outputs {
-                let edge = &job.graph.edges[e];
-                let consumers = job.graph.vertex(edge.target).parallelism;
-                let writer = job
-                    .shuffle
-                    .create_partition(
-                        PartitionId { edge: e as u32, producer: SubtaskIndex(s) },
-                        consumers,
-                        weir_shuffle_service::PartitionKind::Pipelined,
-                    )
-                    .await?;
-                outputs.push(OutputEdge::new(edge, writer, s, &job.plan, vertex)?);
-            }
-            let mut task = Task::build(&job, vertex, s, outputs)?;
-            if let Some(setup) = &job.checkpointing {
-                let trigger = if vertex.inputs.is_empty() {
-                    let (send, receive) = mpsc::unbounded_channel();
-                    triggers.push(send);
-                    Some(receive)
-                } else {
-                    None
-                };
-                task.enable_checkpoints(&job, setup, vertex, trigger, reports.clone(), completed_watch.clone()).await?;
-            }
-            let input = gates[v][s as usize].take();
-            tasks.spawn(task.run(input));
-        }
-    }
-    drop(reports);
-    let coordinator = match job.checkpointing.clone() {
-        Some(setup) => {
-            let coordinator = Coordinator::new(setup, task_keys, triggers, report_queue, completed).await?;
-            Some(tokio::spawn(coordinator.run()))
-        }
-        None => None,
+    let mut deployment = Deployment {
+        job: &job,
+        shuffle: job.shuffle.clone(),
+        reports: Some(reports),
+        completed: completed_watch,
+        triggers: Vec::new(),
+        task_keys: Vec::new(),
+        tasks: tokio::task::JoinSet::new(),
+        running: vec![0; job.graph.vertices.len()],
     };
-    let mut first_error = None;
-    while let Some(result) = tasks.join_next().await {
-        let outcome = match result {
-            Ok(r) => r,
-            Err(join) => Err(TaskError::Unsupported(format!("a task panicked: {join}"))),
-        };
-        if let Err(e) = outcome
-            && first_error.is_none()
-        {
-            first_error = Some(e);
-            tasks.abort_all();
+    let mut first_error = deployment.start_ready(&mut schedule).await.err();
+    let mut coordinator = None;
+    if let (None, Some(setup)) = (&first_error, &job.checkpointing) {
+        if !schedule.all_started() {
+            return Err(TaskError::Unsupported("checkpoints need every task of the job running at once".into()));
+        }
+        // Every task has its report sender: the coordinator sees the queue close when they end.
+        deployment.reports = None;
+        let (keys, triggers) = (std::mem::take(&mut deployment.task_keys), std::mem::take(&mut deployment.triggers));
+        match Coordinator::new(setup.clone(), keys, triggers, report_queue, completed).await {
+            Ok(c) => coordinator = Some(tokio::spawn(c.run())),
+            Err(e) => first_error = Some(e),
         }
     }
+    if first_error.is_some() {
+        deployment.tasks.abort_all();
+    }
+    let mut restarts = 0;
+    while let Some(result) = deployment.tasks.join_next().await {
+        let failure = match result {
+            Ok((region, Ok(()))) => {
+                deployment.running[region] -= 1;
+                if deployment.running[region] > 0 || first_error.is_some() {
+                    continue;
+                }
+                schedule.finish(region);
+                release_consumed(&job, deployment.shuffle.as_ref(), schedule.region(region)).await;
+                match deployment.start_ready(&mut schedule).await {
+                    Ok(()) => continue,
+                    Err(e) => e,
+                }
+            }
+            Ok((_, Err(e))) => e,
+            Err(join) => TaskError::Unsupported(format!("a task panicked: {join}")),
+        };
+        if first_error.is_some() {
+            continue;
+        }
+        deployment.tasks.abort_all();
+        match job.restart.as_ref().filter(|r| restarts < r.attempts && may_restart(&job, &failure)) {
+            Some(restart) => {
+                restarts += 1;
+                tracing::warn!(error = %failure, attempt = restarts, "exchange data lost; re-running the regions that need it");
+                while deployment.tasks.join_next().await.is_some() {}
+                let _ = deployment.shuffle.release_all().await;
+                deployment.running.iter_mut().for_each(|n| *n = 0);
+                let again = schedule.restart_after_data_loss();
+                tracing::info!(regions = again, "restarting");
+                tokio::time::sleep(restart.delay).await;
+                deployment.shuffle = (restart.shuffle_for_attempt)(restarts);
+                if let Err(e) = deployment.start_ready(&mut schedule).await {
+                    first_error = Some(e);
+                    deployment.tasks.abort_all();
+                }
+            }
+            None => first_error = Some(failure),
+        }
+    }
+    let _ = deployment.shuffle.release_all().await;
     if let Some(e) = first_error {
         if let Some(c) = coordinator {
             c.abort();
         }
         return Err(e);
     }
+    debug_assert!(schedule.is_done(), "every region ran");
     if let Some(coordinator) = coordinator {
         let last = coordinator
             .await
@@ -173,6 +180,144 @@ pub async fn run_local(job: LocalJob) -> TaskResult<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a failed batch job may run its regions again: its exchange's data was lost (a
+/// shuffle server went away), and no sink has written anything a re-run would write twice.
+fn may_restart(job: &LocalJob, failure: &TaskError) -> bool {
+    use weir_shuffle_service::ShuffleError;
+    let lost = matches!(
+        failure,
+        TaskError::Shuffle(
+            ShuffleError::Remote { .. } | ShuffleError::ChannelFailed { .. } | ShuffleError::ConsumerGone(_)
+        )
+    );
+    lost && job.plan.batch && job.checkpointing.is_none() && job.counters.output_rows.load(Ordering::Relaxed) == 0
+}
+
+/// Deploys regions of a local job: gates, partitions and tasks.
+struct Deployment<'a> {
+    job: &'a LocalJob,
+    /// The exchange of the current attempt.
+    shuffle: Arc<dyn ShuffleService>,
+    /// Checkpoint reports, while tasks may still be deployed.
+    reports: Option<UnboundedSender<TaskReport>>,
+    completed: watch::Receiver<Option<CheckpointId>>,
+    triggers: Vec<UnboundedSender<CheckpointId>>,
+    task_keys: Vec<(VertexId, SubtaskIndex)>,
+    /// Running tasks, each with the region it belongs to.
+    tasks: tokio::task::JoinSet<(usize, TaskResult<()>)>,
+    /// Tasks still running per region.
+    running: Vec<usize>,
+}
+
+impl Deployment<'_> {
+    /// Starts every region that may start now.
+    async fn start_ready(&mut self, schedule: &mut RegionSchedule) -> TaskResult<()> {
+        for region in schedule.start_ready() {
+            self.start_region(schedule.region(region), region).await?;
+        }
+        self.job.counters.peak_running_tasks.fetch_max(self.tasks.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn start_region(&mut self, region: &PipelinedRegion, index: usize) -> TaskResult<()> {
+        let job = self.job;
+        // Gates first: pipelined partitions look their consumers' channels up.
+        let mut gates: Vec<Vec<Option<GateInput>>> = Vec::new();
+        for &v in &region.vertices {
+            let vertex = job.graph.vertex(v);
+            let mut per_subtask = Vec::new();
+            for s in 0..vertex.parallelism {
+                if vertex.inputs.is_empty() {
+                    per_subtask.push(None);
+                    continue;
+                }
+                let mut channels = Vec::new();
+                let mut input_of_channel = Vec::new();
+                for &e in &vertex.inputs {
+                    let edge = &job.graph.edges[e];
+                    let producers = job.graph.vertex(edge.source).parallelism;
+                    for p in 0..producers {
+                        channels.push(ChannelId {
+                            partition: PartitionId { edge: e as u32, producer: SubtaskIndex(p) },
+                            consumer: SubtaskIndex(s),
+                        });
+                        input_of_channel.push(edge.target_input);
+                    }
+                }
+                let gate =
+                    self.shuffle.open_gate(GateId { vertex: vertex.id, subtask: SubtaskIndex(s) }, channels).await?;
+                per_subtask.push(Some((gate, input_of_channel)));
+            }
+            gates.push(per_subtask);
+        }
+        for (&v, mut gates) in region.vertices.iter().zip(gates) {
+            let vertex = job.graph.vertex(v);
+            for s in 0..vertex.parallelism {
+                self.task_keys.push((vertex.id, SubtaskIndex(s)));
+                let mut outputs = Vec::with_capacity(vertex.outputs.len());
+                for &e in &vertex.outputs {
+                    let edge = &job.graph.edges[e];
+                    let consumers = job.graph.vertex(edge.target).parallelism;
+                    let writer = self
+                        .shuffle
+                        .create_partition(
+                            PartitionId { edge: e as u32, producer: SubtaskIndex(s) },
+                            consumers,
+                            partition_kind(edge.mode),
+                        )
+                        .await?;
+                    outputs.push(OutputEdge::new(edge, writer, s, &job.plan, vertex)?);
+                }
+                let mut task = Task::build(job, vertex, s, outputs)?;
+                if let Some(setup) = &job.checkpointing {
+                    let trigger = if vertex.inputs.is_empty() {
+                        let (send, receive) = mpsc::unbounded_channel();
+                        self.triggers.push(send);
+                        Some(receive)
+                    } else {
+                        None
+                    };
+                    let reports = self.reports.clone().expect("checkpointed jobs deploy every task at once");
+                    task.enable_checkpoints(job, setup, vertex, trigger, reports, self.completed.clone()).await?;
+                }
+                let input = gates[s as usize].take();
+                self.tasks.spawn(async move { (index, task.run(input).await) });
+                self.running[index] += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn partition_kind(mode: ExchangeMode) -> PartitionKind {
+    match mode {
+        ExchangeMode::Pipelined => PartitionKind::Pipelined,
+        ExchangeMode::Blocking => PartitionKind::Blocking,
+        ExchangeMode::HybridFull => PartitionKind::HybridFull,
+        ExchangeMode::HybridSelective => PartitionKind::HybridSelective,
+    }
+}
+
+/// A finished region has read its retained inputs for good: free them (memory, spill files).
+async fn release_consumed(job: &LocalJob, shuffle: &dyn ShuffleService, region: &PipelinedRegion) {
+    let mut partitions = Vec::new();
+    for &v in &region.vertices {
+        for &e in &job.graph.vertex(v).inputs {
+            let edge = &job.graph.edges[e];
+            if edge.mode.is_retained() {
+                let producers = job.graph.vertex(edge.source).parallelism;
+                partitions.extend((0..producers).map(|p| PartitionId { edge: e as u32, producer: SubtaskIndex(p) }));
+            }
+        }
+    }
+    if !partitions.is_empty()
+        && let Err(e) = shuffle.release_partitions(partitions).await
+    {
+        // Only space is at stake; the job's end releases everything again.
+        tracing::warn!(error = %e, "could not release consumed partitions");
+    }
 }
 
 struct Task {
@@ -189,6 +334,9 @@ struct Task {
     /// This task has told its consumers it is idle (and has sent nothing since).
     idle: bool,
     idle_timeout: Option<std::time::Duration>,
+    /// Read input 0 to its end before the others (a join's build side first). Only where every
+    /// input is retained, so that nothing upstream waits for this task to read.
+    first_input_first: bool,
 }
 
 impl Task {
@@ -229,7 +377,10 @@ impl Task {
             OperatorSpec::Source(spec) => spec.idle_timeout,
             _ => None,
         });
+        let retained_inputs = vertex.inputs.iter().all(|e| job.graph.edges[*e].mode.is_retained());
+        let several_inputs = vertex.inputs.iter().any(|e| job.graph.edges[*e].target_input > 0);
         Ok(Task {
+            first_input_first: job.plan.batch && retained_inputs && several_inputs,
             vertex: vertex.id,
             subtask,
             source,
@@ -297,6 +448,16 @@ impl Task {
             // Events of channels held back by an alignment, and released ones to handle first.
             let mut held: Vec<std::collections::VecDeque<StreamEvent>> = vec![Default::default(); channels];
             let mut released: std::collections::VecDeque<(usize, StreamEvent)> = Default::default();
+            let inputs = input_of_channel.iter().max().map_or(0, |m| m + 1);
+            let mut open_of_input = vec![0usize; inputs];
+            for i in &input_of_channel {
+                open_of_input[*i] += 1;
+            }
+            // Channels of the other inputs wait until input 0 has ended.
+            let mut deferred: Vec<bool> = input_of_channel.iter().map(|i| self.first_input_first && *i > 0).collect();
+            for (c, _) in deferred.iter().enumerate().filter(|(_, d)| **d) {
+                gate.pause(c);
+            }
             loop {
                 let (channel, event) = match released.pop_front() {
                     Some(next) => next,
@@ -309,7 +470,7 @@ impl Task {
                         Input::End => break,
                     },
                 };
-                if aligner.is_blocked(channel) {
+                if aligner.is_blocked(channel) || deferred[channel] {
                     held[channel].push_back(event);
                     continue;
                 }
@@ -334,6 +495,22 @@ impl Task {
                         idle[channel] = false;
                         self.advance(&marks, &idle).await?;
                         steps.extend(aligner.on_end(channel));
+                        let input = input_of_channel[channel];
+                        open_of_input[input] -= 1;
+                        if open_of_input[input] == 0 {
+                            if let Some(head) = self.chain.first_mut() {
+                                head.end_input(input);
+                            }
+                            if input == 0 {
+                                for c in 0..channels {
+                                    if !std::mem::take(&mut deferred[c]) {
+                                        continue;
+                                    }
+                                    gate.resume(c);
+                                    released.extend(held[c].drain(..).map(|e| (c, e)));
+                                }
+                            }
+                        }
                     }
                     StreamEvent::Barrier(id) => steps = aligner.on_barrier(channel, id),
                 }
@@ -348,15 +525,15 @@ impl Task {
                             }
                         }
                     }
-                    for (c, events) in held.iter_mut().enumerate() {
+                    for (c, events) in held.iter_mut().enumerate().filter(|(c, _)| !deferred[*c]) {
                         released.extend(events.drain(..).map(|e| (c, e)));
                     }
                 }
                 if aligning {
                     // A channel that has delivered the barrier being aligned stops getting credit,
                     // so what its producer sends meanwhile waits there, not in this task's memory.
-                    for c in 0..channels {
-                        if aligner.is_blocked(c) {
+                    for (c, deferred) in deferred.iter().enumerate() {
+                        if aligner.is_blocked(c) || *deferred {
                             gate.pause(c);
                         } else {
                             gate.resume(c);

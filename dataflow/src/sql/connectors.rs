@@ -60,6 +60,18 @@ pub fn connector_options(connector: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+/// Whether a source table with these options ends: a file read once, a generator with a row
+/// or event count. Everything else runs until cancelled.
+pub fn is_bounded(options: &std::collections::BTreeMap<String, String>) -> bool {
+    let set = |key: &str| options.get(key).map(|v| v.trim()).filter(|v| !v.is_empty() && *v != "0").is_some();
+    match options.get("connector").map(String::as_str) {
+        Some("filesystem") => !set("source.monitor-interval"),
+        Some("nexmark") => set("events.num"),
+        Some("datagen") => set("number-of-rows"),
+        _ => false,
+    }
+}
+
 pub const CONNECTORS: &[&str] = &["blackhole", "datagen", "filesystem", "nexmark", "print"];
 pub const FORMATS: &[&str] = &["csv", "json", "raw"];
 

@@ -19,7 +19,7 @@ use datafusion_physical_expr::create_physical_expr;
 use super::catalog::{Catalog, PhysicalScan, TableEntry};
 use super::context::flink_aggregate_type;
 use super::nodes::{WatermarkNode, WindowTvfNode};
-use crate::config::JobConfig;
+use crate::config::{JobConfig, RuntimeMode};
 use crate::plan::{
     AggKind, AggregateCall, ChangelogMode, IntervalBounds, JoinKind, NodeId, OperatorSpec, OverFrame, Partitioning,
     PhysExpr, PlanInput, PlanNode, RankSpec, SessionOutput, SinkSpec, SortKey, SourceSpec, StreamPlan, WindowKind,
@@ -68,11 +68,20 @@ pub struct Translator<'a> {
     /// Per table: the columns all of its scans read, and the one source node reading them.
     /// A table read several times (a self-join, two views of one table) is read once.
     sources: std::collections::HashMap<String, (Vec<usize>, Option<NodeId>)>,
+    /// The job runs in batch mode (`execution.runtime-mode`): aggregations emit final rows.
+    batch: bool,
 }
 
 impl<'a> Translator<'a> {
     pub fn new(catalog: &'a Catalog, config: &'a JobConfig) -> Self {
-        Translator { catalog, config, nodes: Vec::new(), props: ExecutionProps::new(), sources: Default::default() }
+        Translator {
+            catalog,
+            config,
+            nodes: Vec::new(),
+            props: ExecutionProps::new(),
+            sources: Default::default(),
+            batch: false,
+        }
     }
 
     /// Notes every table scan of the plans about to be added, so that each table gets one
@@ -94,10 +103,19 @@ impl<'a> Translator<'a> {
                 Ok(TreeNodeRecursion::Continue)
             });
         }
+        let bounded = self.sources.keys().all(|table| {
+            self.catalog.table(table).is_some_and(|entry| super::connectors::is_bounded(&entry.def.options))
+        });
+        self.batch = match self.config.runtime_mode() {
+            RuntimeMode::Streaming => false,
+            // An unbounded source in batch mode is refused where its scan is translated.
+            RuntimeMode::Batch => true,
+            RuntimeMode::Automatic => bounded,
+        };
     }
 
     pub fn finish(self) -> StreamPlan {
-        StreamPlan { nodes: self.nodes, max_parallelism: self.config.max_parallelism }
+        StreamPlan { nodes: self.nodes, max_parallelism: self.config.max_parallelism, batch: self.batch }
     }
 
     pub fn add_sink(&mut self, plan: &LogicalPlan, target: SinkTarget) -> Result<()> {
@@ -331,6 +349,13 @@ impl<'a> Translator<'a> {
             .catalog
             .table(&physical.table)
             .ok_or_else(|| datafusion_common::plan_datafusion_err!("unknown table {}", physical.table))?;
+        if self.batch && !super::connectors::is_bounded(&entry.def.options) {
+            return plan_err!(
+                "execution.runtime-mode is BATCH but table '{}' is unbounded; a batch job reads files or \
+                 generators with 'number-of-rows' / 'events.num'",
+                physical.table
+            );
+        }
         let schema = Arc::new(physical.schema.project(projection)?);
         let connector = entry.def.options.get("connector").cloned().unwrap_or_default();
         let description = format!(
@@ -571,12 +596,16 @@ impl<'a> Translator<'a> {
             });
         }
         let (partitioning, parallelism) = self.keyed(keys.clone());
+        // In batch mode the result is final once the input has ended: insert-only, as Flink's
+        // batch aggregation.
+        let final_only = self.batch;
+        let changelog = if final_only { ChangelogMode::Append } else { ChangelogMode::Retract };
         let node = self.add(
-            OperatorSpec::GroupAggregate { keys, aggs: calls },
+            OperatorSpec::GroupAggregate { keys, aggs: calls, final_only },
             vec![PlanInput { node: projected.node, partitioning }],
             arrow_out,
             parallelism,
-            ChangelogMode::Retract,
+            changelog,
             description,
         );
         Ok(Stream {
@@ -585,7 +614,7 @@ impl<'a> Translator<'a> {
             rowtime: vec![false; out_schema.fields().len()],
             window: None,
             session: None,
-            changelog: ChangelogMode::Retract,
+            changelog,
             parallelism,
         })
     }

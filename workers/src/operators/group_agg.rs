@@ -37,7 +37,12 @@ pub struct GroupAggregate {
     group_key_group: Vec<u16>,
     /// With checkpoints: what changed since the last one (tracked only then).
     dirty: Option<DirtyGroups>,
+    /// Batch mode: emit each group's final row at the end of input, nothing before.
+    pub final_only: bool,
 }
+
+/// Rows per batch when a final-only aggregation emits its result.
+const FINAL_BATCH_ROWS: usize = 8192;
 
 impl GroupAggregate {
     pub fn try_new(
@@ -62,6 +67,7 @@ impl GroupAggregate {
             key_groups,
             group_key_group: Vec::new(),
             dirty: None,
+            final_only: false,
         })
     }
 }
@@ -119,6 +125,19 @@ impl Operator for GroupAggregate {
         Ok(())
     }
 
+    fn finish(&mut self, out: &mut Output) -> TaskResult<()> {
+        if !self.final_only {
+            return Ok(());
+        }
+        let live: Vec<usize> = (0..self.counts.len()).filter(|g| self.counts[*g] > 0).collect();
+        for groups in live.chunks(FINAL_BATCH_ROWS) {
+            let mut columns = self.groups.key_columns(groups)?;
+            columns.extend(self.aggs.evaluate(groups)?);
+            out.batch(ChangeBatch::inserts(RecordBatch::try_new(self.schema.clone(), columns)?));
+        }
+        Ok(())
+    }
+
     fn process(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> TaskResult<()> {
         let key_columns: Vec<ArrayRef> = self.keys.iter().map(|k| batch.data.column(*k).clone()).collect();
         let assigned = self.groups.assign(&key_columns, batch.num_rows())?;
@@ -150,6 +169,18 @@ impl Operator for GroupAggregate {
         }
         self.aggs.ensure(self.groups.capacity());
         self.aggs.update(&batch, &ids)?;
+
+        if self.final_only {
+            for g in touched {
+                if self.counts[g] > 0 {
+                    continue;
+                }
+                self.counts[g] = 0;
+                self.aggs.reset(g);
+                self.groups.remove(g);
+            }
+            return Ok(());
+        }
 
         // What to emit: retractions of old results first, then the new results.
         let live: Vec<usize> = touched.iter().copied().filter(|g| self.counts[*g] > 0).collect();

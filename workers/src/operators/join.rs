@@ -73,6 +73,8 @@ pub struct Join {
     expiry: [BTreeMap<Timestamp, Vec<StoredRow>>; 2],
     watermark: Timestamp,
     late: u64,
+    /// Per side: its input has ended, so rows of the other side can never match anything new.
+    ended: [bool; 2],
     /// Checkpoints are on: the stores track which keys change.
     tracking: bool,
     max_parallelism: u32,
@@ -123,6 +125,7 @@ impl Join {
             expiry: [BTreeMap::new(), BTreeMap::new()],
             watermark: MIN_WATERMARK,
             late: 0,
+            ended: [false; 2],
             tracking: false,
             max_parallelism: weir_dataflow::keygroup::DEFAULT_MAX_PARALLELISM,
         })
@@ -365,6 +368,11 @@ impl Operator for Join {
             if matched == 0 && mine_side.preserved {
                 pending.push((kind, Source::Batch(r), Source::Null));
             }
+            if self.ended[1 - s] && !mine_side.preserved {
+                // Nothing will come to match this row (or a stored one it retracts): keep
+                // nothing. A batch job reading its build side first joins this way.
+                continue;
+            }
             if accumulate {
                 // An interval join keeps a row only while rows of the other side can still
                 // arrive in time to match it.
@@ -412,6 +420,10 @@ impl Operator for Join {
         let kinds = pending.iter().map(|(k, _, _)| *k).collect::<Vec<_>>();
         out.batch(ChangeBatch::with_kinds(data, kinds));
         Ok(())
+    }
+
+    fn end_input(&mut self, input: usize) {
+        self.ended[input] = true;
     }
 
     fn on_watermark(&mut self, watermark: Timestamp, out: &mut Output) -> TaskResult<()> {

@@ -68,6 +68,9 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// Input `input` has ended on every channel (others may still be running).
+    fn end_input(&mut self, _input: usize) {}
+
     /// Every input has ended (after the final watermark).
     fn finish(&mut self, _out: &mut Output) -> TaskResult<()> {
         Ok(())
@@ -134,14 +137,18 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
             node.schema.clone(),
             key_groups(0)?,
         )?),
-        OperatorSpec::GroupAggregate { keys, aggs } => Box::new(group_agg::GroupAggregate::try_new(
-            input_schema(0),
-            keys.clone(),
-            aggs.clone(),
-            node.schema.clone(),
-            plan.nodes[node.inputs[0].node].changelog == weir_dataflow::plan::ChangelogMode::Retract,
-            key_groups(0)?,
-        )?),
+        OperatorSpec::GroupAggregate { keys, aggs, final_only } => {
+            let mut op = group_agg::GroupAggregate::try_new(
+                input_schema(0),
+                keys.clone(),
+                aggs.clone(),
+                node.schema.clone(),
+                plan.nodes[node.inputs[0].node].changelog == weir_dataflow::plan::ChangelogMode::Retract,
+                key_groups(0)?,
+            )?;
+            op.final_only = *final_only;
+            Box::new(op)
+        }
         OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end, interval } => Box::new(
             join::Join::try_new(
                 *kind,
