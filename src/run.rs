@@ -14,10 +14,11 @@ use weir_dataflow::event::ChangeBatch;
 use weir_dataflow::graph::JobGraph;
 use weir_dataflow::ids::{AttemptNumber, JobId};
 use weir_dataflow::sql::plan_script;
-use weir_shuffle_service::LocalShuffle;
 use weir_shuffle_service::remote::RemoteShuffle;
+use weir_shuffle_service::{LocalShuffle, ShuffleService};
 use weir_state_store::{CheckpointStore, StateLocation};
 use weir_workers::checkpoint::CheckpointSetup;
+use weir_workers::error::TaskError;
 use weir_workers::output::{write_changelog_json, write_plain};
 use weir_workers::runtime::{JobCounters, LocalJob, RestartStrategy, run_local};
 
@@ -29,6 +30,8 @@ pub struct RunStats {
     pub records_skipped: u64,
     /// The most tasks that ran at once.
     pub peak_running_tasks: u64,
+    /// Per vertex: the share of time its subtasks waited for credit.
+    pub backpressure: Vec<(u32, f64)>,
     pub elapsed: Duration,
 }
 
@@ -65,6 +68,8 @@ pub fn run_file(
             "late_records_dropped": stats.late_dropped,
             "records_skipped": stats.records_skipped,
             "peak_running_tasks": stats.peak_running_tasks,
+            // Per vertex id (as in EXPLAIN's job graph): share of time waiting for credit.
+            "backpressure": stats.backpressure.iter().map(|(v, share)| (v.to_string(), serde_json::json!(share))).collect::<serde_json::Map<_, _>>(),
             "elapsed_seconds": stats.elapsed.as_secs_f64(),
             "cpu_seconds": usage.0,
             "max_rss_bytes": usage.1,
@@ -217,6 +222,7 @@ fn clip(s: &str, width: usize) -> String {
 }
 
 /// How `weir run` runs a script.
+#[derive(Clone)]
 pub struct RunOptions {
     /// The script's name in error messages.
     pub name: String,
@@ -255,6 +261,7 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
             late_dropped: 0,
             records_skipped: 0,
             peak_running_tasks: 0,
+            backpressure: Vec::new(),
             elapsed: Duration::ZERO,
         });
     };
@@ -268,7 +275,7 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
             "execution.savepoint.path ('{path}') is not supported yet; use --resume to start from the latest checkpoint"
         );
     }
-    let checkpointing = match planned.config.checkpointing() {
+    let mut checkpointing = match planned.config.checkpointing() {
         // As in Flink: a batch job recovers by re-running stages, not from checkpoints.
         Some(_) if plan.batch => {
             if options.resume {
@@ -282,73 +289,67 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         None => None,
     };
     let counters = Arc::new(JobCounters::default());
-    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     // One namespace per run (and per attempt), so runs sharing a server never meet each
     // other's channels.
     let namespace = format!("run-{}-{}", std::process::id(), unix_nanos());
-    // Only a remote exchange loses data a batch job can re-create by re-running stages.
-    let restart = match (shuffle_server, planned.config.restart_strategy()) {
-        (Some(addr), Some((attempts, delay))) if plan.batch => {
-            let (addr, namespace) = (addr.to_string(), namespace.clone());
-            Some(RestartStrategy {
-                attempts,
-                delay,
-                shuffle_for_attempt: Box::new(move |attempt| {
-                    Arc::new(RemoteShuffle::new(addr.clone(), format!("{namespace}-{attempt}")))
-                }),
-            })
-        }
-        _ => None,
-    };
-    let job = LocalJob {
-        restart,
-        plan: Arc::new(plan),
-        graph: Arc::new(graph),
-        shuffle: match shuffle_server {
+    let shuffle_for = |attempt: u32| -> Arc<dyn ShuffleService> {
+        match shuffle_server {
             None => Arc::new(LocalShuffle::new()),
-            Some(addr) => Arc::new(RemoteShuffle::new(addr, format!("{namespace}-0"))),
-        },
-        collect: Some(sender),
-        counters: counters.clone(),
-        checkpointing,
+            Some(addr) => Arc::new(RemoteShuffle::new(addr, format!("{namespace}-{attempt}"))),
+        }
     };
+    let restart_strategy = planned.config.restart_strategy();
+    let (plan, graph) = (Arc::new(plan), Arc::new(graph));
     let started = Instant::now();
     let show_progress = progress && std::io::stderr().is_terminal();
-    let result: Result<()> = runtime.block_on(async {
-        let mut job = tokio::spawn(run_local(job));
-        let mut ticker = tokio::time::interval(Duration::from_secs(1));
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                biased;
-                batch = receiver.recv() => match batch {
-                    Some(b) => sink.write(&b)?,
-                    None => {
-                        (&mut job).await??;
-                        break;
-                    }
-                },
-                _ = ticker.tick() => {
-                    if show_progress {
-                        eprint!(
-                            "\r{} rows read, {} rows out, {:.0}s",
-                            counters.source_rows.load(Ordering::Relaxed),
-                            counters.output_rows.load(Ordering::Relaxed),
-                            started.elapsed().as_secs_f64()
-                        );
-                    }
-                }
-                finished = &mut job => {
-                    finished??;
-                    while let Ok(b) = receiver.try_recv() {
-                        sink.write(&b)?;
-                    }
-                    break;
-                }
+    let mut attempt = 0;
+    let result = loop {
+        // Only a remote exchange loses data a batch job can re-create by re-running stages.
+        let restart = match (shuffle_server, restart_strategy) {
+            (Some(addr), Some((attempts, delay))) if plan.batch => {
+                let (addr, namespace) = (addr.to_string(), namespace.clone());
+                Some(RestartStrategy {
+                    attempts,
+                    delay,
+                    shuffle_for_attempt: Box::new(move |attempt| {
+                        Arc::new(RemoteShuffle::new(addr.clone(), format!("{namespace}-{attempt}")))
+                    }),
+                })
             }
+            _ => None,
+        };
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let restarts_from_checkpoint = checkpointing.is_some();
+        let job = LocalJob {
+            restart,
+            plan: plan.clone(),
+            graph: graph.clone(),
+            shuffle: shuffle_for(attempt),
+            collect: Some(sender),
+            counters: counters.clone(),
+            checkpointing: checkpointing.take(),
+        };
+        let outcome = runtime.block_on(drive(job, receiver, sink, &counters, started, show_progress));
+        match outcome {
+            // A streaming job whose exchange broke (a shuffle server went away) starts again
+            // from its latest checkpoint, as Flink's restart strategy does.
+            Ok(Err(e))
+                if restarts_from_checkpoint
+                    && e.is_lost_exchange()
+                    && restart_strategy.is_some_and(|(attempts, _)| attempt < attempts) =>
+            {
+                attempt += 1;
+                eprintln!("warning: {e}; restarting from the latest checkpoint (attempt {attempt})");
+                std::thread::sleep(restart_strategy.map(|(_, delay)| delay).unwrap_or_default());
+                let config = planned.config.checkpointing().expect("the job is checkpointed");
+                let resumed = RunOptions { resume: true, ..options.clone() };
+                checkpointing = Some(runtime.block_on(checkpoint_setup(config, &planned.config, &resumed))?);
+            }
+            Ok(Err(e)) => break Err(e.into()),
+            Ok(Ok(())) => break Ok(()),
+            Err(e) => break Err(e),
         }
-        Ok(())
-    });
+    };
     if show_progress {
         eprint!("\r\x1b[2K");
     }
@@ -359,8 +360,50 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         late_dropped: counters.late_records_dropped.load(Ordering::Relaxed),
         records_skipped: counters.records_skipped.load(Ordering::Relaxed),
         peak_running_tasks: counters.peak_running_tasks.load(Ordering::Relaxed),
+        backpressure: counters.backpressure().into_iter().map(|(v, share)| (v.0, share)).collect(),
         elapsed: started.elapsed(),
     })
+}
+
+/// Runs a job to its end, handing its result rows to `sink` as they come. The outer error is
+/// the client's (a sink that cannot write); the inner one the job's.
+async fn drive(
+    job: LocalJob,
+    mut receiver: tokio::sync::mpsc::UnboundedReceiver<ChangeBatch>,
+    sink: &mut dyn ResultSink,
+    counters: &JobCounters,
+    started: Instant,
+    show_progress: bool,
+) -> Result<Result<(), TaskError>> {
+    let mut job = tokio::spawn(run_local(job));
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            batch = receiver.recv() => match batch {
+                Some(b) => sink.write(&b)?,
+                None => return Ok((&mut job).await?),
+            },
+            _ = ticker.tick() => {
+                if show_progress {
+                    eprint!(
+                        "\r{} rows read, {} rows out, {:.0}s",
+                        counters.source_rows.load(Ordering::Relaxed),
+                        counters.output_rows.load(Ordering::Relaxed),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            finished = &mut job => {
+                let finished = finished?;
+                while let Ok(b) = receiver.try_recv() {
+                    sink.write(&b)?;
+                }
+                return Ok(finished);
+            }
+        }
+    }
 }
 
 /// CPU seconds (user + system) and peak resident memory of this process so far.

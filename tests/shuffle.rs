@@ -299,6 +299,9 @@ fn a_batch_job_gives_the_streaming_result_in_every_shuffle_mode() {
             rows.sort();
             assert_eq!(rows, expected, "{mode} (remote: {remote})");
             peaks.push((mode, stats["peak_running_tasks"].as_u64().expect("peak tasks")));
+            let backpressure = stats["backpressure"].as_object().expect("backpressure per vertex");
+            assert!(!backpressure.is_empty(), "every vertex with outputs reports its backpressure");
+            assert!(backpressure.values().all(|b| (0.0..=1.0).contains(&b.as_f64().expect("a share"))), "{stats}");
         }
     }
     // Blocking exchanges run the job stage by stage: never all of its tasks at once.
@@ -365,4 +368,71 @@ fn a_batch_job_whose_shuffle_server_dies_re_runs_its_stages_and_finishes() {
     expected.sort();
     assert_eq!(rows, expected, "nothing lost, nothing twice");
     assert!(stats["source_rows"].as_u64().expect("rows") > 60_000, "the source stage ran again: {stats}");
+}
+
+/// Every published line of a filesystem sink's folder, sorted (hidden in-progress files aside).
+fn published(out: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(out).expect("output folder") {
+        let entry = entry.expect("entry");
+        if !entry.file_name().to_string_lossy().starts_with('.') {
+            lines.extend(std::fs::read_to_string(entry.path()).expect("part file").lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_streaming_job_whose_shuffle_server_dies_restarts_from_its_checkpoint_exactly_once() {
+    // About 3 s of paced input through a keyed window aggregation, checkpointed every 300 ms,
+    // into the exactly-once filesystem sink.
+    let job = |dir: &std::path::Path| {
+        format!(
+            "SET 'execution.checkpointing.interval' = '300 ms';
+SET 'state.checkpoints.dir' = '{state}';
+SET 'restart-strategy.fixed-delay.delay' = '200 ms';
+CREATE TABLE g (id BIGINT, k INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (
+  'connector' = 'datagen', 'number-of-rows' = '12000', 'rows-per-second' = '4000',
+  'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '12000',
+  'fields.k.min' = '1', 'fields.k.max' = '20');
+CREATE TABLE out (k INT, ws TIMESTAMP(3), n BIGINT, s BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'json');
+INSERT INTO out SELECT k, window_start, COUNT(*), SUM(id)
+FROM TABLE(TUMBLE(TABLE g, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND)) GROUP BY k, window_start, window_end;",
+            state = dir.join("state").display(),
+            out = dir.join("out").display()
+        )
+    };
+    let reference = tempfile::tempdir().expect("tempdir");
+    std::fs::write(reference.path().join("job.sql"), job(reference.path())).expect("script");
+    let status = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "job.sql", "--quiet", "--parallelism", "2"])
+        .current_dir(reference.path())
+        .status()
+        .expect("weir run");
+    assert!(status.success());
+    let expected = published(&reference.path().join("out"));
+    assert!(expected.len() > 20, "{expected:?}");
+
+    let mut server = Server::start();
+    let addr = server.addr.clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("job.sql"), job(dir.path())).expect("script");
+    let run = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "job.sql", "--quiet", "--parallelism", "2", "--shuffle-server", &addr])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir run starts");
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill_9();
+    let _standby = Server::start_on(&addr, &[]);
+    let output = run.wait_with_output().expect("the job ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the job must recover: {stderr}");
+    assert!(stderr.contains("restarting from the latest checkpoint"), "{stderr}");
+    assert!(stderr.contains("resuming job"), "the restart starts from a checkpoint, not from scratch: {stderr}");
+    assert_eq!(published(&dir.path().join("out")), expected, "every window exactly once");
 }

@@ -27,4 +27,18 @@ pub enum TaskError {
     State(#[from] weir_state_store::StateError),
 }
 
+impl TaskError {
+    /// The exchange broke under the task (a shuffle server or a producer went away): running
+    /// again, with the data re-created, can succeed.
+    pub fn is_lost_exchange(&self) -> bool {
+        use weir_shuffle_service::ShuffleError;
+        matches!(
+            self,
+            TaskError::Shuffle(
+                ShuffleError::Remote { .. } | ShuffleError::ChannelFailed { .. } | ShuffleError::ConsumerGone(_)
+            )
+        )
+    }
+}
+
 pub type TaskResult<T> = Result<T, TaskError>;

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, UInt32Array};
 use arrow_row::{RowConverter, SortField};
@@ -41,6 +42,24 @@ pub struct JobCounters {
     pub records_skipped: AtomicU64,
     /// The most tasks running at once (a batch job run stage by stage needs fewer).
     pub peak_running_tasks: AtomicU64,
+    /// Per vertex, over its finished subtasks: time spent waiting for credit, and time run.
+    backpressure: std::sync::Mutex<std::collections::BTreeMap<VertexId, (Duration, Duration)>>,
+}
+
+impl JobCounters {
+    fn add_backpressure(&self, vertex: VertexId, waited: Duration, ran: Duration) {
+        let mut map = self.backpressure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = map.entry(vertex).or_default();
+        entry.0 += waited;
+        entry.1 += ran;
+    }
+
+    /// Per vertex with outputs: the share of its subtasks' time spent waiting for credit
+    /// (backpressure from downstream), as of the subtasks that have finished.
+    pub fn backpressure(&self) -> Vec<(VertexId, f64)> {
+        let map = self.backpressure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.iter().map(|(v, (waited, ran))| (*v, waited.as_secs_f64() / ran.as_secs_f64().max(1e-9))).collect()
+    }
 }
 
 /// A subtask's input gate and, per channel, which input of the head operator it feeds.
@@ -185,14 +204,10 @@ pub async fn run_local(job: LocalJob) -> TaskResult<()> {
 /// Whether a failed batch job may run its regions again: its exchange's data was lost (a
 /// shuffle server went away), and no sink has written anything a re-run would write twice.
 fn may_restart(job: &LocalJob, failure: &TaskError) -> bool {
-    use weir_shuffle_service::ShuffleError;
-    let lost = matches!(
-        failure,
-        TaskError::Shuffle(
-            ShuffleError::Remote { .. } | ShuffleError::ChannelFailed { .. } | ShuffleError::ConsumerGone(_)
-        )
-    );
-    lost && job.plan.batch && job.checkpointing.is_none() && job.counters.output_rows.load(Ordering::Relaxed) == 0
+    failure.is_lost_exchange()
+        && job.plan.batch
+        && job.checkpointing.is_none()
+        && job.counters.output_rows.load(Ordering::Relaxed) == 0
 }
 
 /// Deploys regions of a local job: gates, partitions and tasks.
@@ -337,6 +352,7 @@ struct Task {
     /// Read input 0 to its end before the others (a join's build side first). Only where every
     /// input is retained, so that nothing upstream waits for this task to read.
     first_input_first: bool,
+    deployed: std::time::Instant,
 }
 
 impl Task {
@@ -381,6 +397,7 @@ impl Task {
         let several_inputs = vertex.inputs.iter().any(|e| job.graph.edges[*e].target_input > 0);
         Ok(Task {
             first_input_first: job.plan.batch && retained_inputs && several_inputs,
+            deployed: std::time::Instant::now(),
             vertex: vertex.id,
             subtask,
             source,
@@ -598,6 +615,10 @@ impl Task {
         self.counters.late_records_dropped.fetch_add(late, Ordering::Relaxed);
         for output in &mut self.outputs {
             output.end().await?;
+        }
+        if !self.outputs.is_empty() {
+            let waited = self.outputs.iter().map(|o| o.writer.backpressure()).sum();
+            self.counters.add_backpressure(self.vertex, waited, self.deployed.elapsed());
         }
         if self.checkpointing.is_some() {
             // The final record: a finished task's part of every later checkpoint. Its keyed state
