@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use arrow::datatypes::SchemaRef;
+use tokio::sync::mpsc::UnboundedSender;
 use weir_dataflow::config::{CheckpointConfig, JobConfig};
 use weir_dataflow::event::ChangeBatch;
 use weir_dataflow::graph::JobGraph;
@@ -16,8 +17,9 @@ use weir_dataflow::ids::{AttemptNumber, JobId};
 use weir_dataflow::sql::plan_script;
 use weir_shuffle_service::remote::RemoteShuffle;
 use weir_shuffle_service::{LocalShuffle, ShuffleService};
-use weir_state_store::{CheckpointStore, StateLocation};
+use weir_state_store::{CheckpointStore, CompletedCheckpoint, StateLocation};
 use weir_workers::checkpoint::CheckpointSetup;
+use weir_workers::checkpoint::coordinator::SavepointRequest;
 use weir_workers::error::TaskError;
 use weir_workers::output::{write_changelog_json, write_plain};
 use weir_workers::runtime::{JobCounters, LocalJob, RestartStrategy, run_local};
@@ -270,11 +272,6 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         graph = graph.with_exchange_mode(planned.config.batch_shuffle_mode());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    if let Some(path) = planned.config.savepoint_path() {
-        bail!(
-            "execution.savepoint.path ('{path}') is not supported yet; use --resume to start from the latest checkpoint"
-        );
-    }
     let mut checkpointing = match planned.config.checkpointing() {
         // As in Flink: a batch job recovers by re-running stages, not from checkpoints.
         Some(_) if plan.batch => {
@@ -320,7 +317,16 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         };
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let restarts_from_checkpoint = checkpointing.is_some();
+        // `weir savepoint PID` (SIGUSR1) stops a checkpointed job with a savepoint.
+        let (savepoint_requests, savepoints) = match &checkpointing {
+            Some(setup) => {
+                let (send, receive) = tokio::sync::mpsc::unbounded_channel();
+                (Some((send, savepoints_dir(&planned.config, &setup.config))), Some(receive))
+            }
+            None => (None, None),
+        };
         let job = LocalJob {
+            savepoints,
             restart,
             plan: plan.clone(),
             graph: graph.clone(),
@@ -329,7 +335,8 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
             counters: counters.clone(),
             checkpointing: checkpointing.take(),
         };
-        let outcome = runtime.block_on(drive(job, receiver, sink, &counters, started, show_progress));
+        let outcome =
+            runtime.block_on(drive(job, receiver, sink, &counters, started, show_progress, savepoint_requests));
         match outcome {
             // A streaming job whose exchange broke (a shuffle server went away) starts again
             // from its latest checkpoint, as Flink's restart strategy does.
@@ -365,6 +372,14 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
     })
 }
 
+/// Where savepoints go: `state.savepoints.dir`, or `savepoints` beside the job's checkpoints.
+fn savepoints_dir(job: &JobConfig, checkpoints: &CheckpointConfig) -> String {
+    match job.get("state.savepoints.dir").map(str::trim).filter(|d| !d.is_empty()) {
+        Some(dir) => dir.to_string(),
+        None => format!("{}/savepoints", checkpoints.dir.trim_end_matches('/')),
+    }
+}
+
 /// Runs a job to its end, handing its result rows to `sink` as they come. The outer error is
 /// the client's (a sink that cannot write); the inner one the job's.
 async fn drive(
@@ -374,13 +389,41 @@ async fn drive(
     counters: &JobCounters,
     started: Instant,
     show_progress: bool,
+    savepoints: Option<(UnboundedSender<SavepointRequest>, String)>,
 ) -> Result<Result<(), TaskError>> {
     let mut job = tokio::spawn(run_local(job));
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    // The savepoint being taken: where, and its reply.
+    let mut savepoint: Option<(String, tokio::sync::oneshot::Receiver<Result<CompletedCheckpoint, TaskError>>)> = None;
     loop {
         tokio::select! {
             biased;
+            _ = usr1.recv(), if savepoint.is_none() => match &savepoints {
+                None => eprintln!("warning: a savepoint needs checkpoints: set 'execution.checkpointing.interval'"),
+                Some((requests, dir)) => {
+                    let path = format!("{}/savepoint-{}", dir.trim_end_matches('/'), unix_nanos() / 1_000_000);
+                    let target = StateLocation::parse(&path).map_err(|e| anyhow!("state.savepoints.dir: {e}"))?;
+                    let (reply, replied) = tokio::sync::oneshot::channel();
+                    if requests.send(SavepointRequest { target, reply }).is_ok() {
+                        eprintln!("taking a savepoint to stop the job …");
+                        savepoint = Some((path, replied));
+                    }
+                }
+            },
+            written = async { (&mut savepoint.as_mut().expect("guarded").1).await }, if savepoint.is_some() => {
+                let (path, _) = savepoint.take().expect("guarded");
+                match written {
+                    Ok(Ok(sp)) => {
+                        job.abort();
+                        eprintln!("stopped with savepoint {path} (checkpoint {})", sp.id);
+                        return Ok(Ok(()));
+                    }
+                    Ok(Err(e)) => eprintln!("warning: the savepoint failed, the job goes on: {e}"),
+                    Err(_) => eprintln!("warning: the savepoint was not taken: the job is ending"),
+                }
+            }
             batch = receiver.recv() => match batch {
                 Some(b) => sink.write(&b)?,
                 None => return Ok((&mut job).await?),
@@ -434,7 +477,14 @@ async fn checkpoint_setup(
     }
     let location = StateLocation::parse(&config.dir).map_err(|e| anyhow!("state.checkpoints.dir: {e}"))?;
     let job = JobId(job_config.pipeline_name().unwrap_or(&options.job_name).to_string());
-    let restore = if options.resume {
+    let restore = if let Some(path) = job_config.savepoint_path() {
+        let target = StateLocation::parse(path).map_err(|e| anyhow!("execution.savepoint.path: {e}"))?;
+        let savepoint = weir_state_store::checkpoint::read_savepoint(&target)
+            .await
+            .map_err(|e| anyhow!("cannot restore from execution.savepoint.path '{path}': {e}"))?;
+        eprintln!("restoring job '{job}' from savepoint {path} (checkpoint {})", savepoint.id);
+        Some(savepoint)
+    } else if options.resume {
         let store = CheckpointStore::new(location.clone(), job.clone(), config.num_retained);
         let latest = store.latest_completed().await.map_err(|e| anyhow!("cannot resume job '{job}': {e}"))?;
         for warning in &latest.warnings {

@@ -33,6 +33,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "restart-strategy.fixed-delay.attempts",
     "restart-strategy.fixed-delay.delay",
     "state.checkpoints.dir",
+    "state.savepoints.dir",
     "state.checkpoints.num-retained",
     "table.exec.state.ttl",
     "sql-client.execution.result-mode",

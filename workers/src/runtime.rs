@@ -26,7 +26,7 @@ use weir_shuffle_service::{GateId, InputGate, PartitionKind, PartitionWriter, Sh
 use weir_state_store::{KeyedStateBackend, OperatorId, StateOptions, SubtaskStateId};
 
 use crate::checkpoint::align::{AlignStep, BarrierAligner};
-use crate::checkpoint::coordinator::Coordinator;
+use crate::checkpoint::coordinator::{Coordinator, SavepointRequest};
 use crate::checkpoint::{CheckpointSetup, RestoredState, SnapshotContext, TaskReport};
 use crate::connectors::{self, Source};
 use crate::error::{TaskError, TaskResult};
@@ -77,6 +77,8 @@ pub struct LocalJob {
     pub checkpointing: Option<CheckpointSetup>,
     /// How a batch job recovers when its exchanges' data is lost; `None`: it fails.
     pub restart: Option<RestartStrategy>,
+    /// Savepoint requests for the checkpoint coordinator, while the job runs.
+    pub savepoints: Option<UnboundedReceiver<SavepointRequest>>,
 }
 
 /// Region failover for batch jobs: when a shuffle server is lost, with the data it held, the
@@ -108,7 +110,8 @@ struct TaskCheckpointing {
 /// [`JobGraph::pipelined_regions`]): a streaming job's regions all start at once; a batch job
 /// with blocking exchanges runs stage by stage, each stage once its inputs are written, and
 /// frees what a stage read when it finishes. The first failure cancels the rest.
-pub async fn run_local(job: LocalJob) -> TaskResult<()> {
+pub async fn run_local(mut job: LocalJob) -> TaskResult<()> {
+    let savepoints = job.savepoints.take();
     let mut schedule = RegionSchedule::new(job.graph.pipelined_regions());
     let (reports, report_queue) = mpsc::unbounded_channel();
     let (completed, completed_watch) = watch::channel(None);
@@ -132,7 +135,12 @@ pub async fn run_local(job: LocalJob) -> TaskResult<()> {
         deployment.reports = None;
         let (keys, triggers) = (std::mem::take(&mut deployment.task_keys), std::mem::take(&mut deployment.triggers));
         match Coordinator::new(setup.clone(), keys, triggers, report_queue, completed).await {
-            Ok(c) => coordinator = Some(tokio::spawn(c.run())),
+            Ok(mut c) => {
+                if let Some(requests) = savepoints {
+                    c = c.with_savepoints(requests);
+                }
+                coordinator = Some(tokio::spawn(c.run()));
+            }
             Err(e) => first_error = Some(e),
         }
     }
@@ -681,7 +689,8 @@ impl Task {
             None
         };
         if let Some(restore) = restore {
-            let records: Vec<_> = restore.source_positions.iter().filter(|p| p.vertex == self.vertex).collect();
+            let mut records: Vec<_> = restore.source_positions.iter().filter(|p| p.vertex == self.vertex).collect();
+            records.sort_by_key(|r| r.subtask);
             // Old subtask k's operator state goes to new subtask k mod parallelism: one owner each.
             let mine: Vec<&serde_json::Value> = records
                 .iter()

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use weir_dataflow::ids::{CheckpointId, SubtaskIndex, VertexId};
-use weir_state_store::{CheckpointStore, CompletedCheckpoint, SourcePosition, StateHandle};
+use weir_state_store::{CheckpointStore, CompletedCheckpoint, SourcePosition, StateHandle, StateLocation};
 
 use super::{CheckpointSetup, TaskReport};
 use crate::error::{TaskError, TaskResult};
@@ -26,6 +26,13 @@ struct Pending {
     acks: HashMap<TaskKey, (Option<StateHandle>, serde_json::Value)>,
 }
 
+/// A user's request for a savepoint: written to `target` from the next checkpoint that
+/// completes; the reply is the savepoint or why there is none.
+pub struct SavepointRequest {
+    pub target: StateLocation,
+    pub reply: oneshot::Sender<TaskResult<CompletedCheckpoint>>,
+}
+
 pub struct Coordinator {
     setup: CheckpointSetup,
     store: CheckpointStore,
@@ -38,6 +45,9 @@ pub struct Coordinator {
     pending: Option<Pending>,
     next_id: CheckpointId,
     failures: u32,
+    savepoint_requests: Option<mpsc::UnboundedReceiver<SavepointRequest>>,
+    /// Requests waiting for the next completed checkpoint.
+    savepoints_wanted: Vec<SavepointRequest>,
 }
 
 impl Coordinator {
@@ -64,7 +74,15 @@ impl Coordinator {
             pending: None,
             next_id,
             failures: 0,
+            savepoint_requests: None,
+            savepoints_wanted: Vec::new(),
         })
+    }
+
+    /// Takes savepoint requests from `requests` while the job runs.
+    pub fn with_savepoints(mut self, requests: mpsc::UnboundedReceiver<SavepointRequest>) -> Self {
+        self.savepoint_requests = Some(requests);
+        self
     }
 
     /// Runs until every task has finished; commits a last checkpoint then, so what the tasks did
@@ -76,6 +94,13 @@ impl Coordinator {
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.trigger()?,
+                Some(request) = next_request(&mut self.savepoint_requests) => {
+                    self.savepoints_wanted.push(request);
+                    // Now rather than at the next tick, unless one is under way already.
+                    if self.pending.is_none() {
+                        self.trigger()?;
+                    }
+                }
                 report = self.reports.recv() => match report {
                     Some(report) => {
                         if let Some(done) = self.handle(report).await? {
@@ -171,6 +196,16 @@ impl Coordinator {
                 self.failures = 0;
                 tracing::info!(checkpoint = %checkpoint.id, elapsed_ms = p.started.elapsed().as_millis() as u64, "checkpoint completed");
                 let _ = self.completed.send(Some(checkpoint.id));
+                for request in std::mem::take(&mut self.savepoints_wanted) {
+                    let written = weir_state_store::checkpoint::write_savepoint(
+                        &self.setup.location,
+                        &request.target,
+                        &checkpoint,
+                    )
+                    .await
+                    .map_err(TaskError::from);
+                    let _ = request.reply.send(written);
+                }
                 Ok(Some(checkpoint))
             }
             Err(e) => {
@@ -191,5 +226,19 @@ impl Coordinator {
             )));
         }
         Ok(())
+    }
+}
+
+/// The next savepoint request, or never when there is no channel (or it has closed).
+async fn next_request(requests: &mut Option<mpsc::UnboundedReceiver<SavepointRequest>>) -> Option<SavepointRequest> {
+    match requests {
+        Some(r) => match r.recv().await {
+            Some(request) => Some(request),
+            None => {
+                *requests = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
     }
 }

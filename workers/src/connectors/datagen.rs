@@ -8,6 +8,7 @@
 //! `r` happens at `base_time + r / rows-per-second`, which is where a rate-limited source
 //! emits it, so the values look the same as Flink's and stay reproducible.
 
+use super::split::SplitLayout;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -461,6 +462,8 @@ pub struct DatagenGenerator {
     split_rows: Option<u64>,
     position: u64,
     row_cap: usize,
+    /// Where the split's slots start, and rows an earlier run emitted already.
+    layout: SplitLayout,
 }
 
 impl DatagenGenerator {
@@ -490,7 +493,16 @@ impl DatagenGenerator {
             .max()
             .unwrap_or(0);
         let row_cap = (i32::MAX as usize / longest_string.max(1)).max(1);
-        DatagenGenerator { config, column_keys, split_index, num_splits, split_rows, position: 0, row_cap }
+        DatagenGenerator {
+            config,
+            column_keys,
+            split_index,
+            num_splits,
+            split_rows,
+            position: 0,
+            row_cap,
+            layout: SplitLayout::default(),
+        }
     }
 
     pub fn config(&self) -> &DatagenConfig {
@@ -509,6 +521,17 @@ impl DatagenGenerator {
     /// Restores a position taken from [`position`](Self::position).
     pub fn seek(&mut self, position: u64) {
         self.position = position;
+    }
+
+    /// Restores a position under a rescaled layout (see [`super::split`]).
+    pub fn seek_with_layout(&mut self, position: u64, layout: SplitLayout) {
+        self.split_rows = layout.slots(self.split_index, self.num_splits, self.config.total_rows());
+        self.layout = layout;
+        self.position = position;
+    }
+
+    pub fn layout(&self) -> &SplitLayout {
+        &self.layout
     }
 
     /// Rows this split holds in total; `None` when unbounded.
@@ -542,7 +565,7 @@ impl DatagenGenerator {
 
     #[inline]
     fn global_row(&self, local: u64) -> u64 {
-        self.split_index.wrapping_add(local.wrapping_mul(self.num_splits))
+        self.layout.global(self.split_index, self.num_splits, local)
     }
 
     /// The next up to `max_rows` rows of this split, or `None` once a bounded split is
@@ -567,10 +590,14 @@ impl DatagenGenerator {
             .collect();
         self.position = self.position.saturating_add(rows as u64);
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        Some(
-            RecordBatch::try_new_with_options(self.config.schema.clone(), columns, &options)
-                .expect("generated columns match the configured schema"),
-        )
+        let batch = RecordBatch::try_new_with_options(self.config.schema.clone(), columns, &options)
+            .expect("generated columns match the configured schema");
+        match self.layout.keep_mask(first, stride, rows) {
+            None => Some(batch),
+            Some(keep) => {
+                Some(arrow::compute::filter_record_batch(&batch, &keep).expect("a mask as long as the batch"))
+            }
+        }
     }
 
     /// Virtual time of a global row.

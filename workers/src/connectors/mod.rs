@@ -9,6 +9,7 @@ pub mod filesystem;
 pub mod format;
 pub mod nexmark;
 pub mod sinks;
+pub mod split;
 pub mod util;
 
 use arrow::array::RecordBatch;
@@ -45,33 +46,29 @@ pub trait Source: Send {
     fn seek(&mut self, position: &serde_json::Value) -> TaskResult<()>;
 }
 
-/// Joins the positions of all old subtasks of a source, for a restore at another parallelism.
-/// Each file is read by one subtask, so file positions join by union; a generator's split
-/// layout depends on the parallelism, so generators cannot move yet.
+/// Joins the positions of all old subtasks of a source (in subtask order), for a restore at
+/// another parallelism: every new subtask seeks the result. Each file is read by one subtask,
+/// so file positions join by union; generator positions give a new split layout
+/// ([`split::rescale_positions`]).
 pub fn merge_positions<'a>(
     positions: impl Iterator<Item = &'a serde_json::Value>,
 ) -> TaskResult<Option<serde_json::Value>> {
+    let positions: Vec<&serde_json::Value> = positions.collect();
+    if positions.is_empty() {
+        return Ok(None);
+    }
+    if positions.iter().all(|p| p.get("rows").is_some()) {
+        let old = positions.iter().map(|p| split::GeneratorPosition::parse(p)).collect::<TaskResult<Vec<_>>>()?;
+        return Ok(Some(split::rescale_positions(&old)?.to_json()));
+    }
     let mut merged = filesystem::FilePosition::default();
-    let mut any = false;
     for position in positions {
-        any = true;
-        let file: filesystem::FilePosition = serde_json::from_value(position.clone()).map_err(|_| {
-            TaskError::Unsupported(
-                "a generator source (nexmark, datagen) cannot be restored at a different parallelism yet".into(),
-            )
-        })?;
+        let file: filesystem::FilePosition = serde_json::from_value(position.clone())
+            .map_err(|e| TaskError::Config(format!("not a file source position ({e}): {position}")))?;
         merged.done.extend(file.done);
         merged.partial.extend(file.partial);
     }
-    Ok(any.then(|| serde_json::to_value(merged).expect("a file position serializes")))
-}
-
-/// A generator's position: how many rows its split has emitted.
-fn generator_position(position: &serde_json::Value) -> TaskResult<u64> {
-    position
-        .get("rows")
-        .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| TaskError::Config(format!("not a generator source position: {position}")))
+    Ok(Some(serde_json::to_value(merged).expect("a file position serializes")))
 }
 
 /// Creates subtask `subtask` of `parallelism` of a table source producing `schema`.
@@ -136,11 +133,13 @@ impl Source for NexmarkSource {
     }
 
     fn position(&self) -> serde_json::Value {
-        serde_json::json!({ "rows": self.generator.position() })
+        let layout = self.generator.layout().clone();
+        split::GeneratorPosition { rows: self.generator.position(), layout }.to_json()
     }
 
     fn seek(&mut self, position: &serde_json::Value) -> TaskResult<()> {
-        self.generator.seek(generator_position(position)?);
+        let position = split::GeneratorPosition::parse(position)?;
+        self.generator.seek_with_layout(position.rows, position.layout);
         Ok(())
     }
 }
@@ -166,11 +165,13 @@ impl Source for DatagenSource {
     }
 
     fn position(&self) -> serde_json::Value {
-        serde_json::json!({ "rows": self.generator.position() })
+        let layout = self.generator.layout().clone();
+        split::GeneratorPosition { rows: self.generator.position(), layout }.to_json()
     }
 
     fn seek(&mut self, position: &serde_json::Value) -> TaskResult<()> {
-        self.generator.seek(generator_position(position)?);
+        let position = split::GeneratorPosition::parse(position)?;
+        self.generator.seek_with_layout(position.rows, position.layout);
         Ok(())
     }
 }

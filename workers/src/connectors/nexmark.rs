@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::sync::{Arc, OnceLock};
 
+use super::split::SplitLayout;
 use super::util::{
     BadOption, civil_from_days, mix64, parse_base_time, parse_bool, parse_duration_ms, parse_memory_size,
     parse_positive, parse_u32, parse_u64,
@@ -1295,6 +1296,8 @@ pub struct NexmarkGenerator {
     /// Events this split holds; `None` when unbounded.
     split_events: Option<u64>,
     position: u64,
+    /// Where the split's slots start, and indices an earlier run emitted already.
+    layout: SplitLayout,
     /// Rows per batch that keep every string column below i32::MAX bytes.
     row_cap: usize,
     schema_cache: Option<(NexmarkProjection, SchemaRef)>,
@@ -1319,6 +1322,7 @@ impl NexmarkGenerator {
             num_splits,
             split_events,
             position: 0,
+            layout: SplitLayout::default(),
             row_cap,
             schema_cache: None,
         }
@@ -1336,6 +1340,17 @@ impl NexmarkGenerator {
     /// Restores a position taken from [`position`](Self::position).
     pub fn seek(&mut self, position: u64) {
         self.position = position;
+    }
+
+    /// Restores a position under a rescaled layout (see [`super::split`]).
+    pub fn seek_with_layout(&mut self, position: u64, layout: SplitLayout) {
+        self.split_events = layout.slots(self.split_index, self.num_splits, self.config.events);
+        self.layout = layout;
+        self.position = position;
+    }
+
+    pub fn layout(&self) -> &SplitLayout {
+        &self.layout
     }
 
     /// Events this split holds in total; `None` when unbounded.
@@ -1366,7 +1381,7 @@ impl NexmarkGenerator {
 
     #[inline]
     fn global_index(&self, local: u64) -> u64 {
-        self.split_index.wrapping_add(local.wrapping_mul(self.num_splits))
+        self.layout.global(self.split_index, self.num_splits, local)
     }
 
     fn schema_for(&mut self, projection: &NexmarkProjection) -> SchemaRef {
@@ -1391,8 +1406,14 @@ impl NexmarkGenerator {
         let rows = (max_rows.min(self.row_cap) as u64).min(remaining) as usize;
         let schema = self.schema_for(projection);
         let batch = self.build(rows, projection, schema);
+        let keep = self.layout.keep_mask(self.global_index(self.position), self.num_splits, rows);
         self.position = self.position.saturating_add(rows as u64);
-        Some(batch)
+        match keep {
+            None => Some(batch),
+            Some(keep) => {
+                Some(arrow::compute::filter_record_batch(&batch, &keep).expect("a mask as long as the batch"))
+            }
+        }
     }
 
     fn build(&self, rows: usize, projection: &NexmarkProjection, schema: SchemaRef) -> RecordBatch {
