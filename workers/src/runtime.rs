@@ -746,6 +746,7 @@ impl Task {
                 backend: backend.as_deref_mut(),
                 operator: OperatorId(*node as u32),
                 operator_state: None,
+                memory: None,
             };
             op.snapshot(&mut ctx)?;
             if let Some(state) = ctx.operator_state {

@@ -73,7 +73,8 @@ pub fn is_bounded(options: &std::collections::BTreeMap<String, String>) -> bool 
 }
 
 pub const CONNECTORS: &[&str] = &["blackhole", "datagen", "filesystem", "nexmark", "print"];
-pub const FORMATS: &[&str] = &["csv", "json", "raw"];
+/// `debezium-json` is written only (a filesystem sink of an updating query, as in Flink).
+pub const FORMATS: &[&str] = &["csv", "debezium-json", "json", "raw"];
 
 /// Checks a table's connector, format and option names.
 pub fn validate_table(def: &TableDef, _schema: &Schema) -> Result<(), String> {

@@ -13,7 +13,7 @@
 pub mod align;
 pub mod coordinator;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use weir_dataflow::config::CheckpointConfig;
@@ -67,13 +67,29 @@ pub struct SnapshotContext<'a> {
     /// Small state of this operator instance that is not keyed (a watermark, a sink's pending
     /// files); stored in the checkpoint's metadata.
     pub operator_state: Option<serde_json::Value>,
+    /// Instead of a backend: keyed state kept in memory, so operators' snapshot and restore can
+    /// be tested without a database.
+    pub(crate) memory: Option<&'a mut MemoryState>,
+}
+
+impl<'a> SnapshotContext<'a> {
+    /// A context that writes keyed state into `memory` (tests of snapshot and restore).
+    pub fn in_memory(checkpoint: CheckpointId, memory: &'a mut MemoryState) -> Self {
+        SnapshotContext {
+            checkpoint,
+            backend: None,
+            operator: OperatorId(0),
+            operator_state: None,
+            memory: Some(memory),
+        }
+    }
 }
 
 impl SnapshotContext<'_> {
     /// False for a finished task's final record: keyed state is not kept, so operators need not
     /// prepare it.
     pub fn writes_keyed_state(&self) -> bool {
-        self.backend.is_some()
+        self.backend.is_some() || self.memory.is_some()
     }
 
     /// Writes (or overwrites) one key's value of state `state`. Without a backend (a finished
@@ -81,6 +97,9 @@ impl SnapshotContext<'_> {
     pub fn put(&mut self, state: StateId, key_group: u32, key: &[u8], value: &[u8]) -> TaskResult<()> {
         if let Some(backend) = self.backend.as_deref_mut() {
             backend.stage(self.operator, state, key_group, key, Some(value))?;
+        }
+        if let Some(memory) = self.memory.as_deref_mut() {
+            memory.keyed.insert((state, key_group, key.to_vec()), value.to_vec());
         }
         Ok(())
     }
@@ -90,7 +109,34 @@ impl SnapshotContext<'_> {
         if let Some(backend) = self.backend.as_deref_mut() {
             backend.stage(self.operator, state, key_group, key, None)?;
         }
+        if let Some(memory) = self.memory.as_deref_mut() {
+            memory.keyed.remove(&(state, key_group, key.to_vec()));
+        }
         Ok(())
+    }
+}
+
+/// One operator's checkpointed state held in memory: what a backend would store, for tests.
+#[derive(Default, Clone, Debug)]
+pub struct MemoryState {
+    /// Keyed state as the backend would hold it after the writes: (state, key group, key) →
+    /// value.
+    pub keyed: BTreeMap<(StateId, u32, Vec<u8>), Vec<u8>>,
+}
+
+impl MemoryState {
+    /// What a task restoring this state at parallelism 1 hands the operator, with the given
+    /// per-subtask states.
+    pub fn restored(&self, operator_states: Vec<serde_json::Value>) -> RestoredState {
+        let mut keyed: HashMap<StateId, Vec<RestoredEntry>> = HashMap::new();
+        for ((state, key_group, key), value) in &self.keyed {
+            keyed.entry(*state).or_default().push((
+                *key_group,
+                Bytes::copy_from_slice(key),
+                Bytes::copy_from_slice(value),
+            ));
+        }
+        RestoredState { operator_states, keyed }
     }
 }
 

@@ -122,7 +122,11 @@ impl Operator for PrintSink {
     }
 }
 
-/// The `filesystem` sink: part files under the table's path, json or csv.
+/// The `filesystem` sink: part files under the table's path, json, csv or debezium-json.
+///
+/// `debezium-json` is the one format that carries updates, as in Flink: each row is an object
+/// `{"before":…,"after":…,"op":…}`, with `op` `"c"` and the row in `after` for an insert or an
+/// update's new row, `"d"` and the row in `before` for a delete or an update's old row.
 ///
 /// Without checkpoints it writes one part file per subtask. With checkpoints it is exactly-once,
 /// as Flink's FileSink: rows go to a hidden in-progress file; at a checkpoint that file is closed
@@ -135,7 +139,7 @@ pub struct FileSink {
     extension: &'static str,
     subtask: u32,
     parallelism: u32,
-    csv: bool,
+    format: FileFormat,
     counters: Arc<JobCounters>,
     names: Vec<String>,
     current: Option<(PathBuf, BufWriter<File>)>,
@@ -144,6 +148,13 @@ pub struct FileSink {
     next_part: u64,
     /// Closed files waiting for the checkpoint that covers them: (checkpoint, pending file).
     pending: Vec<(u64, PathBuf)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FileFormat {
+    Json,
+    Csv,
+    DebeziumJson,
 }
 
 /// A sink's part of a checkpoint: its pending files, by the checkpoint that closed them.
@@ -203,27 +214,29 @@ impl FileSink {
         attempt: Option<u32>,
         counters: Arc<JobCounters>,
     ) -> TaskResult<Self> {
-        if node.changelog == ChangelogMode::Retract {
+        let format = options.get("format").map(String::as_str).unwrap_or("json");
+        let (format, extension) = match format {
+            "json" => (FileFormat::Json, "json"),
+            "csv" => (FileFormat::Csv, "csv"),
+            "debezium-json" => (FileFormat::DebeziumJson, "json"),
+            other => return Err(TaskError::Config(format!("table '{table}': cannot write format '{other}'"))),
+        };
+        if node.changelog == ChangelogMode::Retract && format != FileFormat::DebeziumJson {
             return Err(TaskError::Unsupported(format!(
-                "table '{table}': the filesystem sink only accepts inserts, but the query produces updates"
+                "table '{table}': the filesystem sink only accepts inserts in this format, but the query produces \
+                 updates; use 'format' = 'debezium-json'"
             )));
         }
         let dir = options.get("path").ok_or_else(|| TaskError::Config(format!("table '{table}' has no 'path'")))?;
         let dir = PathBuf::from(dir.strip_prefix("file://").unwrap_or(dir));
         std::fs::create_dir_all(&dir).map_err(|e| TaskError::Io { path: dir.display().to_string(), source: e })?;
-        let format = options.get("format").map(String::as_str).unwrap_or("json");
-        let (csv, extension) = match format {
-            "json" => (false, "json"),
-            "csv" => (true, "csv"),
-            other => return Err(TaskError::Config(format!("table '{table}': cannot write format '{other}'"))),
-        };
         let names = node.schema.fields().iter().map(|f| f.name().clone()).collect();
         let mut sink = FileSink {
             dir,
             extension,
             subtask,
             parallelism: node.parallelism,
-            csv,
+            format,
             counters,
             names,
             current: None,
@@ -331,24 +344,38 @@ impl Operator for FileSink {
         }
         let (path, writer) = self.current.as_mut().expect("opened above");
         let mut text = String::new();
-        for row in 0..batch.num_rows() {
+        let json_object = |text: &mut String, row: usize| {
             for (i, c) in batch.data.columns().iter().enumerate() {
-                if self.csv {
-                    if i > 0 {
-                        text.push(',');
-                    }
-                    if !c.is_null(row) {
-                        write_plain(&mut text, c, row);
-                    }
-                } else {
-                    text.push(if i == 0 { '{' } else { ',' });
-                    write_json_string(&mut text, &self.names[i]);
-                    text.push(':');
-                    write_json_value(&mut text, c, row);
-                }
+                text.push(if i == 0 { '{' } else { ',' });
+                write_json_string(text, &self.names[i]);
+                text.push(':');
+                write_json_value(text, c, row);
             }
-            if !self.csv {
-                text.push('}');
+            text.push('}');
+        };
+        for row in 0..batch.num_rows() {
+            match self.format {
+                FileFormat::Csv => {
+                    for (i, c) in batch.data.columns().iter().enumerate() {
+                        if i > 0 {
+                            text.push(',');
+                        }
+                        if !c.is_null(row) {
+                            write_plain(&mut text, c, row);
+                        }
+                    }
+                }
+                FileFormat::Json => json_object(&mut text, row),
+                FileFormat::DebeziumJson if batch.kind(row).is_accumulate() => {
+                    text.push_str("{\"before\":null,\"after\":");
+                    json_object(&mut text, row);
+                    text.push_str(",\"op\":\"c\"}");
+                }
+                FileFormat::DebeziumJson => {
+                    text.push_str("{\"before\":");
+                    json_object(&mut text, row);
+                    text.push_str(",\"after\":null,\"op\":\"d\"}");
+                }
             }
             text.push('\n');
         }

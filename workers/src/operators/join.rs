@@ -187,6 +187,11 @@ impl Operator for Join {
         let mut value = Vec::new();
         for (side, state) in self.sides.iter_mut().zip(SIDE_STATE) {
             let (changed, removed) = side.store.take_changes();
+            // Deletions first: a key removed and stored again since the last checkpoint is in
+            // both, and its new rows must win.
+            for (key_group, key) in removed {
+                ctx.delete(state, key_group as u32, &key)?;
+            }
             for k in changed {
                 let key = side.store.key_bytes(k as u32);
                 value.clear();
@@ -195,9 +200,6 @@ impl Operator for Join {
                 side.store.encode_rows(k as u32, &mut value)?;
                 let key_group = key_group_for_hash(stable_hash(key), self.max_parallelism);
                 ctx.put(state, key_group, key, &value)?;
-            }
-            for (key_group, key) in removed {
-                ctx.delete(state, key_group as u32, &key)?;
             }
         }
         Ok(())

@@ -277,8 +277,10 @@ impl DirtyGroups {
         self.persisted[group] = true;
     }
 
-    /// Writes what changed since the last checkpoint under `state`: each changed group's value
-    /// (appended by `encode`) at its key, and a deletion for each removed key.
+    /// Writes what changed since the last checkpoint under `state`: a deletion for each removed
+    /// key, then each changed group's value (appended by `encode`) at its key. Deletions go
+    /// first: a key removed and created again since the last checkpoint is in both, and its
+    /// new value must win.
     pub fn write_changes(
         &mut self,
         ctx: &mut crate::checkpoint::SnapshotContext<'_>,
@@ -288,14 +290,14 @@ impl DirtyGroups {
         mut encode: impl FnMut(usize, &mut Vec<u8>) -> TaskResult<()>,
     ) -> TaskResult<()> {
         let (changed, removed) = self.take();
+        for (key_group, key) in removed {
+            ctx.delete(state, key_group as u32, &key)?;
+        }
         let mut value = Vec::new();
         for g in changed {
             value.clear();
             encode(g, &mut value)?;
             ctx.put(state, key_group_of[g] as u32, keys.key(g), &value)?;
-        }
-        for (key_group, key) in removed {
-            ctx.delete(state, key_group as u32, &key)?;
         }
         Ok(())
     }

@@ -14,6 +14,8 @@ pub mod over;
 pub mod rank;
 pub mod row_store;
 pub mod session_agg;
+#[cfg(test)]
+mod snapshot_tests;
 pub mod union;
 pub mod watermark;
 pub mod window_agg;
@@ -169,10 +171,15 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
             &input_schema(0),
             node.schema.clone(),
             plan.nodes[node.inputs[0].node].changelog == weir_dataflow::plan::ChangelogMode::Append,
+            key_groups(0)?,
         )?),
-        OperatorSpec::WindowRank { rank, window_end } => {
-            Box::new(rank::WindowRank::try_new(rank.clone(), *window_end, &input_schema(0), node.schema.clone())?)
-        }
+        OperatorSpec::WindowRank { rank, window_end } => Box::new(rank::WindowRank::try_new(
+            rank.clone(),
+            *window_end,
+            &input_schema(0),
+            node.schema.clone(),
+            key_groups(0)?,
+        )?),
         OperatorSpec::OverAggregate { partition, time_col, frame, width, aggs } => {
             Box::new(over::OverAggregate::try_new(
                 input_schema(0),
@@ -182,6 +189,7 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
                 *width,
                 aggs.clone(),
                 node.schema.clone(),
+                key_groups(0)?,
             )?)
         }
         OperatorSpec::SessionAggregate { keys, time_col, gap, aggs, output } => {
@@ -193,6 +201,7 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
                 aggs.clone(),
                 output.clone(),
                 node.schema.clone(),
+                key_groups(0)?,
             )?)
         }
         OperatorSpec::Union => Box::new(union::Union),

@@ -5,6 +5,11 @@
 //! Rows wait until the watermark passes their timestamp and are then processed in time order,
 //! as Flink's row-time OVER functions do. A row at or before the last timestamp already
 //! processed for its partition is late and dropped.
+//!
+//! Checkpoints hold, per partition changed since the last one, everything the partition keeps:
+//! the rows waiting for the watermark, the rows of the current frame, the last timestamp
+//! processed and the aggregates' state. The timers are the pending rows' timestamps, so a
+//! restore sets them again from those rows.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -15,10 +20,20 @@ use arrow_row::{RowConverter, SortField};
 use weir_dataflow::event::{ChangeBatch, RowKind, Timestamp};
 use weir_dataflow::plan::{AggregateCall, OverFrame};
 
+use weir_state_store::StateId;
+
 use super::aggregate::Aggregates;
-use super::keys::{GroupKeys, timestamp_millis};
+use super::codec;
+use super::keys::{DirtyGroups, GroupKeys, RowKeyGroups, timestamp_millis};
 use super::{Operator, OperatorMetrics, Output};
+use crate::checkpoint::{RestoredState, SnapshotContext};
 use crate::error::TaskResult;
+
+/// Per partition: the last timestamp processed (`i64::MIN`: none), the pending rows (count,
+/// then timestamp, row count and rows each), the frame's rows (count, then timestamp and row
+/// each), then the aggregates' state.
+const PARTITIONS: StateId = StateId(0);
+const NONE_TIME: Timestamp = i64::MIN;
 
 #[derive(Default)]
 struct PartitionState {
@@ -42,9 +57,15 @@ pub struct OverAggregate {
     states: Vec<PartitionState>,
     timers: BTreeSet<(Timestamp, usize)>,
     late: u64,
+    key_groups: RowKeyGroups,
+    /// Per partition: the key group the exchange routed it by (set only with checkpoints).
+    partition_key_group: Vec<u16>,
+    /// With checkpoints: which partitions changed since the last one (tracked only then).
+    dirty: Option<DirtyGroups>,
 }
 
 impl OverAggregate {
+    #[allow(clippy::too_many_arguments)]
     pub fn try_new(
         input: SchemaRef,
         partition_cols: Vec<usize>,
@@ -53,6 +74,7 @@ impl OverAggregate {
         width: usize,
         calls: Vec<AggregateCall>,
         schema: SchemaRef,
+        key_groups: RowKeyGroups,
     ) -> TaskResult<Self> {
         let rows = RowConverter::new(input.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
         Ok(OverAggregate {
@@ -68,7 +90,67 @@ impl OverAggregate {
             states: Vec::new(),
             timers: BTreeSet::new(),
             late: 0,
+            key_groups,
+            partition_key_group: Vec::new(),
+            dirty: None,
         })
+    }
+
+    fn ensure(&mut self, partitions: usize) {
+        if self.states.len() < partitions {
+            self.states.resize_with(partitions, PartitionState::default);
+            self.partition_key_group.resize(partitions, 0);
+            self.aggs.ensure(partitions);
+        }
+    }
+
+    /// Partition `g`'s state as the checkpoint stores it.
+    fn encode_partition(&self, g: usize, out: &mut Vec<u8>) -> TaskResult<()> {
+        let state = &self.states[g];
+        codec::put_i64(out, state.last_processed.unwrap_or(NONE_TIME));
+        codec::put_i64(out, state.pending.len() as i64);
+        for (ts, rows) in &state.pending {
+            codec::put_i64(out, *ts);
+            codec::put_i64(out, rows.len() as i64);
+            for row in rows {
+                codec::put_bytes(out, row);
+            }
+        }
+        codec::put_i64(out, state.frame.len() as i64);
+        for (ts, row) in &state.frame {
+            codec::put_i64(out, *ts);
+            let encoded = self.rows.convert_columns(row.columns())?;
+            codec::put_bytes(out, encoded.row(0).data());
+        }
+        self.aggs.encode_group(g, out)
+    }
+
+    fn decode_partition(&mut self, g: usize, value: &[u8]) -> TaskResult<()> {
+        let mut r = codec::Reader::new(value);
+        let last = r.i64()?;
+        let mut state = PartitionState { last_processed: (last != NONE_TIME).then_some(last), ..Default::default() };
+        for _ in 0..r.i64()? {
+            let ts = r.i64()?;
+            let rows = state.pending.entry(ts).or_default();
+            for _ in 0..r.i64()? {
+                rows.push(r.bytes()?.into());
+            }
+            self.timers.insert((ts, g));
+        }
+        let mut frame = Vec::new();
+        for _ in 0..r.i64()? {
+            let ts = r.i64()?;
+            frame.push((ts, Box::<[u8]>::from(r.bytes()?)));
+        }
+        if !frame.is_empty() {
+            let rows: Vec<Box<[u8]>> = frame.iter().map(|(_, row)| row.clone()).collect();
+            let batch = self.decode(&rows)?;
+            state.frame = frame.iter().enumerate().map(|(i, (ts, _))| (*ts, batch.slice(i, 1))).collect();
+        }
+        self.aggs.decode_group(g, &mut r)?;
+        r.finish()?;
+        self.states[g] = state;
+        Ok(())
     }
 
     fn decode(&self, rows: &[Box<[u8]>]) -> TaskResult<RecordBatch> {
@@ -138,7 +220,40 @@ fn preceding_unbounded(frame: OverFrame) -> bool {
 
 impl Operator for OverAggregate {
     fn checkpointable(&self) -> Result<(), String> {
-        Err("OVER aggregation state cannot be checkpointed yet".into())
+        Ok(())
+    }
+
+    fn keeps_keyed_state(&self) -> bool {
+        true
+    }
+
+    fn track_changes(&mut self) {
+        self.dirty = Some(DirtyGroups::default());
+    }
+
+    fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
+        if !ctx.writes_keyed_state() {
+            return Ok(());
+        }
+        let Some(mut dirty) = self.dirty.take() else { return Ok(()) };
+        let written = dirty.write_changes(ctx, PARTITIONS, &self.partition_key_group, &self.partition, |g, value| {
+            self.encode_partition(g, value)
+        });
+        self.dirty = Some(dirty);
+        written
+    }
+
+    fn restore(&mut self, mut state: RestoredState) -> TaskResult<()> {
+        for (key_group, key, value) in state.keyed.remove(&PARTITIONS).unwrap_or_default() {
+            let (g, _) = self.partition.intern_bytes(&key);
+            self.ensure(g + 1);
+            self.decode_partition(g, &value)?;
+            self.partition_key_group[g] = key_group as u16;
+            if let Some(dirty) = &mut self.dirty {
+                dirty.restored(g);
+            }
+        }
+        Ok(())
     }
 
     fn process(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> TaskResult<()> {
@@ -146,15 +261,21 @@ impl Operator for OverAggregate {
         let keys: Vec<ArrayRef> = self.partition_cols.iter().map(|c| batch.data.column(*c).clone()).collect();
         let pkeys = self.partition.rows(&keys)?;
         let rows = self.rows.convert_columns(batch.data.columns())?;
+        // Key groups are hashed only for a batch that brings a new partition.
+        let mut key_groups: Option<Vec<u16>> = None;
         for r in 0..batch.num_rows() {
             if !times.is_valid(r) {
                 continue;
             }
             let ts = times.value(r);
-            let (g, _) = self.partition.intern(pkeys.row(r));
-            if g >= self.states.len() {
-                self.states.resize_with(g + 1, PartitionState::default);
-                self.aggs.ensure(g + 1);
+            let (g, new) = self.partition.intern(pkeys.row(r));
+            self.ensure(g + 1);
+            if new && self.dirty.is_some() {
+                let of = match &key_groups {
+                    Some(of) => of,
+                    None => key_groups.insert(self.key_groups.of(&batch.data)?),
+                };
+                self.partition_key_group[g] = of[r];
             }
             let state = &mut self.states[g];
             if state.last_processed.is_some_and(|last| ts <= last) {
@@ -163,6 +284,9 @@ impl Operator for OverAggregate {
             }
             state.pending.entry(ts).or_default().push(rows.row(r).data().into());
             self.timers.insert((ts, g));
+            if let Some(dirty) = &mut self.dirty {
+                dirty.touch(g);
+            }
         }
         Ok(())
     }
@@ -175,6 +299,9 @@ impl Operator for OverAggregate {
                 break;
             }
             self.timers.pop_first();
+            if let Some(dirty) = &mut self.dirty {
+                dirty.touch(g);
+            }
             if let Some((rows, values)) = self.fire(g, ts)? {
                 batches.push(rows);
                 value_columns.push(values);

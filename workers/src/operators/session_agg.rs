@@ -4,6 +4,10 @@
 //! Rows are kept until their session closes, because a late-arriving row can bridge two
 //! sessions into one (Flink merges the windows; keeping the rows makes merging free). A row is
 //! late, and dropped, when its own window has passed and it joins no open session.
+//!
+//! Checkpoints hold, per key changed since the last one, the key's open rows (deleted once its
+//! last session fired), and the watermark. The timers are not stored: each row's timer is its
+//! timestamp plus the gap, so a restore sets them again from the rows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,10 +19,17 @@ use arrow_row::{RowConverter, SortField};
 use weir_dataflow::event::{ChangeBatch, MIN_WATERMARK, Timestamp};
 use weir_dataflow::plan::{AggregateCall, SessionOutput};
 
+use weir_state_store::StateId;
+
 use super::aggregate::Aggregates;
-use super::keys::{GroupKeys, timestamp_millis};
+use super::codec;
+use super::keys::{DirtyGroups, GroupKeys, RowKeyGroups, timestamp_millis};
 use super::{Operator, OperatorMetrics, Output};
+use crate::checkpoint::{RestoredState, SnapshotContext};
 use crate::error::TaskResult;
+
+/// Per key: the number of distinct timestamps, then each timestamp with its row count and rows.
+const ROWS: StateId = StateId(0);
 
 pub struct SessionAggregate {
     keys: Vec<usize>,
@@ -36,9 +47,15 @@ pub struct SessionAggregate {
     schema: SchemaRef,
     watermark: Timestamp,
     late: u64,
+    key_groups: RowKeyGroups,
+    /// Per key: the key group the exchange routed it by (set only with checkpoints).
+    group_key_group: Vec<u16>,
+    /// With checkpoints: which keys changed since the last one (tracked only then).
+    dirty: Option<DirtyGroups>,
 }
 
 impl SessionAggregate {
+    #[allow(clippy::too_many_arguments)]
     pub fn try_new(
         input: SchemaRef,
         keys: Vec<usize>,
@@ -47,6 +64,7 @@ impl SessionAggregate {
         calls: Vec<AggregateCall>,
         output: Vec<SessionOutput>,
         schema: SchemaRef,
+        key_groups: RowKeyGroups,
     ) -> TaskResult<Self> {
         let codec = RowConverter::new(input.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
         let mut aggs = Aggregates::new(calls, false)?;
@@ -65,7 +83,29 @@ impl SessionAggregate {
             schema,
             watermark: MIN_WATERMARK,
             late: 0,
+            key_groups,
+            group_key_group: Vec::new(),
+            dirty: None,
         })
+    }
+
+    fn ensure(&mut self, groups: usize) {
+        if self.rows.len() < groups {
+            self.rows.resize_with(groups, BTreeMap::new);
+            self.group_key_group.resize(groups, 0);
+        }
+    }
+
+    /// Key `g`'s open rows, as the checkpoint stores them.
+    fn encode_rows(rows: &BTreeMap<Timestamp, Vec<Box<[u8]>>>, out: &mut Vec<u8>) {
+        codec::put_i64(out, rows.len() as i64);
+        for (ts, at) in rows {
+            codec::put_i64(out, *ts);
+            codec::put_i64(out, at.len() as i64);
+            for row in at {
+                codec::put_bytes(out, row);
+            }
+        }
     }
 
     /// Whether a row at `ts` of key `g` falls into a session that is still open.
@@ -85,28 +125,85 @@ struct Fired {
 
 impl Operator for SessionAggregate {
     fn checkpointable(&self) -> Result<(), String> {
-        Err("session window state cannot be checkpointed yet".into())
+        Ok(())
+    }
+
+    fn keeps_keyed_state(&self) -> bool {
+        true
+    }
+
+    fn track_changes(&mut self) {
+        self.dirty = Some(DirtyGroups::default());
+    }
+
+    fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
+        // Rows behind the watermark that join no open session are late after a restore too.
+        ctx.operator_state = Some(serde_json::json!({ "watermark": self.watermark }));
+        if !ctx.writes_keyed_state() {
+            return Ok(());
+        }
+        let rows = &self.rows;
+        let Some(dirty) = self.dirty.as_mut() else { return Ok(()) };
+        dirty.write_changes(ctx, ROWS, &self.group_key_group, &self.groups, |g, value| {
+            Self::encode_rows(&rows[g], value);
+            Ok(())
+        })
+    }
+
+    fn restore(&mut self, mut state: RestoredState) -> TaskResult<()> {
+        let watermarks = state.operator_states.iter().filter_map(|s| s.get("watermark")?.as_i64());
+        if let Some(w) = watermarks.min() {
+            self.watermark = w;
+        }
+        for (key_group, key, value) in state.keyed.remove(&ROWS).unwrap_or_default() {
+            let (g, _) = self.groups.intern_bytes(&key);
+            self.ensure(g + 1);
+            let mut r = codec::Reader::new(&value);
+            for _ in 0..r.i64()? {
+                let ts = r.i64()?;
+                let at = self.rows[g].entry(ts).or_default();
+                for _ in 0..r.i64()? {
+                    at.push(r.bytes()?.into());
+                }
+                self.timers.insert((ts + self.gap, g));
+            }
+            r.finish()?;
+            self.group_key_group[g] = key_group as u16;
+            if let Some(dirty) = &mut self.dirty {
+                dirty.restored(g);
+            }
+        }
+        Ok(())
     }
 
     fn process(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> TaskResult<()> {
         let times = timestamp_millis(batch.data.column(self.time_col))?;
         let key_columns: Vec<ArrayRef> = self.keys.iter().map(|k| batch.data.column(*k).clone()).collect();
         let ids = self.groups.assign(&key_columns, batch.num_rows())?;
+        let key_groups = if self.dirty.is_some() && ids.iter().any(|(_, new)| *new) {
+            self.key_groups.of(&batch.data)?
+        } else {
+            vec![]
+        };
+        self.ensure(self.groups.capacity());
         let encoded = self.codec.convert_columns(batch.data.columns())?;
-        for (r, (g, _)) in ids.into_iter().enumerate() {
+        for (r, (g, new)) in ids.into_iter().enumerate() {
+            if new && !key_groups.is_empty() {
+                self.group_key_group[g] = key_groups[r];
+            }
             if !arrow::array::Array::is_valid(&times, r) {
                 continue;
             }
             let ts = times.value(r);
-            if g >= self.rows.len() {
-                self.rows.resize_with(g + 1, BTreeMap::new);
-            }
             if ts + self.gap - 1 <= self.watermark && !self.joins_open_session(g, ts) {
                 self.late += 1;
                 continue;
             }
             self.rows[g].entry(ts).or_default().push(encoded.row(r).data().into());
             self.timers.insert((ts + self.gap, g));
+            if let Some(dirty) = &mut self.dirty {
+                dirty.touch(g);
+            }
         }
         Ok(())
     }
@@ -149,6 +246,10 @@ impl Operator for SessionAggregate {
                 self.aggs.reset(0);
                 fired.push(Fired { key: g, start, end, values });
             }
+            if let Some(dirty) = self.dirty.as_mut().filter(|_| fired.last().is_some_and(|f| f.key == g)) {
+                // Keys left without rows are deleted below, when they are forgotten.
+                dirty.touch(g);
+            }
         }
         if !fired.is_empty() {
             let key_groups: Vec<usize> = fired.iter().map(|f| f.key).collect();
@@ -174,6 +275,9 @@ impl Operator for SessionAggregate {
         // Forget keys without rows only now: their keys were needed for the output above.
         let done: BTreeSet<usize> = fired.iter().map(|f| f.key).filter(|g| self.rows[*g].is_empty()).collect();
         for g in done {
+            if let Some(dirty) = &mut self.dirty {
+                dirty.remove(g, self.group_key_group[g], self.groups.key(g));
+            }
             self.groups.remove(g);
         }
         out.watermark(watermark);
