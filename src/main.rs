@@ -49,6 +49,14 @@ enum Command {
         #[arg(long, hide = true)]
         stats_json: Option<PathBuf>,
     },
+    /// Stop a running checkpointed `weir run` with a savepoint (Flink's stop-with-savepoint):
+    /// it takes a checkpoint, writes it as a savepoint under `state.savepoints.dir` (default:
+    /// `savepoints` beside the checkpoints), prints its path and exits. Restore it with
+    /// `SET 'execution.savepoint.path' = '…'`, at any parallelism.
+    Savepoint {
+        /// The process id of the `weir run` (it takes SIGUSR1 as the same request).
+        pid: i32,
+    },
     /// Run a remote shuffle server: it relays the exchanges of tasks in other processes.
     Shuffle {
         /// Address to listen on; port 0 picks a free port (the chosen address is printed).
@@ -111,6 +119,15 @@ fn main() -> ExitCode {
             shuffle::serve(&listen, channel_capacity, data, memory_budget, disk_budget, spill_url.as_deref())
         }
         Command::Bench { bench } => bench::run(bench),
+        Command::Savepoint { pid } => {
+            // SAFETY: kill(2) with a plain pid and signal number touches no memory of ours.
+            if unsafe { libc::kill(pid, libc::SIGUSR1) } == 0 {
+                eprintln!("asked process {pid} to stop with a savepoint; it prints the savepoint's path");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("cannot signal process {pid}: {}", std::io::Error::last_os_error()))
+            }
+        }
         Command::NexmarkGen { events, out, seed } => bench::generate_json(events, seed, &out).map(|_| ()),
     };
     match result {

@@ -283,6 +283,9 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         }
         Some(config) => Some(runtime.block_on(checkpoint_setup(config, &planned.config, options))?),
         None if options.resume => bail!("--resume needs checkpoints: set 'execution.checkpointing.interval'"),
+        None if planned.config.savepoint_path().is_some() => {
+            bail!("execution.savepoint.path needs checkpoints to restore into: set 'execution.checkpointing.interval'")
+        }
         None => None,
     };
     let counters = Arc::new(JobCounters::default());

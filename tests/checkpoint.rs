@@ -411,3 +411,62 @@ fn newest_checkpoint(checkpoints: &Path) -> u64 {
         .max()
         .unwrap_or(0)
 }
+
+/// Starts `weir run SCRIPT -p N --quiet` with `header` put before the script's text.
+fn start_at(script: &Path, header: &str, parallelism: u32) -> std::process::Child {
+    let text = std::fs::read_to_string(script).expect("script");
+    let run = script.with_extension(format!("p{parallelism}.sql"));
+    std::fs::write(&run, format!("{header}{text}")).expect("script");
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("run")
+        .arg(&run)
+        .args(["--quiet", "--parallelism", &parallelism.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir starts")
+}
+
+/// Lets a job run for `after`, stops it with `weir savepoint PID` and returns the savepoint's
+/// path, as the job prints it.
+fn stop_with_savepoint(mut child: std::process::Child, after: Duration) -> String {
+    std::thread::sleep(after);
+    assert!(child.try_wait().expect("wait").is_none(), "the job ended before its savepoint");
+    let asked = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["savepoint", &child.id().to_string()])
+        .output()
+        .expect("weir savepoint");
+    assert!(asked.status.success(), "{}", String::from_utf8_lossy(&asked.stderr));
+    let output = child.wait_with_output().expect("the job stops");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stop-with-savepoint exits cleanly: {stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("stopped with savepoint ")).unwrap_or_else(|| panic!("{stderr}"));
+    line["stopped with savepoint ".len()..].split(' ').next().expect("a path").to_string()
+}
+
+#[test]
+fn a_savepoint_taken_at_parallelism_2_restores_at_1_then_3_exactly_once() {
+    // q5 over the paced generator (6 s of input): its sources move between parallelisms too.
+    let body = nexmark_job(include_str!("../bench/nexmark/q5.sql"));
+    let timing = Timing { interval_ms: 1000, kill_from_ms: 0, kill_spread_ms: 1 };
+    let expected = run(&body, 2, timing, 0, 0);
+    assert!(!expected.is_empty());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let script = dir.path().join("job.sql");
+    std::fs::write(&script, header(dir.path(), 2, timing) + &body.replace("OUT", &out.display().to_string()))
+        .expect("script");
+    let first = stop_with_savepoint(start_at(&script, "", 2), Duration::from_millis(2000));
+    let restore = |path: &str| format!("SET 'execution.savepoint.path' = '{path}';\n");
+    let second = stop_with_savepoint(start_at(&script, &restore(&first), 1), Duration::from_millis(2000));
+    assert_ne!(first, second);
+    let last = start_at(&script, &restore(&second), 3).wait_with_output().expect("the job ends");
+    let stderr = String::from_utf8_lossy(&last.stderr);
+    assert!(last.status.success(), "{stderr}");
+    assert!(stderr.contains("restoring job"), "{stderr}");
+    let got = published(&out);
+    let missing: Vec<_> = expected.iter().filter(|(l, n)| got.get(*l) != Some(n)).take(5).collect();
+    let extra: Vec<_> = got.iter().filter(|(l, n)| expected.get(*l) != Some(n)).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "expected but not once {missing:?}; unexpected {extra:?}");
+}

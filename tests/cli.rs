@@ -272,13 +272,18 @@ SELECT COUNT(*), MIN(id), MAX(id), MIN(v) >= 1, MAX(v) <= 10, MIN(CHAR_LENGTH(na
 }
 
 #[test]
-fn a_savepoint_path_is_refused_until_savepoints_land() {
+fn a_bad_savepoint_path_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let sql = "SET 'execution.savepoint.path' = '/tmp/sp';
+    let job = "SET 'execution.savepoint.path' = 'no-such-savepoint';
 CREATE TABLE g (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '5');
 SELECT id FROM g;";
-    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    std::fs::write(dir.path().join("job.sql"), job).unwrap();
     let o = weir(&["run", "job.sql"], dir.path());
     assert_clean_failure(&o);
-    assert!(stderr(&o).contains("execution.savepoint.path"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("needs checkpoints"), "{}", stderr(&o));
+    let checkpointed = format!("SET 'execution.checkpointing.interval' = '1 s';\n{job}");
+    std::fs::write(dir.path().join("job.sql"), checkpointed).unwrap();
+    let o = weir(&["run", "job.sql"], dir.path());
+    assert_clean_failure(&o);
+    assert!(stderr(&o).contains("cannot restore from execution.savepoint.path 'no-such-savepoint'"), "{}", stderr(&o));
 }

@@ -79,7 +79,7 @@ impl SplitLayout {
         let in_range = &self.skip[start..self.skip.partition_point(|s| *s <= last)];
         let mut keep = vec![true; rows];
         for s in in_range {
-            if (s - first) % stride == 0 {
+            if (s - first).is_multiple_of(stride) {
                 keep[((s - first) / stride) as usize] = false;
             }
         }
