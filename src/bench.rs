@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
+mod recovery;
 mod shuffle;
 
 const DDL_FS: &str = include_str!("../bench/nexmark/ddl_nexmark_fs.sql");
@@ -48,6 +49,8 @@ pub enum BenchCommand {
     Nexmark(NexmarkArgs),
     /// Throughput and batch latency through a remote shuffle server.
     Shuffle(shuffle::ShuffleArgs),
+    /// Time from restart to first output of a job with a large keyed state killed with kill -9.
+    Recovery(recovery::RecoveryArgs),
 }
 
 #[derive(Args)]
@@ -80,6 +83,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Nexmark(args) => nexmark(args),
         BenchCommand::Shuffle(args) => shuffle::run(args),
+        BenchCommand::Recovery(args) => recovery::run(args),
     }
 }
 

@@ -188,6 +188,28 @@ fn group_aggregation_emits_updates() {
 }
 
 #[test]
+fn distinct_and_grouping_without_aggregates() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clicks.json"), GOOD_ROWS).unwrap();
+    for (query, expected) in [
+        ("SELECT DISTINCT user_id FROM clicks;", vec![r#"{"op":"+I","row":[1]}"#, r#"{"op":"+I","row":[2]}"#]),
+        // The inner COUNT is pruned: a GROUP BY with no aggregate left, under a global one.
+        (
+            "SELECT COUNT(*) AS n FROM (SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id);",
+            vec![r#"{"op":"+I","row":[2]}"#],
+        ),
+    ] {
+        std::fs::write(dir.path().join("job.sql"), format!("{}\n{query}", clicks_table(""))).unwrap();
+        let o = weir(&["run", "job.sql", "--output", "out.jsonl"], dir.path());
+        assert!(o.status.success(), "{query}: {}", stderr(&o));
+        let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+        let mut lines: Vec<&str> = out.lines().collect();
+        lines.sort();
+        assert_eq!(lines, expected, "{query}");
+    }
+}
+
+#[test]
 fn tableau_output_for_a_final_select() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("clicks.json"), GOOD_ROWS).unwrap();

@@ -186,11 +186,14 @@ impl Operator for GroupAggregate {
         let live: Vec<usize> = touched.iter().copied().filter(|g| self.counts[*g] > 0).collect();
         let new_values = self.aggs.evaluate(&live)?;
         let new_rows = self.values.convert_columns(&new_values)?;
+        // Without aggregates (`SELECT DISTINCT`, `GROUP BY` alone) there are no value columns,
+        // and converting none gives no rows at all: every group's value is then empty.
+        let new_row = |i: usize| -> &[u8] { if new_values.is_empty() { &[] } else { new_rows.row(i).data() } };
         let mut before: Vec<(usize, RowKind)> = Vec::new();
         let mut after: Vec<(usize, RowKind)> = Vec::new();
         let mut before_bytes: Vec<Box<[u8]>> = Vec::new();
         for (i, g) in live.iter().enumerate() {
-            let new: &[u8] = new_rows.row(i).data();
+            let new: &[u8] = new_row(i);
             match &self.emitted[*g] {
                 None => after.push((i, RowKind::Insert)),
                 Some(prev) if prev.as_ref() == new => {}
@@ -209,7 +212,7 @@ impl Operator for GroupAggregate {
         }
         // Remember what is now emitted, and forget emptied groups.
         for &(i, _) in &after {
-            self.emitted[live[i]] = Some(new_rows.row(i).data().into());
+            self.emitted[live[i]] = Some(new_row(i).into());
         }
         let emptied: Vec<usize> = touched.iter().copied().filter(|g| self.counts[*g] <= 0).collect();
         for g in emptied {

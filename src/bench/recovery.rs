@@ -1,0 +1,135 @@
+//! `weir bench recovery`: how long a job with a large keyed state takes to come back after
+//! `kill -9`, from the restarted process's start to its first new output.
+//!
+//! The job groups a paced `datagen` stream by a unique key (so its keyed state grows by one
+//! entry per row, about `--value-bytes` each) and counts the groups; the count is the job's
+//! only output, updated after every batch. The bench lets the job take checkpoints until the
+//! state on disk reaches `--state-mib`, kills it with `kill -9` right after a checkpoint, then
+//! starts `weir run --resume` and times how long the first output row takes: the restore of
+//! every key (read from SlateDB into the operators' working set) is on that path.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+#[derive(Args)]
+pub struct RecoveryArgs {
+    /// Stop and kill the job once its newest checkpoint's state is this big (MiB on disk).
+    #[arg(long, default_value_t = 1024)]
+    state_mib: u64,
+    /// Bytes of the string each key keeps.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: u32,
+    /// Rows (new keys) per second the generator offers.
+    #[arg(long, default_value_t = 400_000)]
+    rows_per_second: u64,
+    /// Checkpoint interval.
+    #[arg(long, default_value = "5 s")]
+    checkpoint_interval: String,
+}
+
+pub fn run(args: RecoveryArgs) -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let state = work.path().join("state");
+    let script = work.path().join("recovery.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "SET 'execution.checkpointing.interval' = '{interval}';
+SET 'state.checkpoints.dir' = '{state}';
+CREATE TABLE g (k BIGINT, s STRING) WITH (
+  'connector' = 'datagen', 'rows-per-second' = '{rate}', 'number-of-rows' = '1000000000',
+  'fields.k.kind' = 'sequence', 'fields.k.start' = '1', 'fields.k.end' = '1000000000',
+  'fields.s.length' = '{bytes}');
+SELECT COUNT(*) AS keys FROM (SELECT k, MAX(s) AS s FROM g GROUP BY k);",
+            interval = args.checkpoint_interval,
+            state = state.display(),
+            rate = args.rows_per_second,
+            bytes = args.value_bytes,
+        ),
+    )?;
+    let weir = std::env::current_exe()?;
+    let started = Instant::now();
+    let mut job = Command::new(&weir)
+        .arg("run")
+        .arg(&script)
+        .args(["--quiet", "--output"])
+        .arg(work.path().join("first.jsonl"))
+        .env("WEIR_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start weir run")?;
+    // Watch the job's log for completed checkpoints; kill it after the first one past the size.
+    let log = BufReader::new(job.stderr.take().context("stderr")?);
+    let mut checkpoints = 0;
+    let mut size = 0;
+    for line in log.lines() {
+        let line = line?;
+        if !line.contains("checkpoint completed") {
+            continue;
+        }
+        checkpoints += 1;
+        size = dir_bytes(&state);
+        eprintln!("checkpoint {checkpoints}: {:.0} MiB of state after {:.0?}", mib(size), started.elapsed());
+        if size >= args.state_mib << 20 {
+            break;
+        }
+    }
+    let killed = Command::new("kill").arg("-9").arg(job.id().to_string()).status()?;
+    let _ = job.wait();
+    if !killed.success() || checkpoints == 0 {
+        bail!("the job ended before it held {} MiB of state", args.state_mib);
+    }
+    let out = work.path().join("resumed.jsonl");
+    std::fs::write(&out, "")?;
+    let restarted = Instant::now();
+    let mut resumed = Command::new(&weir)
+        .arg("run")
+        .arg(&script)
+        .args(["--quiet", "--resume", "--output"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start weir run --resume")?;
+    let first_output = loop {
+        if std::fs::metadata(&out)?.len() > 0 {
+            break restarted.elapsed();
+        }
+        if let Some(status) = resumed.try_wait()? {
+            bail!("the resumed job exited ({status}) before any output");
+        }
+        if restarted.elapsed() > Duration::from_secs(600) {
+            let _ = resumed.kill();
+            bail!("no output 10 minutes after the restart");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = resumed.kill();
+    let _ = resumed.wait();
+    println!("| state on disk MiB | checkpoints before the kill | restart to first new output s |");
+    println!("| --- | --- | --- |");
+    println!("| {:.0} | {checkpoints} | {:.2} |", mib(size), first_output.as_secs_f64());
+    Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
