@@ -475,9 +475,6 @@ async fn checkpoint_setup(
     job_config: &JobConfig,
     options: &RunOptions,
 ) -> Result<CheckpointSetup> {
-    if config.unaligned {
-        eprintln!("warning: unaligned checkpoints are not supported yet; taking aligned ones (the same results)");
-    }
     let location = StateLocation::parse(&config.dir).map_err(|e| anyhow!("state.checkpoints.dir: {e}"))?;
     let job = JobId(job_config.pipeline_name().unwrap_or(&options.job_name).to_string());
     let restore = if let Some(path) = job_config.savepoint_path() {

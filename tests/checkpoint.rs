@@ -470,3 +470,17 @@ fn a_savepoint_taken_at_parallelism_2_restores_at_1_then_3_exactly_once() {
     let extra: Vec<_> = got.iter().filter(|(l, n)| expected.get(*l) != Some(n)).take(5).collect();
     assert!(missing.is_empty() && extra.is_empty(), "expected but not once {missing:?}; unexpected {extra:?}");
 }
+
+#[test]
+fn unaligned_checkpoints_resume_with_exactly_once_output() {
+    // Two channels into every windowed subtask (parallelism 2) and a two-input window join
+    // (q8): rows in flight across each snapshot are recorded with it and replayed on resume.
+    let unaligned = "SET 'execution.checkpointing.unaligned' = 'true';\n";
+    exactly_once(&format!("{unaligned}{}", datagen_job(WINDOWED)), 2, FAST, 0x5eed_00a1);
+    exactly_once(
+        &format!("{unaligned}{}", nexmark_job(include_str!("../bench/nexmark/q8.sql"))),
+        2,
+        NEXMARK_TIMING,
+        0x5eed_00a8,
+    );
+}

@@ -111,6 +111,16 @@ impl CheckpointStore {
         self.location.child(&[&self.job.0, "checkpoints"])
     }
 
+    /// Where a task's rows in flight across unaligned checkpoint `id` are stored; `task` names
+    /// the task (vertex and subtask). Retention deletes them with the checkpoint.
+    pub fn in_flight_path(&self, id: CheckpointId, task: &str) -> Path {
+        self.in_flight_dir(id).join(task)
+    }
+
+    fn in_flight_dir(&self, id: CheckpointId) -> Path {
+        self.location.child(&[&self.job.0, "in-flight", &id.to_string()])
+    }
+
     pub fn metadata_path(&self, id: CheckpointId) -> Path {
         self.checkpoints_dir().join(id.to_string()).join(METADATA_FILE)
     }
@@ -193,6 +203,7 @@ impl CheckpointStore {
                 Ok(()) | Err(slatedb::object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(StateError::store(&path, e)),
             }
+            self.delete_in_flight(id).await;
             for handle in &handles {
                 if let Err(e) = discard(&self.location, handle).await {
                     // The metadata is gone, so nothing will restore this state; a failure only
@@ -203,6 +214,19 @@ impl CheckpointStore {
             retired.push(id);
         }
         Ok(retired)
+    }
+
+    /// Deletes the in-flight rows of a retired unaligned checkpoint; a failure only leaks space.
+    async fn delete_in_flight(&self, id: CheckpointId) {
+        use futures::TryStreamExt;
+        let dir = self.in_flight_dir(id);
+        let store = self.location.store();
+        let (listing, _) = with_backoff("list in-flight rows", || store.list(Some(&dir)).try_collect::<Vec<_>>()).await;
+        for meta in listing.unwrap_or_default() {
+            if let Err(e) = store.delete(&meta.location).await {
+                warn!(path = %meta.location, error = %e, "could not delete a retired checkpoint's in-flight rows");
+            }
+        }
     }
 
     /// The newest checkpoint whose metadata is stored and intact; newer ones that are corrupt

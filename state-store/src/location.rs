@@ -162,6 +162,24 @@ impl StateLocation {
         &self.store
     }
 
+    /// Writes `bytes` at `path` (retrying transient errors), replacing what was there.
+    pub async fn write(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
+        use slatedb::object_store::{ObjectStoreExt, PutPayload};
+        let payload = PutPayload::from(bytes);
+        let (written, _) = crate::retry::with_backoff("write", || self.store.put(path, payload.clone())).await;
+        written.map(|_| ()).map_err(|e| StateError::store(path, e))
+    }
+
+    /// Reads the whole object at `path`, given as [`Path`]'s display form.
+    pub async fn read(&self, path: &str) -> Result<bytes::Bytes> {
+        use slatedb::object_store::ObjectStoreExt;
+        let path = Path::parse(path)
+            .map_err(|e| StateError::InvalidLocation { location: path.to_string(), reason: e.to_string() })?;
+        let (got, _) =
+            crate::retry::with_backoff("read", || async { self.store.get(&path).await?.bytes().await }).await;
+        got.map_err(|e| StateError::store(&path, e))
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

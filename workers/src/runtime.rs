@@ -16,14 +16,14 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 use weir_dataflow::event::{ChangeBatch, MAX_WATERMARK, MIN_WATERMARK, StreamEvent, Timestamp};
 use weir_dataflow::graph::{ExchangeMode, JobEdge, JobGraph, JobVertex, PipelinedRegion, RegionSchedule};
-use weir_dataflow::ids::{ChannelId, CheckpointId, PartitionId, SubtaskIndex, VertexId};
+use weir_dataflow::ids::{ChannelId, CheckpointId, JobId, PartitionId, SubtaskIndex, VertexId};
 use weir_dataflow::keygroup::{
     key_group_for_hash, key_group_range_for_subtask, operator_index_for_key_group, stable_hash,
 };
 use weir_dataflow::plan::{OperatorSpec, Partitioning, StreamPlan};
 use weir_shuffle_service::{GateId, InputGate, PartitionKind, PartitionWriter, ShuffleService};
 
-use weir_state_store::{KeyedStateBackend, OperatorId, StateOptions, SubtaskStateId};
+use weir_state_store::{CheckpointStore, KeyedStateBackend, OperatorId, StateLocation, StateOptions, SubtaskStateId};
 
 use crate::checkpoint::align::{AlignStep, BarrierAligner};
 use crate::checkpoint::coordinator::{Coordinator, SavepointRequest};
@@ -104,6 +104,21 @@ struct TaskCheckpointing {
     backend: Option<KeyedStateBackend>,
     /// The newest checkpoint whose barrier this task has emitted.
     last_barrier: Option<CheckpointId>,
+    /// `execution.checkpointing.unaligned`.
+    unaligned: bool,
+    /// Where in-flight data of unaligned checkpoints goes: the job's folder.
+    location: StateLocation,
+    job: String,
+    /// An unaligned snapshot taken, waiting for its in-flight data to be recorded.
+    unaligned_part: Option<SnapshotPart>,
+}
+
+/// A task's part of a checkpoint, taken and waiting to be acknowledged.
+struct SnapshotPart {
+    id: CheckpointId,
+    position: serde_json::Value,
+    /// The keyed state's upload, when the task has keyed state.
+    pending: Option<weir_state_store::PendingSnapshot>,
 }
 
 /// Runs every subtask of the job to completion, region by region (see
@@ -361,6 +376,8 @@ struct Task {
     /// input is retained, so that nothing upstream waits for this task to read.
     first_input_first: bool,
     deployed: std::time::Instant,
+    /// Rows an unaligned checkpoint recorded in flight, to process before any input.
+    replay: Vec<(usize, ChangeBatch)>,
 }
 
 impl Task {
@@ -406,6 +423,7 @@ impl Task {
         Ok(Task {
             first_input_first: job.plan.batch && retained_inputs && several_inputs,
             deployed: std::time::Instant::now(),
+            replay: Vec::new(),
             vertex: vertex.id,
             subtask,
             source,
@@ -470,6 +488,15 @@ impl Task {
             let mut marks = vec![MIN_WATERMARK; channels];
             let mut idle = vec![false; channels];
             let mut aligner = BarrierAligner::new(channels);
+            if self.checkpointing.as_ref().is_some_and(|c| c.unaligned) {
+                aligner = aligner.unaligned();
+            }
+            // Unaligned: rows in flight across the snapshot being taken, by input.
+            let mut in_flight: Vec<(usize, ChangeBatch)> = Vec::new();
+            // Rows recorded with the restored checkpoint go first.
+            for (input, batch) in std::mem::take(&mut self.replay) {
+                self.push(Item::Batch(input, batch)).await?;
+            }
             // Events of channels held back by an alignment, and released ones to handle first.
             let mut held: Vec<std::collections::VecDeque<StreamEvent>> = vec![Default::default(); channels];
             let mut released: std::collections::VecDeque<(usize, StreamEvent)> = Default::default();
@@ -500,6 +527,11 @@ impl Task {
                     continue;
                 }
                 let mut steps = Vec::new();
+                if aligner.is_recording(channel)
+                    && let StreamEvent::Data(batch) = &event
+                {
+                    in_flight.push((input_of_channel[channel], batch.clone()));
+                }
                 match event {
                     StreamEvent::Data(batch) => {
                         // Rows make an idle channel active again.
@@ -543,8 +575,23 @@ impl Task {
                 for step in steps {
                     match step {
                         AlignStep::Complete(id) => self.checkpoint(id, None).await?,
+                        AlignStep::SnapshotNow(id) => {
+                            in_flight.clear();
+                            let part = self.snapshot_part(id, None).await?;
+                            self.checkpointing.as_mut().expect("checkpointing").unaligned_part = part;
+                        }
+                        AlignStep::InFlightRecorded(id) => {
+                            let recorded = std::mem::take(&mut in_flight);
+                            let c = self.checkpointing.as_mut().expect("checkpointing");
+                            if let Some(part) = c.unaligned_part.take().filter(|p| p.id == id) {
+                                let bytes = encode_in_flight(&recorded)?;
+                                self.acknowledge(part, Some(bytes));
+                            }
+                        }
                         AlignStep::Abandoned(id) => {
-                            if let Some(c) = &self.checkpointing {
+                            in_flight.clear();
+                            if let Some(c) = &mut self.checkpointing {
+                                c.unaligned_part = None;
                                 let reason = "a newer checkpoint's barrier overtook it".to_string();
                                 let _ = c.reports.send(TaskReport::Decline { checkpoint: id, reason });
                             }
@@ -697,8 +744,20 @@ impl Task {
                 .filter(|r| r.subtask.0 % vertex.parallelism == self.subtask)
                 .map(|r| &r.position)
                 .collect();
+            let same = records.len() as u32 == vertex.parallelism;
+            let in_flight: Vec<&str> =
+                mine.iter().filter_map(|r| r.get("in_flight").and_then(serde_json::Value::as_str)).collect();
+            if !in_flight.is_empty() && !same {
+                return Err(TaskError::Unsupported(format!(
+                    "the checkpoint is unaligned and holds rows in flight at parallelism {}; restore it at that \
+                     parallelism (or take an aligned checkpoint or a savepoint to rescale)",
+                    records.len()
+                )));
+            }
+            for path in in_flight {
+                self.replay.extend(decode_in_flight(&setup.location.read(path).await?, path)?);
+            }
             if let Some(source) = self.source.as_mut() {
-                let same = records.len() as u32 == vertex.parallelism;
                 let position = if same {
                     mine.first().and_then(|p| p.get("source")).cloned()
                 } else {
@@ -725,8 +784,17 @@ impl Task {
                 op.restore(state)?;
             }
         }
-        self.checkpointing =
-            Some(TaskCheckpointing { reports, completed: Some(completed), triggers, backend, last_barrier: None });
+        self.checkpointing = Some(TaskCheckpointing {
+            reports,
+            completed: Some(completed),
+            triggers,
+            backend,
+            last_barrier: None,
+            unaligned: setup.config.unaligned,
+            location: setup.location.clone(),
+            job: setup.job.0.clone(),
+            unaligned_part: None,
+        });
         Ok(())
     }
 
@@ -764,6 +832,19 @@ impl Task {
     /// Takes this task's part of checkpoint `id` and passes the barrier on. The keyed state's
     /// upload finishes in the background; the acknowledgement goes when it is stored.
     async fn checkpoint(&mut self, id: CheckpointId, source: Option<serde_json::Value>) -> TaskResult<()> {
+        if let Some(part) = self.snapshot_part(id, source).await? {
+            self.acknowledge(part, None);
+        }
+        Ok(())
+    }
+
+    /// Snapshots the chain for checkpoint `id` and passes the barrier on; `None` when the
+    /// snapshot could not start (the checkpoint is declined).
+    async fn snapshot_part(
+        &mut self,
+        id: CheckpointId,
+        source: Option<serde_json::Value>,
+    ) -> TaskResult<Option<SnapshotPart>> {
         tracing::debug!(vertex = %self.vertex, subtask = self.subtask, checkpoint = %id, "snapshot");
         let position = self.record(id, source, true)?;
         let c = self.checkpointing.as_mut().expect("checkpoints are only taken when enabled");
@@ -778,25 +859,47 @@ impl Task {
             None => None,
         };
         c.last_barrier = Some(id);
-        let (reports, has_state) = (c.reports.clone(), c.backend.is_some());
+        let declined = c.backend.is_some() && pending.is_none();
         for output in &mut self.outputs {
             output.barrier(id).await?;
         }
+        Ok((!declined).then_some(SnapshotPart { id, position, pending }))
+    }
+
+    /// Acknowledges a checkpoint part once its keyed state (and the in-flight rows of an
+    /// unaligned checkpoint, stored beside the checkpoints) is stored.
+    fn acknowledge(&self, part: SnapshotPart, in_flight: Option<Vec<u8>>) {
+        let c = self.checkpointing.as_ref().expect("checkpoints are only taken when enabled");
         let (vertex, subtask) = (self.vertex, SubtaskIndex(self.subtask));
-        if has_state && pending.is_none() {
-            return Ok(());
-        }
+        let reports = c.reports.clone();
+        let SnapshotPart { id, mut position, pending } = part;
+        let target = in_flight.filter(|b| !b.is_empty()).map(|bytes| {
+            let store = CheckpointStore::new(c.location.clone(), JobId(c.job.clone()), 1);
+            let path = store.in_flight_path(id, &format!("{vertex}-{}", subtask.0));
+            (c.location.clone(), path, bytes)
+        });
         tokio::spawn(async move {
-            let report = match pending {
-                None => TaskReport::Ack { checkpoint: id, vertex, subtask, handle: None, position },
-                Some(pending) => match pending.wait().await {
+            let mut failure = None;
+            if let Some((location, path, bytes)) = target {
+                match location.write(&path, bytes).await {
+                    Ok(()) => {
+                        if let Some(record) = position.as_object_mut() {
+                            record.insert("in_flight".into(), serde_json::Value::String(path.to_string()));
+                        }
+                    }
+                    Err(e) => failure = Some(format!("its in-flight rows could not be stored at {path}: {e}")),
+                }
+            }
+            let report = match (failure, pending) {
+                (Some(reason), _) => TaskReport::Decline { checkpoint: id, reason },
+                (None, None) => TaskReport::Ack { checkpoint: id, vertex, subtask, handle: None, position },
+                (None, Some(pending)) => match pending.wait().await {
                     Ok(handle) => TaskReport::Ack { checkpoint: id, vertex, subtask, handle: Some(handle), position },
                     Err(e) => TaskReport::Decline { checkpoint: id, reason: e.to_string() },
                 },
             };
             let _ = reports.send(report);
         });
-        Ok(())
     }
 
     fn checkpoint_complete(&mut self, id: CheckpointId) -> TaskResult<()> {
@@ -994,4 +1097,38 @@ impl OutputEdge {
         }
         Ok(())
     }
+}
+
+/// The rows of an unaligned checkpoint in flight: `[input u32][length u32][frame]`, little
+/// endian, each frame the shuffle wire format (checksummed).
+fn encode_in_flight(rows: &[(usize, ChangeBatch)]) -> TaskResult<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut frame = Vec::new();
+    for (input, batch) in rows {
+        frame.clear();
+        weir_shuffle_service::wire::encode(&StreamEvent::Data(batch.clone()), &mut frame)
+            .map_err(|e| TaskError::Checkpoint(format!("cannot encode in-flight rows: {e}")))?;
+        out.extend_from_slice(&(*input as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    Ok(out)
+}
+
+fn decode_in_flight(bytes: &[u8], path: &str) -> TaskResult<Vec<(usize, ChangeBatch)>> {
+    let corrupt = |why: &str| TaskError::Checkpoint(format!("in-flight rows at {path} are corrupt: {why}"));
+    let mut rows = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (head, tail) = rest.split_at_checked(8).ok_or_else(|| corrupt("truncated header"))?;
+        let input = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let len = u32::from_le_bytes(head[4..].try_into().expect("4 bytes")) as usize;
+        let (frame, tail) = tail.split_at_checked(len).ok_or_else(|| corrupt("truncated frame"))?;
+        match weir_shuffle_service::wire::decode(frame).map_err(|e| corrupt(&e.to_string()))? {
+            StreamEvent::Data(batch) => rows.push((input, batch)),
+            _ => return Err(corrupt("a frame that is not rows")),
+        }
+        rest = tail;
+    }
+    Ok(rows)
 }
