@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use super::store::{
     COMMITTED_KEY, LAST_PURGED_KEY, LOG, LOG_META, VOTE_KEY, blocking, from_json, read_record, to_json,
@@ -29,10 +29,16 @@ impl LogStore {
         Self { db }
     }
 
-    async fn write_meta<T: serde::Serialize>(&self, key: &'static str, value: &T) -> io::Result<()> {
+    async fn write_meta<T: serde::Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+        durability: Durability,
+    ) -> io::Result<()> {
         let bytes = to_json(value)?;
         blocking(&self.db, move |db| {
-            let txn = db.begin_write().map_err(io::Error::other)?;
+            let mut txn = db.begin_write().map_err(io::Error::other)?;
+            txn.set_durability(durability).map_err(io::Error::other)?;
             {
                 let mut table = txn.open_table(LOG_META).map_err(io::Error::other)?;
                 table.insert(key, bytes.as_slice()).map_err(io::Error::other)?;
@@ -96,11 +102,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.write_meta(VOTE_KEY, vote).await
+        // A vote must survive a crash, or this replica could vote twice in one term.
+        self.write_meta(VOTE_KEY, vote, Durability::Immediate).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        self.write_meta(COMMITTED_KEY, &committed).await
+        // The committed id is only a hint for re-applying the log on restart; losing the newest
+        // one is safe (less is re-applied, the rest arrives from the leader). Without an fsync of
+        // its own it becomes durable with the next durable commit (a vote or an append).
+        self.write_meta(COMMITTED_KEY, &committed, Durability::None).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
