@@ -51,7 +51,19 @@ impl TestCluster {
 
     async fn start(&mut self, id: ReplicaId) {
         let dir = self.root.path().join(id.0.to_string());
-        let store = RaftStore::open(&dir).await.expect("store opens");
+        // After an in-process shutdown openraft's background tasks drop their store handles a
+        // moment later, and redb allows one open handle per file: retry briefly.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let store = loop {
+            match RaftStore::open(&dir).await {
+                Ok(store) => break store,
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("{id}: store not reopened yet: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("store does not open: {error}"),
+            }
+        };
         let reader = store.state_machine.reader();
         let raft = MetadataRaft::new(id, self.config.clone(), self.router.clone(), store.log, store.state_machine)
             .await
@@ -280,4 +292,34 @@ async fn membership_changes_add_a_learner_promote_it_and_remove_a_voter() {
     for id in voters {
         cluster.stop(id).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_replica_restarts_with_its_metadata() {
+    // The standalone deployment: one replica, so everything after a restart comes from its disk
+    // (the snapshot taken every few entries, then the log after it).
+    let mut cluster = TestCluster::new(Config { snapshot_policy: SnapshotPolicy::LogsSinceLast(4), ..config() });
+    let only = ReplicaId(1);
+    cluster.start(only).await;
+    cluster.initialize([1]).await;
+    let leader = cluster.leader(None).await;
+    assert_eq!(cluster.write(leader, create_tenant("acme")).await, Response::Done);
+    assert_eq!(cluster.write(leader, submit_job("j1")).await, Response::Done);
+    for id in 1..=10 {
+        cluster.write(leader, commit_checkpoint("j1", id)).await;
+    }
+    cluster.stop(only).await;
+
+    cluster.start(only).await;
+    let leader = cluster.leader(None).await;
+    assert_eq!(leader, only);
+    cluster.converge(leader).await;
+    let reader = &cluster.replicas[&only].reader;
+    assert_eq!(latest_checkpoint(reader, "j1"), Some(CheckpointId(10)));
+    let retained = reader.read(|s| s.job(&JobId("j1".into())).map(|j| j.checkpoints.len()));
+    assert_eq!(retained, Some(3));
+    // and it still takes writes
+    let response = cluster.write(leader, commit_checkpoint("j1", 11)).await;
+    assert!(matches!(response, Response::CheckpointCommitted { .. }), "{response:?}");
+    cluster.stop(only).await;
 }
