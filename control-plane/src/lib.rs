@@ -1,6 +1,13 @@
-//! The control plane: Raft-replicated job metadata, the HTTP API, dispatcher, job masters,
-//! scheduler and checkpoint coordinator.
+//! The control plane: Raft-replicated job metadata now; the HTTP API, dispatcher, job masters,
+//! scheduler and checkpoint coordinator will be built on it.
 //!
-//! Not built yet: jobs run in-process through `weir run` until the control-plane issue lands.
-//! It will talk to workers only through the wire protocol in `weir-dataflow`, never by
-//! importing `weir-workers`.
+//! - [`metadata`]: the replicated data (tenants, tokens, workers, jobs, checkpoints, savepoints)
+//!   and the pure rules that apply commands to it.
+//! - [`raft`]: openraft wiring: durable log and snapshot storage on a local `redb` file, the
+//!   state machine, and an in-process network.
+//!
+//! It talks to workers only through the wire protocol in `weir-dataflow`, never by importing
+//! `weir-workers`.
+
+pub mod metadata;
+pub mod raft;

@@ -1,0 +1,173 @@
+//! The commands replicated through the Raft log and what applying one answers.
+//!
+//! A command is a fact the leader decided (with its timestamp in it); applying it is pure and
+//! deterministic. A command that breaks a rule is not an error of the log: it is applied as a
+//! no-op and answered with a [`Rejection`] that the proposer turns into an API error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use weir_dataflow::ids::{CheckpointId, JobId, WorkerId};
+
+use super::ids::{SavepointId, TenantId, TokenDigest, TokenId, UnixMillis};
+use super::records::{CompletedCheckpoint, JobStatus, SavepointRecord, TokenRole};
+
+/// One change to the replicated metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Command {
+    CreateTenant {
+        tenant: TenantId,
+        display_name: String,
+        at: UnixMillis,
+    },
+    CreateToken {
+        token: TokenId,
+        tenant: TenantId,
+        digest: TokenDigest,
+        role: TokenRole,
+        at: UnixMillis,
+    },
+    RevokeToken {
+        token: TokenId,
+    },
+    /// Registers a worker, or updates it when it registers again (after a restart or a leader
+    /// change).
+    RegisterWorker {
+        worker: WorkerId,
+        address: String,
+        slots: u32,
+        at: UnixMillis,
+    },
+    DeregisterWorker {
+        worker: WorkerId,
+    },
+    SubmitJob {
+        job: JobId,
+        tenant: TenantId,
+        name: String,
+        sql: String,
+        config: BTreeMap<String, String>,
+        parallelism: u32,
+        at: UnixMillis,
+    },
+    SetJobStatus {
+        job: JobId,
+        status: JobStatus,
+        at: UnixMillis,
+    },
+    SetDesiredParallelism {
+        job: JobId,
+        parallelism: u32,
+    },
+    /// Commits a completed checkpoint and keeps the newest `retain` of the job's checkpoints.
+    CommitCheckpoint {
+        job: JobId,
+        checkpoint: CompletedCheckpoint,
+        retain: u32,
+    },
+    AddSavepoint {
+        savepoint: SavepointRecord,
+    },
+    RemoveSavepoint {
+        savepoint: SavepointId,
+    },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::CreateTenant { tenant, .. } => write!(f, "create-tenant {tenant}"),
+            Command::CreateToken { token, tenant, .. } => {
+                write!(f, "create-token {token} of {tenant}")
+            }
+            Command::RevokeToken { token } => write!(f, "revoke-token {token}"),
+            Command::RegisterWorker { worker, slots, .. } => {
+                write!(f, "register-worker {worker} slots={slots}")
+            }
+            Command::DeregisterWorker { worker } => write!(f, "deregister-worker {worker}"),
+            Command::SubmitJob { job, tenant, .. } => write!(f, "submit-job {job} of {tenant}"),
+            Command::SetJobStatus { job, status, .. } => write!(f, "set-job-status {job} {status}"),
+            Command::SetDesiredParallelism { job, parallelism } => {
+                write!(f, "set-desired-parallelism {job} {parallelism}")
+            }
+            Command::CommitCheckpoint { job, checkpoint, .. } => {
+                write!(f, "commit-checkpoint {job} {}", checkpoint.id)
+            }
+            Command::AddSavepoint { savepoint } => {
+                write!(f, "add-savepoint {} of {}", savepoint.id, savepoint.job)
+            }
+            Command::RemoveSavepoint { savepoint } => write!(f, "remove-savepoint {savepoint}"),
+        }
+    }
+}
+
+/// What applying a command answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Response {
+    /// The command took effect (or was already in effect).
+    Done,
+    /// The checkpoint is committed; these older ones fell out of retention and their stored
+    /// state may be deleted by whoever proposed the commit.
+    CheckpointCommitted { discarded: Vec<CompletedCheckpoint> },
+    /// The command broke a rule and changed nothing.
+    Rejected(Rejection),
+}
+
+/// Why a command changed nothing. Each variant has a stable [`Rejection::code`] for the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "code", rename_all = "kebab-case")]
+pub enum Rejection {
+    #[error("tenant {tenant} already exists")]
+    TenantExists { tenant: TenantId },
+    #[error("tenant {tenant} does not exist")]
+    UnknownTenant { tenant: TenantId },
+    #[error("token {token} already exists")]
+    TokenExists { token: TokenId },
+    #[error("token {token} does not exist")]
+    UnknownToken { token: TokenId },
+    #[error("worker {worker} is not registered")]
+    UnknownWorker { worker: WorkerId },
+    #[error("a worker needs at least one slot")]
+    NoSlots,
+    #[error("job {job} already exists")]
+    JobExists { job: JobId },
+    #[error("job {job} does not exist")]
+    UnknownJob { job: JobId },
+    #[error("parallelism must be at least 1")]
+    InvalidParallelism,
+    #[error("job {job} cannot go from {from} to {to}")]
+    IllegalTransition { job: JobId, from: JobStatus, to: JobStatus },
+    #[error("job {job} is {status} and can no longer change")]
+    JobTerminated { job: JobId, status: JobStatus },
+    #[error("checkpoint {offered} of job {job} is not newer than the committed {latest}")]
+    StaleCheckpoint { job: JobId, latest: CheckpointId, offered: CheckpointId },
+    #[error("savepoint {savepoint} already exists")]
+    SavepointExists { savepoint: SavepointId },
+    #[error("savepoint {savepoint} does not exist")]
+    UnknownSavepoint { savepoint: SavepointId },
+}
+
+impl Rejection {
+    /// A stable, machine-readable code (the API returns it in problem+json bodies).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::TenantExists { .. } => "tenant-exists",
+            Rejection::UnknownTenant { .. } => "unknown-tenant",
+            Rejection::TokenExists { .. } => "token-exists",
+            Rejection::UnknownToken { .. } => "unknown-token",
+            Rejection::UnknownWorker { .. } => "unknown-worker",
+            Rejection::NoSlots => "no-slots",
+            Rejection::JobExists { .. } => "job-exists",
+            Rejection::UnknownJob { .. } => "unknown-job",
+            Rejection::InvalidParallelism => "invalid-parallelism",
+            Rejection::IllegalTransition { .. } => "illegal-transition",
+            Rejection::JobTerminated { .. } => "job-terminated",
+            Rejection::StaleCheckpoint { .. } => "stale-checkpoint",
+            Rejection::SavepointExists { .. } => "savepoint-exists",
+            Rejection::UnknownSavepoint { .. } => "unknown-savepoint",
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The records the replicated metadata holds: tenants, tokens, workers, jobs, checkpoints and
+//! savepoints. Plain serde data; the rules that change them live in `state`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use weir_dataflow::ids::{CheckpointId, JobId, WorkerId};
+
+use super::ids::{SavepointId, TenantId, TokenDigest, TokenId, UnixMillis};
+
+/// A tenant: owns jobs and tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub display_name: String,
+    pub created_at: UnixMillis,
+}
+
+/// What an API token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenRole {
+    /// Read and write the tenant's jobs.
+    Admin,
+    /// Read the tenant's jobs only.
+    ReadOnly,
+}
+
+/// An API token of a tenant. Only the digest of its secret is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub tenant: TenantId,
+    pub digest: TokenDigest,
+    pub role: TokenRole,
+    pub created_at: UnixMillis,
+}
+
+/// A worker registered with the control plane. Liveness (heartbeats) is leader-local soft state
+/// and not replicated: writing every heartbeat through Raft would be pure churn, and a new leader
+/// simply waits one heartbeat timeout for workers to re-register.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub id: WorkerId,
+    /// Where the worker's task endpoint listens (`host:port`).
+    pub address: String,
+    pub slots: u32,
+    pub registered_at: UnixMillis,
+}
+
+/// The life of a job, with Flink's state names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    Created,
+    Running,
+    Failing,
+    Restarting,
+    Cancelling,
+    Cancelled,
+    Finished,
+    Failed,
+}
+
+impl JobStatus {
+    /// A terminal job never changes again; its savepoints outlive it.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Cancelled | JobStatus::Finished | JobStatus::Failed)
+    }
+
+    /// Whether a job master may move a job from `self` to `next`.
+    pub fn can_become(self, next: JobStatus) -> bool {
+        use JobStatus::*;
+        if self == next {
+            // Idempotent: a job master that retries after a leader change re-proposes.
+            return !self.is_terminal();
+        }
+        match self {
+            Created => matches!(next, Running | Failing | Cancelling | Cancelled | Failed),
+            Running => matches!(next, Failing | Restarting | Cancelling | Cancelled | Finished | Failed),
+            Failing => matches!(next, Restarting | Cancelling | Cancelled | Failed),
+            Restarting => matches!(next, Running | Failing | Cancelling | Cancelled | Failed),
+            Cancelling => matches!(next, Cancelled | Failed),
+            Cancelled | Finished | Failed => false,
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            JobStatus::Created => "CREATED",
+            JobStatus::Running => "RUNNING",
+            JobStatus::Failing => "FAILING",
+            JobStatus::Restarting => "RESTARTING",
+            JobStatus::Cancelling => "CANCELLING",
+            JobStatus::Cancelled => "CANCELED",
+            JobStatus::Finished => "FINISHED",
+            JobStatus::Failed => "FAILED",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A checkpoint the coordinator declared complete: every task acknowledged it and its state is
+/// durable in object storage. The control plane stores the reference, not the state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedCheckpoint {
+    pub id: CheckpointId,
+    /// Where the checkpoint's metadata lives in object storage.
+    pub location: String,
+    /// The parallelism per vertex the checkpoint was taken at is in its metadata; this is the
+    /// job's parallelism then, kept for listings.
+    pub parallelism: u32,
+    pub state_size_bytes: u64,
+    pub completed_at: UnixMillis,
+}
+
+/// A job: the SQL script and its configuration (the job graph is derived from them
+/// deterministically, so it is not stored), what the user asked for and where the job is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub sql: String,
+    pub config: BTreeMap<String, String>,
+    /// The parallelism the user or the autoscaler wants; the job master converges to it.
+    pub desired_parallelism: u32,
+    pub status: JobStatus,
+    pub submitted_at: UnixMillis,
+    pub status_changed_at: UnixMillis,
+    /// Retained completed checkpoints, oldest first.
+    pub checkpoints: Vec<CompletedCheckpoint>,
+}
+
+impl JobRecord {
+    pub fn latest_checkpoint(&self) -> Option<&CompletedCheckpoint> {
+        self.checkpoints.last()
+    }
+}
+
+/// A savepoint: a checkpoint the user owns. It outlives its job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavepointRecord {
+    pub id: SavepointId,
+    pub job: JobId,
+    pub tenant: TenantId,
+    pub location: String,
+    pub checkpoint: CheckpointId,
+    pub created_at: UnixMillis,
+}

@@ -1,0 +1,422 @@
+//! The metadata state and the pure rules that apply a [`Command`] to it.
+//!
+//! No I/O, no clock, no randomness: every replica applies the same log to the same state. The
+//! whole state serializes as one value, which is what a Raft snapshot holds.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use weir_dataflow::ids::{JobId, WorkerId};
+
+use super::command::{Command, Rejection, Response};
+use super::ids::{SavepointId, TenantId, TokenDigest, TokenId};
+use super::records::{JobRecord, JobStatus, SavepointRecord, TenantRecord, TokenRecord, WorkerRecord};
+
+/// Everything the control plane replicates.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataState {
+    tenants: BTreeMap<TenantId, TenantRecord>,
+    tokens: BTreeMap<TokenId, TokenRecord>,
+    workers: BTreeMap<WorkerId, WorkerRecord>,
+    jobs: BTreeMap<JobId, JobRecord>,
+    savepoints: BTreeMap<SavepointId, SavepointRecord>,
+}
+
+impl MetadataState {
+    pub fn tenant(&self, id: &TenantId) -> Option<&TenantRecord> {
+        self.tenants.get(id)
+    }
+
+    pub fn tenants(&self) -> impl Iterator<Item = &TenantRecord> {
+        self.tenants.values()
+    }
+
+    pub fn token(&self, id: &TokenId) -> Option<&TokenRecord> {
+        self.tokens.get(id)
+    }
+
+    /// The token whose secret hashes to `digest` (how the API authenticates a bearer token).
+    pub fn token_by_digest(&self, digest: &TokenDigest) -> Option<&TokenRecord> {
+        self.tokens.values().find(|token| &token.digest == digest)
+    }
+
+    pub fn worker(&self, id: &WorkerId) -> Option<&WorkerRecord> {
+        self.workers.get(id)
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = &WorkerRecord> {
+        self.workers.values()
+    }
+
+    pub fn job(&self, id: &JobId) -> Option<&JobRecord> {
+        self.jobs.get(id)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
+        self.jobs.values()
+    }
+
+    pub fn jobs_of<'a>(&'a self, tenant: &'a TenantId) -> impl Iterator<Item = &'a JobRecord> {
+        self.jobs.values().filter(move |job| &job.tenant == tenant)
+    }
+
+    pub fn savepoint(&self, id: &SavepointId) -> Option<&SavepointRecord> {
+        self.savepoints.get(id)
+    }
+
+    pub fn savepoints_of<'a>(&'a self, job: &'a JobId) -> impl Iterator<Item = &'a SavepointRecord> {
+        self.savepoints.values().filter(move |sp| &sp.job == job)
+    }
+
+    /// Applies one command. A command that breaks a rule leaves the state untouched and is
+    /// answered with [`Response::Rejected`].
+    pub fn apply(&mut self, command: &Command) -> Response {
+        match self.try_apply(command) {
+            Ok(response) => response,
+            Err(rejection) => Response::Rejected(rejection),
+        }
+    }
+
+    // Every branch checks all its rules before it mutates anything, so a rejection is a no-op.
+    fn try_apply(&mut self, command: &Command) -> Result<Response, Rejection> {
+        match command {
+            Command::CreateTenant { tenant, display_name, at } => {
+                if self.tenants.contains_key(tenant) {
+                    return Err(Rejection::TenantExists { tenant: tenant.clone() });
+                }
+                self.tenants.insert(
+                    tenant.clone(),
+                    TenantRecord { id: tenant.clone(), display_name: display_name.clone(), created_at: *at },
+                );
+                Ok(Response::Done)
+            }
+            Command::CreateToken { token, tenant, digest, role, at } => {
+                self.require_tenant(tenant)?;
+                if self.tokens.contains_key(token) {
+                    return Err(Rejection::TokenExists { token: token.clone() });
+                }
+                self.tokens.insert(
+                    token.clone(),
+                    TokenRecord {
+                        id: token.clone(),
+                        tenant: tenant.clone(),
+                        digest: digest.clone(),
+                        role: *role,
+                        created_at: *at,
+                    },
+                );
+                Ok(Response::Done)
+            }
+            Command::RevokeToken { token } => match self.tokens.remove(token) {
+                Some(_) => Ok(Response::Done),
+                None => Err(Rejection::UnknownToken { token: token.clone() }),
+            },
+            Command::RegisterWorker { worker, address, slots, at } => {
+                if *slots == 0 {
+                    return Err(Rejection::NoSlots);
+                }
+                self.workers.insert(
+                    worker.clone(),
+                    WorkerRecord { id: worker.clone(), address: address.clone(), slots: *slots, registered_at: *at },
+                );
+                Ok(Response::Done)
+            }
+            Command::DeregisterWorker { worker } => match self.workers.remove(worker) {
+                Some(_) => Ok(Response::Done),
+                None => Err(Rejection::UnknownWorker { worker: worker.clone() }),
+            },
+            Command::SubmitJob { job, tenant, name, sql, config, parallelism, at } => {
+                self.require_tenant(tenant)?;
+                if self.jobs.contains_key(job) {
+                    return Err(Rejection::JobExists { job: job.clone() });
+                }
+                if *parallelism == 0 {
+                    return Err(Rejection::InvalidParallelism);
+                }
+                self.jobs.insert(
+                    job.clone(),
+                    JobRecord {
+                        id: job.clone(),
+                        tenant: tenant.clone(),
+                        name: name.clone(),
+                        sql: sql.clone(),
+                        config: config.clone(),
+                        desired_parallelism: *parallelism,
+                        status: JobStatus::Created,
+                        submitted_at: *at,
+                        status_changed_at: *at,
+                        checkpoints: Vec::new(),
+                    },
+                );
+                Ok(Response::Done)
+            }
+            Command::SetJobStatus { job, status, at } => {
+                let record = self.live_job_mut(job)?;
+                if !record.status.can_become(*status) {
+                    return Err(Rejection::IllegalTransition { job: job.clone(), from: record.status, to: *status });
+                }
+                if record.status != *status {
+                    record.status = *status;
+                    record.status_changed_at = *at;
+                }
+                Ok(Response::Done)
+            }
+            Command::SetDesiredParallelism { job, parallelism } => {
+                if *parallelism == 0 {
+                    return Err(Rejection::InvalidParallelism);
+                }
+                self.live_job_mut(job)?.desired_parallelism = *parallelism;
+                Ok(Response::Done)
+            }
+            Command::CommitCheckpoint { job, checkpoint, retain } => {
+                let record = self.live_job_mut(job)?;
+                if let Some(latest) = record.latest_checkpoint()
+                    && latest.id >= checkpoint.id
+                {
+                    // A coordinator of an older leader may still be finishing a checkpoint; ids
+                    // only grow, so an old or repeated id is fenced off here.
+                    return Err(Rejection::StaleCheckpoint {
+                        job: job.clone(),
+                        latest: latest.id,
+                        offered: checkpoint.id,
+                    });
+                }
+                record.checkpoints.push(checkpoint.clone());
+                // Retaining zero would lose the checkpoint just committed: keep at least one.
+                let keep = (*retain).max(1) as usize;
+                let excess = record.checkpoints.len().saturating_sub(keep);
+                let discarded = record.checkpoints.drain(..excess).collect();
+                Ok(Response::CheckpointCommitted { discarded })
+            }
+            Command::AddSavepoint { savepoint } => {
+                if self.savepoints.contains_key(&savepoint.id) {
+                    return Err(Rejection::SavepointExists { savepoint: savepoint.id.clone() });
+                }
+                let job = self
+                    .jobs
+                    .get(&savepoint.job)
+                    .ok_or_else(|| Rejection::UnknownJob { job: savepoint.job.clone() })?;
+                // The savepoint belongs to the job's tenant, whatever the proposer wrote.
+                let mut record = savepoint.clone();
+                record.tenant = job.tenant.clone();
+                self.savepoints.insert(record.id.clone(), record);
+                Ok(Response::Done)
+            }
+            Command::RemoveSavepoint { savepoint } => match self.savepoints.remove(savepoint) {
+                Some(_) => Ok(Response::Done),
+                None => Err(Rejection::UnknownSavepoint { savepoint: savepoint.clone() }),
+            },
+        }
+    }
+
+    fn require_tenant(&self, tenant: &TenantId) -> Result<(), Rejection> {
+        if self.tenants.contains_key(tenant) {
+            Ok(())
+        } else {
+            Err(Rejection::UnknownTenant { tenant: tenant.clone() })
+        }
+    }
+
+    /// The job, if it exists and has not reached a terminal status.
+    fn live_job_mut(&mut self, job: &JobId) -> Result<&mut JobRecord, Rejection> {
+        let record = self.jobs.get_mut(job).ok_or_else(|| Rejection::UnknownJob { job: job.clone() })?;
+        if record.status.is_terminal() {
+            return Err(Rejection::JobTerminated { job: job.clone(), status: record.status });
+        }
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_dataflow::ids::CheckpointId;
+
+    use super::*;
+    use crate::metadata::ids::UnixMillis;
+    use crate::metadata::records::{CompletedCheckpoint, TokenRole};
+
+    fn tenant(name: &str) -> Command {
+        Command::CreateTenant { tenant: TenantId::from(name), display_name: name.to_uppercase(), at: UnixMillis(1) }
+    }
+
+    fn submit(job: &str, tenant: &str) -> Command {
+        Command::SubmitJob {
+            job: JobId(job.into()),
+            tenant: TenantId::from(tenant),
+            name: format!("{job} name"),
+            sql: "INSERT INTO sink SELECT * FROM source".into(),
+            config: BTreeMap::from([("parallelism.default".into(), "2".into())]),
+            parallelism: 2,
+            at: UnixMillis(2),
+        }
+    }
+
+    fn checkpoint(id: u64) -> CompletedCheckpoint {
+        CompletedCheckpoint {
+            id: CheckpointId(id),
+            location: format!("s3://bucket/chk-{id}"),
+            parallelism: 2,
+            state_size_bytes: 100 * id,
+            completed_at: UnixMillis(10 + id),
+        }
+    }
+
+    fn commit(job: &str, id: u64, retain: u32) -> Command {
+        Command::CommitCheckpoint { job: JobId(job.into()), checkpoint: checkpoint(id), retain }
+    }
+
+    fn set_status(job: &str, status: JobStatus) -> Command {
+        Command::SetJobStatus { job: JobId(job.into()), status, at: UnixMillis(5) }
+    }
+
+    fn rejected(response: Response) -> &'static str {
+        match response {
+            Response::Rejected(rejection) => rejection.code(),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_job_needs_an_existing_tenant_and_a_fresh_id() {
+        let mut state = MetadataState::default();
+        assert_eq!(rejected(state.apply(&submit("j1", "acme"))), "unknown-tenant");
+        assert_eq!(state.apply(&tenant("acme")), Response::Done);
+        assert_eq!(rejected(state.apply(&tenant("acme"))), "tenant-exists");
+        assert_eq!(state.apply(&submit("j1", "acme")), Response::Done);
+        assert_eq!(rejected(state.apply(&submit("j1", "acme"))), "job-exists");
+
+        let job = state.job(&JobId("j1".into())).expect("submitted");
+        assert_eq!(job.status, JobStatus::Created);
+        assert_eq!(job.desired_parallelism, 2);
+        assert_eq!(state.jobs_of(&TenantId::from("acme")).count(), 1);
+        assert_eq!(state.jobs_of(&TenantId::from("other")).count(), 0);
+    }
+
+    #[test]
+    fn job_status_follows_the_lifecycle_and_terminal_is_final() {
+        let mut state = MetadataState::default();
+        state.apply(&tenant("acme"));
+        state.apply(&submit("j1", "acme"));
+        assert_eq!(rejected(state.apply(&set_status("j1", JobStatus::Finished))), "illegal-transition");
+        for status in [JobStatus::Running, JobStatus::Running, JobStatus::Restarting, JobStatus::Running] {
+            assert_eq!(state.apply(&set_status("j1", status)), Response::Done);
+        }
+        assert_eq!(state.apply(&set_status("j1", JobStatus::Cancelling)), Response::Done);
+        assert_eq!(state.apply(&set_status("j1", JobStatus::Cancelled)), Response::Done);
+        let before = state.clone();
+        assert_eq!(rejected(state.apply(&set_status("j1", JobStatus::Running))), "job-terminated");
+        let parallelism = Command::SetDesiredParallelism { job: JobId("j1".into()), parallelism: 4 };
+        assert_eq!(rejected(state.apply(&parallelism)), "job-terminated");
+        assert_eq!(state, before, "a rejected command changes nothing");
+    }
+
+    #[test]
+    fn desired_parallelism_must_be_positive() {
+        let mut state = MetadataState::default();
+        state.apply(&tenant("acme"));
+        state.apply(&submit("j1", "acme"));
+        let set = |parallelism| Command::SetDesiredParallelism { job: JobId("j1".into()), parallelism };
+        assert_eq!(rejected(state.apply(&set(0))), "invalid-parallelism");
+        assert_eq!(state.apply(&set(5)), Response::Done);
+        assert_eq!(state.job(&JobId("j1".into())).map(|j| j.desired_parallelism), Some(5));
+    }
+
+    #[test]
+    fn checkpoints_are_monotonic_and_retention_discards_the_oldest() {
+        let mut state = MetadataState::default();
+        state.apply(&tenant("acme"));
+        state.apply(&submit("j1", "acme"));
+        assert_eq!(state.apply(&commit("j1", 1, 2)), Response::CheckpointCommitted { discarded: vec![] });
+        assert_eq!(state.apply(&commit("j1", 2, 2)), Response::CheckpointCommitted { discarded: vec![] });
+        assert_eq!(state.apply(&commit("j1", 3, 2)), Response::CheckpointCommitted { discarded: vec![checkpoint(1)] });
+        assert_eq!(rejected(state.apply(&commit("j1", 3, 2))), "stale-checkpoint");
+        assert_eq!(rejected(state.apply(&commit("j1", 2, 2))), "stale-checkpoint");
+        // retain 0 still keeps the newest checkpoint
+        assert_eq!(
+            state.apply(&commit("j1", 7, 0)),
+            Response::CheckpointCommitted { discarded: vec![checkpoint(2), checkpoint(3)] }
+        );
+        let job = state.job(&JobId("j1".into())).expect("submitted");
+        assert_eq!(job.latest_checkpoint(), Some(&checkpoint(7)));
+        assert_eq!(rejected(state.apply(&commit("nope", 8, 1))), "unknown-job");
+    }
+
+    #[test]
+    fn savepoints_outlive_their_job_and_take_its_tenant() {
+        let mut state = MetadataState::default();
+        state.apply(&tenant("acme"));
+        state.apply(&submit("j1", "acme"));
+        let savepoint = SavepointRecord {
+            id: SavepointId::from("sp-1"),
+            job: JobId("j1".into()),
+            tenant: TenantId::from("somebody-else"),
+            location: "s3://bucket/sp-1".into(),
+            checkpoint: CheckpointId(4),
+            created_at: UnixMillis(9),
+        };
+        let add = Command::AddSavepoint { savepoint: savepoint.clone() };
+        assert_eq!(state.apply(&add), Response::Done);
+        assert_eq!(rejected(state.apply(&add)), "savepoint-exists");
+        state.apply(&set_status("j1", JobStatus::Cancelled));
+        let stored = state.savepoint(&savepoint.id).expect("kept after cancel");
+        assert_eq!(stored.tenant, TenantId::from("acme"));
+        assert_eq!(state.savepoints_of(&JobId("j1".into())).count(), 1);
+        let remove = Command::RemoveSavepoint { savepoint: savepoint.id.clone() };
+        assert_eq!(state.apply(&remove), Response::Done);
+        assert_eq!(rejected(state.apply(&remove)), "unknown-savepoint");
+    }
+
+    #[test]
+    fn workers_register_again_and_deregister() {
+        let mut state = MetadataState::default();
+        let register = |slots, address: &str| Command::RegisterWorker {
+            worker: WorkerId("w1".into()),
+            address: address.into(),
+            slots,
+            at: UnixMillis(3),
+        };
+        assert_eq!(rejected(state.apply(&register(0, "a:1"))), "no-slots");
+        assert_eq!(state.apply(&register(4, "a:1")), Response::Done);
+        assert_eq!(state.apply(&register(8, "b:2")), Response::Done);
+        let worker = state.worker(&WorkerId("w1".into())).expect("registered");
+        assert_eq!((worker.slots, worker.address.as_str()), (8, "b:2"));
+        let deregister = Command::DeregisterWorker { worker: WorkerId("w1".into()) };
+        assert_eq!(state.apply(&deregister), Response::Done);
+        assert_eq!(rejected(state.apply(&deregister)), "unknown-worker");
+        assert_eq!(state.workers().count(), 0);
+    }
+
+    #[test]
+    fn tokens_belong_to_tenants_and_are_found_by_digest() {
+        let mut state = MetadataState::default();
+        let create = Command::CreateToken {
+            token: TokenId::from("t1"),
+            tenant: TenantId::from("acme"),
+            digest: TokenDigest("d1".into()),
+            role: TokenRole::ReadOnly,
+            at: UnixMillis(4),
+        };
+        assert_eq!(rejected(state.apply(&create)), "unknown-tenant");
+        state.apply(&tenant("acme"));
+        assert_eq!(state.apply(&create), Response::Done);
+        assert_eq!(rejected(state.apply(&create)), "token-exists");
+        let found = state.token_by_digest(&TokenDigest("d1".into())).expect("created");
+        assert_eq!((found.id.clone(), found.role), (TokenId::from("t1"), TokenRole::ReadOnly));
+        assert!(!format!("{found:?}").contains("d1"), "digests are redacted in Debug");
+        let revoke = Command::RevokeToken { token: TokenId::from("t1") };
+        assert_eq!(state.apply(&revoke), Response::Done);
+        assert_eq!(rejected(state.apply(&revoke)), "unknown-token");
+        assert!(state.token_by_digest(&TokenDigest("d1".into())).is_none());
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut state = MetadataState::default();
+        state.apply(&tenant("acme"));
+        state.apply(&submit("j1", "acme"));
+        state.apply(&commit("j1", 1, 1));
+        let bytes = serde_json::to_vec(&state).expect("serializable");
+        let back: MetadataState = serde_json::from_slice(&bytes).expect("deserializable");
+        assert_eq!(back, state);
+    }
+}
