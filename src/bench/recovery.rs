@@ -2,9 +2,11 @@
 //! `kill -9`, from the restarted process's start to its first new output.
 //!
 //! The job groups a paced `datagen` stream by a unique key (so its keyed state grows by one
-//! entry per row, about `--value-bytes` each) and counts the groups; the count is the job's
-//! only output, updated after every batch. The bench lets the job take checkpoints until the
-//! state on disk reaches `--state-mib`, kills it with `kill -9` right after a checkpoint, then
+//! entry per row, about `--value-bytes` each: the filter on the value keeps the planner from
+//! pruning it) and counts the groups; the count is the job's
+//! only output, updated after every batch. The bench lets the job take checkpoints until its
+//! keyed state (keys counted from that output, times the bytes each holds) reaches
+//! `--state-mib`, kills it with `kill -9` right after a checkpoint, then
 //! starts `weir run --resume` and times how long the first output row takes: the restore of
 //! every key (read from SlateDB into the operators' working set) is on that path.
 
@@ -18,7 +20,8 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct RecoveryArgs {
-    /// Stop and kill the job once its newest checkpoint's state is this big (MiB on disk).
+    /// Kill the job after the first checkpoint that holds this much keyed state (MiB of keys
+    /// and values, counted from the job's output; the files on disk are larger).
     #[arg(long, default_value_t = 1024)]
     state_mib: u64,
     /// Bytes of the string each key keeps.
@@ -45,7 +48,7 @@ CREATE TABLE g (k BIGINT, s STRING) WITH (
   'connector' = 'datagen', 'rows-per-second' = '{rate}', 'number-of-rows' = '1000000000',
   'fields.k.kind' = 'sequence', 'fields.k.start' = '1', 'fields.k.end' = '1000000000',
   'fields.s.length' = '{bytes}');
-SELECT COUNT(*) AS keys FROM (SELECT k, MAX(s) AS s FROM g GROUP BY k);",
+SELECT COUNT(*) AS keys FROM (SELECT k, MAX(s) AS s FROM g GROUP BY k) WHERE CHAR_LENGTH(s) > 0;",
             interval = args.checkpoint_interval,
             state = state.display(),
             rate = args.rows_per_second,
@@ -67,7 +70,9 @@ SELECT COUNT(*) AS keys FROM (SELECT k, MAX(s) AS s FROM g GROUP BY k);",
     // Watch the job's log for completed checkpoints; kill it after the first one past the size.
     let log = BufReader::new(job.stderr.take().context("stderr")?);
     let mut checkpoints = 0;
-    let mut size = 0;
+    let (mut size, mut keys) = (0, 0);
+    // A key's state: the 8-byte key, the string, and the count the operator keeps with them.
+    let per_key = 8 + u64::from(args.value_bytes) + 8;
     for line in log.lines() {
         let line = line?;
         if !line.contains("checkpoint completed") {
@@ -75,8 +80,14 @@ SELECT COUNT(*) AS keys FROM (SELECT k, MAX(s) AS s FROM g GROUP BY k);",
         }
         checkpoints += 1;
         size = dir_bytes(&state);
-        eprintln!("checkpoint {checkpoints}: {:.0} MiB of state after {:.0?}", mib(size), started.elapsed());
-        if size >= args.state_mib << 20 {
+        keys = last_count(&work.path().join("first.jsonl"));
+        eprintln!(
+            "checkpoint {checkpoints}: {keys} keys (~{:.0} MiB of state), {:.0} MiB on disk, after {:.0?}",
+            mib(keys * per_key),
+            mib(size),
+            started.elapsed()
+        );
+        if keys * per_key >= args.state_mib << 20 {
             break;
         }
     }
@@ -112,14 +123,25 @@ SELECT COUNT(*) AS keys FROM (SELECT k, MAX(s) AS s FROM g GROUP BY k);",
     };
     let _ = resumed.kill();
     let _ = resumed.wait();
-    println!("| state on disk MiB | checkpoints before the kill | restart to first new output s |");
-    println!("| --- | --- | --- |");
-    println!("| {:.0} | {checkpoints} | {:.2} |", mib(size), first_output.as_secs_f64());
+    println!("| keys | keyed state MiB | files on disk MiB | restart to first new output s |");
+    println!("| --- | --- | --- | --- |");
+    println!("| {keys} | {:.0} | {:.0} | {:.2} |", mib(keys * per_key), mib(size), first_output.as_secs_f64());
     Ok(())
 }
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
+}
+
+/// The newest key count the job has output (about its state at the last checkpoint).
+fn last_count(output: &Path) -> u64 {
+    let text = std::fs::read_to_string(output).unwrap_or_default();
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["op"] == "+U" || v["op"] == "+I")
+        .and_then(|v| v["row"][0].as_u64())
+        .unwrap_or(0)
 }
 
 /// Bytes of every file under `dir`.
