@@ -295,7 +295,7 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
     let shuffle_for = |attempt: u32| -> Arc<dyn ShuffleService> {
         match shuffle_server {
             None => Arc::new(LocalShuffle::new()),
-            Some(addr) => Arc::new(RemoteShuffle::new(addr, format!("{namespace}-{attempt}"))),
+            Some(addr) => remote_shuffle(addr, &namespace, attempt),
         }
     };
     let restart_strategy = planned.config.restart_strategy();
@@ -311,9 +311,7 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
                 Some(RestartStrategy {
                     attempts,
                     delay,
-                    shuffle_for_attempt: Box::new(move |attempt| {
-                        Arc::new(RemoteShuffle::new(addr.clone(), format!("{namespace}-{attempt}")))
-                    }),
+                    shuffle_for_attempt: Box::new(move |attempt| remote_shuffle(&addr, &namespace, attempt)),
                 })
             }
             _ => None,
@@ -373,6 +371,12 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         backpressure: counters.backpressure().into_iter().map(|(v, share)| (v.0, share)).collect(),
         elapsed: started.elapsed(),
     })
+}
+
+/// The exchange of one attempt of a run through a shuffle server: a namespace of its own, so
+/// nothing of a failed attempt (or another run on the server) is mistaken for its data.
+fn remote_shuffle(addr: &str, run: &str, attempt: u32) -> Arc<dyn ShuffleService> {
+    Arc::new(RemoteShuffle::new(addr, format!("{run}-{attempt}")))
 }
 
 /// Where savepoints go: `state.savepoints.dir`, or `savepoints` beside the job's checkpoints.

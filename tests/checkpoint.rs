@@ -7,6 +7,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::published;
+
 const ROWS: u64 = 12_000;
 
 /// How a test job runs: its checkpoint interval and when the kills come (after start).
@@ -69,21 +72,6 @@ fn next(seed: &mut u64) -> u64 {
     *seed ^= *seed >> 7;
     *seed ^= *seed << 17;
     *seed
-}
-
-/// Every published (visible) line of the output, counted.
-fn published(out: &Path) -> BTreeMap<String, u32> {
-    let mut lines = BTreeMap::new();
-    for entry in std::fs::read_dir(out).expect("output folder") {
-        let entry = entry.expect("entry");
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        for line in std::fs::read_to_string(entry.path()).expect("part file").lines() {
-            *lines.entry(line.to_string()).or_insert(0) += 1;
-        }
-    }
-    lines
 }
 
 /// Runs the job to the end, killing it with `kill -9` up to `kills` times at seeded moments

@@ -12,7 +12,7 @@ use weir_shuffle_service::remote::RemoteShuffle;
 use weir_shuffle_service::{GateId, PartitionKind, ShuffleError, ShuffleService};
 
 mod common;
-use common::ShuffleServer as Server;
+use common::{ShuffleServer as Server, published};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -368,19 +368,6 @@ fn a_batch_job_whose_shuffle_server_dies_re_runs_its_stages_and_finishes() {
     expected.sort();
     assert_eq!(rows, expected, "nothing lost, nothing twice");
     assert!(stats["source_rows"].as_u64().expect("rows") > 60_000, "the source stage ran again: {stats}");
-}
-
-/// Every published line of a filesystem sink's folder, sorted (hidden in-progress files aside).
-fn published(out: &std::path::Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(out).expect("output folder") {
-        let entry = entry.expect("entry");
-        if !entry.file_name().to_string_lossy().starts_with('.') {
-            lines.extend(std::fs::read_to_string(entry.path()).expect("part file").lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
 }
 
 #[test]

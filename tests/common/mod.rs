@@ -4,11 +4,13 @@ use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 
 /// A `weir shuffle` process on a free loopback port, killed when the test ends.
+#[allow(dead_code, reason = "not every test binary starts a shuffle server")]
 pub struct ShuffleServer {
     pub child: Child,
     pub addr: String,
 }
 
+#[allow(dead_code, reason = "not every test binary starts a shuffle server")]
 impl ShuffleServer {
     pub fn start() -> ShuffleServer {
         Self::start_with(&[])
@@ -33,7 +35,6 @@ impl ShuffleServer {
         ShuffleServer { child, addr }
     }
 
-    #[allow(dead_code, reason = "not every test binary kills its server")]
     pub fn kill_9(&mut self) {
         let status = Command::new("kill").arg("-9").arg(self.child.id().to_string()).status().expect("kill runs");
         assert!(status.success());
@@ -46,4 +47,21 @@ impl Drop for ShuffleServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every published (visible) line of a filesystem sink's folder, counted; hidden in-progress
+/// and pending files are not published.
+#[allow(dead_code, reason = "not every test binary reads a sink's folder")]
+pub fn published(out: &std::path::Path) -> std::collections::BTreeMap<String, u32> {
+    let mut lines = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(out).expect("output folder") {
+        let entry = entry.expect("entry");
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path()).expect("part file").lines() {
+            *lines.entry(line.to_string()).or_insert(0) += 1;
+        }
+    }
+    lines
 }

@@ -8,7 +8,7 @@
 //! `r` happens at `base_time + r / rows-per-second`, which is where a rate-limited source
 //! emits it, so the values look the same as Flink's and stay reproducible.
 
-use super::split::SplitLayout;
+use super::split::{SplitGenerator, SplitLayout};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -466,6 +466,23 @@ pub struct DatagenGenerator {
     layout: SplitLayout,
 }
 
+impl SplitGenerator for DatagenGenerator {
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn layout(&self) -> &SplitLayout {
+        &self.layout
+    }
+
+    /// Restores a position under a (possibly rescaled) layout; see [`super::split`].
+    fn seek_with_layout(&mut self, position: u64, layout: SplitLayout) {
+        self.split_rows = layout.slots(self.split_index, self.num_splits, self.config.total_rows());
+        self.layout = layout;
+        self.position = position;
+    }
+}
+
 impl DatagenGenerator {
     /// Split `split_index` of `num_splits` takes the rows `split_index + k * num_splits`.
     /// A `num_splits` of 0 is taken as 1; a split index beyond the last split yields no rows.
@@ -521,17 +538,6 @@ impl DatagenGenerator {
     /// Restores a position taken from [`position`](Self::position).
     pub fn seek(&mut self, position: u64) {
         self.position = position;
-    }
-
-    /// Restores a position under a rescaled layout (see [`super::split`]).
-    pub fn seek_with_layout(&mut self, position: u64, layout: SplitLayout) {
-        self.split_rows = layout.slots(self.split_index, self.num_splits, self.config.total_rows());
-        self.layout = layout;
-        self.position = position;
-    }
-
-    pub fn layout(&self) -> &SplitLayout {
-        &self.layout
     }
 
     /// Rows this split holds in total; `None` when unbounded.

@@ -133,14 +133,11 @@ impl Source for NexmarkSource {
     }
 
     fn position(&self) -> serde_json::Value {
-        let layout = self.generator.layout().clone();
-        split::GeneratorPosition { rows: self.generator.position(), layout }.to_json()
+        split::position_of(&self.generator)
     }
 
     fn seek(&mut self, position: &serde_json::Value) -> TaskResult<()> {
-        let position = split::GeneratorPosition::parse(position)?;
-        self.generator.seek_with_layout(position.rows, position.layout);
-        Ok(())
+        split::seek(&mut self.generator, position)
     }
 }
 
@@ -165,14 +162,11 @@ impl Source for DatagenSource {
     }
 
     fn position(&self) -> serde_json::Value {
-        let layout = self.generator.layout().clone();
-        split::GeneratorPosition { rows: self.generator.position(), layout }.to_json()
+        split::position_of(&self.generator)
     }
 
     fn seek(&mut self, position: &serde_json::Value) -> TaskResult<()> {
-        let position = split::GeneratorPosition::parse(position)?;
-        self.generator.seek_with_layout(position.rows, position.layout);
-        Ok(())
+        split::seek(&mut self.generator, position)
     }
 }
 

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::sync::{Arc, OnceLock};
 
-use super::split::SplitLayout;
+use super::split::{SplitGenerator, SplitLayout};
 use super::util::{
     BadOption, civil_from_days, mix64, parse_base_time, parse_bool, parse_duration_ms, parse_memory_size,
     parse_positive, parse_u32, parse_u64,
@@ -1303,6 +1303,23 @@ pub struct NexmarkGenerator {
     schema_cache: Option<(NexmarkProjection, SchemaRef)>,
 }
 
+impl SplitGenerator for NexmarkGenerator {
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn layout(&self) -> &SplitLayout {
+        &self.layout
+    }
+
+    /// Restores a position under a (possibly rescaled) layout; see [`super::split`].
+    fn seek_with_layout(&mut self, position: u64, layout: SplitLayout) {
+        self.split_events = layout.slots(self.split_index, self.num_splits, self.config.events);
+        self.layout = layout;
+        self.position = position;
+    }
+}
+
 impl NexmarkGenerator {
     /// Split `split_index` of `num_splits` takes the events `split_index + k * num_splits`.
     /// A `num_splits` of 0 is taken as 1; a split index beyond the last split yields no events.
@@ -1340,17 +1357,6 @@ impl NexmarkGenerator {
     /// Restores a position taken from [`position`](Self::position).
     pub fn seek(&mut self, position: u64) {
         self.position = position;
-    }
-
-    /// Restores a position under a rescaled layout (see [`super::split`]).
-    pub fn seek_with_layout(&mut self, position: u64, layout: SplitLayout) {
-        self.split_events = layout.slots(self.split_index, self.num_splits, self.config.events);
-        self.layout = layout;
-        self.position = position;
-    }
-
-    pub fn layout(&self) -> &SplitLayout {
-        &self.layout
     }
 
     /// Events this split holds in total; `None` when unbounded.

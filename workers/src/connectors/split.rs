@@ -103,6 +103,27 @@ impl SplitLayout {
     }
 }
 
+/// A generator whose subtask walks a [`SplitLayout`]: what its checkpointed position is made
+/// of, so `nexmark` and `datagen` record and restore positions the same way.
+pub trait SplitGenerator {
+    /// Slots passed.
+    fn position(&self) -> u64;
+    fn layout(&self) -> &SplitLayout;
+    fn seek_with_layout(&mut self, position: u64, layout: SplitLayout);
+}
+
+/// A generator source's position, as its checkpoint records it.
+pub fn position_of(generator: &impl SplitGenerator) -> serde_json::Value {
+    GeneratorPosition { rows: generator.position(), layout: generator.layout().clone() }.to_json()
+}
+
+/// Resumes a generator at a position taken by [`position_of`] (or made by [`rescale_positions`]).
+pub fn seek(generator: &mut impl SplitGenerator, position: &serde_json::Value) -> TaskResult<()> {
+    let position = GeneratorPosition::parse(position)?;
+    generator.seek_with_layout(position.rows, position.layout);
+    Ok(())
+}
+
 /// The position every new subtask starts from, given the old subtasks' positions in subtask
 /// order: slot 0 of the rescaled layout.
 pub fn rescale_positions(old: &[GeneratorPosition]) -> TaskResult<GeneratorPosition> {
