@@ -3,11 +3,13 @@
 //!
 //! - [`metadata`]: the replicated data (tenants, tokens, workers, jobs, checkpoints, savepoints)
 //!   and the pure rules that apply commands to it.
+//! - [`handle`]: what the API and the leader's services need of a replica ([`handle::ReplicaHandle`]).
 //! - [`raft`]: openraft wiring: durable log and snapshot storage on a local `redb` file, the
 //!   state machine, and an in-process network.
 //!
 //! It talks to workers only through the wire protocol in `weir-dataflow`, never by importing
 //! `weir-workers`.
 
+pub mod handle;
 pub mod metadata;
 pub mod raft;
