@@ -73,6 +73,9 @@ pub struct NexmarkArgs {
     /// Take checkpoints this often (e.g. `1 s`), into a temporary folder; default: none.
     #[arg(long)]
     checkpoint_interval: Option<String>,
+    /// With `--checkpoint-interval`: unaligned checkpoints (`execution.checkpointing.unaligned`).
+    #[arg(long)]
+    unaligned: bool,
     /// Run in batch mode (`execution.runtime-mode`) with this `execution.batch-shuffle-mode`,
     /// e.g. ALL_EXCHANGES_BLOCKING or ALL_EXCHANGES_PIPELINED; default: streaming.
     #[arg(long)]
@@ -143,8 +146,10 @@ fn nexmark(args: NexmarkArgs) -> Result<()> {
             let raw_sql = body.replace("${DATA_PATH}", &data_path);
             let checkpoints = match &args.checkpoint_interval {
                 Some(interval) => format!(
-                    "SET 'execution.checkpointing.interval' = '{interval}';\nSET 'state.checkpoints.dir' = '{}';\n",
-                    work.path().join(format!("state-{q}-{source}")).display()
+                    "SET 'execution.checkpointing.interval' = '{interval}';\nSET 'state.checkpoints.dir' = '{}';\n\
+                     SET 'execution.checkpointing.unaligned' = '{}';\n",
+                    work.path().join(format!("state-{q}-{source}")).display(),
+                    args.unaligned
                 ),
                 None => String::new(),
             };

@@ -384,7 +384,8 @@ impl KeyedStateBackend {
                 let stored = ttl::wrap(v, self.expire_at());
                 self.staged_stats.puts += 1;
                 self.staged_stats.bytes += (stored_key.len() + stored.len()) as u64;
-                self.staged.put(stored_key, stored);
+                // Owned bytes: a large value (a join's segment) is not copied again.
+                self.staged.put_bytes(Bytes::from(stored_key), stored);
             }
             None => {
                 self.staged_stats.deletes += 1;

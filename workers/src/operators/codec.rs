@@ -73,6 +73,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Fails unless everything was read: a value longer than its layout is corrupt too.
+    /// Whether every byte has been read.
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     pub fn finish(self) -> TaskResult<()> {
         if self.rest.is_empty() { Ok(()) } else { Err(corrupt("trailing bytes after a value")) }
     }

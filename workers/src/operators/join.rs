@@ -16,21 +16,18 @@ use arrow_row::{RowConverter, SortField};
 use weir_dataflow::event::{ChangeBatch, MIN_WATERMARK, RowKind, Timestamp};
 use weir_dataflow::plan::{IntervalBounds, JoinKind, PhysExpr};
 
-use weir_dataflow::keygroup::{key_group_for_hash, stable_hash};
 use weir_state_store::StateId;
 
-use super::codec;
 use super::keys::timestamp_millis;
-use super::row_store::{DEFAULT_MEMORY_BUDGET, RowStore};
+use super::row_store::{DEFAULT_MEMORY_BUDGET, NO_TIME, RowStore};
 use super::{Operator, OperatorMetrics, Output};
 use crate::checkpoint::{RestoredState, SnapshotContext};
 use crate::error::{TaskError, TaskResult};
 
-/// Rows of a side by join key: state 0 holds the left side's, state 1 the right side's. A key's
-/// value is its window's end (or `i64::MIN`), then each row: copies, matches, expiry (or
-/// `i64::MIN`) and bytes.
+/// Rows of a side, in segments ([`super::row_store`]): states 0 and 1 hold the left and right
+/// side's segments, states 2 and 3 their patches.
 const SIDE_STATE: [StateId; 2] = [StateId(0), StateId(1)];
-const NONE_TIME: i64 = i64::MIN;
+const PATCH_STATE: [StateId; 2] = [StateId(2), StateId(3)];
 
 /// A side's encoded row, or `None` for NULL padding.
 type SideRow<'a> = Option<&'a [u8]>;
@@ -75,8 +72,6 @@ pub struct Join {
     late: u64,
     /// Per side: its input has ended, so rows of the other side can never match anything new.
     ended: [bool; 2],
-    /// Checkpoints are on: the stores track which keys change.
-    tracking: bool,
     max_parallelism: u32,
 }
 
@@ -126,7 +121,6 @@ impl Join {
             watermark: MIN_WATERMARK,
             late: 0,
             ended: [false; 2],
-            tracking: false,
             max_parallelism: weir_dataflow::keygroup::DEFAULT_MAX_PARALLELISM,
         })
     }
@@ -173,7 +167,6 @@ impl Operator for Join {
     }
 
     fn track_changes(&mut self) {
-        self.tracking = true;
         for side in &mut self.sides {
             side.store.track_changes(self.max_parallelism);
         }
@@ -184,23 +177,9 @@ impl Operator for Join {
         if !ctx.writes_keyed_state() {
             return Ok(());
         }
-        let mut value = Vec::new();
-        for (side, state) in self.sides.iter_mut().zip(SIDE_STATE) {
-            let (changed, removed) = side.store.take_changes();
-            // Deletions first: a key removed and stored again since the last checkpoint is in
-            // both, and its new rows must win.
-            for (key_group, key) in removed {
-                ctx.delete(state, key_group as u32, &key)?;
-            }
-            for k in changed {
-                let key = side.store.key_bytes(k as u32);
-                value.clear();
-                codec::put_i64(&mut value, side.store.tag(k as u32));
-                codec::put_i64(&mut value, side.store.rows_of_key(k as u32) as i64);
-                side.store.encode_rows(k as u32, &mut value)?;
-                let key_group = key_group_for_hash(stable_hash(key), self.max_parallelism);
-                ctx.put(state, key_group, key, &value)?;
-            }
+        let checkpoint = ctx.checkpoint;
+        for (side, (rows, patches)) in self.sides.iter_mut().zip(SIDE_STATE.into_iter().zip(PATCH_STATE)) {
+            side.store.snapshot(checkpoint, rows, patches, ctx)?;
         }
         Ok(())
     }
@@ -210,33 +189,18 @@ impl Operator for Join {
         if let Some(w) = watermarks.min() {
             self.watermark = w;
         }
-        for (side, state_id) in SIDE_STATE.iter().enumerate() {
-            for (_, key, value) in state.keyed.remove(state_id).unwrap_or_default() {
-                let mut r = codec::Reader::new(&value);
-                let window_end = r.i64()?;
-                let n = r.i64()?;
-                for _ in 0..n {
-                    let (count, matches, expires) = (r.i64()?, r.i64()?, r.i64()?);
-                    let bytes = r.bytes()?;
-                    let store = &mut self.sides[side].store;
-                    let pushed = store.push(&key, bytes, matches)?;
-                    store.entry_mut(pushed.entry).count = count as i32;
-                    store.entry_mut(pushed.entry).expires = expires;
-                    store.restored(pushed.key);
-                    if pushed.new_key && window_end != NONE_TIME {
-                        store.set_tag(pushed.key, window_end);
-                        self.windows.entry(window_end).or_default().push((side, key.to_vec().into()));
-                    }
-                    if expires != NONE_TIME {
-                        self.expiry[side].entry(expires).or_default().push((
-                            key.to_vec().into(),
-                            pushed.entry,
-                            pushed.offset,
-                        ));
-                    }
+        for side in 0..2 {
+            let rows = state.keyed.remove(&SIDE_STATE[side]).unwrap_or_default();
+            let patches = state.keyed.remove(&PATCH_STATE[side]).unwrap_or_default();
+            let (windows, expiry) = (&mut self.windows, &mut self.expiry[side]);
+            self.sides[side].store.restore(rows, patches, self.watermark, |_, row| {
+                if row.pushed.new_key && row.window_end != NO_TIME {
+                    windows.entry(row.window_end).or_default().push((side, row.key.into()));
                 }
-                r.finish()?;
-            }
+                if row.expires != NO_TIME {
+                    expiry.entry(row.expires).or_default().push((row.key.into(), row.pushed.entry, row.pushed.offset));
+                }
+            })?;
         }
         Ok(())
     }
@@ -333,10 +297,6 @@ impl Operator for Join {
             let key: &[u8] = keys.row(r).data();
             let [a, b] = &mut self.sides;
             let (mine_side, other_side) = if s == 0 { (a, b) } else { (b, a) };
-            if self.tracking && other_side.preserved && !candidates[r].is_empty() {
-                // The other side's match counts change.
-                other_side.store.touch(key);
-            }
             let mut matched = 0i64;
             for (i, (id, start, len)) in candidates[r].iter().enumerate() {
                 if let Some(ok) = pair_ok.get(r)
@@ -345,7 +305,7 @@ impl Operator for Join {
                     continue;
                 }
                 let other = Source::Copied(*start, *len);
-                let e = other_side.store.entry_mut(*id);
+                let e = other_side.store.entry(*id);
                 let count = e.count.max(0) as usize;
                 matched += count as i64;
                 if other_side.preserved {
@@ -353,7 +313,7 @@ impl Operator for Join {
                     // comes back with its last.
                     let before = e.matches;
                     let after = before + if accumulate { 1 } else { -1 };
-                    e.matches = after;
+                    other_side.store.set_matches(*id, after);
                     if before == 0 && after > 0 {
                         pending.extend(std::iter::repeat_n((RowKind::Delete, Source::Null, other), count));
                     }
@@ -394,7 +354,7 @@ impl Operator for Join {
                 }
                 if let Some(at) = expires {
                     self.expiry[s].entry(at).or_default().push((key.into(), pushed.entry, pushed.offset));
-                    mine_side.store.entry_mut(pushed.entry).expires = at;
+                    mine_side.store.set_expires(pushed.entry, at);
                 }
             } else {
                 mine_side.store.retract(key, row)?;

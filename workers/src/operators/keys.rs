@@ -41,6 +41,11 @@ impl KeyTable {
         &self.arena[start as usize..(start + len) as usize]
     }
 
+    /// The [`stable_hash`] of key `id`'s bytes, kept from when it was interned.
+    pub fn hash(&self, id: u32) -> u64 {
+        self.hashes[id as usize]
+    }
+
     pub fn get(&self, bytes: &[u8]) -> Option<u32> {
         let hash = stable_hash(bytes);
         let (arena, spans) = (&self.arena, &self.spans);

@@ -2,36 +2,72 @@
 //! that holds at most a memory budget of row bytes and spills older rows to a local file.
 //!
 //! Join state grows without bound (Flink keeps it forever without a TTL). Per row only a
-//! 24-byte entry stays in memory; row bytes beyond the budget live in an unnamed temporary
+//! 48-byte entry stays in memory; row bytes beyond the budget live in an unnamed temporary
 //! file and are read back with positioned reads when a probe or an output needs them, which
 //! for joins that mostly insert (one side probes a few matches) is rare.
+//!
+//! **Checkpoints write segments.** The rows added between two checkpoints are written as one
+//! value per key group (a *segment*, named by the checkpoint's id and a chunk number when one
+//! would pass [`SEGMENT_BYTES`]), so a checkpoint costs a write per key group and the bytes of
+//! the new rows, not a write per row or per key. A stored
+//! row whose copies or match count later change gets a small *patch* entry (segment, index);
+//! a segment whose rows are all gone is deleted with its patches. Rows that the watermark
+//! removes (an interval join's expired rows, a window join's closed windows) need no patch:
+//! restore drops every row the restored watermark has passed. When more than half of the
+//! stored rows are dead, the live rows of mostly-dead segments are written again into the new
+//! segment and the old segments deleted, which bounds the space the state takes to twice its
+//! live rows.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
-use weir_dataflow::keygroup::{key_group_for_hash, stable_hash};
+use weir_dataflow::event::Timestamp;
+use weir_dataflow::ids::CheckpointId;
+use weir_dataflow::keygroup::key_group_for_hash;
+use weir_state_store::StateId;
 
 use super::codec;
-use super::keys::{DirtyGroups, KeyTable, RemovedKey};
+use super::keys::KeyTable;
+use crate::checkpoint::{RestoredEntry, SnapshotContext};
 use crate::error::{TaskError, TaskResult};
 
 /// Row bytes a side keeps in memory before spilling to disk.
 pub const DEFAULT_MEMORY_BUDGET: usize = 128 << 20;
 
 const NONE: u32 = u32::MAX;
+/// The offset of a freed entry: offsets of stored rows are unique, so a recorded (entry,
+/// offset) pair tells whether the entry still holds that row.
+const FREED: u64 = u64::MAX;
+/// "No time": a row that never expires, or a key outside any window.
+pub const NO_TIME: i64 = i64::MIN;
+/// The most row bytes one segment value holds; more go into further chunks.
+const SEGMENT_BYTES: usize = 4 << 20;
+/// Dead rows a store tolerates in its segments before it compacts them.
+const COMPACT_MIN_DEAD_ROWS: u64 = 16 * 1024;
 
-/// One stored row: where its bytes are, how many copies, how many rows of the other side it
-/// matches (for a preserved side of an outer join), and the next row of the same key.
+/// One stored row: where its bytes are, its key, how many copies, how many rows of the other
+/// side it matches (for a preserved side of an outer join), the next row of the same key, and
+/// where it is stored by checkpoints.
 #[derive(Clone, Copy, Debug)]
 pub struct Entry {
     offset: u64,
     len: u32,
     next: u32,
+    key: u32,
     pub count: i32,
     pub matches: i32,
-    /// When an interval join drops the row (`i64::MIN`: never); kept for checkpoints.
+    /// The slot of the segment holding this row, or `NONE` while no checkpoint has stored it.
+    segment: u32,
+    /// The row's index within its segment.
+    index: u32,
+    /// When an interval join drops the row (`NO_TIME`: never).
     pub expires: i64,
+    /// Its copies or matches changed since its segment was written.
+    patched: bool,
+    /// Its key's key group, with checkpoints on (kept so a checkpoint need not hash the key).
+    key_group: u16,
 }
 
 /// Append-only row bytes: the newest in memory, the rest in a temporary file.
@@ -73,6 +109,44 @@ impl RowLog {
     }
 }
 
+/// Reads rows of a [`RowLog`] in increasing offsets, the spilled ones through a window of
+/// large reads rather than one read per row.
+struct SequentialReader<'a> {
+    log: &'a RowLog,
+    window: Vec<u8>,
+    /// Log offset of `window[0]`.
+    window_start: u64,
+}
+
+/// Bytes read from a spill file at once when a checkpoint copies rows out of it.
+const READ_WINDOW: u64 = 8 << 20;
+
+impl<'a> SequentialReader<'a> {
+    fn new(log: &'a RowLog) -> Self {
+        SequentialReader { log, window: Vec::new(), window_start: 0 }
+    }
+
+    /// Appends the bytes at `offset` to `out`.
+    fn read_into(&mut self, offset: u64, len: u32, out: &mut Vec<u8>) -> TaskResult<()> {
+        let end = offset + len as u64;
+        if offset >= self.log.memory_base {
+            return self.log.read_into(offset, len, out);
+        }
+        let window_end = self.window_start + self.window.len() as u64;
+        if offset < self.window_start || end > window_end {
+            let file =
+                self.log.file.as_ref().ok_or_else(|| TaskError::Unsupported("join spill file missing".into()))?;
+            let size = (self.log.memory_base - offset).min(READ_WINDOW.max(len as u64));
+            self.window.resize(size as usize, 0);
+            file.read_exact_at(&mut self.window, offset).map_err(|e| io_error("the join spill file", e))?;
+            self.window_start = offset;
+        }
+        let start = (offset - self.window_start) as usize;
+        out.extend_from_slice(&self.window[start..start + len as usize]);
+        Ok(())
+    }
+}
+
 fn io_error(what: &str, e: std::io::Error) -> TaskError {
     TaskError::Io { path: what.to_string(), source: e }
 }
@@ -87,13 +161,88 @@ pub struct Pushed {
     pub offset: u64,
 }
 
+/// The rows of one key group that one checkpoint stored.
+#[derive(Debug)]
+struct Segment {
+    /// Its key in the state: the checkpoint that wrote it, shifted left 16 bits, and the chunk.
+    id: u64,
+    key_group: u16,
+    /// Rows written, and rows still stored here.
+    rows: u32,
+    live: u32,
+    /// Indices with a patch entry, deleted with the segment.
+    patches: Vec<u32>,
+    dead: bool,
+}
+
+/// What changed since the last checkpoint, when checkpoints are on.
+#[derive(Default)]
+struct Changes {
+    max_parallelism: u32,
+    /// Rows not yet in a segment, as (entry, offset).
+    added: Vec<(u32, u64)>,
+    /// Stored rows whose copies or matches changed, as (entry, offset).
+    patched: Vec<(u32, u64)>,
+    /// Stored rows taken away other than by the watermark: (segment slot, index).
+    removed: Vec<(u32, u32)>,
+    segments: Vec<Segment>,
+    free_slots: Vec<u32>,
+    /// Slots of segments whose rows are all gone.
+    dead: Vec<u32>,
+    /// Rows stored in segments, and those of them still live.
+    stored_rows: u64,
+    live_rows: u64,
+}
+
+impl Changes {
+    fn new_segment(&mut self, id: u64, key_group: u16, rows: u32) -> u32 {
+        let segment = Segment { id, key_group, rows, live: 0, patches: Vec::new(), dead: false };
+        self.stored_rows += rows as u64;
+        match self.free_slots.pop() {
+            Some(slot) => {
+                self.segments[slot as usize] = segment;
+                slot
+            }
+            None => {
+                self.segments.push(segment);
+                (self.segments.len() - 1) as u32
+            }
+        }
+    }
+
+    /// A stored row left its segment.
+    fn left_segment(&mut self, slot: u32) {
+        let segment = &mut self.segments[slot as usize];
+        segment.live -= 1;
+        self.live_rows -= 1;
+        if segment.live == 0 {
+            self.dead.push(slot);
+        }
+    }
+}
+
+/// The key of a patch: the segment's id and the row's index in it.
+fn patch_key(segment: u64, index: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&segment.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// One row as [`RowStore::restore`] hands it back, to rebuild the owner's indexes.
+pub struct RestoredRow<'a> {
+    pub key: &'a [u8],
+    pub pushed: Pushed,
+    pub window_end: Timestamp,
+    pub expires: Timestamp,
+}
+
 pub struct RowStore {
     keys: KeyTable,
     heads: Vec<u32>,
     /// Per key id: a value the owner attaches to the key (a window join: the window's end).
     tags: Vec<i64>,
-    /// With checkpoints: keys whose rows changed, and keys that went away.
-    changes: Option<(DirtyGroups, u32)>,
+    changes: Option<Changes>,
     entries: Vec<Entry>,
     free: Vec<u32>,
     log: RowLog,
@@ -129,8 +278,27 @@ impl RowStore {
         &self.entries[id as usize]
     }
 
-    pub fn entry_mut(&mut self, id: u32) -> &mut Entry {
-        &mut self.entries[id as usize]
+    /// Sets a row's expiry; only for a row just pushed (checkpoints store it with the row).
+    pub fn set_expires(&mut self, id: u32, expires: Timestamp) {
+        self.entries[id as usize].expires = expires;
+    }
+
+    /// Sets how many rows of the other side a stored row matches.
+    pub fn set_matches(&mut self, id: u32, matches: i32) {
+        self.entries[id as usize].matches = matches;
+        self.changed(id);
+    }
+
+    /// A stored row's copies or matches changed: a checkpoint must patch it.
+    fn changed(&mut self, id: u32) {
+        let entry = &mut self.entries[id as usize];
+        if let Some(changes) = &mut self.changes
+            && entry.segment != NONE
+            && !entry.patched
+        {
+            entry.patched = true;
+            changes.patched.push((id, entry.offset));
+        }
     }
 
     /// Appends entry `id`'s row bytes to `out`; returns where they are in `out`.
@@ -141,53 +309,18 @@ impl RowStore {
         Ok((start, e.len as usize))
     }
 
-    /// Records which keys change from now on, for checkpoints; keys are in key groups of
+    /// Records what changes from now on, for checkpoints; keys are in key groups of
     /// `max_parallelism`.
     pub fn track_changes(&mut self, max_parallelism: u32) {
-        self.changes = Some((DirtyGroups::default(), max_parallelism));
-    }
-
-    /// The keys whose rows changed since the last call, and the removed keys (with their key
-    /// groups) whose stored state must go.
-    pub fn take_changes(&mut self) -> (Vec<usize>, Vec<RemovedKey>) {
-        self.changes.as_mut().map(|(c, _)| c.take()).unwrap_or_default()
-    }
-
-    /// Marks `key`'s rows changed (their match counts, say).
-    pub fn touch(&mut self, key: &[u8]) {
-        if let Some((changes, _)) = &mut self.changes
-            && let Some(k) = self.keys.get(key)
-        {
-            changes.touch(k as usize);
-        }
-    }
-
-    /// A restored key: stored already.
-    pub fn restored(&mut self, key: u32) {
-        if let Some((changes, _)) = &mut self.changes {
-            changes.restored(key as usize);
-        }
-    }
-
-    pub fn key_bytes(&self, key: u32) -> &[u8] {
-        self.keys.key(key)
+        self.changes = Some(Changes { max_parallelism, ..Changes::default() });
     }
 
     pub fn tag(&self, key: u32) -> i64 {
-        self.tags.get(key as usize).copied().unwrap_or(i64::MIN)
+        self.tags.get(key as usize).copied().unwrap_or(NO_TIME)
     }
 
     pub fn set_tag(&mut self, key: u32, tag: i64) {
         self.tags[key as usize] = tag;
-    }
-
-    /// `k` is about to be forgotten.
-    fn forgetting(&mut self, k: u32) {
-        if let Some((changes, max_parallelism)) = &mut self.changes {
-            let key = self.keys.key(k);
-            let key_group = key_group_for_hash(stable_hash(key), *max_parallelism) as u16;
-            changes.remove(k as usize, key_group, key);
-        }
     }
 
     /// Stores `row` under `key`.
@@ -196,20 +329,25 @@ impl RowStore {
         if new || self.heads.len() <= k as usize {
             self.heads.resize(self.heads.len().max(k as usize + 1), NONE);
             self.heads[k as usize] = NONE;
-            self.tags.resize(self.heads.len(), i64::MIN);
-            self.tags[k as usize] = i64::MIN;
-        }
-        if let Some((changes, _)) = &mut self.changes {
-            changes.touch(k as usize);
+            self.tags.resize(self.heads.len(), NO_TIME);
+            self.tags[k as usize] = NO_TIME;
         }
         let offset = self.log.append(row)?;
         let entry = Entry {
             offset,
             len: row.len() as u32,
             next: self.heads[k as usize],
+            key: k,
             count: 1,
             matches: matches as i32,
-            expires: i64::MIN,
+            segment: NONE,
+            index: 0,
+            expires: NO_TIME,
+            patched: false,
+            key_group: match &self.changes {
+                Some(changes) => key_group_for_hash(self.keys.hash(k), changes.max_parallelism) as u16,
+                None => 0,
+            },
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -222,11 +360,14 @@ impl RowStore {
             }
         };
         self.heads[k as usize] = id;
+        if let Some(changes) = &mut self.changes {
+            changes.added.push((id, offset));
+        }
         Ok(Pushed { new_key: new, key: k, entry: id, offset })
     }
 
-    /// Forgets one stored row, if entry `id` still holds the row stored at `offset` (ids are
-    /// reused; offsets are not).
+    /// Forgets one stored row because the watermark passed it, if entry `id` still holds the
+    /// row stored at `offset` (ids are reused; offsets are not).
     pub fn remove_entry(&mut self, key: &[u8], id: u32, offset: u64) {
         let Some(k) = self.keys.get(key) else { return };
         let mut previous = NONE;
@@ -234,7 +375,7 @@ impl RowStore {
         while e != NONE {
             if e == id {
                 if self.entries[e as usize].offset == offset {
-                    self.unlink(k, previous, e);
+                    self.unlink(k, previous, e, true);
                 }
                 return;
             }
@@ -243,62 +384,48 @@ impl RowStore {
         }
     }
 
+    /// Frees entry `e`, keeping the checkpoint bookkeeping: a stored row leaves its segment,
+    /// and unless the watermark removed it (restore drops those by itself), gets a patch.
+    fn free_entry(&mut self, e: u32, by_watermark: bool) {
+        let entry = &mut self.entries[e as usize];
+        entry.offset = FREED;
+        if let Some(changes) = &mut self.changes
+            && entry.segment != NONE
+        {
+            if !by_watermark {
+                changes.removed.push((entry.segment, entry.index));
+            }
+            changes.left_segment(entry.segment);
+        }
+        self.free.push(e);
+    }
+
     /// Takes entry `e` (after `previous`, or first) out of key `k`'s chain and frees it; a key
     /// left without rows is forgotten.
-    fn unlink(&mut self, k: u32, previous: u32, e: u32) {
+    fn unlink(&mut self, k: u32, previous: u32, e: u32, by_watermark: bool) {
         let next = self.entries[e as usize].next;
         if previous == NONE {
             self.heads[k as usize] = next;
         } else {
             self.entries[previous as usize].next = next;
         }
-        self.free.push(e);
+        self.free_entry(e, by_watermark);
         if self.heads[k as usize] == NONE {
-            self.forgetting(k);
             self.keys.remove(k);
-        } else if let Some((changes, _)) = &mut self.changes {
-            changes.touch(k as usize);
         }
     }
 
-    /// Forgets every row of `key`.
+    /// Forgets every row of `key`, because the watermark closed its window.
     pub fn remove_key(&mut self, key: &[u8]) {
         let Some(k) = self.keys.get(key) else { return };
         let mut e = self.heads[k as usize];
         while e != NONE {
-            self.free.push(e);
-            e = self.entries[e as usize].next;
+            let next = self.entries[e as usize].next;
+            self.free_entry(e, true);
+            e = next;
         }
         self.heads[k as usize] = NONE;
-        self.forgetting(k);
         self.keys.remove(k);
-    }
-
-    /// Every row of key `k`, appended to `out` as (count, matches, expires, bytes).
-    pub fn encode_rows(&self, k: u32, out: &mut Vec<u8>) -> TaskResult<()> {
-        let mut e = self.heads[k as usize];
-        let mut bytes = Vec::new();
-        while e != NONE {
-            let entry = self.entries[e as usize];
-            codec::put_i64(out, entry.count as i64);
-            codec::put_i64(out, entry.matches as i64);
-            codec::put_i64(out, entry.expires);
-            bytes.clear();
-            self.read(e, &mut bytes)?;
-            codec::put_bytes(out, &bytes);
-            e = entry.next;
-        }
-        Ok(())
-    }
-
-    /// The number of rows of key `k`.
-    pub fn rows_of_key(&self, k: u32) -> usize {
-        let (mut n, mut e) = (0, self.heads[k as usize]);
-        while e != NONE {
-            n += 1;
-            e = self.entries[e as usize].next;
-        }
-        n
     }
 
     /// Takes one copy of `row` away from `key`; false if there is none.
@@ -313,9 +440,9 @@ impl RowStore {
             if scratch == row {
                 self.entries[e as usize].count -= 1;
                 if self.entries[e as usize].count <= 0 {
-                    self.unlink(k, previous, e);
-                } else if let Some((changes, _)) = &mut self.changes {
-                    changes.touch(k as usize);
+                    self.unlink(k, previous, e, false);
+                } else {
+                    self.changed(e);
                 }
                 return Ok(true);
             }
@@ -323,6 +450,219 @@ impl RowStore {
             e = self.entries[e as usize].next;
         }
         Ok(false)
+    }
+
+    /// Writes what changed since the last checkpoint: deletions of dead segments and their
+    /// patches first, then patches, then one new segment per key group, named by `checkpoint`.
+    /// `rows` and `patches` are the two states the store writes to.
+    pub fn snapshot(
+        &mut self,
+        checkpoint: CheckpointId,
+        rows: StateId,
+        patches: StateId,
+        ctx: &mut SnapshotContext<'_>,
+    ) -> TaskResult<()> {
+        let Some(mut changes) = self.changes.take() else { return Ok(()) };
+        let result = self.write_changes(&mut changes, checkpoint.0, rows, patches, ctx);
+        self.changes = Some(changes);
+        result
+    }
+
+    fn write_changes(
+        &mut self,
+        changes: &mut Changes,
+        checkpoint: u64,
+        rows: StateId,
+        patches: StateId,
+        ctx: &mut SnapshotContext<'_>,
+    ) -> TaskResult<()> {
+        self.compact(changes);
+        for slot in std::mem::take(&mut changes.dead) {
+            let segment = &mut changes.segments[slot as usize];
+            let key_group = segment.key_group as u32;
+            ctx.delete(rows, key_group, &segment.id.to_be_bytes())?;
+            for index in &segment.patches {
+                ctx.delete(patches, key_group, &patch_key(segment.id, *index))?;
+            }
+            changes.stored_rows -= segment.rows as u64;
+            segment.dead = true;
+            segment.patches = Vec::new();
+            changes.free_slots.push(slot);
+        }
+        let mut value = Vec::new();
+        for (slot, index) in std::mem::take(&mut changes.removed) {
+            let segment = &mut changes.segments[slot as usize];
+            if !segment.dead {
+                value.clear();
+                codec::put_i64(&mut value, 0);
+                codec::put_i64(&mut value, 0);
+                ctx.put(patches, segment.key_group as u32, &patch_key(segment.id, index), &value)?;
+                segment.patches.push(index);
+            }
+        }
+        for (id, offset) in std::mem::take(&mut changes.patched) {
+            let entry = &mut self.entries[id as usize];
+            if entry.offset != offset || entry.segment == NONE || !entry.patched {
+                continue;
+            }
+            entry.patched = false;
+            let segment = &mut changes.segments[entry.segment as usize];
+            value.clear();
+            codec::put_i64(&mut value, entry.count as i64);
+            codec::put_i64(&mut value, entry.matches as i64);
+            ctx.put(patches, segment.key_group as u32, &patch_key(segment.id, entry.index), &value)?;
+            segment.patches.push(entry.index);
+        }
+        // The new rows, one segment per key group (and chunk).
+        let mut open: Vec<(u64, Vec<u8>, Vec<u32>)> = Vec::new();
+        let mut added = std::mem::take(&mut changes.added);
+        // In log order, so rows spilled to disk are read with a few large reads.
+        added.sort_unstable_by_key(|&(_, offset)| offset);
+        let mut reader = SequentialReader::new(&self.log);
+        for (id, offset) in added {
+            let entry = self.entries[id as usize];
+            if entry.offset != offset || entry.segment != NONE {
+                continue;
+            }
+            let key_group = entry.key_group;
+            if open.len() <= key_group as usize {
+                open.resize_with(key_group as usize + 1, Default::default);
+            }
+            let (chunk, segment, members) = &mut open[key_group as usize];
+            if segment.len() >= SEGMENT_BYTES {
+                let full = (*chunk, std::mem::take(segment), std::mem::take(members));
+                *chunk += 1;
+                Self::write_segment(&mut self.entries, changes, checkpoint, key_group, full, rows, ctx)?;
+            }
+            let (_, segment, members) = &mut open[key_group as usize];
+            codec::put_bytes(segment, self.keys.key(entry.key));
+            // The row's bytes go straight from the log into the segment, after their length.
+            segment.extend_from_slice(&entry.len.to_le_bytes());
+            reader.read_into(entry.offset, entry.len, segment)?;
+            codec::put_i64(segment, entry.count as i64);
+            codec::put_i64(segment, entry.matches as i64);
+            codec::put_i64(segment, entry.expires);
+            codec::put_i64(segment, self.tags[entry.key as usize]);
+            members.push(id);
+        }
+        for (key_group, open) in open.into_iter().enumerate() {
+            if !open.2.is_empty() {
+                Self::write_segment(&mut self.entries, changes, checkpoint, key_group as u16, open, rows, ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one segment: chunk `chunk` of `key_group`'s new rows at `checkpoint`.
+    fn write_segment(
+        entries: &mut [Entry],
+        changes: &mut Changes,
+        checkpoint: u64,
+        key_group: u16,
+        (chunk, segment, members): (u64, Vec<u8>, Vec<u32>),
+        rows: StateId,
+        ctx: &mut SnapshotContext<'_>,
+    ) -> TaskResult<()> {
+        if chunk >= 1 << 16 {
+            return Err(TaskError::Checkpoint(format!("a join's new rows of key group {key_group} pass 256 GiB")));
+        }
+        let id = (checkpoint << 16) | chunk;
+        ctx.put(rows, key_group as u32, &id.to_be_bytes(), &segment)?;
+        let slot = changes.new_segment(id, key_group, members.len() as u32);
+        for (index, id) in members.into_iter().enumerate() {
+            let entry = &mut entries[id as usize];
+            entry.segment = slot;
+            entry.index = index as u32;
+            entry.patched = false;
+        }
+        let stored = &mut changes.segments[slot as usize];
+        stored.live = stored.rows;
+        changes.live_rows += stored.rows as u64;
+        Ok(())
+    }
+
+    /// When more than half of the stored rows are dead, moves the live rows of every segment
+    /// that is more than half dead into the next segment, and marks those segments dead.
+    fn compact(&mut self, changes: &mut Changes) {
+        let dead_rows = changes.stored_rows - changes.live_rows;
+        if dead_rows < COMPACT_MIN_DEAD_ROWS || dead_rows <= changes.live_rows {
+            return;
+        }
+        let sparse: Vec<bool> = changes.segments.iter().map(|s| !s.dead && s.live > 0 && s.live * 2 < s.rows).collect();
+        for (id, entry) in self.entries.iter_mut().enumerate() {
+            if entry.offset == FREED || entry.segment == NONE || !sparse[entry.segment as usize] {
+                continue;
+            }
+            changes.left_segment(entry.segment);
+            entry.segment = NONE;
+            entry.patched = false;
+            changes.added.push((id as u32, entry.offset));
+        }
+    }
+
+    /// Restores one side's rows from `rows` (segments) and `patches`, dropping every row the
+    /// `watermark` has passed: an expired row, or a row of a closed window. `on_row` sees each
+    /// kept row, so the owner can rebuild its indexes.
+    pub fn restore(
+        &mut self,
+        rows: Vec<RestoredEntry>,
+        patches: Vec<RestoredEntry>,
+        watermark: Timestamp,
+        mut on_row: impl FnMut(&mut Self, RestoredRow<'_>),
+    ) -> TaskResult<()> {
+        let mut patched: HashMap<(u32, [u8; 12]), (i64, i64)> = HashMap::with_capacity(patches.len());
+        for (key_group, key, value) in patches {
+            let key: [u8; 12] = key.as_ref().try_into().map_err(|_| codec::Reader::error("a join row patch's key"))?;
+            let mut r = codec::Reader::new(&value);
+            patched.insert((key_group, key), (r.i64()?, r.i64()?));
+            r.finish()?;
+        }
+        for (key_group, key, value) in rows {
+            let id = u64::from_be_bytes(
+                key.as_ref().try_into().map_err(|_| codec::Reader::error("a join row segment's key"))?,
+            );
+            let mut r = codec::Reader::new(&value);
+            let mut rows_in_segment = Vec::new();
+            while !r.is_empty() {
+                rows_in_segment.push((r.bytes()?, r.bytes()?, r.i64()?, r.i64()?, r.i64()?, r.i64()?));
+            }
+            let slot = self.changes.as_mut().map(|c| c.new_segment(id, key_group as u16, rows_in_segment.len() as u32));
+            for (index, (join_key, row, count, matches, expires, window_end)) in rows_in_segment.into_iter().enumerate()
+            {
+                let index = index as u32;
+                let patch = patched.get(&(key_group, patch_key(id, index))).copied();
+                if let (Some(slot), Some(_)) = (slot, patch) {
+                    self.changes.as_mut().expect("tracking").segments[slot as usize].patches.push(index);
+                }
+                let (count, matches) = patch.unwrap_or((count, matches));
+                let passed = |t: i64| t != NO_TIME && t <= watermark;
+                if count <= 0 || passed(expires) || (window_end != NO_TIME && passed(window_end - 1)) {
+                    continue;
+                }
+                let pushed = self.push(join_key, row, matches)?;
+                let entry = &mut self.entries[pushed.entry as usize];
+                entry.count = count as i32;
+                entry.expires = expires;
+                if let Some(slot) = slot {
+                    entry.segment = slot;
+                    entry.index = index;
+                    let changes = self.changes.as_mut().expect("tracking");
+                    changes.added.pop();
+                    changes.segments[slot as usize].live += 1;
+                    changes.live_rows += 1;
+                }
+                if pushed.new_key {
+                    self.set_tag(pushed.key, window_end);
+                }
+                on_row(self, RestoredRow { key: join_key, pushed, window_end, expires });
+            }
+            if let Some(slot) = slot
+                && self.changes.as_ref().expect("tracking").segments[slot as usize].live == 0
+            {
+                self.changes.as_mut().expect("tracking").dead.push(slot);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -23,6 +23,8 @@ const MAX_PARALLELISM: u32 = 128;
 #[derive(Clone)]
 enum Step {
     Batch(ChangeBatch),
+    /// A batch on another input than the first (a join's right side).
+    Input(usize, ChangeBatch),
     Watermark(Timestamp),
     Checkpoint,
 }
@@ -42,6 +44,7 @@ fn feed(op: &mut dyn Operator, step: &Step, emitted: &mut Vec<String>) {
     let mut out = Output::default();
     match step {
         Step::Batch(batch) => op.process(0, batch.clone(), &mut out).expect("process"),
+        Step::Input(input, batch) => op.process(*input, batch.clone(), &mut out).expect("process"),
         Step::Watermark(w) => op.on_watermark(*w, &mut out).expect("watermark"),
         Step::Checkpoint => return,
     }
@@ -120,16 +123,21 @@ fn batch(rows: &[(i64, i64, i64)], kinds: Option<Vec<RowKind>>) -> ChangeBatch {
     }
 }
 
-/// Seeded rows over 5 keys with event times that mostly grow, and a watermark after each batch
-/// trailing the largest time by `delay`; a checkpoint every third batch.
-fn steps(seed: u64, batches: usize, delay: i64) -> Vec<Step> {
+/// A seeded xorshift generator: test input that is random but the same on every run.
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     let mut state = seed;
-    let mut next = move || {
+    move || {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         state
-    };
+    }
+}
+
+/// Seeded rows over 5 keys with event times that mostly grow, and a watermark after each batch
+/// trailing the largest time by `delay`; a checkpoint every third batch.
+fn steps(seed: u64, batches: usize, delay: i64) -> Vec<Step> {
+    let mut next = xorshift(seed);
     let (mut steps, mut time, mut max_time) = (Vec::new(), 1_000, 0);
     for b in 0..batches {
         let rows: Vec<(i64, i64, i64)> = (0..8)
@@ -329,4 +337,121 @@ fn window_top_n_round_trips() {
         )
     };
     assert_round_trips(make, &steps);
+}
+
+fn join(
+    kind: weir_dataflow::plan::JoinKind,
+    interval: Option<weir_dataflow::plan::IntervalBounds>,
+) -> Box<dyn Operator> {
+    // An outer join pads with NULLs: every output column is nullable.
+    let side = input_schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>();
+    let output = Arc::new(Schema::new([side.clone(), side].concat()));
+    Box::new(
+        super::join::Join::try_new(
+            kind,
+            input_schema(),
+            input_schema(),
+            vec![0],
+            vec![0],
+            [3, 3],
+            None,
+            None,
+            interval,
+            output,
+        )
+        .expect("join")
+        .with_max_parallelism(MAX_PARALLELISM),
+    )
+}
+
+/// Seeded changelog rows for both sides of a join over 5 keys: inserts, duplicates, and
+/// retractions of rows inserted before; a checkpoint every third batch.
+fn join_steps(seed: u64, batches: usize) -> Vec<Step> {
+    let mut next = xorshift(seed);
+    let mut live: [Vec<(i64, i64, i64)>; 2] = [Vec::new(), Vec::new()];
+    let mut steps = Vec::new();
+    for b in 0..batches {
+        let side = (next() % 2) as usize;
+        let (mut rows, mut kinds) = (Vec::new(), Vec::new());
+        for _ in 0..6 {
+            if !live[side].is_empty() && next() % 3 == 0 {
+                let i = (next() as usize) % live[side].len();
+                rows.push(live[side].swap_remove(i));
+                kinds.push(RowKind::Delete);
+            } else {
+                // Few values, so equal rows (several copies) happen.
+                let row = ((next() % 5) as i64, (next() % 3) as i64, 1_000);
+                live[side].push(row);
+                rows.push(row);
+                kinds.push(RowKind::Insert);
+            }
+        }
+        steps.push(Step::Input(side, batch(&rows, Some(kinds))));
+        if b % 3 == 2 {
+            steps.push(Step::Checkpoint);
+        }
+    }
+    steps
+}
+
+#[test]
+fn full_outer_join_over_changelogs_round_trips() {
+    // Match counts and copies of stored rows change after they were checkpointed (patches),
+    // and rows are retracted away (removal patches, dead segments).
+    for seed in [3, 11, 29] {
+        assert_round_trips(|| join(weir_dataflow::plan::JoinKind::Full, None), &join_steps(seed, 40));
+    }
+}
+
+#[test]
+fn inner_join_round_trips() {
+    assert_round_trips(|| join(weir_dataflow::plan::JoinKind::Inner, None), &join_steps(5, 40));
+}
+
+#[test]
+fn interval_join_round_trips_as_rows_expire() {
+    // `right.ts BETWEEN left.ts - 20 ms AND left.ts`: rows expire as the watermark passes them,
+    // so segments die and a restore drops what the watermark had passed.
+    let bounds = weir_dataflow::plan::IntervalBounds { left_time: 2, right_time: 2, lower: -20, upper: 0 };
+    let mut steps = Vec::new();
+    for (i, step) in self::steps(13, 45, 4).into_iter().enumerate() {
+        steps.push(match step {
+            Step::Batch(b) if i % 4 == 0 => Step::Input(1, b),
+            other => other,
+        });
+    }
+    assert_round_trips(|| join(weir_dataflow::plan::JoinKind::Inner, Some(bounds)), &steps);
+}
+
+#[test]
+fn join_state_is_compacted_when_most_stored_rows_are_gone() {
+    // 40k rows stored, then 30k of them retracted: the mostly-dead segments are rewritten, and
+    // the state left holds about the live rows.
+    let rows: Vec<(i64, i64, i64)> = (0..40_000).map(|i| (i % 1000, i, 1_000)).collect();
+    let gone: Vec<(i64, i64, i64)> = rows.iter().copied().filter(|r| r.1 % 4 != 0).collect();
+    let steps = vec![
+        Step::Input(0, batch(&rows, None)),
+        Step::Checkpoint,
+        Step::Input(0, batch(&gone, Some(vec![RowKind::Delete; gone.len()]))),
+        Step::Checkpoint,
+        Step::Input(1, batch(&[(7, 1, 1_000), (8, 2, 1_000)], None)),
+        Step::Checkpoint,
+    ];
+    assert_round_trips(|| join(weir_dataflow::plan::JoinKind::Inner, None), &steps);
+
+    let mut memory = MemoryState::default();
+    let mut op = join(weir_dataflow::plan::JoinKind::Inner, None);
+    op.track_changes();
+    let mut stored_rows = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        feed(op.as_mut(), step, &mut Vec::new());
+        if matches!(step, Step::Checkpoint) {
+            let mut ctx = SnapshotContext::in_memory(CheckpointId(i as u64 + 1), &mut memory);
+            op.snapshot(&mut ctx).expect("snapshot");
+            let bytes: usize = memory.keyed.values().map(Vec::len).sum();
+            stored_rows.push(bytes);
+        }
+    }
+    // After the retractions, the patches cover 30k rows; compaction then leaves about 10k rows.
+    assert!(stored_rows[2] < stored_rows[0] / 2, "state after compaction: {stored_rows:?}");
 }
