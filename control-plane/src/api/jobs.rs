@@ -254,10 +254,7 @@ pub(crate) async fn stop(
     TenantWriter(caller): TenantWriter,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let job = owned_job(&state, &caller, &id)?;
-    let savepoint = bounded_write(&state, state.runtime.stop_with_savepoint(job.id.clone())).await?;
-    tracing::info!(job_id = %job.id, token = %caller.token, %savepoint, "job stop with savepoint requested");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": job.id, "savepoint": savepoint }))))
+    request_savepoint(&state, &caller, &id, true).await
 }
 
 pub(crate) async fn trigger_savepoint(
@@ -265,9 +262,24 @@ pub(crate) async fn trigger_savepoint(
     TenantWriter(caller): TenantWriter,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let job = owned_job(&state, &caller, &id)?;
-    let savepoint = bounded_write(&state, state.runtime.trigger_savepoint(job.id.clone())).await?;
-    tracing::info!(job_id = %job.id, token = %caller.token, %savepoint, "savepoint requested");
+    request_savepoint(&state, &caller, &id, false).await
+}
+
+/// A savepoint of the caller's job `id`, stopping the job after it when `stop`.
+async fn request_savepoint(
+    state: &ApiState,
+    caller: &TenantCaller,
+    id: &str,
+    stop: bool,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let job = owned_job(state, caller, id)?;
+    let runtime = &state.runtime;
+    let savepoint = if stop {
+        bounded_write(state, runtime.stop_with_savepoint(job.id.clone())).await?
+    } else {
+        bounded_write(state, runtime.trigger_savepoint(job.id.clone())).await?
+    };
+    tracing::info!(job_id = %job.id, token = %caller.token, %savepoint, stop, "savepoint requested");
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": job.id, "savepoint": savepoint }))))
 }
 

@@ -41,7 +41,7 @@ pub use problem::{ApiError, PROBLEM_CONTENT_TYPE};
 pub use runtime::{JobRuntime, MetadataOnlyRuntime};
 
 use crate::handle::{ProposeError, ReplicaHandle};
-use crate::metadata::{Command, Response};
+use crate::metadata::Command;
 
 /// The prefix of every route.
 pub const API_PREFIX: &str = "/api/v1";
@@ -123,10 +123,8 @@ fn no_answer_within(timeout: Duration) -> ApiError {
 
 /// Proposes `command` and turns a rejection into its API error.
 pub(crate) async fn propose(state: &ApiState, command: Command) -> Result<(), ApiError> {
-    match bounded_write(state, state.replica.propose(command)).await? {
-        Response::Rejected(rejection) => Err(rejection.into()),
-        Response::Done | Response::CheckpointCommitted { .. } => Ok(()),
-    }
+    bounded_write(state, state.replica.propose(command)).await?.into_result()?;
+    Ok(())
 }
 
 /// Who may call a route.

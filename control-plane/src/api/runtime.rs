@@ -20,7 +20,7 @@ use super::ids::{fresh_id, now};
 use crate::handle::{BoxFuture, ProposeError, ReplicaHandle};
 use crate::metadata::ids::{SavepointId, UnixMillis};
 use crate::metadata::records::JobStatus;
-use crate::metadata::{Command, Rejection, Response};
+use crate::metadata::{Command, Rejection};
 
 /// Live figures of one vertex, over all its subtasks. `None` is "not known": the job is not
 /// running, or no job master reported yet. The API shows it as `null`, never as zero, so a
@@ -92,10 +92,8 @@ impl MetadataOnlyRuntime {
     }
 
     async fn propose(&self, command: Command) -> Result<(), ActionError> {
-        match self.replica.propose(command).await? {
-            Response::Rejected(rejection) => Err(rejection.into()),
-            Response::Done | Response::CheckpointCommitted { .. } => Ok(()),
-        }
+        self.replica.propose(command).await?.into_result()?;
+        Ok(())
     }
 
     async fn request_savepoint(&self, job: JobId, stop: bool) -> Result<SavepointId, ActionError> {

@@ -128,6 +128,16 @@ pub enum Response {
     Rejected(Rejection),
 }
 
+impl Response {
+    /// The response as a `Result`: a rejection is the error, anything else took effect.
+    pub fn into_result(self) -> Result<Response, Rejection> {
+        match self {
+            Response::Rejected(rejection) => Err(rejection),
+            other => Ok(other),
+        }
+    }
+}
+
 /// Why a command changed nothing. Each variant has a stable [`Rejection::code`] for the API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "code", rename_all = "kebab-case")]
