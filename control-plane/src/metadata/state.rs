@@ -295,6 +295,17 @@ mod tests {
         Command::SetJobStatus { job: JobId(job.into()), status, at: UnixMillis(5) }
     }
 
+    fn savepoint_of(id: &str, job: &str, tenant: &str) -> SavepointRecord {
+        SavepointRecord {
+            id: SavepointId::from(id),
+            job: JobId(job.into()),
+            tenant: TenantId::from(tenant),
+            location: format!("s3://bucket/{id}"),
+            checkpoint: CheckpointId(4),
+            created_at: UnixMillis(9),
+        }
+    }
+
     fn rejected(response: Response) -> &'static str {
         match response {
             Response::Rejected(rejection) => rejection.code(),
@@ -372,14 +383,7 @@ mod tests {
         let mut state = MetadataState::default();
         state.apply(&tenant("acme"));
         state.apply(&submit("j1", "acme"));
-        let savepoint = SavepointRecord {
-            id: SavepointId::from("sp-1"),
-            job: JobId("j1".into()),
-            tenant: TenantId::from("somebody-else"),
-            location: "s3://bucket/sp-1".into(),
-            checkpoint: CheckpointId(4),
-            created_at: UnixMillis(9),
-        };
+        let savepoint = savepoint_of("sp-1", "j1", "somebody-else");
         let add = Command::AddSavepoint { savepoint: savepoint.clone() };
         assert_eq!(state.apply(&add), Response::Done);
         assert_eq!(rejected(state.apply(&add)), "savepoint-exists");
@@ -417,14 +421,7 @@ mod tests {
             .collect();
         assert_eq!(pending, vec![("sp-1".into(), false), ("sp-2".into(), true)]);
 
-        let taken = SavepointRecord {
-            id: SavepointId::from("sp-1"),
-            job: JobId("j1".into()),
-            tenant: TenantId::from("acme"),
-            location: "s3://bucket/sp-1".into(),
-            checkpoint: CheckpointId(3),
-            created_at: UnixMillis(7),
-        };
+        let taken = savepoint_of("sp-1", "j1", "acme");
         assert_eq!(state.apply(&Command::AddSavepoint { savepoint: taken }), Response::Done);
         let job = state.job(&JobId("j1".into())).expect("submitted");
         assert_eq!(job.savepoint_requests.iter().map(|r| r.id.0.as_str()).collect::<Vec<_>>(), vec!["sp-2"]);
