@@ -1,6 +1,7 @@
-//! The control plane: Raft-replicated job metadata now; the HTTP API, dispatcher, job masters,
-//! scheduler and checkpoint coordinator will be built on it.
+//! The control plane: Raft-replicated job metadata and the HTTP API; the dispatcher, job masters,
+//! scheduler and checkpoint coordinator will be built on them.
 //!
+//! - [`api`]: the HTTP API under `/api/v1` (axum), over a [`handle::ReplicaHandle`].
 //! - [`metadata`]: the replicated data (tenants, tokens, workers, jobs, checkpoints, savepoints)
 //!   and the pure rules that apply commands to it.
 //! - [`handle`]: what the API and the leader's services need of a replica ([`handle::ReplicaHandle`]).
@@ -10,6 +11,7 @@
 //! It talks to workers only through the wire protocol in `weir-dataflow`, never by importing
 //! `weir-workers`.
 
+pub mod api;
 pub mod handle;
 pub mod metadata;
 pub mod raft;

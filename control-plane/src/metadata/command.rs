@@ -67,6 +67,15 @@ pub enum Command {
         checkpoint: CompletedCheckpoint,
         retain: u32,
     },
+    /// Asks the job master for a savepoint of a running job (and to stop the job after it, when
+    /// `stop`). The savepoint itself arrives later as [`Command::AddSavepoint`] with this id.
+    RequestSavepoint {
+        job: JobId,
+        savepoint: SavepointId,
+        stop: bool,
+        at: UnixMillis,
+    },
+    /// Records a savepoint taken; completes the job's request of the same id, if any.
     AddSavepoint {
         savepoint: SavepointRecord,
     },
@@ -95,6 +104,9 @@ impl fmt::Display for Command {
             Command::CommitCheckpoint { job, checkpoint, .. } => {
                 write!(f, "commit-checkpoint {job} {}", checkpoint.id)
             }
+            Command::RequestSavepoint { job, savepoint, stop, .. } => {
+                write!(f, "request-savepoint {savepoint} of {job} stop={stop}")
+            }
             Command::AddSavepoint { savepoint } => {
                 write!(f, "add-savepoint {} of {}", savepoint.id, savepoint.job)
             }
@@ -114,6 +126,16 @@ pub enum Response {
     CheckpointCommitted { discarded: Vec<CompletedCheckpoint> },
     /// The command broke a rule and changed nothing.
     Rejected(Rejection),
+}
+
+impl Response {
+    /// The response as a `Result`: a rejection is the error, anything else took effect.
+    pub fn into_result(self) -> Result<Response, Rejection> {
+        match self {
+            Response::Rejected(rejection) => Err(rejection),
+            other => Ok(other),
+        }
+    }
 }
 
 /// Why a command changed nothing. Each variant has a stable [`Rejection::code`] for the API.
@@ -142,6 +164,8 @@ pub enum Rejection {
     IllegalTransition { job: JobId, from: JobStatus, to: JobStatus },
     #[error("job {job} is {status} and can no longer change")]
     JobTerminated { job: JobId, status: JobStatus },
+    #[error("job {job} is {status}, not running")]
+    JobNotRunning { job: JobId, status: JobStatus },
     #[error("checkpoint {offered} of job {job} is not newer than the committed {latest}")]
     StaleCheckpoint { job: JobId, latest: CheckpointId, offered: CheckpointId },
     #[error("savepoint {savepoint} already exists")]
@@ -165,6 +189,7 @@ impl Rejection {
             Rejection::InvalidParallelism => "invalid-parallelism",
             Rejection::IllegalTransition { .. } => "illegal-transition",
             Rejection::JobTerminated { .. } => "job-terminated",
+            Rejection::JobNotRunning { .. } => "job-not-running",
             Rejection::StaleCheckpoint { .. } => "stale-checkpoint",
             Rejection::SavepointExists { .. } => "savepoint-exists",
             Rejection::UnknownSavepoint { .. } => "unknown-savepoint",

@@ -133,12 +133,27 @@ pub struct JobRecord {
     pub status_changed_at: UnixMillis,
     /// Retained completed checkpoints, oldest first.
     pub checkpoints: Vec<CompletedCheckpoint>,
+    /// Savepoints asked for and not taken yet, oldest first. The job master takes them and
+    /// answers each with an `AddSavepoint` of the same id, which removes it from here.
+    #[serde(default)]
+    pub savepoint_requests: Vec<SavepointRequest>,
 }
 
 impl JobRecord {
     pub fn latest_checkpoint(&self) -> Option<&CompletedCheckpoint> {
         self.checkpoints.last()
     }
+}
+
+/// A savepoint the user asked for, recorded so that the leader's job master takes it even if the
+/// leader changes between the request and the savepoint (the request is the desired state).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavepointRequest {
+    /// The id the savepoint will have once taken.
+    pub id: SavepointId,
+    /// Stop the job once the savepoint is taken (Flink's stop-with-savepoint).
+    pub stop: bool,
+    pub requested_at: UnixMillis,
 }
 
 /// A savepoint: a checkpoint the user owns. It outlives its job.

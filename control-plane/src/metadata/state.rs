@@ -10,7 +10,9 @@ use weir_dataflow::ids::{JobId, WorkerId};
 
 use super::command::{Command, Rejection, Response};
 use super::ids::{SavepointId, TenantId, TokenDigest, TokenId};
-use super::records::{JobRecord, JobStatus, SavepointRecord, TenantRecord, TokenRecord, WorkerRecord};
+use super::records::{
+    JobRecord, JobStatus, SavepointRecord, SavepointRequest, TenantRecord, TokenRecord, WorkerRecord,
+};
 
 /// Everything the control plane replicates.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +148,7 @@ impl MetadataState {
                         submitted_at: *at,
                         status_changed_at: *at,
                         checkpoints: Vec::new(),
+                        savepoint_requests: Vec::new(),
                     },
                 );
                 Ok(Response::Done)
@@ -188,14 +191,31 @@ impl MetadataState {
                 let discarded = record.checkpoints.drain(..excess).collect();
                 Ok(Response::CheckpointCommitted { discarded })
             }
+            Command::RequestSavepoint { job, savepoint, stop, at } => {
+                if self.savepoint_id_taken(savepoint) {
+                    return Err(Rejection::SavepointExists { savepoint: savepoint.clone() });
+                }
+                let record = self.live_job_mut(job)?;
+                // Only a running job has tasks to snapshot (as in Flink).
+                if record.status != JobStatus::Running {
+                    return Err(Rejection::JobNotRunning { job: job.clone(), status: record.status });
+                }
+                record.savepoint_requests.push(SavepointRequest {
+                    id: savepoint.clone(),
+                    stop: *stop,
+                    requested_at: *at,
+                });
+                Ok(Response::Done)
+            }
             Command::AddSavepoint { savepoint } => {
                 if self.savepoints.contains_key(&savepoint.id) {
                     return Err(Rejection::SavepointExists { savepoint: savepoint.id.clone() });
                 }
                 let job = self
                     .jobs
-                    .get(&savepoint.job)
+                    .get_mut(&savepoint.job)
                     .ok_or_else(|| Rejection::UnknownJob { job: savepoint.job.clone() })?;
+                job.savepoint_requests.retain(|request| request.id != savepoint.id);
                 // The savepoint belongs to the job's tenant, whatever the proposer wrote.
                 let mut record = savepoint.clone();
                 record.tenant = job.tenant.clone();
@@ -207,6 +227,12 @@ impl MetadataState {
                 None => Err(Rejection::UnknownSavepoint { savepoint: savepoint.clone() }),
             },
         }
+    }
+
+    /// Whether `id` names a savepoint taken or requested (of any job): ids are unique across both.
+    fn savepoint_id_taken(&self, id: &SavepointId) -> bool {
+        self.savepoints.contains_key(id)
+            || self.jobs.values().any(|job| job.savepoint_requests.iter().any(|request| &request.id == id))
     }
 
     fn require_tenant(&self, tenant: &TenantId) -> Result<(), Rejection> {
@@ -267,6 +293,17 @@ mod tests {
 
     fn set_status(job: &str, status: JobStatus) -> Command {
         Command::SetJobStatus { job: JobId(job.into()), status, at: UnixMillis(5) }
+    }
+
+    fn savepoint_of(id: &str, job: &str, tenant: &str) -> SavepointRecord {
+        SavepointRecord {
+            id: SavepointId::from(id),
+            job: JobId(job.into()),
+            tenant: TenantId::from(tenant),
+            location: format!("s3://bucket/{id}"),
+            checkpoint: CheckpointId(4),
+            created_at: UnixMillis(9),
+        }
     }
 
     fn rejected(response: Response) -> &'static str {
@@ -346,14 +383,7 @@ mod tests {
         let mut state = MetadataState::default();
         state.apply(&tenant("acme"));
         state.apply(&submit("j1", "acme"));
-        let savepoint = SavepointRecord {
-            id: SavepointId::from("sp-1"),
-            job: JobId("j1".into()),
-            tenant: TenantId::from("somebody-else"),
-            location: "s3://bucket/sp-1".into(),
-            checkpoint: CheckpointId(4),
-            created_at: UnixMillis(9),
-        };
+        let savepoint = savepoint_of("sp-1", "j1", "somebody-else");
         let add = Command::AddSavepoint { savepoint: savepoint.clone() };
         assert_eq!(state.apply(&add), Response::Done);
         assert_eq!(rejected(state.apply(&add)), "savepoint-exists");
@@ -364,6 +394,41 @@ mod tests {
         let remove = Command::RemoveSavepoint { savepoint: savepoint.id.clone() };
         assert_eq!(state.apply(&remove), Response::Done);
         assert_eq!(rejected(state.apply(&remove)), "unknown-savepoint");
+    }
+
+    #[test]
+    fn savepoint_requests_need_a_running_job_and_complete_with_their_savepoint() {
+        let mut state = MetadataState::default();
+        state.apply(&tenant("acme"));
+        state.apply(&submit("j1", "acme"));
+        let request = |id: &str, stop| Command::RequestSavepoint {
+            job: JobId("j1".into()),
+            savepoint: SavepointId::from(id),
+            stop,
+            at: UnixMillis(6),
+        };
+        assert_eq!(rejected(state.apply(&request("sp-1", false))), "job-not-running");
+        state.apply(&set_status("j1", JobStatus::Running));
+        assert_eq!(state.apply(&request("sp-1", false)), Response::Done);
+        assert_eq!(rejected(state.apply(&request("sp-1", true))), "savepoint-exists");
+        assert_eq!(state.apply(&request("sp-2", true)), Response::Done);
+        let pending: Vec<(String, bool)> = state
+            .job(&JobId("j1".into()))
+            .expect("submitted")
+            .savepoint_requests
+            .iter()
+            .map(|r| (r.id.0.clone(), r.stop))
+            .collect();
+        assert_eq!(pending, vec![("sp-1".into(), false), ("sp-2".into(), true)]);
+
+        let taken = savepoint_of("sp-1", "j1", "acme");
+        assert_eq!(state.apply(&Command::AddSavepoint { savepoint: taken }), Response::Done);
+        let job = state.job(&JobId("j1".into())).expect("submitted");
+        assert_eq!(job.savepoint_requests.iter().map(|r| r.id.0.as_str()).collect::<Vec<_>>(), vec!["sp-2"]);
+        // A taken savepoint's id cannot be requested again either.
+        assert_eq!(rejected(state.apply(&request("sp-1", false))), "savepoint-exists");
+        state.apply(&set_status("j1", JobStatus::Cancelled));
+        assert_eq!(rejected(state.apply(&request("sp-3", false))), "job-terminated");
     }
 
     #[test]
