@@ -10,6 +10,7 @@ use std::io::Cursor;
 use crate::metadata::ids::ReplicaId;
 use crate::metadata::{Command, Response};
 
+pub mod http;
 pub mod in_process;
 pub mod log_store;
 pub mod state_machine;
