@@ -14,6 +14,7 @@
 //! - `POST /raft/members` `{"id": 4, "address": "host:port"}` — adds a replica as a learner,
 //!   waits until it caught up, then makes it a voter; answers the new [`ClusterView`].
 //! - `DELETE /raft/members/{id}` — removes a voter or learner.
+//! - `GET /raft/cluster` — this replica's [`ClusterView`] (leader, term, members, last applied).
 //!
 //! A request a replica forwards carries the `weir-forwarded` header; a replica that receives one
 //! while not the leader answers 421 instead of forwarding again, so leadership changes cannot
@@ -30,7 +31,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, RaftMetrics, ReadPolicy, SnapshotPolicy};
@@ -47,6 +48,7 @@ use crate::raft::{MetadataRaft, MetadataReader, RaftStore, StoreError, TypeConfi
 pub const PROPOSE_PATH: &str = "/raft/propose";
 pub const READ_INDEX_PATH: &str = "/raft/read-index";
 pub const MEMBERS_PATH: &str = "/raft/members";
+pub const CLUSTER_PATH: &str = "/raft/cluster";
 /// Marks a request one replica forwarded to the one it believes is the leader.
 const FORWARDED_HEADER: &str = "weir-forwarded";
 /// How often a request waiting for a leader looks again.
@@ -706,6 +708,7 @@ fn replica_routes(core: Arc<ReplicaCore>) -> Router {
         .route(READ_INDEX_PATH, post(read_index_route))
         .route(MEMBERS_PATH, post(add_member_route))
         .route(&format!("{MEMBERS_PATH}/{{id}}"), delete(remove_member_route))
+        .route(CLUSTER_PATH, get(|State(core): State<Arc<ReplicaCore>>| async move { axum::Json(core.view()) }))
         .with_state(core)
 }
 
