@@ -192,7 +192,10 @@ async fn three_replica_processes_survive_kill_9_of_the_leader_and_refuse_writes_
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     assert_eq!(cluster.create_tenant(follower, "acme").await, (200, json!({"kind": "done"})));
     let (status, answer) = cluster.create_tenant(follower, "acme").await;
-    assert_eq!((status, answer["kind"].as_str(), answer["code"].as_str()), (200, Some("rejected"), Some("tenant-exists")));
+    assert_eq!(
+        (status, answer["kind"].as_str(), answer["code"].as_str()),
+        (200, Some("rejected"), Some("tenant-exists"))
+    );
 
     // kill -9 the leader, write through a survivor until it is accepted, restart the killed one
     // and let it catch up. Three times, so each replica may have led.
@@ -214,27 +217,33 @@ async fn three_replica_processes_survive_kill_9_of_the_leader_and_refuse_writes_
         assert!(*took < Duration::from_secs(5), "a failover took {took:?}: {failovers:?}");
     }
 
-    // Two of three killed: the survivor answers no-quorum within a bounded time.
-    let leader = cluster.leader().await;
-    let survivor = (1..=3).find(|id| *id != leader).expect("a survivor");
-    let second = (1..=3).find(|id| *id != leader && *id != survivor).expect("a third");
-    cluster.replicas.get_mut(&leader).expect("leader").kill_9();
-    cluster.replicas.get_mut(&second).expect("follower").kill_9();
-    for attempt in 0..2 {
-        let started = Instant::now();
-        let (status, answer) = cluster.create_tenant(survivor, &format!("lonely-{attempt}")).await;
-        let took = started.elapsed();
-        assert_eq!((status, answer["code"].as_str()), (503, Some("no-quorum")), "{answer}");
-        assert!(took < Duration::from_secs(4), "no-quorum took {took:?}");
-        eprintln!("no-quorum answered in {took:?}: {answer}");
+    // Two of three killed, the leader among them and then not: the survivor (a follower left
+    // without a leader, or a leader without a quorum) answers no-quorum within a bounded time;
+    // once one replica is back, writes are accepted again.
+    for leader_survives in [false, true] {
+        let leader = cluster.leader().await;
+        let survivor = if leader_survives { leader } else { (1..=3).find(|id| *id != leader).expect("a follower") };
+        let killed: Vec<u64> = (1..=3).filter(|id| *id != survivor).collect();
+        for id in &killed {
+            cluster.replicas.get_mut(id).expect("replica").kill_9();
+        }
+        for attempt in 0..2 {
+            let started = Instant::now();
+            let (status, answer) =
+                cluster.create_tenant(survivor, &format!("lonely-{leader_survives}-{attempt}")).await;
+            let took = started.elapsed();
+            assert_eq!((status, answer["code"].as_str()), (503, Some("no-quorum")), "{answer}");
+            assert!(took < Duration::from_secs(4), "no-quorum took {took:?}");
+            eprintln!("leader survives: {leader_survives}; no-quorum answered in {took:?}: {answer}");
+        }
+        cluster.restart(killed[0]);
+        cluster.write_until_accepted(survivor, &format!("quorum-again-{leader_survives}")).await;
+        cluster.restart(killed[1]);
+        let leader = cluster.leader().await;
+        cluster.caught_up(killed[1], leader).await;
     }
-
-    // One replica back: a quorum again, writes are accepted.
-    cluster.restart(leader);
-    cluster.write_until_accepted(survivor, "quorum-again").await;
-    cluster.restart(second);
     let leader = cluster.leader().await;
-    cluster.caught_up(second, leader).await;
+    let second = (1..=3).find(|id| *id != leader).expect("a follower");
 
     // SIGTERM stops a replica cleanly.
     let mut child = cluster.replicas.get_mut(&second).expect("replica").child.take().expect("running");
