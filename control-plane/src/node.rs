@@ -302,12 +302,15 @@ enum Attempt<T, E> {
 /// ([`ReplicaCore::on_leader`]).
 trait LeaderOp: Send + Sync {
     type Output: Serialize + DeserializeOwned + Send;
-    type Error: From<ProposeError> + Serialize + DeserializeOwned + Send;
+    type Error: From<ProposeError> + ErrorStatus + Serialize + DeserializeOwned + Send;
 
     fn describe(&self) -> String;
     /// How the operation is sent to the leader: method, path and body.
     fn request(&self) -> (reqwest::Method, String, Option<serde_json::Value>);
-    fn timeout(&self, core: &ReplicaCore) -> Duration;
+    /// How long the operation may wait for a leader and run there.
+    fn timeout(&self, core: &ReplicaCore) -> Duration {
+        core.leader_timeout
+    }
     /// Runs the operation here; [`Attempt::NotLeader`] when this replica does not lead.
     fn run_here<'a>(
         &'a self,
@@ -315,8 +318,29 @@ trait LeaderOp: Send + Sync {
     ) -> impl Future<Output = Attempt<Self::Output, Self::Error>> + Send + 'a;
     /// Whether forwarding may be tried again after the connection broke mid-request: only when
     /// doing the operation twice is harmless.
-    fn idempotent(&self) -> bool;
-    fn status(error: &Self::Error) -> StatusCode;
+    fn idempotent(&self) -> bool {
+        true
+    }
+}
+
+/// The HTTP status an operation's error is answered with.
+trait ErrorStatus {
+    fn status(&self) -> StatusCode;
+}
+
+impl ErrorStatus for ProposeError {
+    fn status(&self) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+impl ErrorStatus for MembershipError {
+    fn status(&self) -> StatusCode {
+        match self {
+            MembershipError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            MembershipError::Refused(_) => StatusCode::CONFLICT,
+        }
+    }
 }
 
 /// Routing state of a request waiting for a usable leader, for the error given at the deadline.
@@ -401,12 +425,11 @@ impl ReplicaCore {
                         tokio::time::sleep(LEADER_POLL.min(remaining)).await;
                         continue;
                     };
-                    match self.forward(op, leader, &node, remaining).await {
+                    match self.forward(op, leader, &node, remaining, &mut waiting).await {
                         Attempt::Done(output) => return Ok(output),
                         Attempt::Failed(error) => return Err(error),
                         Attempt::NotLeader => {}
                     }
-                    waiting = Waiting::Unreachable(format!("{leader} at {} did not take {}", node.addr, op.describe()));
                 }
                 None => waiting = Waiting::NoLeader,
             }
@@ -415,13 +438,14 @@ impl ReplicaCore {
     }
 
     /// Sends `op` to `leader`. [`Attempt::NotLeader`] means "look for the leader again": it no
-    /// longer leads, or it could not be connected to.
+    /// longer leads, or it could not be connected to (`waiting` says which).
     async fn forward<Op: LeaderOp>(
         &self,
         op: &Op,
         leader: ReplicaId,
         node: &BasicNode,
         remaining: Duration,
+        waiting: &mut Waiting,
     ) -> Attempt<Op::Output, Op::Error> {
         let (method, path, body) = op.request();
         let url = format!("{}{path}", http::base_url(&node.addr));
@@ -434,7 +458,10 @@ impl ReplicaCore {
                         .into(),
                 ),
             },
-            Ok((StatusCode::MISDIRECTED_REQUEST, _)) => Attempt::NotLeader,
+            Ok((StatusCode::MISDIRECTED_REQUEST, _)) => {
+                *waiting = Waiting::NoLeader;
+                Attempt::NotLeader
+            }
             Ok((status, body)) => Attempt::Failed(serde_json::from_slice(&body).unwrap_or_else(|_| {
                 ProposeError::LeaderUnreachable(format!(
                     "{leader} answered {status}: {}",
@@ -450,6 +477,7 @@ impl ReplicaCore {
                 .into(),
             ),
             Err(SendError::Refused { url, reason }) => {
+                *waiting = Waiting::Unreachable(format!("{leader} at {url} does not answer: {reason}"));
                 tracing::debug!(replica = %self.id, %leader, %url, %reason, "leader not reachable, looking again");
                 Attempt::NotLeader
             }
@@ -457,7 +485,10 @@ impl ReplicaCore {
                 ProposeError::LeaderUnreachable(format!("{lost}; {} may or may not have taken effect", op.describe()))
                     .into(),
             ),
-            Err(SendError::Lost { .. }) => Attempt::NotLeader,
+            Err(lost @ SendError::Lost { .. }) => {
+                *waiting = Waiting::Unreachable(lost.to_string());
+                Attempt::NotLeader
+            }
         }
     }
 
@@ -532,10 +563,6 @@ impl LeaderOp for Propose {
         (reqwest::Method::POST, PROPOSE_PATH.into(), serde_json::to_value(&self.0).ok())
     }
 
-    fn timeout(&self, core: &ReplicaCore) -> Duration {
-        core.leader_timeout
-    }
-
     async fn run_here(&self, core: &ReplicaCore) -> Attempt<Response, ProposeError> {
         match core.raft.client_write(self.0.clone()).await {
             Ok(written) => Attempt::Done(written.data),
@@ -554,10 +581,6 @@ impl LeaderOp for Propose {
     fn idempotent(&self) -> bool {
         false
     }
-
-    fn status(_: &ProposeError) -> StatusCode {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
 }
 
 struct ReadIndex;
@@ -574,10 +597,6 @@ impl LeaderOp for ReadIndex {
         (reqwest::Method::POST, READ_INDEX_PATH.into(), None)
     }
 
-    fn timeout(&self, core: &ReplicaCore) -> Duration {
-        core.leader_timeout
-    }
-
     async fn run_here(&self, core: &ReplicaCore) -> Attempt<u64, ProposeError> {
         match core.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
             Ok(linearizer) => Attempt::Done(linearizer.read_log_id().index()),
@@ -587,14 +606,6 @@ impl LeaderOp for ReadIndex {
             }
             Err(RaftError::Fatal(_)) => Attempt::Failed(ProposeError::ShuttingDown),
         }
-    }
-
-    fn idempotent(&self) -> bool {
-        true
-    }
-
-    fn status(_: &ProposeError) -> StatusCode {
-        StatusCode::SERVICE_UNAVAILABLE
     }
 }
 
@@ -619,10 +630,14 @@ fn membership_attempt<T>(error: RaftError<TypeConfig, ClientWriteError<TypeConfi
     }
 }
 
-fn membership_status(error: &MembershipError) -> StatusCode {
-    match error {
-        MembershipError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        MembershipError::Refused(_) => StatusCode::CONFLICT,
+/// Commits a membership change on this replica, the leader.
+async fn change_members(
+    core: &ReplicaCore,
+    change: ChangeMembers<ReplicaId, BasicNode>,
+) -> Attempt<ClusterView, MembershipError> {
+    match core.raft.change_membership(change, false).await {
+        Ok(_) => Attempt::Done(core.view()),
+        Err(e) => membership_attempt(e),
     }
 }
 
@@ -648,19 +663,8 @@ impl LeaderOp for AddMember {
         if let Err(e) = core.raft.add_learner(self.id, BasicNode::new(&self.address), true).await {
             return membership_attempt(e);
         }
-        match core.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([self.id])), false).await {
-            Ok(_) => Attempt::Done(core.view()),
-            Err(e) => membership_attempt(e),
-        }
-    }
-
-    fn idempotent(&self) -> bool {
-        // Adding a member that is already one changes nothing.
-        true
-    }
-
-    fn status(error: &MembershipError) -> StatusCode {
-        membership_status(error)
+        // Adding a replica that is already a voter changes nothing, so a retry is harmless.
+        change_members(core, ChangeMembers::AddVoterIds(BTreeSet::from([self.id]))).await
     }
 }
 
@@ -687,18 +691,7 @@ impl LeaderOp for RemoveMember {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([self.id]))
         };
-        match core.raft.change_membership(change, false).await {
-            Ok(_) => Attempt::Done(core.view()),
-            Err(e) => membership_attempt(e),
-        }
-    }
-
-    fn idempotent(&self) -> bool {
-        true
-    }
-
-    fn status(error: &MembershipError) -> StatusCode {
-        membership_status(error)
+        change_members(core, change).await
     }
 }
 
@@ -731,7 +724,7 @@ async fn serve_op<Op: LeaderOp>(core: &ReplicaCore, headers: &HeaderMap, op: Op)
     };
     match outcome {
         Ok(output) => axum::Json(output).into_response(),
-        Err(error) => (Op::status(&error), axum::Json(error)).into_response(),
+        Err(error) => (error.status(), axum::Json(error)).into_response(),
     }
 }
 
