@@ -200,7 +200,11 @@ impl Replica {
             leader_timeout: config.leader_timeout,
             membership_timeout: config.membership_timeout,
         });
-        core.bootstrap(&config.peers, &address).await?;
+        if let Err(error) = core.bootstrap(&config.peers, &address).await {
+            // Stop Raft's tasks so they release the store before the caller retries or exits.
+            let _ = core.raft.shutdown().await;
+            return Err(error);
+        }
         tracing::info!(replica = %config.id, %local_addr, %address, "control-plane replica started");
         Ok(Replica { core, local_addr, listener: Some(listener), server: None })
     }
