@@ -4,10 +4,12 @@
 //!   `SELECT` prints its changelog like Flink's SQL client in tableau mode, or writes it as JSON
 //!   lines with `--output`.
 //! - `weir shuffle --listen ADDR` runs a remote shuffle server.
+//! - `weir control-plane --id N --listen ADDR [--peers …] --data DIR` runs a control-plane replica.
 //! - `weir bench nexmark` measures the Nexmark queries; `weir bench shuffle` the remote shuffle.
 //! - `weir nexmark-gen` writes Nexmark events as newline-delimited JSON.
 
 mod bench;
+mod control_plane;
 mod run;
 mod shuffle;
 
@@ -80,6 +82,23 @@ enum Command {
         #[arg(long, value_name = "URL")]
         spill_url: Option<String>,
     },
+    /// Run one control-plane replica: the Raft-replicated metadata store (and, later, the API).
+    ControlPlane {
+        /// This replica's id (a positive integer, unique in the cluster).
+        #[arg(long)]
+        id: u64,
+        /// Address to listen on for Raft and HTTP; port 0 picks a free port (printed).
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        listen: String,
+        /// The voters of a fresh cluster: `1=host:port,2=host:port,3=host:port`, this one
+        /// included. The smallest id initializes the cluster; omitted: this replica alone. A list
+        /// without this id means it joins an existing cluster (added with `POST /raft/members`).
+        #[arg(long, value_name = "ID=ADDR,...", value_parser = weir_control_plane::node::parse_peers)]
+        peers: Option<std::collections::BTreeMap<weir_control_plane::metadata::ids::ReplicaId, String>>,
+        /// Directory of the replica's Raft log and snapshots (created if missing).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -117,6 +136,9 @@ fn main() -> ExitCode {
         ),
         Command::Shuffle { listen, channel_capacity, data, memory_budget, disk_budget, spill_url } => {
             shuffle::serve(&listen, channel_capacity, data, memory_budget, disk_budget, spill_url.as_deref())
+        }
+        Command::ControlPlane { id, listen, peers, data } => {
+            control_plane::serve(id, &listen, peers.unwrap_or_default(), data)
         }
         Command::Bench { bench } => bench::run(bench),
         Command::Savepoint { pid } => {

@@ -1,7 +1,7 @@
 //! What the API and the leader's services need of a replica: read the applied metadata, propose
 //! a command (on the leader, or forwarded to it), and say who is in the cluster. The replica
-//! process (`node`) implements it over Raft; tests may implement it over a single in-process
-//! replica.
+//! process ([`crate::node::Replica`]) implements it over Raft; tests may implement it over a
+//! single in-process replica.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,14 +13,17 @@ use crate::metadata::{Command, Response};
 use crate::raft::MetadataReader;
 
 /// Why a proposal has no answer. A command the rules refuse is not an error here: it comes back
-/// as [`Response::Rejected`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// as [`Response::Rejected`]. Serialized as `{"code": "no-quorum", "message": "..."}` when a
+/// replica forwards a write to the leader and relays its failure.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "code", content = "message", rename_all = "kebab-case")]
 pub enum ProposeError {
     /// No leader is known, or the leader cannot reach a quorum in time: the write may or may not
     /// happen later. The API answers 503.
     #[error("no quorum: {0}")]
     NoQuorum(String),
-    /// The leader could not be reached to forward the write.
+    /// The leader could not be reached to forward the write, or the connection broke after the
+    /// write was sent (then it may or may not be applied).
     #[error("the leader is unreachable: {0}")]
     LeaderUnreachable(String),
     /// This replica is shutting down.

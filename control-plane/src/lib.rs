@@ -6,7 +6,9 @@
 //!   and the pure rules that apply commands to it.
 //! - [`handle`]: what the API and the leader's services need of a replica ([`handle::ReplicaHandle`]).
 //! - [`raft`]: openraft wiring: durable log and snapshot storage on a local `redb` file, the
-//!   state machine, and an in-process network.
+//!   state machine, the HTTP transport between replica processes, and an in-process network.
+//! - [`node`]: a replica as a process ([`node::Replica`]): bootstrap, its HTTP listener, writes
+//!   and reads routed to the leader, membership changes.
 //!
 //! It talks to workers only through the wire protocol in `weir-dataflow`, never by importing
 //! `weir-workers`.
@@ -14,4 +16,5 @@
 pub mod api;
 pub mod handle;
 pub mod metadata;
+pub mod node;
 pub mod raft;

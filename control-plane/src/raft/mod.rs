@@ -1,6 +1,7 @@
 //! Raft for the control plane: openraft's type configuration for Weir's metadata, the durable
-//! log and state-machine storage on one local `redb` file per replica, and an in-process network
-//! (used by tests and by single-process clusters).
+//! log and state-machine storage on one local `redb` file per replica, the HTTP transport between
+//! replica processes ([`http`]), and an in-process network (used by tests and by single-process
+//! clusters).
 //!
 //! Raft orders [`Command`]s; their meaning is in `crate::metadata`. Storage choice:
 //! `docs/decisions/raft-storage.md`.
@@ -10,6 +11,7 @@ use std::io::Cursor;
 use crate::metadata::ids::ReplicaId;
 use crate::metadata::{Command, Response};
 
+pub mod http;
 pub mod in_process;
 pub mod log_store;
 pub mod state_machine;
