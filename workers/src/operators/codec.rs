@@ -24,6 +24,21 @@ pub fn put_bytes(out: &mut Vec<u8>, v: &[u8]) {
     out.extend_from_slice(v);
 }
 
+/// An unsigned LEB128 varint: 1 byte below 128, at most 10.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Length-prefixed bytes with a varint length.
+pub fn put_short_bytes(out: &mut Vec<u8>, v: &[u8]) {
+    put_varint(out, v.len() as u64);
+    out.extend_from_slice(v);
+}
+
 /// Reads what the `put_*` functions wrote, in the same order.
 pub struct Reader<'a> {
     rest: &'a [u8],
@@ -49,6 +64,24 @@ impl<'a> Reader<'a> {
 
     pub fn u8(&mut self) -> TaskResult<u8> {
         Ok(self.take(1)?[0])
+    }
+
+    pub fn varint(&mut self) -> TaskResult<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(corrupt("a varint is too long"))
+    }
+
+    pub fn short_bytes(&mut self) -> TaskResult<&'a [u8]> {
+        let n = self.varint()?;
+        let n = usize::try_from(n).map_err(|_| corrupt("a length is too large"))?;
+        self.take(n)
     }
 
     pub fn i64(&mut self) -> TaskResult<i64> {

@@ -229,6 +229,36 @@ fn patch_key(segment: u64, index: u32) -> [u8; 12] {
     key
 }
 
+/// A stored row's fields in a segment: a flags byte, then only those that differ from the usual
+/// (one copy, no matches, no expiry, no window), so a plain row costs one byte besides its key
+/// and bytes.
+fn put_row_fields(out: &mut Vec<u8>, entry: &Entry, window_end: Timestamp) {
+    let flags = (entry.count != 1) as u8
+        | ((entry.matches != 0) as u8) << 1
+        | ((entry.expires != NO_TIME) as u8) << 2
+        | ((window_end != NO_TIME) as u8) << 3;
+    out.push(flags);
+    if entry.count != 1 {
+        codec::put_i64(out, entry.count as i64);
+    }
+    if entry.matches != 0 {
+        codec::put_i64(out, entry.matches as i64);
+    }
+    if entry.expires != NO_TIME {
+        codec::put_i64(out, entry.expires);
+    }
+    if window_end != NO_TIME {
+        codec::put_i64(out, window_end);
+    }
+}
+
+/// Reads what [`put_row_fields`] wrote: (count, matches, expires, window end).
+fn read_row_fields(r: &mut codec::Reader<'_>) -> TaskResult<(i64, i64, i64, i64)> {
+    let flags = r.u8()?;
+    let mut field = |bit: u8, default: i64| if flags & (1 << bit) != 0 { r.i64() } else { Ok(default) };
+    Ok((field(0, 1)?, field(1, 0)?, field(2, NO_TIME)?, field(3, NO_TIME)?))
+}
+
 /// One row as [`RowStore::restore`] hands it back, to rebuild the owner's indexes.
 pub struct RestoredRow<'a> {
     pub key: &'a [u8],
@@ -535,14 +565,11 @@ impl RowStore {
                 Self::write_segment(&mut self.entries, changes, checkpoint, key_group, full, rows, ctx)?;
             }
             let (_, segment, members) = &mut open[key_group as usize];
-            codec::put_bytes(segment, self.keys.key(entry.key));
+            codec::put_short_bytes(segment, self.keys.key(entry.key));
             // The row's bytes go straight from the log into the segment, after their length.
-            segment.extend_from_slice(&entry.len.to_le_bytes());
+            codec::put_varint(segment, entry.len as u64);
             reader.read_into(entry.offset, entry.len, segment)?;
-            codec::put_i64(segment, entry.count as i64);
-            codec::put_i64(segment, entry.matches as i64);
-            codec::put_i64(segment, entry.expires);
-            codec::put_i64(segment, self.tags[entry.key as usize]);
+            put_row_fields(segment, &entry, self.tags[entry.key as usize]);
             members.push(id);
         }
         for (key_group, open) in open.into_iter().enumerate() {
@@ -624,7 +651,9 @@ impl RowStore {
             let mut r = codec::Reader::new(&value);
             let mut rows_in_segment = Vec::new();
             while !r.is_empty() {
-                rows_in_segment.push((r.bytes()?, r.bytes()?, r.i64()?, r.i64()?, r.i64()?, r.i64()?));
+                let (join_key, row) = (r.short_bytes()?, r.short_bytes()?);
+                let (count, matches, expires, window_end) = read_row_fields(&mut r)?;
+                rows_in_segment.push((join_key, row, count, matches, expires, window_end));
             }
             let slot = self.changes.as_mut().map(|c| c.new_segment(id, key_group as u16, rows_in_segment.len() as u32));
             for (index, (join_key, row, count, matches, expires, window_end)) in rows_in_segment.into_iter().enumerate()
