@@ -1,4 +1,6 @@
-//! `weir bench nexmark`, `weir bench shuffle` ([`shuffle`]) and `weir nexmark-gen`.
+//! `weir bench nexmark`, `weir bench shuffle` ([`shuffle`]), `weir bench recovery`
+//! ([`recovery`]), `weir bench api` and `weir bench failover` ([`control_plane`]) and
+//! `weir nexmark-gen`.
 //!
 //! Each query runs in its own `weir run` process, which reports its own CPU time and peak RSS
 //! (getrusage of itself), so figures are per query and include everything the process did:
@@ -12,6 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
+mod control_plane;
 mod recovery;
 mod shuffle;
 
@@ -51,6 +54,10 @@ pub enum BenchCommand {
     Shuffle(shuffle::ShuffleArgs),
     /// Time from restart to first output of a job with a large keyed state killed with kill -9.
     Recovery(recovery::RecoveryArgs),
+    /// `GET /api/v1/jobs/{id}` latency at a fixed request rate on a 3-replica control plane.
+    Api(control_plane::ApiArgs),
+    /// Time from `kill -9` of the control plane's leader to the first successful API write.
+    Failover(control_plane::FailoverArgs),
 }
 
 #[derive(Args)]
@@ -87,6 +94,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Nexmark(args) => nexmark(args),
         BenchCommand::Shuffle(args) => shuffle::run(args),
         BenchCommand::Recovery(args) => recovery::run(args),
+        BenchCommand::Api(args) => control_plane::api(args),
+        BenchCommand::Failover(args) => control_plane::failover(args),
     }
 }
 
