@@ -32,6 +32,12 @@ pub const KNOWN_KEYS: &[&str] = &[
     "restart-strategy.type",
     "restart-strategy.fixed-delay.attempts",
     "restart-strategy.fixed-delay.delay",
+    "restart-strategy.exponential-delay.initial-backoff",
+    "restart-strategy.exponential-delay.max-backoff",
+    "restart-strategy.exponential-delay.backoff-multiplier",
+    "restart-strategy.exponential-delay.reset-backoff-threshold",
+    "restart-strategy.exponential-delay.jitter-factor",
+    "restart-strategy.exponential-delay.attempts-before-reset-backoff",
     "state.checkpoints.dir",
     "state.savepoints.dir",
     "state.checkpoints.num-retained",
@@ -126,13 +132,28 @@ impl JobConfig {
             "execution.batch-shuffle-mode" => {
                 ExchangeMode::parse_batch_shuffle_mode(value).map_err(|e| invalid(&e))?;
             }
-            "restart-strategy.type"
-                if !matches!(
-                    value.trim().to_ascii_lowercase().as_str(),
-                    "none" | "off" | "disable" | "fixed-delay"
-                ) =>
-            {
-                return Err(invalid("expected none or fixed-delay"));
+            "restart-strategy.type" if crate::restart::RestartStrategy::kind(value).is_none() => {
+                return Err(invalid("expected none, fixed-delay or exponential-delay"));
+            }
+            "restart-strategy.exponential-delay.initial-backoff"
+            | "restart-strategy.exponential-delay.max-backoff"
+            | "restart-strategy.exponential-delay.reset-backoff-threshold" => {
+                parse_duration(value).map_err(|e| invalid(&e))?;
+            }
+            "restart-strategy.exponential-delay.backoff-multiplier" => {
+                let m: f64 = value.trim().parse().map_err(|_| invalid("expected a number"))?;
+                if !(m >= 1.0 && m.is_finite()) {
+                    return Err(invalid("the multiplier must be at least 1"));
+                }
+            }
+            "restart-strategy.exponential-delay.jitter-factor" => {
+                let j: f64 = value.trim().parse().map_err(|_| invalid("expected a number"))?;
+                if !(0.0..=1.0).contains(&j) {
+                    return Err(invalid("the jitter factor must be between 0 and 1"));
+                }
+            }
+            "restart-strategy.exponential-delay.attempts-before-reset-backoff" => {
+                value.trim().parse::<u32>().map_err(|_| invalid("expected a non-negative integer"))?;
             }
             "restart-strategy.fixed-delay.attempts" => {
                 value.trim().parse::<u32>().map_err(|_| invalid("expected a non-negative integer"))?;
@@ -284,6 +305,40 @@ impl JobConfig {
         Some((attempts, delay))
     }
 
+    /// `restart-strategy.*` as a [`RestartStrategy`](crate::restart::RestartStrategy): `none`,
+    /// `fixed-delay` (the default when unset: 3 attempts, 1 s apart) or `exponential-delay` with
+    /// Flink's defaults for what is not set. Values were validated when set.
+    pub fn restart_policy(&self) -> crate::restart::RestartStrategy {
+        use crate::restart::RestartStrategy;
+        let kind = self.get("restart-strategy.type").and_then(RestartStrategy::kind);
+        if kind != Some("exponential-delay") {
+            return match self.restart_strategy() {
+                Some((attempts, delay)) => RestartStrategy::FixedDelay { attempts, delay },
+                None => RestartStrategy::None,
+            };
+        }
+        let mut e = crate::restart::ExponentialDelay::default();
+        let option = |name: &str| self.get(&format!("restart-strategy.exponential-delay.{name}"));
+        let duration = |name: &str, d: &mut Duration| {
+            if let Some(v) = option(name).and_then(|v| parse_duration(v).ok()) {
+                *d = v;
+            }
+        };
+        duration("initial-backoff", &mut e.initial);
+        duration("max-backoff", &mut e.max);
+        duration("reset-backoff-threshold", &mut e.reset_threshold);
+        if let Some(v) = option("backoff-multiplier").and_then(|v| v.trim().parse().ok()) {
+            e.multiplier = v;
+        }
+        if let Some(v) = option("jitter-factor").and_then(|v| v.trim().parse().ok()) {
+            e.jitter = v;
+        }
+        if let Some(v) = option("attempts-before-reset-backoff").and_then(|v| v.trim().parse().ok()) {
+            e.attempts_before_reset = v;
+        }
+        RestartStrategy::ExponentialDelay(e)
+    }
+
     /// `execution.batch-shuffle-mode`: how a batch job's exchanges keep their data; blocking
     /// unless set, as in Flink.
     pub fn batch_shuffle_mode(&self) -> ExchangeMode {
@@ -321,6 +376,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exponential_delay_takes_flinks_option_names_and_defaults() {
+        use crate::restart::{ExponentialDelay, RestartStrategy};
+        let mut config = JobConfig::default();
+        assert!(matches!(config.restart_policy(), RestartStrategy::FixedDelay { attempts: 3, .. }));
+        config.set("restart-strategy.type", "exponential-delay").unwrap();
+        config.set("restart-strategy.exponential-delay.initial-backoff", "2 s").unwrap();
+        config.set("restart-strategy.exponential-delay.backoff-multiplier", "2.0").unwrap();
+        let expected =
+            ExponentialDelay { initial: Duration::from_secs(2), multiplier: 2.0, ..ExponentialDelay::default() };
+        assert_eq!(config.restart_policy(), RestartStrategy::ExponentialDelay(expected));
+        assert!(config.set("restart-strategy.exponential-delay.backoff-multiplier", "0.5").is_err());
+        assert!(config.set("restart-strategy.exponential-delay.jitter-factor", "2").is_err());
+        assert!(config.set("restart-strategy.type", "sometimes").is_err());
+        config.set("restart-strategy.type", "none").unwrap();
+        assert_eq!(config.restart_policy(), RestartStrategy::None);
+    }
 
     #[test]
     fn durations() {

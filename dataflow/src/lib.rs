@@ -3,7 +3,8 @@
 //! - identifiers and fencing tokens ([`ids`]), key groups ([`keygroup`]);
 //! - what flows along edges: changelog batches and in-band control events ([`event`]);
 //! - the physical stream plan ([`plan`]) and the job graph of chained vertices ([`graph`]);
-//! - job configuration with Flink's option names ([`config`]);
+//! - job configuration with Flink's option names ([`config`]) and restart strategies
+//!   ([`restart`]);
 //! - the Flink SQL planner ([`sql`]): script → plan, pure, no I/O.
 //!
 //! No other crate of the workspace is a dependency of this one.
@@ -14,4 +15,5 @@ pub mod graph;
 pub mod ids;
 pub mod keygroup;
 pub mod plan;
+pub mod restart;
 pub mod sql;
