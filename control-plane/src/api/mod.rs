@@ -20,7 +20,7 @@
 mod auth;
 mod body;
 mod cluster;
-mod ids;
+pub(crate) mod ids;
 mod jobs;
 mod metrics;
 mod openapi;
