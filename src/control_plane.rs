@@ -43,9 +43,9 @@ pub fn serve(
 /// tenants cannot be created through the API).
 pub fn root_token(file: Option<&Path>) -> Result<Option<RootToken>> {
     let secret = match file {
-        Some(path) => {
-            Some(std::fs::read_to_string(path).with_context(|| format!("cannot read the root token {}", path.display()))?)
-        }
+        Some(path) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the root token {}", path.display()))?,
+        ),
         None => std::env::var("WEIR_ROOT_TOKEN").ok(),
     };
     secret.map(|secret| RootToken::from_secret(&secret).map_err(|e| anyhow!("root token: {e}"))).transpose()
@@ -58,10 +58,11 @@ pub async fn serve_until_stopped(mut replica: Replica, api: Router, name: &str, 
     replica.serve(api)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{name} listening on {}", replica.local_addr())?;
-    for note in notes {
-        writeln!(out, "{note}")?;
-    }
     out.flush()?;
+    // Best effort: a reader that took the address and closed the pipe must not stop the server.
+    for note in notes {
+        let _ = writeln!(out, "{note}").and_then(|()| out.flush());
+    }
     drop(out);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -53,8 +53,12 @@ impl InProcessExecutor {
     async fn start_run(&self, request: ExecutionRequest, reporter: RunReporter) -> Result<Arc<dyn RunningJob>> {
         let ExecutionRequest { job, parallelism, restore } = request;
         let mut config = run::base_config(Some(parallelism))?;
-        // Not pinned: a script's own `SET 'state.checkpoints.dir'` wins.
-        config.set("state.checkpoints.dir", &self.state_dir).map_err(|e| anyhow!("state.checkpoints.dir: {e}"))?;
+        // Defaults, not pinned: a script's own `SET`s win. Savepoints go in a folder per job, so
+        // two jobs' savepoints taken in the same millisecond never meet.
+        let savepoints = format!("{}/savepoints/{}", self.state_dir, job.id);
+        for (key, value) in [("state.checkpoints.dir", &self.state_dir), ("state.savepoints.dir", &savepoints)] {
+            config.set(key, value).map_err(|e| anyhow!("{key}: {e}"))?;
+        }
         if let Restore::Savepoint(path) = &restore {
             config.set("execution.savepoint.path", path).map_err(|e| anyhow!("execution.savepoint.path: {e}"))?;
             config.pin("execution.savepoint.path");
@@ -195,13 +199,16 @@ impl RunningJob for InProcessRun {
         }
         let only = |ids: Vec<VertexId>| if ids.len() == 1 { ids.first().copied() } else { None };
         let graph = &self.graph;
-        let sources = only(graph.vertices.iter().map(|v| v.id).filter(|v| graph.edges.iter().all(|e| e.target != *v)).collect());
-        let sinks = only(graph.vertices.iter().map(|v| v.id).filter(|v| graph.edges.iter().all(|e| e.source != *v)).collect());
+        let sources =
+            only(graph.vertices.iter().map(|v| v.id).filter(|v| graph.edges.iter().all(|e| e.target != *v)).collect());
+        let sinks =
+            only(graph.vertices.iter().map(|v| v.id).filter(|v| graph.edges.iter().all(|e| e.source != *v)).collect());
+        // A source vertex's input is the rows its connector read; a sink vertex's output the
+        // rows it wrote.
         if let Some(source) = sources {
-            metrics.entry(source).or_default().records_out = Some(self.counters.source_rows.load(Ordering::Relaxed));
+            metrics.entry(source).or_default().records_in = Some(self.counters.source_rows.load(Ordering::Relaxed));
         }
         if let Some(sink) = sinks {
-            // A sink vertex's output is the rows it wrote.
             metrics.entry(sink).or_default().records_out = Some(self.counters.output_rows.load(Ordering::Relaxed));
         }
         metrics

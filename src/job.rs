@@ -73,7 +73,9 @@ pub fn run(command: JobCommand, connection: Connection) -> Result<()> {
             JobCommand::Cancel { id } => cancel(&client, &id).await,
             JobCommand::Savepoint { id, stop } => savepoint(&client, &id, stop).await,
             JobCommand::Rescale { id, parallelism } => {
-                client.call(Method::POST, &format!("jobs/{id}/rescale"), Some(json!({ "parallelism": parallelism }))).await?;
+                client
+                    .call(Method::POST, &format!("jobs/{id}/rescale"), Some(json!({ "parallelism": parallelism })))
+                    .await?;
                 eprintln!("job {id}: rescaling to parallelism {parallelism} (it restarts from a savepoint)");
                 Ok(())
             }
@@ -120,7 +122,8 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|e| anyhow!("cannot reach {url}: {e} (is `weir standalone` running?)"))?;
+        let response =
+            request.send().await.map_err(|e| anyhow!("cannot reach {url}: {e} (is `weir standalone` running?)"))?;
         let status = response.status();
         let text = response.text().await.with_context(|| format!("{url}: the answer broke off"))?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -222,17 +225,20 @@ async fn status(client: &Client, id: &str) -> Result<()> {
     writeln!(out, "status: {}", text(&job["status"]))?;
     writeln!(out, "parallelism: {}", job["parallelism"])?;
     match job["last_checkpoint"].as_object() {
-        Some(checkpoint) => writeln!(out, "last checkpoint: {} at {}", checkpoint["id"], text(&checkpoint["location"]))?,
+        Some(checkpoint) => {
+            writeln!(out, "last checkpoint: {} at {}", checkpoint["id"], text(&checkpoint["location"]))?
+        }
         None => writeln!(out, "last checkpoint: none")?,
     }
     for vertex in job["vertices"].as_array().into_iter().flatten() {
         let figure = |key: &str| if vertex[key].is_null() { "-".to_string() } else { vertex[key].to_string() };
         writeln!(
             out,
-            "  vertex {} x{}: {}  (out {}, backpressure {})",
+            "  vertex {} x{}: {}  (in {}, out {}, backpressure {})",
             vertex["id"],
             vertex["parallelism"],
             text(&vertex["name"]),
+            figure("records_in"),
             figure("records_out"),
             figure("backpressure")
         )?;

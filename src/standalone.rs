@@ -93,6 +93,8 @@ fn write_private(path: &Path, secret: &str) -> Result<()> {
         .mode(0o600)
         .open(&partial)
         .with_context(|| format!("cannot write {}", partial.display()))?;
-    writeln!(file, "{secret}").and_then(|()| file.sync_all()).with_context(|| format!("cannot write {}", partial.display()))?;
+    writeln!(file, "{secret}")
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", partial.display()))?;
     std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -262,7 +262,11 @@ impl Dispatcher {
             self.propose_status(&job, status).await;
         }
         let jobs: Vec<JobRecord> = self.replica.reader().read(|metadata| {
-            metadata.jobs().filter(|job| !job.status.is_terminal() || self.runs.contains_key(&job.id)).cloned().collect()
+            metadata
+                .jobs()
+                .filter(|job| !job.status.is_terminal() || self.runs.contains_key(&job.id))
+                .cloned()
+                .collect()
         });
         for job in jobs {
             if self.ending.contains_key(&job.id) {
