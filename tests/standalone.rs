@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::published;
+use common::{kill_9, published};
 
 /// A `weir standalone` process on a free loopback port over `data`, killed when dropped.
 struct Standalone {
@@ -109,16 +109,13 @@ impl Standalone {
     }
 
     fn kill_9(&mut self) {
-        let status = Command::new("kill").arg("-9").arg(self.child.id().to_string()).status().expect("kill runs");
-        assert!(status.success());
-        let _ = self.child.wait();
+        kill_9(&mut self.child);
     }
 }
 
 impl Drop for Standalone {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_9(&mut self.child);
     }
 }
 
