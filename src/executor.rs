@@ -29,11 +29,12 @@ use weir_control_plane::dispatcher::{
 use weir_control_plane::handle::BoxFuture;
 use weir_control_plane::metadata::ids::UnixMillis;
 use weir_control_plane::metadata::records::CompletedCheckpoint as CheckpointRecord;
+use weir_dataflow::config::JobConfig;
 use weir_dataflow::graph::JobGraph;
-use weir_dataflow::ids::VertexId;
+use weir_dataflow::ids::{JobId, VertexId};
 use weir_dataflow::sql::plan_script;
 use weir_shuffle_service::LocalShuffle;
-use weir_state_store::CompletedCheckpoint;
+use weir_state_store::{CheckpointStore, CompletedCheckpoint, StateLocation};
 use weir_workers::checkpoint::coordinator::SavepointRequest;
 use weir_workers::runtime::{JobCounters, LocalJob, run_local};
 
@@ -70,11 +71,20 @@ impl InProcessExecutor {
             .context("the SQL planner failed")?
             .map_err(|e| anyhow!("{e}"))?;
         let plan = planned.plan.context("the script has no INSERT INTO")?;
-        let graph = run::job_graph(&plan, &planned.config);
+        let mut job_config = planned.config;
+        // A script that starts from a savepoint (`SET 'execution.savepoint.path'`) does so once:
+        // once the job has checkpoints of its own, a restart resumes from them.
+        if restore == Restore::LatestCheckpoint
+            && job_config.savepoint_path().is_some()
+            && has_checkpoints(&job_config, &job.id).await?
+        {
+            job_config.values.remove("execution.savepoint.path");
+        }
+        let graph = run::job_graph(&plan, &job_config);
         // Without checkpoints there is nothing to resume from: the job starts over.
-        let resume = restore == Restore::LatestCheckpoint && planned.config.checkpointing().is_some() && !plan.batch;
-        let checkpointing = run::checkpointing(&plan, &planned.config, &job.id, resume).await?;
-        let savepoints_dir = checkpointing.as_ref().map(|setup| run::savepoints_dir(&planned.config, &setup.config));
+        let resume = restore == Restore::LatestCheckpoint && job_config.checkpointing().is_some() && !plan.batch;
+        let checkpointing = run::checkpointing(&plan, &job_config, &job.id, resume).await?;
+        let savepoints_dir = checkpointing.as_ref().map(|setup| run::savepoints_dir(&job_config, &setup.config));
         let (checkpoint_root, retain) = match &checkpointing {
             Some(setup) => (
                 format!("{}/{}/checkpoints", setup.config.dir.trim_end_matches('/'), job.id),
@@ -230,6 +240,14 @@ impl InProcessRun {
             .map_err(|_| ExecutorError("the job has ended: no savepoint".into()))?;
         Ok((path, replied))
     }
+}
+
+/// Whether the job already committed a checkpoint under its `state.checkpoints.dir`.
+async fn has_checkpoints(config: &JobConfig, job: &JobId) -> Result<bool> {
+    let Some(checkpoints) = config.checkpointing() else { return Ok(false) };
+    let location = StateLocation::parse(&checkpoints.dir).map_err(|e| anyhow!("state.checkpoints.dir: {e}"))?;
+    let store = CheckpointStore::new(location, job.clone(), checkpoints.num_retained);
+    Ok(!store.list_ids().await.map_err(|e| anyhow!("cannot list the job's checkpoints: {e}"))?.is_empty())
 }
 
 fn unix_millis() -> UnixMillis {
