@@ -171,7 +171,7 @@ async fn a_bounded_job_finishes_and_its_sink_has_every_row() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unbounded_job_commits_checkpoints_until_cancelled() {
+async fn an_unbounded_job_commits_checkpoints_takes_a_savepoint_rescales_and_cancels() {
     let dir = tempfile::tempdir().expect("tempdir");
     let weir = Standalone::start(&dir.path().join("data"), &dir.path().join("standalone.log"));
     let script = dir.path().join("unbounded.sql");
@@ -196,6 +196,28 @@ async fn an_unbounded_job_commits_checkpoints_until_cancelled() {
         assert!(Instant::now() < deadline, "no checkpoint after {first} was committed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // A savepoint's path is printed once it is taken; a rescale restarts from a stopping one.
+    let saved = weir.job(&["savepoint", &job]);
+    assert!(saved.status.success(), "savepoint failed: {}", String::from_utf8_lossy(&saved.stderr));
+    let path = String::from_utf8_lossy(&saved.stdout).trim().to_string();
+    assert!(Path::new(&path).join("_metadata").is_file(), "no savepoint at {path:?}");
+    let rescaled = weir.job(&["rescale", &job, "2"]);
+    assert!(rescaled.status.success(), "rescale failed: {}", String::from_utf8_lossy(&rescaled.stderr));
+    // The detail shows the desired parallelism at once; the run restarts from a savepoint.
+    let restored = format!("restoring job '{job}' from savepoint");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&weir.log).expect("log").contains(&restored) {
+        assert!(Instant::now() < deadline, "not restarted from a savepoint; log {}", weir.log.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    weir.wait_for(&job, "RUNNING").await;
+    let detail = weir.get(&format!("jobs/{job}")).await;
+    assert_eq!(detail["vertices"][0]["parallelism"], 2);
+    let recorded = weir.get(&format!("jobs/{job}/savepoints")).await;
+    assert_eq!(recorded["savepoints"][0]["location"], path.as_str(), "only the user's savepoint is listed");
+    let exceptions = weir.get(&format!("jobs/{job}/exceptions")).await;
+    assert_eq!(exceptions["exceptions"], serde_json::json!([]));
 
     let cancelled = weir.job(&["cancel", &job]);
     assert!(cancelled.status.success(), "cancel failed: {}", String::from_utf8_lossy(&cancelled.stderr));
