@@ -1,4 +1,7 @@
-//! `weir run`: plan a script, run it in this process, show or write its result.
+//! `weir run`: plan a script, run it in this process, show or write its result. Its parts that
+//! any local run needs — the base configuration, the job graph, checkpointing and savepoint
+//! targets — are public, so `weir standalone`'s executor (`crate::executor`) runs managed jobs
+//! the same way.
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
