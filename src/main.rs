@@ -4,14 +4,20 @@
 //!   `SELECT` prints its changelog like Flink's SQL client in tableau mode, or writes it as JSON
 //!   lines with `--output`.
 //! - `weir shuffle --listen ADDR` runs a remote shuffle server.
+//! - `weir standalone [--listen ADDR] [--data DIR]` runs all of Weir in one process: the control
+//!   plane (one Raft replica), its HTTP API, and jobs in this process.
+//! - `weir job submit|list|status|cancel|savepoint|rescale` is the client of that API.
 //! - `weir control-plane --id N --listen ADDR [--peers …] --data DIR` runs a control-plane replica.
 //! - `weir bench nexmark` measures the Nexmark queries; `weir bench shuffle` the remote shuffle.
 //! - `weir nexmark-gen` writes Nexmark events as newline-delimited JSON.
 
 mod bench;
 mod control_plane;
+mod executor;
+mod job;
 mod run;
 mod shuffle;
+mod standalone;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,7 +88,25 @@ enum Command {
         #[arg(long, value_name = "URL")]
         spill_url: Option<String>,
     },
-    /// Run one control-plane replica: the Raft-replicated metadata store (and, later, the API).
+    /// Run Weir in one process: a one-replica control plane, the HTTP API, and the jobs it runs.
+    /// On first start it creates tenant `default` and writes an admin token to DATA/admin-token.
+    Standalone {
+        /// Address of the HTTP API; port 0 picks a free port (printed on the first line).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Directory of the metadata, checkpoints and admin token (created if missing; kept
+        /// across restarts, so jobs resume).
+        #[arg(long, value_name = "DIR", default_value = standalone::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+    },
+    /// Manage jobs of a running `weir standalone` (or control plane) through its HTTP API.
+    Job {
+        #[command(subcommand)]
+        command: job::JobCommand,
+        #[command(flatten)]
+        connection: job::Connection,
+    },
+    /// Run one control-plane replica: the Raft-replicated metadata store and the HTTP API.
     ControlPlane {
         /// This replica's id (a positive integer, unique in the cluster).
         #[arg(long)]
@@ -98,6 +122,10 @@ enum Command {
         /// Directory of the replica's Raft log and snapshots (created if missing).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// File holding the operator's root token (creates tenants and their tokens); default:
+        /// the WEIR_ROOT_TOKEN environment variable, else none.
+        #[arg(long, value_name = "PATH")]
+        root_token_file: Option<PathBuf>,
     },
     /// Benchmarks.
     Bench {
@@ -137,9 +165,11 @@ fn main() -> ExitCode {
         Command::Shuffle { listen, channel_capacity, data, memory_budget, disk_budget, spill_url } => {
             shuffle::serve(&listen, channel_capacity, data, memory_budget, disk_budget, spill_url.as_deref())
         }
-        Command::ControlPlane { id, listen, peers, data } => {
-            control_plane::serve(id, &listen, peers.unwrap_or_default(), data)
+        Command::ControlPlane { id, listen, peers, data, root_token_file } => {
+            control_plane::serve(id, &listen, peers.unwrap_or_default(), data, root_token_file.as_deref())
         }
+        Command::Standalone { listen, data } => standalone::serve(&listen, data),
+        Command::Job { command, connection } => job::run(command, connection),
         Command::Bench { bench } => bench::run(bench),
         Command::Savepoint { pid } => {
             // SAFETY: kill(2) with a plain pid and signal number touches no memory of ours.

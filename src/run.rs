@@ -1,4 +1,7 @@
-//! `weir run`: plan a script, run it in this process, show or write its result.
+//! `weir run`: plan a script, run it in this process, show or write its result. Its parts that
+//! any local run needs — the base configuration, the job graph, checkpointing and savepoint
+//! targets — are public, so `weir standalone`'s executor (`crate::executor`) runs managed jobs
+//! the same way.
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -14,6 +17,7 @@ use weir_dataflow::config::{CheckpointConfig, JobConfig};
 use weir_dataflow::event::ChangeBatch;
 use weir_dataflow::graph::JobGraph;
 use weir_dataflow::ids::{AttemptNumber, JobId};
+use weir_dataflow::plan::StreamPlan;
 use weir_dataflow::sql::plan_script;
 use weir_shuffle_service::remote::RemoteShuffle;
 use weir_shuffle_service::{LocalShuffle, ShuffleService};
@@ -237,16 +241,54 @@ pub struct RunOptions {
     pub progress: bool,
 }
 
-/// Plans and runs a script; rows of its final `SELECT` go to `sink`.
-pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Result<RunStats> {
-    let (name, parallelism, progress) = (options.name.as_str(), options.parallelism, options.progress);
-    let shuffle_server = options.shuffle_server.as_deref();
+/// The configuration a script is planned with before its own `SET`s: `parallelism` pinned,
+/// so the script cannot change it (`weir run --parallelism`, a managed job's parallelism).
+pub fn base_config(parallelism: Option<u32>) -> Result<JobConfig> {
     let mut config = JobConfig::default();
     if let Some(p) = parallelism {
         config.set("parallelism.default", &p.to_string()).map_err(|e| anyhow!("--parallelism: {e}"))?;
         config.pin("parallelism.default");
     }
-    let planned = plan_script(sql, config).map_err(|e| anyhow!("{name}:{e}"))?;
+    Ok(config)
+}
+
+/// The job graph a plan runs as: a batch job's exchanges take `execution.batch-shuffle-mode`.
+pub fn job_graph(plan: &StreamPlan, config: &JobConfig) -> JobGraph {
+    let graph = JobGraph::from_plan(plan);
+    if plan.batch { graph.with_exchange_mode(config.batch_shuffle_mode()) } else { graph }
+}
+
+/// The job's checkpointing, if it has any: where checkpoints go and which one it starts from
+/// (`execution.savepoint.path`, else with `resume` the latest under the job's folder `job`).
+pub async fn checkpointing(
+    plan: &StreamPlan,
+    config: &JobConfig,
+    job: &JobId,
+    resume: bool,
+) -> Result<Option<CheckpointSetup>> {
+    match config.checkpointing() {
+        // As in Flink: a batch job recovers by re-running stages, not from checkpoints.
+        Some(_) if plan.batch => {
+            if resume {
+                bail!("--resume needs a streaming job; this one runs in batch mode (execution.runtime-mode)");
+            }
+            tracing::warn!("checkpointing is not used in batch mode (execution.runtime-mode)");
+            Ok(None)
+        }
+        Some(checkpoints) => Ok(Some(checkpoint_setup(checkpoints, config, job, resume).await?)),
+        None if resume => bail!("--resume needs checkpoints: set 'execution.checkpointing.interval'"),
+        None if config.savepoint_path().is_some() => {
+            bail!("execution.savepoint.path needs checkpoints to restore into: set 'execution.checkpointing.interval'")
+        }
+        None => Ok(None),
+    }
+}
+
+/// Plans and runs a script; rows of its final `SELECT` go to `sink`.
+pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Result<RunStats> {
+    let (name, progress) = (options.name.as_str(), options.progress);
+    let shuffle_server = options.shuffle_server.as_deref();
+    let planned = plan_script(sql, base_config(options.parallelism)?).map_err(|e| anyhow!("{name}:{e}"))?;
     for key in planned.config.unknown_keys() {
         tracing::warn!(key, "option is not used by Weir");
     }
@@ -267,27 +309,10 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
             elapsed: Duration::ZERO,
         });
     };
-    let mut graph = JobGraph::from_plan(&plan);
-    if plan.batch {
-        graph = graph.with_exchange_mode(planned.config.batch_shuffle_mode());
-    }
+    let graph = job_graph(&plan, &planned.config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut checkpointing = match planned.config.checkpointing() {
-        // As in Flink: a batch job recovers by re-running stages, not from checkpoints.
-        Some(_) if plan.batch => {
-            if options.resume {
-                bail!("--resume needs a streaming job; this one runs in batch mode (execution.runtime-mode)");
-            }
-            tracing::warn!("checkpointing is not used in batch mode (execution.runtime-mode)");
-            None
-        }
-        Some(config) => Some(runtime.block_on(checkpoint_setup(config, &planned.config, options))?),
-        None if options.resume => bail!("--resume needs checkpoints: set 'execution.checkpointing.interval'"),
-        None if planned.config.savepoint_path().is_some() => {
-            bail!("execution.savepoint.path needs checkpoints to restore into: set 'execution.checkpointing.interval'")
-        }
-        None => None,
-    };
+    let job_id = JobId(planned.config.pipeline_name().unwrap_or(&options.job_name).to_string());
+    let mut checkpointing = runtime.block_on(checkpointing(&plan, &planned.config, &job_id, options.resume))?;
     let counters = Arc::new(JobCounters::default());
     // One namespace per run (and per attempt), so runs sharing a server never meet each
     // other's channels.
@@ -335,6 +360,7 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
             collect: Some(sender),
             counters: counters.clone(),
             checkpointing: checkpointing.take(),
+            checkpoint_listener: None,
         };
         let outcome =
             runtime.block_on(drive(job, receiver, sink, &counters, started, show_progress, savepoint_requests));
@@ -350,8 +376,7 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
                 eprintln!("warning: {e}; restarting from the latest checkpoint (attempt {attempt})");
                 std::thread::sleep(restart_strategy.map(|(_, delay)| delay).unwrap_or_default());
                 let config = planned.config.checkpointing().expect("the job is checkpointed");
-                let resumed = RunOptions { resume: true, ..options.clone() };
-                checkpointing = Some(runtime.block_on(checkpoint_setup(config, &planned.config, &resumed))?);
+                checkpointing = Some(runtime.block_on(checkpoint_setup(config, &planned.config, &job_id, true))?);
             }
             Ok(Err(e)) => break Err(e.into()),
             Ok(Ok(())) => break Ok(()),
@@ -380,11 +405,18 @@ fn remote_shuffle(addr: &str, run: &str, attempt: u32) -> Arc<dyn ShuffleService
 }
 
 /// Where savepoints go: `state.savepoints.dir`, or `savepoints` beside the job's checkpoints.
-fn savepoints_dir(job: &JobConfig, checkpoints: &CheckpointConfig) -> String {
+pub fn savepoints_dir(job: &JobConfig, checkpoints: &CheckpointConfig) -> String {
     match job.get("state.savepoints.dir").map(str::trim).filter(|d| !d.is_empty()) {
         Some(dir) => dir.to_string(),
         None => format!("{}/savepoints", checkpoints.dir.trim_end_matches('/')),
     }
+}
+
+/// A fresh savepoint's path under `dir` (named by the time it was asked for) and its location.
+pub fn savepoint_target(dir: &str) -> Result<(String, StateLocation)> {
+    let path = format!("{}/savepoint-{}", dir.trim_end_matches('/'), unix_nanos() / 1_000_000);
+    let target = StateLocation::parse(&path).map_err(|e| anyhow!("state.savepoints.dir: {e}"))?;
+    Ok((path, target))
 }
 
 /// Runs a job to its end, handing its result rows to `sink` as they come. The outer error is
@@ -410,8 +442,7 @@ async fn drive(
             _ = usr1.recv(), if savepoint.is_none() => match &savepoints {
                 None => eprintln!("warning: a savepoint needs checkpoints: set 'execution.checkpointing.interval'"),
                 Some((requests, dir)) => {
-                    let path = format!("{}/savepoint-{}", dir.trim_end_matches('/'), unix_nanos() / 1_000_000);
-                    let target = StateLocation::parse(&path).map_err(|e| anyhow!("state.savepoints.dir: {e}"))?;
+                    let (path, target) = savepoint_target(dir)?;
                     let (reply, replied) = tokio::sync::oneshot::channel();
                     if requests.send(SavepointRequest { target, reply }).is_ok() {
                         eprintln!("taking a savepoint to stop the job …");
@@ -473,14 +504,16 @@ fn unix_nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
-/// Where this run's checkpoints go and which one it starts from.
+/// Where this run's checkpoints go (the folder `job` under `state.checkpoints.dir`) and which
+/// one it starts from.
 async fn checkpoint_setup(
     config: CheckpointConfig,
     job_config: &JobConfig,
-    options: &RunOptions,
+    job: &JobId,
+    resume: bool,
 ) -> Result<CheckpointSetup> {
     let location = StateLocation::parse(&config.dir).map_err(|e| anyhow!("state.checkpoints.dir: {e}"))?;
-    let job = JobId(job_config.pipeline_name().unwrap_or(&options.job_name).to_string());
+    let job = job.clone();
     let restore = if let Some(path) = job_config.savepoint_path() {
         let target = StateLocation::parse(path).map_err(|e| anyhow!("execution.savepoint.path: {e}"))?;
         let savepoint = weir_state_store::checkpoint::read_savepoint(&target)
@@ -488,7 +521,7 @@ async fn checkpoint_setup(
             .map_err(|e| anyhow!("cannot restore from execution.savepoint.path '{path}': {e}"))?;
         eprintln!("restoring job '{job}' from savepoint {path} (checkpoint {})", savepoint.id);
         Some(savepoint)
-    } else if options.resume {
+    } else if resume {
         let store = CheckpointStore::new(location.clone(), job.clone(), config.num_retained);
         let latest = store.latest_completed().await.map_err(|e| anyhow!("cannot resume job '{job}': {e}"))?;
         for warning in &latest.warnings {

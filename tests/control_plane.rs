@@ -184,8 +184,9 @@ async fn three_replica_processes_survive_kill_9_of_the_leader_and_refuse_writes_
     let mut cluster = Cluster::start(root.path());
     let leader = cluster.leader().await;
     for replica in cluster.replicas.values() {
-        let health = cluster.client.get(replica.url("/healthz")).send().await.expect("answers");
-        assert_eq!(health.text().await.expect("body"), "ok");
+        let health = cluster.client.get(replica.url("/api/v1/healthz")).send().await.expect("answers");
+        let health: Value = health.json().await.expect("a JSON body");
+        assert_eq!(health["status"], "ok");
     }
 
     // A write through a follower is forwarded to the leader.

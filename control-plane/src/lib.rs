@@ -1,7 +1,11 @@
-//! The control plane: Raft-replicated job metadata and the HTTP API; the dispatcher, job masters,
-//! scheduler and checkpoint coordinator will be built on them.
+//! The control plane: Raft-replicated job metadata, the HTTP API and the dispatcher; job
+//! masters for remote workers, the scheduler and a control-plane checkpoint coordinator will be
+//! built on them.
 //!
 //! - [`api`]: the HTTP API under `/api/v1` (axum), over a [`handle::ReplicaHandle`].
+//! - [`dispatcher`]: the leader's service that runs jobs as the metadata says, through a
+//!   [`dispatcher::JobExecutor`] the root binary provides.
+//! - [`bootstrap`]: a first tenant and its admin token, for a laptop's `weir standalone`.
 //! - [`metadata`]: the replicated data (tenants, tokens, workers, jobs, checkpoints, savepoints)
 //!   and the pure rules that apply commands to it.
 //! - [`handle`]: what the API and the leader's services need of a replica ([`handle::ReplicaHandle`]).
@@ -14,6 +18,8 @@
 //! `weir-workers`.
 
 pub mod api;
+pub mod bootstrap;
+pub mod dispatcher;
 pub mod handle;
 pub mod metadata;
 pub mod node;

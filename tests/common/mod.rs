@@ -36,17 +36,22 @@ impl ShuffleServer {
     }
 
     pub fn kill_9(&mut self) {
-        let status = Command::new("kill").arg("-9").arg(self.child.id().to_string()).status().expect("kill runs");
-        assert!(status.success());
-        let _ = self.child.wait();
+        kill_9(&mut self.child);
     }
 }
 
 impl Drop for ShuffleServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_9(&mut self.child);
     }
+}
+
+/// Kills `child` as `kill -9` does (`Child::kill` sends SIGKILL on Unix) and reaps it; a child
+/// that already exited is only reaped.
+#[allow(dead_code, reason = "not every test binary kills a process")]
+pub fn kill_9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Every published (visible) line of a filesystem sink's folder, counted; hidden in-progress

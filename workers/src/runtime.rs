@@ -23,7 +23,9 @@ use weir_dataflow::keygroup::{
 use weir_dataflow::plan::{OperatorSpec, Partitioning, StreamPlan};
 use weir_shuffle_service::{GateId, InputGate, PartitionKind, PartitionWriter, ShuffleService};
 
-use weir_state_store::{CheckpointStore, KeyedStateBackend, OperatorId, StateLocation, StateOptions, SubtaskStateId};
+use weir_state_store::{
+    CheckpointStore, CompletedCheckpoint, KeyedStateBackend, OperatorId, StateLocation, StateOptions, SubtaskStateId,
+};
 
 use crate::checkpoint::align::{AlignStep, BarrierAligner};
 use crate::checkpoint::coordinator::{Coordinator, SavepointRequest};
@@ -79,6 +81,8 @@ pub struct LocalJob {
     pub restart: Option<RestartStrategy>,
     /// Savepoint requests for the checkpoint coordinator, while the job runs.
     pub savepoints: Option<UnboundedReceiver<SavepointRequest>>,
+    /// Told of every checkpoint the coordinator commits (the control plane records them).
+    pub checkpoint_listener: Option<UnboundedSender<CompletedCheckpoint>>,
 }
 
 /// Region failover for batch jobs: when a shuffle server is lost, with the data it held, the
@@ -127,6 +131,7 @@ struct SnapshotPart {
 /// frees what a stage read when it finishes. The first failure cancels the rest.
 pub async fn run_local(mut job: LocalJob) -> TaskResult<()> {
     let savepoints = job.savepoints.take();
+    let checkpoint_listener = job.checkpoint_listener.take();
     let mut schedule = RegionSchedule::new(job.graph.pipelined_regions());
     let (reports, report_queue) = mpsc::unbounded_channel();
     let (completed, completed_watch) = watch::channel(None);
@@ -153,6 +158,9 @@ pub async fn run_local(mut job: LocalJob) -> TaskResult<()> {
             Ok(mut c) => {
                 if let Some(requests) = savepoints {
                     c = c.with_savepoints(requests);
+                }
+                if let Some(listener) = checkpoint_listener {
+                    c = c.with_listener(listener);
                 }
                 coordinator = Some(tokio::spawn(c.run()));
             }

@@ -24,6 +24,12 @@ pub(crate) fn fresh_id(prefix: &str) -> Result<String, ApiError> {
     Ok(format!("{prefix}-{}", random_hex(8)?))
 }
 
+/// A fresh token secret: 256 random bits; the prefix makes a leaked secret easy to recognise
+/// (secret scanners).
+pub(crate) fn fresh_token_secret() -> Result<String, ApiError> {
+    Ok(format!("weir_{}", random_hex(32)?))
+}
+
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

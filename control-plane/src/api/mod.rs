@@ -5,9 +5,9 @@
 //! ([`ReplicaHandle::reader`]), so they keep working (possibly a little behind the leader) when
 //! the cluster has lost its quorum; writes are proposed through [`ReplicaHandle::propose`] and
 //! answer 503 `no-quorum` when nothing can be committed. Live job information and job actions go
-//! through a [`JobRuntime`], which the leader's job masters will provide; until then
-//! [`MetadataOnlyRuntime`] records the desired change in the metadata and reports no live
-//! metrics.
+//! through a [`JobRuntime`]: the dispatcher's where this replica runs jobs
+//! (`crate::dispatcher::DispatcherRuntime`), else [`MetadataOnlyRuntime`], which records the
+//! desired change in the metadata and reports no live metrics.
 //!
 //! - [`routes`]: the route table, one place that both the router and the OpenAPI test read.
 //! - `auth`: bearer tokens → a caller (the operator's root token, or a tenant's token and role).
@@ -20,7 +20,7 @@
 mod auth;
 mod body;
 mod cluster;
-mod ids;
+pub(crate) mod ids;
 mod jobs;
 mod metrics;
 mod openapi;

@@ -1,12 +1,14 @@
 //! What the API needs of running jobs: live figures per vertex, the job's exceptions, and the
 //! actions (cancel, stop with a savepoint, trigger a savepoint, rescale).
 //!
-//! The leader's job masters own running jobs and will implement [`JobRuntime`] (answering on a
-//! follower by asking the leader). Until they exist, [`MetadataOnlyRuntime`] is the
-//! implementation: each action only records the desired change in the replicated metadata —
-//! a status, a savepoint request, a desired parallelism — which is also what a job master will
-//! read when it (re)starts, so these records stay meaningful once job masters act on them. It
-//! knows no live figures: every metric is `None` (JSON `null`) and no exception is reported.
+//! [`MetadataOnlyRuntime`] records each action as the desired change in the replicated metadata
+//! — a status, a savepoint request, a desired parallelism — which is what the leader's
+//! dispatcher acts on (and what a new leader's reads when it starts); it knows no live figures:
+//! every metric is `None` (JSON `null`) and no exception is reported. A replica that dispatches
+//! (`weir standalone`) serves [`crate::dispatcher::DispatcherRuntime`] instead, which records
+//! actions the same way and adds the runs' live figures and exceptions; `weir control-plane`,
+//! with no workers to run jobs on yet, serves the metadata-only one. (Answering live figures on
+//! a follower by asking the leader is not built yet.)
 //!
 //! The API checks the caller's access to the job before calling any method here.
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Operator, digest_secret};
 use super::body::ApiJson;
-use super::ids::{fresh_id, now, random_hex};
+use super::ids::{fresh_id, fresh_token_secret, now};
 use super::problem::ApiError;
 use super::{ApiState, propose};
 use crate::metadata::Command;
@@ -70,8 +70,7 @@ pub(crate) async fn create_token(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant = TenantId(tenant);
     let token = TokenId(fresh_id("tok")?);
-    // 256 random bits; the prefix makes a leaked secret easy to recognise (secret scanners).
-    let secret = format!("weir_{}", random_hex(32)?);
+    let secret = fresh_token_secret()?;
     let command = Command::CreateToken {
         token: token.clone(),
         tenant: tenant.clone(),

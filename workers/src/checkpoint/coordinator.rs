@@ -48,6 +48,9 @@ pub struct Coordinator {
     savepoint_requests: Option<mpsc::UnboundedReceiver<SavepointRequest>>,
     /// Requests waiting for the next completed checkpoint.
     savepoints_wanted: Vec<SavepointRequest>,
+    /// Told of every committed checkpoint: whoever manages the job (the control plane's
+    /// dispatcher) records it beside the state store's own metadata.
+    listener: Option<mpsc::UnboundedSender<CompletedCheckpoint>>,
 }
 
 impl Coordinator {
@@ -76,12 +79,20 @@ impl Coordinator {
             failures: 0,
             savepoint_requests: None,
             savepoints_wanted: Vec::new(),
+            listener: None,
         })
     }
 
     /// Takes savepoint requests from `requests` while the job runs.
     pub fn with_savepoints(mut self, requests: mpsc::UnboundedReceiver<SavepointRequest>) -> Self {
         self.savepoint_requests = Some(requests);
+        self
+    }
+
+    /// Tells `listener` of every checkpoint once it is committed (a closed listener is ignored:
+    /// the job does not depend on anyone watching it).
+    pub fn with_listener(mut self, listener: mpsc::UnboundedSender<CompletedCheckpoint>) -> Self {
+        self.listener = Some(listener);
         self
     }
 
@@ -196,6 +207,9 @@ impl Coordinator {
                 self.failures = 0;
                 tracing::info!(checkpoint = %checkpoint.id, elapsed_ms = p.started.elapsed().as_millis() as u64, "checkpoint completed");
                 let _ = self.completed.send(Some(checkpoint.id));
+                if let Some(listener) = &self.listener {
+                    let _ = listener.send(checkpoint.clone());
+                }
                 for request in std::mem::take(&mut self.savepoints_wanted) {
                     let written = weir_state_store::checkpoint::write_savepoint(
                         &self.setup.location,

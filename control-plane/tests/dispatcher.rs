@@ -1,0 +1,203 @@
+//! The dispatcher's state machine over a one-replica Raft cluster, with a scripted executor:
+//! start → RUNNING, checkpoints committed, a savepoint, a rescale through a stopping savepoint,
+//! cancel → CANCELLED, a failure → FAILED with its exception, and a new dispatcher (a new
+//! leader) restarting a RUNNING job from its latest checkpoint.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use weir_control_plane::api::JobRuntime;
+use weir_control_plane::dispatcher::{
+    Dispatcher, ExecutionRequest, ExecutorError, JobExecutor, Restore, RunEnd, RunReporter, RunningJob, TakenSavepoint,
+};
+use weir_control_plane::handle::{BoxFuture, ReplicaHandle};
+use weir_control_plane::metadata::Command;
+use weir_control_plane::metadata::ids::{SavepointId, TenantId, UnixMillis};
+use weir_control_plane::metadata::records::{CompletedCheckpoint, JobRecord, JobStatus};
+use weir_dataflow::ids::{CheckpointId, JobId, VertexId};
+
+mod common;
+use common::{SingleReplica, WAIT};
+
+/// One scripted run: the dispatcher's requests, and its reporter for the test to report with.
+struct FakeRun {
+    request: ExecutionRequest,
+    reporter: RunReporter,
+    cancelled: AtomicBool,
+}
+
+impl RunningJob for FakeRun {
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.reporter.ended(RunEnd::Cancelled);
+    }
+
+    fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<TakenSavepoint, ExecutorError>> {
+        let (reporter, location) = (self.reporter.clone(), format!("sp-of-p{}", self.request.parallelism));
+        Box::pin(async move {
+            if stop {
+                reporter.ended(RunEnd::Stopped);
+            }
+            Ok(TakenSavepoint { location, checkpoint: CheckpointId(7) })
+        })
+    }
+
+    fn vertex_metrics(&self) -> BTreeMap<VertexId, weir_control_plane::api::runtime::VertexMetrics> {
+        BTreeMap::new()
+    }
+}
+
+#[derive(Default)]
+struct FakeExecutor {
+    runs: Mutex<Vec<Arc<FakeRun>>>,
+}
+
+impl JobExecutor for FakeExecutor {
+    fn start(
+        &self,
+        request: ExecutionRequest,
+        reporter: RunReporter,
+    ) -> BoxFuture<'_, Result<Arc<dyn RunningJob>, ExecutorError>> {
+        Box::pin(async move {
+            if request.job.sql.contains("cannot start") {
+                return Err(ExecutorError("the script does not plan".into()));
+            }
+            let run = Arc::new(FakeRun { request, reporter, cancelled: AtomicBool::new(false) });
+            self.runs.lock().expect("not poisoned").push(run.clone());
+            Ok(run as Arc<dyn RunningJob>)
+        })
+    }
+}
+
+impl FakeExecutor {
+    fn runs_of(&self, job: &JobId) -> Vec<Arc<FakeRun>> {
+        self.runs.lock().expect("not poisoned").iter().filter(|run| &run.request.job.id == job).cloned().collect()
+    }
+}
+
+async fn propose(replica: &SingleReplica, command: Command) {
+    replica.propose(command).await.expect("committed").into_result().expect("accepted");
+}
+
+async fn submit(replica: &SingleReplica, job: &str, sql: &str) -> JobId {
+    let id = JobId(job.into());
+    let command = Command::SubmitJob {
+        job: id.clone(),
+        tenant: TenantId::from("acme"),
+        name: job.into(),
+        sql: sql.into(),
+        config: BTreeMap::new(),
+        parallelism: 2,
+        at: UnixMillis(1),
+    };
+    propose(replica, command).await;
+    id
+}
+
+/// Waits until `check` holds of the job's record.
+async fn until(replica: &SingleReplica, job: &JobId, what: &str, check: impl Fn(&JobRecord) -> bool) -> JobRecord {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let record = replica.reader().read(|m| m.job(job).cloned()).expect("the job exists");
+        if check(&record) {
+            return record;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: the job is {record:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn until_status(replica: &SingleReplica, job: &JobId, status: JobStatus) {
+    until(replica, job, &format!("waiting for {status}"), |record| record.status == status).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatcher_drives_jobs_through_their_lives() {
+    let replica = SingleReplica::start().await;
+    propose(&replica, Command::CreateTenant { tenant: "acme".into(), display_name: "Acme".into(), at: UnixMillis(1) })
+        .await;
+    let executor = Arc::new(FakeExecutor::default());
+    let dispatcher = Dispatcher::new(replica.clone(), executor.clone());
+    let runtime = dispatcher.runtime();
+    let dispatching = tokio::spawn(dispatcher.run());
+
+    // CREATED → started fresh at the desired parallelism → RUNNING.
+    let job = submit(&replica, "job-1", "INSERT INTO out SELECT * FROM g").await;
+    until_status(&replica, &job, JobStatus::Running).await;
+    let first = executor.runs_of(&job).pop().expect("a run");
+    assert_eq!((first.request.parallelism, &first.request.restore), (2, &Restore::Nothing));
+
+    // A completed checkpoint is committed through Raft.
+    let checkpoint = CompletedCheckpoint {
+        id: CheckpointId(1),
+        location: "chk-1".into(),
+        parallelism: 2,
+        state_size_bytes: 0,
+        completed_at: UnixMillis(2),
+    };
+    first.reporter.checkpoint_completed(checkpoint, 1);
+    until(&replica, &job, "checkpoint 1", |record| record.checkpoints.len() == 1).await;
+
+    // A savepoint request is taken and recorded; the job goes on.
+    let savepoint = SavepointId::from("sp-1");
+    let request =
+        Command::RequestSavepoint { job: job.clone(), savepoint: savepoint.clone(), stop: false, at: UnixMillis(3) };
+    propose(&replica, request).await;
+    until(&replica, &job, "savepoint taken", |record| record.savepoint_requests.is_empty()).await;
+    let taken = replica.reader().read(|m| m.savepoint(&savepoint).cloned()).expect("recorded");
+    assert_eq!(taken.location, "sp-of-p2");
+    assert_eq!(executor.runs_of(&job).len(), 1);
+
+    // A new desired parallelism: stop with a savepoint, start from it at 3.
+    propose(&replica, Command::SetDesiredParallelism { job: job.clone(), parallelism: 3 }).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while executor.runs_of(&job).len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no restart at the new parallelism");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = executor.runs_of(&job).pop().expect("a second run");
+    assert_eq!((second.request.parallelism, &second.request.restore), (3, &Restore::Savepoint("sp-of-p2".into())));
+    until_status(&replica, &job, JobStatus::Running).await;
+
+    // Cancel: the run is cancelled, then the job is CANCELLED.
+    let status = runtime.cancel(job.clone()).await.expect("accepted");
+    assert_eq!(status, JobStatus::Cancelling);
+    until_status(&replica, &job, JobStatus::Cancelled).await;
+    assert!(second.cancelled.load(Ordering::SeqCst));
+
+    // A failed run fails the job, with its exception; one that cannot start too.
+    let failing = submit(&replica, "job-2", "INSERT INTO out SELECT * FROM g").await;
+    until_status(&replica, &failing, JobStatus::Running).await;
+    executor.runs_of(&failing)[0].reporter.ended(RunEnd::Failed("boom".into()));
+    until_status(&replica, &failing, JobStatus::Failed).await;
+    assert_eq!(runtime.exceptions(failing.clone()).await[0].message, "boom");
+    let broken = submit(&replica, "job-3", "cannot start").await;
+    until_status(&replica, &broken, JobStatus::Failed).await;
+    assert!(runtime.exceptions(broken).await[0].message.contains("does not plan"));
+
+    // A bounded job that finishes is FINISHED.
+    let bounded = submit(&replica, "job-4", "INSERT INTO out SELECT * FROM g").await;
+    until_status(&replica, &bounded, JobStatus::Running).await;
+    let survivor = submit(&replica, "job-5", "INSERT INTO out SELECT * FROM g").await;
+    until_status(&replica, &survivor, JobStatus::Running).await;
+    executor.runs_of(&bounded)[0].reporter.ended(RunEnd::Finished);
+    until_status(&replica, &bounded, JobStatus::Finished).await;
+
+    // A new leader's dispatcher (this one gone with its runs) restarts the RUNNING job from its
+    // latest checkpoint.
+    dispatching.abort();
+    let _ = dispatching.await;
+    let restarted = Arc::new(FakeExecutor::default());
+    let dispatching = tokio::spawn(Dispatcher::new(replica.clone(), restarted.clone()).run());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while restarted.runs_of(&survivor).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the running job was not restarted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(restarted.runs_of(&survivor)[0].request.restore, Restore::LatestCheckpoint);
+    until_status(&replica, &survivor, JobStatus::Running).await;
+    assert!(restarted.runs_of(&job).is_empty() && restarted.runs_of(&bounded).is_empty(), "ended jobs stay ended");
+    dispatching.abort();
+}

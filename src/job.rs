@@ -1,0 +1,277 @@
+//! `weir job …`: the command-line client of the HTTP API (submit, list, status, cancel,
+//! savepoint, rescale).
+//!
+//! It talks to `--url` (default `http://127.0.0.1:8080`, where `weir standalone` listens) with
+//! the token from `--token`, `WEIR_TOKEN`, or `./weir-data/admin-token` (what `weir standalone`
+//! writes on first start). An API error (`application/problem+json`) is printed as its detail,
+//! a SQL error as `FILE:LINE:COLUMN: message`, and the command exits non-zero. Long actions
+//! wait and show progress on stderr: `submit` until the job runs, `cancel` until it is
+//! cancelled, `savepoint` until the savepoint's path is known.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::standalone::{ADMIN_TOKEN_FILE, DEFAULT_DATA_DIR};
+
+#[derive(Args)]
+pub struct Connection {
+    /// The control plane's address.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// A tenant's API token (default: WEIR_TOKEN, else ./weir-data/admin-token).
+    #[arg(long, global = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum JobCommand {
+    /// Submit a SQL script (it must INSERT INTO a sink table) and wait until it runs.
+    Submit {
+        file: PathBuf,
+        /// The job's name (default: the file's name without extension).
+        #[arg(long)]
+        name: Option<String>,
+        /// Default parallelism (overrides the script's SET 'parallelism.default').
+        #[arg(long, short = 'p')]
+        parallelism: Option<u32>,
+    },
+    /// List the tenant's jobs.
+    List,
+    /// Show a job: status, parallelism, last checkpoint, vertices with live figures.
+    Status { id: String },
+    /// Cancel a job and wait until it is cancelled.
+    Cancel { id: String },
+    /// Take a savepoint of a running checkpointed job and print its path.
+    Savepoint {
+        id: String,
+        /// Stop the job once the savepoint is taken (Flink's stop-with-savepoint).
+        #[arg(long)]
+        stop: bool,
+    },
+    /// Run the job at another parallelism (it restarts from a savepoint).
+    Rescale { id: String, parallelism: u32 },
+}
+
+/// How long a command waits for a job to reach the state it waits for.
+const WAIT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(200);
+
+pub fn run(command: JobCommand, connection: Connection) -> Result<()> {
+    let client = Client::new(connection)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match command {
+            JobCommand::Submit { file, name, parallelism } => submit(&client, &file, name, parallelism).await,
+            JobCommand::List => list(&client).await,
+            JobCommand::Status { id } => status(&client, &id).await,
+            JobCommand::Cancel { id } => cancel(&client, &id).await,
+            JobCommand::Savepoint { id, stop } => savepoint(&client, &id, stop).await,
+            JobCommand::Rescale { id, parallelism } => {
+                client
+                    .call(Method::POST, &format!("jobs/{id}/rescale"), Some(json!({ "parallelism": parallelism })))
+                    .await?;
+                eprintln!("job {id}: rescaling to parallelism {parallelism} (it restarts from a savepoint)");
+                Ok(())
+            }
+        }
+    })
+}
+
+/// An API error, as its problem+json body says.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail} ({code}, HTTP {status})")]
+struct Problem {
+    status: u16,
+    code: String,
+    detail: String,
+    body: Value,
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(connection: Connection) -> Result<Client> {
+        let token = match connection.token.or_else(|| std::env::var("WEIR_TOKEN").ok()) {
+            Some(token) => token,
+            None => {
+                let file = Path::new(DEFAULT_DATA_DIR).join(ADMIN_TOKEN_FILE);
+                std::fs::read_to_string(&file).with_context(|| {
+                    format!("no token: pass --token, set WEIR_TOKEN, or run where {} exists", file.display())
+                })?
+            }
+        };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let base = format!("{}/api/v1", connection.url.trim_end_matches('/'));
+        Ok(Client { http, base, token: token.trim().to_string() })
+    }
+
+    /// Calls `METHOD /api/v1/PATH`; an error status is a [`Problem`] (inside the `anyhow`).
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let url = format!("{}/{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response =
+            request.send().await.map_err(|e| anyhow!("cannot reach {url}: {e} (is `weir standalone` running?)"))?;
+        let status = response.status();
+        let text = response.text().await.with_context(|| format!("{url}: the answer broke off"))?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            return Ok(body);
+        }
+        let field = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
+        let detail = field("detail").or_else(|| body.as_str().map(str::to_string)).unwrap_or_default();
+        let code = field("code").unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+        Err(Problem { status: status.as_u16(), code, detail, body }.into())
+    }
+
+    async fn job(&self, id: &str) -> Result<Value> {
+        self.call(Method::GET, &format!("jobs/{id}"), None).await
+    }
+
+    async fn latest_exception(&self, id: &str) -> Option<String> {
+        let answer = self.call(Method::GET, &format!("jobs/{id}/exceptions"), None).await.ok()?;
+        answer["exceptions"].get(0)?["message"].as_str().map(str::to_string)
+    }
+}
+
+async fn submit(client: &Client, file: &Path, name: Option<String>, parallelism: Option<u32>) -> Result<()> {
+    let sql = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let name = name.unwrap_or_else(|| file.file_stem().map_or("job".into(), |s| s.to_string_lossy().into_owned()));
+    let mut body = json!({ "name": name, "sql": sql });
+    if let Some(parallelism) = parallelism {
+        body["parallelism"] = json!(parallelism);
+    }
+    let answer = client.call(Method::POST, "jobs", Some(body)).await.map_err(|e| sql_error(e, file))?;
+    let id = answer["id"].as_str().context("the answer has no job id")?.to_string();
+    println!("{id}");
+    let status = wait_for(client, &id, "submitted", |status| status == "RUNNING" || status == "FINISHED").await?;
+    if status != "RUNNING" && status != "FINISHED" {
+        let why = client.latest_exception(&id).await.unwrap_or_default();
+        bail!("job {id} is {status}: {why}");
+    }
+    Ok(())
+}
+
+/// A SQL error as `FILE:LINE:COLUMN: message`; any other error as it is.
+fn sql_error(error: anyhow::Error, file: &Path) -> anyhow::Error {
+    let Some(problem) = error.downcast_ref::<Problem>() else { return error };
+    let (line, column) = (&problem.body["line"], &problem.body["column"]);
+    if problem.code != "invalid-sql" || !line.is_u64() {
+        return error;
+    }
+    // The detail starts with the position; say it once, with the file in front.
+    let prefix = format!("{line}:{column}: ");
+    let message = problem.detail.strip_prefix(&prefix).unwrap_or(&problem.detail);
+    anyhow!("{}:{line}:{column}: {message}", file.display())
+}
+
+/// Polls the job until `done(status)` or a terminal status; shows progress; answers the status.
+async fn wait_for(client: &Client, id: &str, action: &str, done: impl Fn(&str) -> bool) -> Result<String> {
+    let started = Instant::now();
+    let show = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    loop {
+        let job = client.job(id).await?;
+        let status = job["status"].as_str().unwrap_or("UNKNOWN").to_string();
+        if status != last {
+            if show {
+                eprint!("\r\x1b[2Kjob {id} ({action}): {status}");
+            } else {
+                eprintln!("job {id}: {status}");
+            }
+            last = status.clone();
+        }
+        if done(&status) || matches!(status.as_str(), "FINISHED" | "FAILED" | "CANCELLED") {
+            if show {
+                eprintln!();
+            }
+            return Ok(status);
+        }
+        if started.elapsed() > WAIT {
+            bail!("job {id} is still {status} after {}s", WAIT.as_secs());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn list(client: &Client) -> Result<()> {
+    let answer = client.call(Method::GET, "jobs", None).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<22} {:<11} {:>4}  NAME", "ID", "STATUS", "P")?;
+    for job in answer["jobs"].as_array().into_iter().flatten() {
+        let text = |key: &str| job[key].as_str().unwrap_or("").to_string();
+        writeln!(out, "{:<22} {:<11} {:>4}  {}", text("id"), text("status"), job["parallelism"], text("name"))?;
+    }
+    Ok(())
+}
+
+async fn status(client: &Client, id: &str) -> Result<()> {
+    let job = client.job(id).await?;
+    let mut out = std::io::stdout().lock();
+    let text = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_string);
+    writeln!(out, "job {}  {}", text(&job["id"]), text(&job["name"]))?;
+    writeln!(out, "status: {}", text(&job["status"]))?;
+    writeln!(out, "parallelism: {}", job["parallelism"])?;
+    match job["last_checkpoint"].as_object() {
+        Some(checkpoint) => {
+            writeln!(out, "last checkpoint: {} at {}", checkpoint["id"], text(&checkpoint["location"]))?
+        }
+        None => writeln!(out, "last checkpoint: none")?,
+    }
+    for vertex in job["vertices"].as_array().into_iter().flatten() {
+        let figure = |key: &str| if vertex[key].is_null() { "-".to_string() } else { vertex[key].to_string() };
+        writeln!(
+            out,
+            "  vertex {} x{}: {}  (in {}, out {}, backpressure {})",
+            vertex["id"],
+            vertex["parallelism"],
+            text(&vertex["name"]),
+            figure("records_in"),
+            figure("records_out"),
+            figure("backpressure")
+        )?;
+    }
+    Ok(())
+}
+
+async fn cancel(client: &Client, id: &str) -> Result<()> {
+    client.call(Method::POST, &format!("jobs/{id}/cancel"), None).await?;
+    let status = wait_for(client, id, "cancelling", |status| status == "CANCELLED").await?;
+    println!("{status}");
+    Ok(())
+}
+
+async fn savepoint(client: &Client, id: &str, stop: bool) -> Result<()> {
+    let path = if stop { format!("jobs/{id}/stop") } else { format!("jobs/{id}/savepoints") };
+    let answer = client.call(Method::POST, &path, None).await?;
+    let savepoint = answer["savepoint"].as_str().context("the answer has no savepoint id")?.to_string();
+    eprintln!("taking savepoint {savepoint} of job {id} …");
+    let started = Instant::now();
+    loop {
+        let answer = client.call(Method::GET, &format!("jobs/{id}/savepoints"), None).await?;
+        let taken = answer["savepoints"].as_array().into_iter().flatten().find(|sp| sp["id"] == savepoint.as_str());
+        if let Some(taken) = taken {
+            println!("{}", taken["location"].as_str().unwrap_or_default());
+            return Ok(());
+        }
+        if let Some(why) = client.latest_exception(id).await.filter(|message| message.contains(&savepoint)) {
+            bail!("{why}");
+        }
+        if started.elapsed() > WAIT {
+            bail!("savepoint {savepoint} was not taken within {}s", WAIT.as_secs());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -1,0 +1,100 @@
+//! `weir standalone`: the whole of Weir in one process — a one-replica control plane (Raft on
+//! local disk), the HTTP API, the dispatcher and the in-process executor.
+//!
+//! Everything lives in the data directory (default `./weir-data`, kept across restarts so jobs
+//! resume where they were): `raft.redb` (the metadata), `state/` (checkpoints and savepoints of
+//! jobs that set no `state.checkpoints.dir`) and `admin-token`. On first start the tenant
+//! `default` and an admin token are created and the token's secret is written to
+//! `<data>/admin-token` (mode 0600), where `weir job` finds it; a later start keeps it, or makes
+//! a new one if the file is gone. `WEIR_ROOT_TOKEN` still enables the root token's routes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use weir_control_plane::api::{self, ApiState};
+use weir_control_plane::bootstrap::ensure_tenant_admin;
+use weir_control_plane::dispatcher::Dispatcher;
+use weir_control_plane::handle::ReplicaHandle;
+use weir_control_plane::metadata::ids::{ReplicaId, TenantId};
+use weir_control_plane::node::{Replica, ReplicaConfig};
+
+use crate::control_plane::{root_token, serve_until_stopped};
+use crate::executor::InProcessExecutor;
+
+/// The file, inside the data directory, that holds the `default` tenant's admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// The data directory when none is given.
+pub const DEFAULT_DATA_DIR: &str = "weir-data";
+
+pub fn serve(listen: &str, data: PathBuf) -> Result<()> {
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    let data = data.canonicalize().with_context(|| format!("cannot read {}", data.display()))?;
+    let root_token = root_token(None)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let replica = Replica::start(ReplicaConfig::new(ReplicaId(1), listen, &data))
+            .await
+            .context("the control plane does not start")?;
+        let handle = replica.handle();
+        wait_until_leader(handle.as_ref()).await?;
+        let token_file = data.join(ADMIN_TOKEN_FILE);
+        bootstrap_admin_token(handle.as_ref(), &token_file).await?;
+        let executor = Arc::new(InProcessExecutor::new(&data.join("state")));
+        let dispatcher = Dispatcher::new(handle.clone(), executor);
+        let mut state = ApiState::new(handle, Arc::new(dispatcher.runtime()));
+        if let Some(root_token) = root_token {
+            state = state.with_root_token(root_token);
+        }
+        tokio::spawn(dispatcher.run());
+        let notes = [
+            format!("data in {}", data.display()),
+            format!("admin token of tenant 'default' in {}", token_file.display()),
+        ];
+        serve_until_stopped(replica, api::router(state), "weir standalone", &notes).await
+    })
+}
+
+/// A lone replica elects itself within an election timeout; proposals need it to lead.
+async fn wait_until_leader(replica: &dyn ReplicaHandle) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !replica.is_leader() {
+        if Instant::now() > deadline {
+            bail!("the control plane did not elect itself leader within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Makes sure `file` holds a valid admin token of tenant `default`, creating both if needed.
+async fn bootstrap_admin_token(replica: &dyn ReplicaHandle, file: &Path) -> Result<()> {
+    let known = std::fs::read_to_string(file).ok();
+    let fresh = ensure_tenant_admin(replica, &TenantId::from("default"), known.as_deref())
+        .await
+        .context("cannot create the default tenant's admin token")?;
+    if let Some(secret) = fresh {
+        write_private(file, &secret)?;
+    }
+    Ok(())
+}
+
+/// Writes `secret` to `path` readable by its owner only, replacing it whole (never half written).
+fn write_private(path: &Path, secret: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let partial = path.with_extension("partial");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    writeln!(file, "{secret}")
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
+}

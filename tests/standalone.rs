@@ -1,0 +1,303 @@
+//! `weir standalone` with real processes and real HTTP: jobs submitted with `weir job` run to
+//! their end, commit checkpoints through Raft, cancel, refuse invalid SQL with its position, and
+//! survive a `kill -9` of the whole process with exactly-once output.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::{kill_9, published};
+
+/// A `weir standalone` process on a free loopback port over `data`, killed when dropped.
+struct Standalone {
+    child: Child,
+    /// Kept open: the process prints more after its address, and must never see a closed pipe.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+    url: String,
+    token: String,
+    log: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Standalone {
+    /// Starts it; its stderr goes to `log` (appended, so a restart's follows the first's).
+    fn start(data: &Path, log: &Path) -> Standalone {
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["standalone", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("WEIR_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("weir standalone starts");
+        let mut line = String::new();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line).expect("its address");
+        let addr = line.trim().rsplit(' ').next().expect("an address").to_string();
+        assert!(line.starts_with("weir standalone listening on"), "unexpected first line {line:?}");
+        let token = std::fs::read_to_string(data.join("admin-token")).expect("the admin token is written");
+        Standalone {
+            child,
+            _stdout: stdout,
+            url: format!("http://{addr}"),
+            token: token.trim().to_string(),
+            log: log.to_path_buf(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Runs `weir job ARGS` against this process.
+    fn job(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["job", "--url", &self.url])
+            .args(args)
+            .env("WEIR_TOKEN", &self.token)
+            .output()
+            .expect("weir job runs")
+    }
+
+    /// `weir job submit FILE`, which must succeed; answers the job's id.
+    fn submit(&self, file: &Path) -> String {
+        let output = self.job(&["submit", &file.display().to_string()]);
+        assert!(output.status.success(), "submit failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}/api/v1/{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("the API answers");
+        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        response.json().await.expect("a JSON body")
+    }
+
+    async fn status(&self, job: &str) -> String {
+        self.get(&format!("jobs/{job}")).await["status"].as_str().expect("a status").to_string()
+    }
+
+    /// Waits until the job's status is `wanted`; fails on another terminal status or after 60 s.
+    async fn wait_for(&self, job: &str, wanted: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.status(job).await;
+            if status == wanted {
+                return;
+            }
+            let terminal = matches!(status.as_str(), "FINISHED" | "FAILED" | "CANCELLED");
+            if terminal || Instant::now() > deadline {
+                let exceptions = self.get(&format!("jobs/{job}/exceptions")).await;
+                panic!("job {job} is {status}, not {wanted}; exceptions {exceptions}; log {}", self.log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The ids of the job's committed checkpoints, newest first.
+    async fn checkpoints(&self, job: &str) -> Vec<u64> {
+        let answer = self.get(&format!("jobs/{job}/checkpoints")).await;
+        answer["checkpoints"].as_array().expect("a list").iter().map(|c| c["id"].as_u64().expect("an id")).collect()
+    }
+
+    fn kill_9(&mut self) {
+        kill_9(&mut self.child);
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        kill_9(&mut self.child);
+    }
+}
+
+/// A datagen source of `rows` rows (`per_second` paced, 0: as fast as it goes; `rows` 0:
+/// unbounded) into a JSON filesystem sink at `out`, checkpointed every `interval_ms` (0: none).
+fn datagen_job(rows: u64, per_second: u64, interval_ms: u64, out: &Path) -> String {
+    let mut script = String::new();
+    if interval_ms > 0 {
+        script.push_str(&format!("SET 'execution.checkpointing.interval' = '{interval_ms} ms';\n"));
+    }
+    let bound = if rows > 0 { format!("'number-of-rows' = '{rows}', ") } else { String::new() };
+    let end = if rows > 0 { rows } else { 1_000_000_000 };
+    let pace = if per_second > 0 { format!("'rows-per-second' = '{per_second}', ") } else { String::new() };
+    script.push_str(&format!(
+        "CREATE TABLE g (id BIGINT, k INT) WITH ('connector' = 'datagen', {bound}{pace}
+  'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{end}',
+  'fields.k.min' = '1', 'fields.k.max' = '20');
+CREATE TABLE out (id BIGINT, k INT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+INSERT INTO out SELECT id, k FROM g;
+",
+        out.display()
+    ));
+    script
+}
+
+/// How often each id appears in a sink's published rows.
+fn ids(lines: &BTreeMap<String, u32>) -> BTreeMap<u64, u32> {
+    let mut ids = BTreeMap::new();
+    for (line, count) in lines {
+        let row: Value = serde_json::from_str(line).expect("a JSON row");
+        *ids.entry(row["id"].as_u64().expect("an id")).or_insert(0) += count;
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_job_finishes_and_its_sink_has_every_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weir = Standalone::start(&dir.path().join("data"), &dir.path().join("standalone.log"));
+    let out = dir.path().join("out");
+    let script = dir.path().join("bounded.sql");
+    std::fs::write(&script, datagen_job(2_000, 0, 0, &out)).expect("script");
+
+    let job = weir.submit(&script);
+    weir.wait_for(&job, "FINISHED").await;
+    let rows = ids(&published(&out));
+    assert_eq!(rows.len(), 2_000);
+    assert!(rows.iter().all(|(id, count)| (1..=2_000).contains(id) && *count == 1));
+
+    let listed = weir.job(&["list"]);
+    assert!(listed.status.success());
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&job));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbounded_job_commits_checkpoints_takes_a_savepoint_rescales_and_cancels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weir = Standalone::start(&dir.path().join("data"), &dir.path().join("standalone.log"));
+    let script = dir.path().join("unbounded.sql");
+    std::fs::write(&script, datagen_job(0, 500, 1_000, &dir.path().join("out"))).expect("script");
+
+    let job = weir.submit(&script);
+    assert_eq!(weir.status(&job).await, "RUNNING");
+    // Checkpoints keep being committed through Raft while the job runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(newest) = weir.checkpoints(&job).await.first() {
+            break *newest;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint was committed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    loop {
+        let newest = weir.checkpoints(&job).await.first().copied().expect("checkpoints stay listed");
+        if newest > first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint after {first} was committed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A savepoint's path is printed once it is taken; a rescale restarts from a stopping one.
+    let saved = weir.job(&["savepoint", &job]);
+    assert!(saved.status.success(), "savepoint failed: {}", String::from_utf8_lossy(&saved.stderr));
+    let path = String::from_utf8_lossy(&saved.stdout).trim().to_string();
+    assert!(Path::new(&path).join("_metadata").is_file(), "no savepoint at {path:?}");
+    let rescaled = weir.job(&["rescale", &job, "2"]);
+    assert!(rescaled.status.success(), "rescale failed: {}", String::from_utf8_lossy(&rescaled.stderr));
+    // The detail shows the desired parallelism at once; the run restarts from a savepoint.
+    let restored = format!("restoring job '{job}' from savepoint");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&weir.log).expect("log").contains(&restored) {
+        assert!(Instant::now() < deadline, "not restarted from a savepoint; log {}", weir.log.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    weir.wait_for(&job, "RUNNING").await;
+    let detail = weir.get(&format!("jobs/{job}")).await;
+    assert_eq!(detail["vertices"][0]["parallelism"], 2);
+    let recorded = weir.get(&format!("jobs/{job}/savepoints")).await;
+    assert_eq!(recorded["savepoints"][0]["location"], path.as_str(), "only the user's savepoint is listed");
+    let exceptions = weir.get(&format!("jobs/{job}/exceptions")).await;
+    assert_eq!(exceptions["exceptions"], serde_json::json!([]));
+
+    let cancelled = weir.job(&["cancel", &job]);
+    assert!(cancelled.status.success(), "cancel failed: {}", String::from_utf8_lossy(&cancelled.stderr));
+    assert_eq!(String::from_utf8_lossy(&cancelled.stdout).trim(), "CANCELLED");
+    assert_eq!(weir.status(&job).await, "CANCELLED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_sql_is_refused_with_its_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weir = Standalone::start(&dir.path().join("data"), &dir.path().join("standalone.log"));
+    let script = dir.path().join("bad.sql");
+    std::fs::write(&script, "SET 'parallelism.default' = '1';\nINSERT INTO x SELEC * FROM y;\n").expect("script");
+
+    let output = weir.job(&["submit", &script.display().to_string()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("{}:2:15: ", script.display())), "{stderr}");
+    assert!(weir.get("jobs").await["jobs"].as_array().expect("a list").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_resumes_from_its_last_checkpoint_after_kill_9_with_exactly_once_output() {
+    const ROWS: u64 = 6_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (data, log) = (dir.path().join("data"), dir.path().join("standalone.log"));
+    let out = dir.path().join("out");
+    let script = dir.path().join("paced.sql");
+    // About 3 s of input, checkpointed every 200 ms.
+    std::fs::write(&script, datagen_job(ROWS, 2_000, 200, &out)).expect("script");
+
+    let mut weir = Standalone::start(&data, &log);
+    let job = weir.submit(&script);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // A second checkpoint, so the restart resumes from the middle of the input.
+    while weir.checkpoints(&job).await.first().is_none_or(|newest| *newest < 2) {
+        assert!(Instant::now() < deadline, "no checkpoint was committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(weir.status(&job).await, "RUNNING");
+    weir.kill_9();
+
+    let weir = Standalone::start(&data, &log);
+    // The restarted leader finds the job RUNNING without a run and restarts it.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = weir.status(&job).await;
+        if seen.last() != Some(&status) {
+            seen.push(status.clone());
+        }
+        if status == "FINISHED" {
+            break;
+        }
+        assert!(!matches!(status.as_str(), "FAILED" | "CANCELLED"), "job ended {status}; log {}", log.display());
+        assert!(Instant::now() < deadline, "the job did not finish; statuses {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen.iter().any(|status| status == "RUNNING"), "never RUNNING again: {seen:?}");
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(logged.contains(&format!("resuming job '{job}' from checkpoint")), "did not resume: {logged}");
+
+    // Exactly once: what a failure-free `weir run` of the same script publishes.
+    let resumed = published(&out);
+    let reference_out = dir.path().join("reference");
+    let reference_script = dir.path().join("reference.sql");
+    let reference_sql = std::fs::read_to_string(&script)
+        .expect("script")
+        .replace(&out.display().to_string(), &reference_out.display().to_string());
+    let reference_sql =
+        format!("SET 'state.checkpoints.dir' = '{}';\n{reference_sql}", dir.path().join("ref-state").display());
+    std::fs::write(&reference_script, reference_sql).expect("script");
+    let reference = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "--quiet"])
+        .arg(&reference_script)
+        .output()
+        .expect("weir run");
+    assert!(reference.status.success(), "{}", String::from_utf8_lossy(&reference.stderr));
+    assert_eq!(resumed, published(&reference_out));
+    let rows = ids(&resumed);
+    assert_eq!(rows.len() as u64, ROWS);
+    assert!(rows.values().all(|count| *count == 1));
+}
