@@ -83,6 +83,29 @@ pub fn run(command: JobCommand, connection: Connection) -> Result<()> {
     })
 }
 
+/// Submits `file` to the API at `url` with `token` and waits until it runs (what
+/// `weir standalone --submit` does once it listens), unless a job of the same name is still
+/// live: a restarted `weir standalone --submit` resumes its job rather than starting another.
+pub async fn submit_file(url: &str, token: &str, file: &Path) -> Result<()> {
+    let client = Client::new(Connection { url: url.to_string(), token: Some(token.to_string()) })?;
+    let name = job_name(file);
+    let answer = client.call(Method::GET, "jobs", None).await?;
+    let live = answer["jobs"].as_array().into_iter().flatten().find(|job| {
+        job["name"].as_str() == Some(name.as_str())
+            && !matches!(job["status"].as_str(), Some("FINISHED" | "CANCELLED" | "CANCELED" | "FAILED"))
+    });
+    if let Some(job) = live {
+        eprintln!("job {} ({name}) is {}: not submitted again", job["id"], job["status"]);
+        return Ok(());
+    }
+    submit(&client, file, None, None).await
+}
+
+/// A job's default name: the script's file name without extension.
+fn job_name(file: &Path) -> String {
+    file.file_stem().map_or("job".into(), |s| s.to_string_lossy().into_owned())
+}
+
 /// An API error, as its problem+json body says.
 #[derive(Debug, thiserror::Error)]
 #[error("{detail} ({code}, HTTP {status})")]
@@ -148,7 +171,7 @@ impl Client {
 
 async fn submit(client: &Client, file: &Path, name: Option<String>, parallelism: Option<u32>) -> Result<()> {
     let sql = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let name = name.unwrap_or_else(|| file.file_stem().map_or("job".into(), |s| s.to_string_lossy().into_owned()));
+    let name = name.unwrap_or_else(|| job_name(file));
     let mut body = json!({ "name": name, "sql": sql });
     if let Some(parallelism) = parallelism {
         body["parallelism"] = json!(parallelism);

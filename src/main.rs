@@ -98,6 +98,11 @@ enum Command {
         /// across restarts, so jobs resume).
         #[arg(long, value_name = "DIR", default_value = standalone::DEFAULT_DATA_DIR)]
         data: PathBuf,
+        /// Once listening, submit this SQL script as a job of tenant `default` (as
+        /// `weir job submit FILE` would), unless a job of that name is still live from an
+        /// earlier start (it resumes instead), and keep serving.
+        #[arg(long, value_name = "FILE.sql")]
+        submit: Option<PathBuf>,
     },
     /// Manage jobs of a running `weir standalone` (or control plane) through its HTTP API.
     Job {
@@ -168,7 +173,7 @@ fn main() -> ExitCode {
         Command::ControlPlane { id, listen, peers, data, root_token_file } => {
             control_plane::serve(id, &listen, peers.unwrap_or_default(), data, root_token_file.as_deref())
         }
-        Command::Standalone { listen, data } => standalone::serve(&listen, data),
+        Command::Standalone { listen, data, submit } => standalone::serve(&listen, data, submit),
         Command::Job { command, connection } => job::run(command, connection),
         Command::Bench { bench } => bench::run(bench),
         Command::Savepoint { pid } => {

@@ -30,7 +30,7 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// The data directory when none is given.
 pub const DEFAULT_DATA_DIR: &str = "weir-data";
 
-pub fn serve(listen: &str, data: PathBuf) -> Result<()> {
+pub fn serve(listen: &str, data: PathBuf, submit: Option<PathBuf>) -> Result<()> {
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let data = data.canonicalize().with_context(|| format!("cannot read {}", data.display()))?;
     let root_token = root_token(None)?;
@@ -54,6 +54,18 @@ pub fn serve(listen: &str, data: PathBuf) -> Result<()> {
             format!("data in {}", data.display()),
             format!("admin token of tenant 'default' in {}", token_file.display()),
         ];
+        if let Some(file) = submit {
+            // Submitted through the API like any job, once the listener below is up.
+            let url = format!("http://{}", replica.local_addr());
+            let token = std::fs::read_to_string(&token_file)
+                .with_context(|| format!("cannot read {}", token_file.display()))?;
+            tokio::spawn(async move {
+                match crate::job::submit_file(&url, token.trim(), &file).await {
+                    Ok(()) => eprintln!("submitted {}", file.display()),
+                    Err(e) => eprintln!("error: submitting {}: {e:#}", file.display()),
+                }
+            });
+        }
         serve_until_stopped(replica, api::router(state), "weir standalone", &notes).await
     })
 }
