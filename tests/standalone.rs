@@ -27,10 +27,16 @@ struct Standalone {
 impl Standalone {
     /// Starts it; its stderr goes to `log` (appended, so a restart's follows the first's).
     fn start(data: &Path, log: &Path) -> Standalone {
+        Self::start_with(data, log, &[])
+    }
+
+    /// Starts it with more arguments (`--submit FILE`).
+    fn start_with(data: &Path, log: &Path, extra: &[&str]) -> Standalone {
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["standalone", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(extra)
             .env("WEIR_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -300,4 +306,46 @@ async fn a_job_resumes_from_its_last_checkpoint_after_kill_9_with_exactly_once_o
     let rows = ids(&resumed);
     assert_eq!(rows.len() as u64, ROWS);
     assert!(rows.values().all(|count| *count == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_submit_runs_the_job_and_a_restart_resumes_it_without_a_second_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (data, log, out) = (dir.path().join("data"), dir.path().join("standalone.log"), dir.path().join("out"));
+    let script = dir.path().join("paced.sql");
+    std::fs::write(&script, datagen_job(0, 500, 300, &out)).expect("script");
+    let submit = ["--submit", script.to_str().expect("a UTF-8 path")];
+
+    let mut weir = Standalone::start_with(&data, &log, &submit);
+    let job = wait_for_jobs(&weir, 1).await.remove(0);
+    weir.wait_for(&job, "RUNNING").await;
+    while weir.checkpoints(&job).await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    weir.kill_9();
+    drop(weir);
+
+    // The same command again: the job resumes, and no second copy of it is submitted.
+    let weir = Standalone::start_with(&data, &log, &submit);
+    weir.wait_for(&job, "RUNNING").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(wait_for_jobs(&weir, 1).await, vec![job]);
+}
+
+/// Waits until the tenant has `n` jobs; answers their ids.
+async fn wait_for_jobs(weir: &Standalone, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let jobs = weir.get("jobs").await;
+        let ids: Vec<String> = jobs["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|j| j["id"].as_str().map(str::to_string))
+            .collect();
+        if ids.len() >= n || Instant::now() > deadline {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
