@@ -8,8 +8,10 @@
 //! - CREATED, no run → start a fresh run → propose RUNNING;
 //! - RUNNING or RESTARTING, no run (a new leader, or this process restarted) → propose
 //!   RESTARTING, start from the latest checkpoint → propose RUNNING;
-//! - a run ended: finished → FINISHED, failed → FAILED (with the exception recorded), cancelled
-//!   or anything while CANCELLING → CANCELLED;
+//! - a run ended: finished → FINISHED; failed → the exception is recorded, and the job's restart
+//!   strategy (`restart-strategy.*`, Flink's names: `fixed-delay`, `exponential-delay`, `none`)
+//!   decides: RESTARTING, then after its delay a run from the latest checkpoint → RUNNING, or
+//!   FAILED once it gives up; cancelled or anything while CANCELLING → CANCELLED;
 //! - CANCELLING with a run → cancel it (its end then proposes CANCELLED); with none → CANCELLED;
 //! - FAILING with no run → FAILED (nothing is left to fail over);
 //! - a savepoint request → ask the run for a savepoint, then `AddSavepoint` with the request's
@@ -24,16 +26,20 @@
 //! The dispatcher knows nothing of how a job runs: the root binary provides the executor, so
 //! this crate never imports `weir-workers` (DESIGN §2).
 //!
-//! Not built yet: restart strategies for a failed run (a failure ends the job FAILED), a failed
-//! savepoint request is not retried until the leader changes (there is no command to withdraw
-//! it), and remote workers.
+//! A job's restart backoff (failures so far, the last one's time) is the leader's own: a new
+//! leader starts counting again, as Flink's restart strategies do after a JobManager failover.
+//!
+//! Not built yet: a failed savepoint request is not retried until the leader changes (there is
+//! no command to withdraw it), and remote workers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use weir_dataflow::config::JobConfig;
 use weir_dataflow::ids::{CheckpointId, JobId, VertexId};
+use weir_dataflow::restart::RestartBackoff;
 
 use crate::api::ids::now;
 use crate::api::runtime::{ActionError, JobException, JobRuntime, MetadataOnlyRuntime, VertexMetrics};
@@ -208,6 +214,10 @@ pub struct Dispatcher {
     /// Terminal statuses decided but not yet committed (a proposal failed): retried each tick,
     /// so a finished job is never mistaken for one whose run went missing.
     ending: BTreeMap<JobId, JobStatus>,
+    /// Per job whose runs failed: its restart strategy's state.
+    backoffs: BTreeMap<JobId, RestartBackoff>,
+    /// Jobs waiting out a restart delay: not started again before this instant.
+    restart_at: BTreeMap<JobId, tokio::time::Instant>,
 }
 
 impl Dispatcher {
@@ -226,6 +236,8 @@ impl Dispatcher {
             runs: BTreeMap::new(),
             next_run: 1,
             ending: BTreeMap::new(),
+            backoffs: BTreeMap::new(),
+            restart_at: BTreeMap::new(),
         }
     }
 
@@ -287,6 +299,10 @@ impl Dispatcher {
                     }
                 }
                 Running | Restarting => {
+                    if self.restart_at.get(&id).is_some_and(|at| tokio::time::Instant::now() < *at) {
+                        return;
+                    }
+                    self.restart_at.remove(&id);
                     tracing::info!(job_id = %id, "the job has no run here: restarting it from its latest checkpoint");
                     self.propose_status(&id, Restarting).await;
                     if self.start(&job, Restore::LatestCheckpoint, job.desired_parallelism).await {
@@ -413,6 +429,16 @@ impl Dispatcher {
                     RunEnd::Cancelled => JobStatus::Cancelled,
                     RunEnd::Failed(message) => {
                         self.shared.record_exception(&job, message);
+                        if let Some(delay) = self.restart_delay(&job) {
+                            tracing::warn!(job_id = %job, ?delay, "the run failed; restarting from the latest checkpoint");
+                            self.restart_at.insert(job.clone(), tokio::time::Instant::now() + delay);
+                            if !self.propose_status(&job, JobStatus::Restarting).await {
+                                // Without a quorum the job stays RUNNING with no run: the
+                                // next tick restarts it once the delay is over, all the same.
+                                tracing::warn!(job_id = %job, "RESTARTING not committed");
+                            }
+                            return;
+                        }
                         JobStatus::Failed
                     }
                     RunEnd::Stopped => return,
@@ -484,12 +510,32 @@ impl Dispatcher {
         }
     }
 
+    /// A failure of `job`'s run: the delay before its next run, or `None` when its restart
+    /// strategy gives up (or the job is gone).
+    fn restart_delay(&mut self, job: &JobId) -> Option<Duration> {
+        let record = self.replica.reader().read(|metadata| metadata.job(job).cloned())?;
+        let backoff = self.backoffs.entry(job.clone()).or_insert_with(|| {
+            let mut config = JobConfig::default();
+            for (key, value) in &record.config {
+                // Validated when the job was submitted; a value refused now is left at its default.
+                let _ = config.set(key, value);
+            }
+            RestartBackoff::new(config.restart_policy())
+        });
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        // The jitter's draw: the clock's nanoseconds are random enough to spread restarts.
+        let random = now.subsec_nanos() as f64 / 1e9;
+        backoff.on_failure(now.as_millis() as u64, random)
+    }
+
     fn status_of(&self, job: &JobId) -> Option<JobStatus> {
         self.replica.reader().read(|metadata| metadata.job(job).map(|record| record.status))
     }
 
     /// Proposes a terminal `status`; kept for the next tick if it cannot be committed now.
     async fn end(&mut self, job: &JobId, status: JobStatus) {
+        self.backoffs.remove(job);
+        self.restart_at.remove(job);
         if !self.propose_status(job, status).await {
             self.ending.insert(job.clone(), status);
         }

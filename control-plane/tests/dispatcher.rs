@@ -1,6 +1,7 @@
 //! The dispatcher's state machine over a one-replica Raft cluster, with a scripted executor:
 //! start → RUNNING, checkpoints committed, a savepoint, a rescale through a stopping savepoint,
-//! cancel → CANCELLED, a failure → FAILED with its exception, and a new dispatcher (a new
+//! cancel → CANCELLED, a failure → a restart after the strategy's delay, then FAILED with its
+//! exceptions once the strategy gives up, and a new dispatcher (a new
 //! leader) restarting a RUNNING job from its latest checkpoint.
 
 use std::collections::BTreeMap;
@@ -82,13 +83,18 @@ async fn propose(replica: &SingleReplica, command: Command) {
 }
 
 async fn submit(replica: &SingleReplica, job: &str, sql: &str) -> JobId {
+    submit_with(replica, job, sql, &[]).await
+}
+
+/// Submits a job whose script `SET`s `config`.
+async fn submit_with(replica: &SingleReplica, job: &str, sql: &str, config: &[(&str, &str)]) -> JobId {
     let id = JobId(job.into());
     let command = Command::SubmitJob {
         job: id.clone(),
         tenant: TenantId::from("acme"),
         name: job.into(),
         sql: sql.into(),
-        config: BTreeMap::new(),
+        config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         parallelism: 2,
         at: UnixMillis(1),
     };
@@ -167,12 +173,32 @@ async fn the_dispatcher_drives_jobs_through_their_lives() {
     until_status(&replica, &job, JobStatus::Cancelled).await;
     assert!(second.cancelled.load(Ordering::SeqCst));
 
-    // A failed run fails the job, with its exception; one that cannot start too.
-    let failing = submit(&replica, "job-2", "INSERT INTO out SELECT * FROM g").await;
+    // A failed run restarts from the latest checkpoint as the job's restart strategy says, and
+    // fails the job, with its exception, once the strategy gives up.
+    let restart = [
+        ("restart-strategy.type", "fixed-delay"),
+        ("restart-strategy.fixed-delay.attempts", "1"),
+        ("restart-strategy.fixed-delay.delay", "1 s"),
+    ];
+    let failing = submit_with(&replica, "job-2", "INSERT INTO out SELECT * FROM g", &restart).await;
     until_status(&replica, &failing, JobStatus::Running).await;
     executor.runs_of(&failing)[0].reporter.ended(RunEnd::Failed("boom".into()));
+    until_status(&replica, &failing, JobStatus::Restarting).await;
+    // Not before the strategy's delay.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(executor.runs_of(&failing).len(), 1, "restarted before the delay");
+    until_status(&replica, &failing, JobStatus::Running).await;
+    let again = executor.runs_of(&failing).pop().expect("a second run");
+    assert_eq!(again.request.restore, Restore::LatestCheckpoint);
+    again.reporter.ended(RunEnd::Failed("boom again".into()));
     until_status(&replica, &failing, JobStatus::Failed).await;
-    assert_eq!(runtime.exceptions(failing.clone()).await[0].message, "boom");
+    assert_eq!(runtime.exceptions(failing.clone()).await.len(), 2);
+    let no_restarts = [("restart-strategy.type", "none")];
+    let fragile = submit_with(&replica, "job-2b", "INSERT INTO out SELECT * FROM g", &no_restarts).await;
+    until_status(&replica, &fragile, JobStatus::Running).await;
+    executor.runs_of(&fragile)[0].reporter.ended(RunEnd::Failed("boom".into()));
+    until_status(&replica, &fragile, JobStatus::Failed).await;
+    assert_eq!(runtime.exceptions(fragile).await[0].message, "boom");
     let broken = submit(&replica, "job-3", "cannot start").await;
     until_status(&replica, &broken, JobStatus::Failed).await;
     assert!(runtime.exceptions(broken).await[0].message.contains("does not plan"));
