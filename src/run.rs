@@ -324,6 +324,8 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         }
     };
     let restart_strategy = planned.config.restart_strategy();
+    // A checkpointed streaming job restarts as its strategy says (fixed or exponential delay).
+    let mut backoff = weir_dataflow::restart::RestartBackoff::new(planned.config.restart_policy());
     let (plan, graph) = (Arc::new(plan), Arc::new(graph));
     let started = Instant::now();
     let show_progress = progress && std::io::stderr().is_terminal();
@@ -367,14 +369,14 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         match outcome {
             // A streaming job whose exchange broke (a shuffle server went away) starts again
             // from its latest checkpoint, as Flink's restart strategy does.
-            Ok(Err(e))
-                if restarts_from_checkpoint
-                    && e.is_lost_exchange()
-                    && restart_strategy.is_some_and(|(attempts, _)| attempt < attempts) =>
-            {
+            Ok(Err(e)) if restarts_from_checkpoint && e.is_lost_exchange() => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let Some(delay) = backoff.on_failure(now.as_millis() as u64, now.subsec_nanos() as f64 / 1e9) else {
+                    break Err(e.into());
+                };
                 attempt += 1;
-                eprintln!("warning: {e}; restarting from the latest checkpoint (attempt {attempt})");
-                std::thread::sleep(restart_strategy.map(|(_, delay)| delay).unwrap_or_default());
+                eprintln!("warning: {e}; restarting from the latest checkpoint in {delay:?} (attempt {attempt})");
+                std::thread::sleep(delay);
                 let config = planned.config.checkpointing().expect("the job is checkpointed");
                 checkpointing = Some(runtime.block_on(checkpoint_setup(config, &planned.config, &job_id, true))?);
             }
