@@ -170,7 +170,8 @@ struct Segment {
     /// Rows written, and rows still stored here.
     rows: u32,
     live: u32,
-    /// Indices with a patch entry, deleted with the segment.
+    /// Indices with a patch entry, deleted with the segment (an index patched again is listed
+    /// again until [`Segment::patched`] folds the repeats).
     patches: Vec<u32>,
     dead: bool,
 }
@@ -192,6 +193,18 @@ struct Changes {
     /// Rows stored in segments, and those of them still live.
     stored_rows: u64,
     live_rows: u64,
+}
+
+impl Segment {
+    /// Row `index` has a patch entry now.
+    fn patched(&mut self, index: u32) {
+        self.patches.push(index);
+        // A row patched at many checkpoints must not grow the list without bound.
+        if self.patches.len() > 2 * self.rows as usize + 16 {
+            self.patches.sort_unstable();
+            self.patches.dedup();
+        }
+    }
 }
 
 impl Changes {
@@ -527,7 +540,7 @@ impl RowStore {
                 codec::put_i64(&mut value, 0);
                 codec::put_i64(&mut value, 0);
                 ctx.put(patches, segment.key_group as u32, &patch_key(segment.id, index), &value)?;
-                segment.patches.push(index);
+                segment.patched(index);
             }
         }
         for (id, offset) in std::mem::take(&mut changes.patched) {
@@ -541,7 +554,7 @@ impl RowStore {
             codec::put_i64(&mut value, entry.count as i64);
             codec::put_i64(&mut value, entry.matches as i64);
             ctx.put(patches, segment.key_group as u32, &patch_key(segment.id, entry.index), &value)?;
-            segment.patches.push(entry.index);
+            segment.patched(entry.index);
         }
         // The new rows, one segment per key group (and chunk).
         let mut open: Vec<(u64, Vec<u8>, Vec<u32>)> = Vec::new();
