@@ -374,7 +374,7 @@ fn join_steps(seed: u64, batches: usize) -> Vec<Step> {
         let side = (next() % 2) as usize;
         let (mut rows, mut kinds) = (Vec::new(), Vec::new());
         for _ in 0..6 {
-            if !live[side].is_empty() && next() % 3 == 0 {
+            if !live[side].is_empty() && next().is_multiple_of(3) {
                 let i = (next() as usize) % live[side].len();
                 rows.push(live[side].swap_remove(i));
                 kinds.push(RowKind::Delete);
