@@ -370,8 +370,7 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
             // A streaming job whose exchange broke (a shuffle server went away) starts again
             // from its latest checkpoint, as Flink's restart strategy does.
             Ok(Err(e)) if restarts_from_checkpoint && e.is_lost_exchange() => {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                let Some(delay) = backoff.on_failure(now.as_millis() as u64, now.subsec_nanos() as f64 / 1e9) else {
+                let Some(delay) = backoff.on_failure_now() else {
                     break Err(e.into());
                 };
                 attempt += 1;

@@ -522,10 +522,7 @@ impl Dispatcher {
             }
             RestartBackoff::new(config.restart_policy())
         });
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        // The jitter's draw: the clock's nanoseconds are random enough to spread restarts.
-        let random = now.subsec_nanos() as f64 / 1e9;
-        backoff.on_failure(now.as_millis() as u64, random)
+        backoff.on_failure_now()
     }
 
     fn status_of(&self, job: &JobId) -> Option<JobStatus> {

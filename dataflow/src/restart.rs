@@ -69,6 +69,13 @@ impl RestartBackoff {
         RestartBackoff { strategy, failures: 0, last_failure_ms: None }
     }
 
+    /// A failure now, by the wall clock, whose nanoseconds also draw the jitter (random enough
+    /// to spread restarts): what a running job calls; [`Self::on_failure`] is the rule.
+    pub fn on_failure_now(&mut self) -> Option<Duration> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.on_failure(now.as_millis() as u64, now.subsec_nanos() as f64 / 1e9)
+    }
+
     /// A failure at `now_ms`: the delay before restarting, or `None` when the job must fail.
     /// `random` is a uniform draw in [0, 1) for the jitter.
     pub fn on_failure(&mut self, now_ms: u64, random: f64) -> Option<Duration> {

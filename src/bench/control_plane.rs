@@ -142,28 +142,18 @@ impl Cluster {
 
     /// Creates a tenant and an admin token through `replica`; answers the token's secret.
     async fn tenant_token(&self, replica: u64) -> Result<String> {
-        let url = |path: &str| self.replicas[&replica].url(path);
-        let root = format!("Bearer {ROOT_TOKEN}");
-        let response = self
-            .client
-            .post(url("/api/v1/tenants"))
-            .header("authorization", &root)
-            .json(&json!({"id": "bench"}))
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("creating a tenant: {} {}", response.status(), response.text().await?);
-        }
-        let response = self
-            .client
-            .post(url("/api/v1/tenants/bench/tokens"))
-            .header("authorization", &root)
-            .json(&json!({"role": "admin"}))
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("creating a token: {} {}", response.status(), response.text().await?);
-        }
+        let post = |path: &'static str, body: Value| {
+            let request = self.client.post(self.replicas[&replica].url(path)).bearer_auth(ROOT_TOKEN).json(&body);
+            async move {
+                let response = request.send().await?;
+                if !response.status().is_success() {
+                    bail!("POST {path}: {} {}", response.status(), response.text().await?);
+                }
+                Ok::<_, anyhow::Error>(response)
+            }
+        };
+        post("/api/v1/tenants", json!({"id": "bench"})).await?;
+        let response = post("/api/v1/tenants/bench/tokens", json!({"role": "admin"})).await?;
         let body: Value = response.json().await?;
         body["secret"].as_str().map(str::to_string).context("the token's secret")
     }
