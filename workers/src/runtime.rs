@@ -448,10 +448,12 @@ impl Task {
 
     async fn run(mut self, input: Option<GateInput>) -> TaskResult<()> {
         if let Some(mut source) = self.source.take() {
-            let started = tokio::time::Instant::now();
+            // Pacing counts from the first row this task emits: a restored source goes on at
+            // its rate from where it was, not as if it had been running since the job began.
+            let (started, origin) = (tokio::time::Instant::now(), source.next_due().unwrap_or_default());
             loop {
                 if let Some(due) = source.next_due() {
-                    let wake = started + due;
+                    let wake = started + due.saturating_sub(origin);
                     // With nothing to emit for longer than the idle timeout, say so, so that
                     // downstream watermarks do not wait for this subtask.
                     if let Some(timeout) = self.idle_timeout
