@@ -1,22 +1,25 @@
 //! `weir control-plane`: one replica of the control plane in its own process, and what
 //! `weir standalone` shares with it: the root token, and serving a replica until a signal.
 //!
-//! A replica serves the Raft routes (`/raft/…`, see `weir_control_plane::node`) and the HTTP API
-//! (`/api/v1/…`) on one listener. Without remote workers there is nothing for its dispatcher to
-//! run jobs on, so `weir control-plane` answers job actions with the metadata-only runtime (they
-//! are recorded as desired state); `weir standalone` runs them in its own process. It stops on
-//! ctrl-c or SIGTERM: the listener drains, then Raft stops; the data directory keeps everything
-//! a restart needs.
+//! A replica serves the Raft routes (`/raft/…`, see `weir_control_plane::node`), the HTTP API
+//! (`/api/v1/…`) and the routes workers call (`/internal/v1/…`) on one listener. Its
+//! dispatcher, while it leads, runs jobs on the workers (`weir_control_plane::workers`). The
+//! root token is also the cluster's secret, which workers present; without one, no worker can
+//! join and job actions are only recorded as desired state. It stops on ctrl-c or SIGTERM: the
+//! listener drains, then Raft stops; the data directory keeps everything a restart needs.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use axum::Router;
 use weir_control_plane::api::{self, ApiState, RootToken};
+use weir_control_plane::dispatcher::Dispatcher;
 use weir_control_plane::metadata::ids::ReplicaId;
 use weir_control_plane::node::{Replica, ReplicaConfig};
+use weir_control_plane::workers::{RemoteExecutor, WorkerOptions, Workers, internal_router};
 
 pub fn serve(
     id: u64,
@@ -24,31 +27,47 @@ pub fn serve(
     peers: BTreeMap<ReplicaId, String>,
     data: PathBuf,
     root_token_file: Option<&Path>,
+    state_dir: Option<String>,
 ) -> Result<()> {
-    let root_token = root_token(root_token_file)?;
+    let secret = root_secret(root_token_file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut config = ReplicaConfig::new(ReplicaId(id), listen, data);
         config.peers = peers;
         let replica = Replica::start(config).await.context("the control-plane replica does not start")?;
-        let mut state = ApiState::metadata_only(replica.handle());
-        if let Some(root_token) = root_token {
-            state = state.with_root_token(root_token);
-        }
-        serve_until_stopped(replica, api::router(state), &format!("control-plane replica {id}"), &[]).await
+        let handle = replica.handle();
+        let Some(secret) = secret else {
+            tracing::warn!("no root token: workers cannot join, so jobs are recorded but not run");
+            let api = api::router(ApiState::metadata_only(handle));
+            return serve_until_stopped(replica, api, &format!("control-plane replica {id}"), &[]).await;
+        };
+        let root = RootToken::from_secret(&secret).map_err(|e| anyhow!("root token: {e}"))?;
+        let options = WorkerOptions { state_dir, ..WorkerOptions::default() };
+        let workers = Workers::new(handle.clone(), &secret, options).map_err(|e| anyhow!(e))?;
+        let dispatcher = Dispatcher::new(handle.clone(), Arc::new(RemoteExecutor(workers.clone())));
+        let state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_root_token(root);
+        tokio::spawn(workers.clone().watch());
+        tokio::spawn(dispatcher.run());
+        let routes = api::router(state).merge(internal_router(workers));
+        serve_until_stopped(replica, routes, &format!("control-plane replica {id}"), &[]).await
     })
 }
 
 /// The operator's root token: the contents of `file`, else `WEIR_ROOT_TOKEN`, else none (then
 /// tenants cannot be created through the API).
 pub fn root_token(file: Option<&Path>) -> Result<Option<RootToken>> {
+    root_secret(file)?.map(|secret| RootToken::from_secret(&secret).map_err(|e| anyhow!("root token: {e}"))).transpose()
+}
+
+/// The root token's secret: the contents of `file`, else `WEIR_ROOT_TOKEN`, else none.
+pub fn root_secret(file: Option<&Path>) -> Result<Option<String>> {
     let secret = match file {
         Some(path) => Some(
             std::fs::read_to_string(path).with_context(|| format!("cannot read the root token {}", path.display()))?,
         ),
         None => std::env::var("WEIR_ROOT_TOKEN").ok(),
     };
-    secret.map(|secret| RootToken::from_secret(&secret).map_err(|e| anyhow!("root token: {e}"))).transpose()
+    Ok(secret.map(|s| s.trim().to_string()))
 }
 
 /// Serves `api` beside the replica's Raft routes, prints `NAME listening on ADDR` as the first

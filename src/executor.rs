@@ -1,15 +1,14 @@
-//! The in-process executor of `weir standalone`: runs a managed job's SQL in this process with
-//! the local runtime (`weir_workers::runtime::run_local`), as `weir run` does, and reports to
-//! the control plane's dispatcher through the `JobExecutor` seam.
+//! Jobs run in this process with the local runtime (`weir_workers::runtime::run_local`), as
+//! `weir run` runs them: [`start_local_run`] is what `weir standalone`'s [`InProcessExecutor`]
+//! and `weir worker` share.
 //!
 //! A run plans the job's script with its parallelism pinned; `state.checkpoints.dir` defaults to
-//! the standalone data directory's `state` folder (the script may set its own), and the job's
-//! folder there is its id, so two jobs never share checkpoints whatever their `pipeline.name`.
-//! Every checkpoint the run's coordinator commits is reported, and the dispatcher records it
-//! through Raft. A restart after a crash restores the newest checkpoint in the state store,
-//! which is never older than the one Raft recorded: the coordinator commits to the store first,
-//! and the filesystem sink publishes only after that commit, so the store's newest is the one
-//! the published output agrees with.
+//! the given state folder (the script may set its own), and the job's folder there is its id, so
+//! two jobs never share checkpoints whatever their `pipeline.name`. Every checkpoint the run's
+//! coordinator commits is reported, then the run's end. A restart after a crash restores the
+//! newest checkpoint in the state store, which is never older than the one Raft recorded: the
+//! coordinator commits to the store first, and the filesystem sink publishes only after that
+//! commit, so the store's newest is the one the published output agrees with.
 //!
 //! Figures: the runtime counts source rows and rows written by sinks per job, and backpressure
 //! per vertex (of finished subtasks); they are reported on the job's single source vertex and
@@ -27,18 +26,35 @@ use weir_control_plane::dispatcher::{
     ExecutionRequest, ExecutorError, JobExecutor, Restore, RunEnd, RunReporter, RunningJob, TakenSavepoint,
 };
 use weir_control_plane::handle::BoxFuture;
-use weir_control_plane::metadata::ids::UnixMillis;
 use weir_control_plane::metadata::records::CompletedCheckpoint as CheckpointRecord;
 use weir_dataflow::config::JobConfig;
 use weir_dataflow::graph::JobGraph;
 use weir_dataflow::ids::{JobId, VertexId};
 use weir_dataflow::sql::plan_script;
+use weir_dataflow::wire::CheckpointDone;
 use weir_shuffle_service::LocalShuffle;
 use weir_state_store::{CheckpointStore, CompletedCheckpoint, StateLocation};
 use weir_workers::checkpoint::coordinator::SavepointRequest;
 use weir_workers::runtime::{JobCounters, LocalJob, run_local};
 
 use crate::run;
+
+/// What a local run reports, in order: checkpoints, then its end.
+#[derive(Debug)]
+pub enum RunEvent {
+    Checkpoint(CheckpointDone),
+    Ended(RunEnd),
+}
+
+/// A run of a job in this process.
+pub struct LocalRunRequest {
+    pub job: JobId,
+    pub sql: String,
+    pub parallelism: u32,
+    pub restore: Restore,
+    /// The default `state.checkpoints.dir`.
+    pub state_dir: String,
+}
 
 /// Runs jobs as tasks of this process's tokio runtime.
 pub struct InProcessExecutor {
@@ -53,106 +69,126 @@ impl InProcessExecutor {
 
     async fn start_run(&self, request: ExecutionRequest, reporter: RunReporter) -> Result<Arc<dyn RunningJob>> {
         let ExecutionRequest { job, parallelism, restore } = request;
-        let mut config = run::base_config(Some(parallelism))?;
-        // Defaults, not pinned: a script's own `SET`s win. Savepoints go in a folder per job, so
-        // two jobs' savepoints taken in the same millisecond never meet.
-        let savepoints = format!("{}/savepoints/{}", self.state_dir, job.id);
-        for (key, value) in [("state.checkpoints.dir", &self.state_dir), ("state.savepoints.dir", &savepoints)] {
-            config.set(key, value).map_err(|e| anyhow!("{key}: {e}"))?;
-        }
-        if let Restore::Savepoint(path) = &restore {
-            config.set("execution.savepoint.path", path).map_err(|e| anyhow!("execution.savepoint.path: {e}"))?;
-            config.pin("execution.savepoint.path");
-        }
-        let sql = job.sql.clone();
-        // Planning takes milliseconds of CPU: off the async threads.
-        let planned = tokio::task::spawn_blocking(move || plan_script(&sql, config))
-            .await
-            .context("the SQL planner failed")?
-            .map_err(|e| anyhow!("{e}"))?;
-        let plan = planned.plan.context("the script has no INSERT INTO")?;
-        let mut job_config = planned.config;
-        // A script that starts from a savepoint (`SET 'execution.savepoint.path'`) does so once:
-        // once the job has checkpoints of its own, a restart resumes from them.
-        if restore == Restore::LatestCheckpoint
-            && job_config.savepoint_path().is_some()
-            && has_checkpoints(&job_config, &job.id).await?
-        {
-            job_config.values.remove("execution.savepoint.path");
-        }
-        let graph = run::job_graph(&plan, &job_config);
-        // Without checkpoints there is nothing to resume from: the job starts over.
-        let resume = restore == Restore::LatestCheckpoint && job_config.checkpointing().is_some() && !plan.batch;
-        let checkpointing = run::checkpointing(&plan, &job_config, &job.id, resume).await?;
-        let savepoints_dir = checkpointing.as_ref().map(|setup| run::savepoints_dir(&job_config, &setup.config));
-        let (checkpoint_root, retain) = match &checkpointing {
-            Some(setup) => (
-                format!("{}/{}/checkpoints", setup.config.dir.trim_end_matches('/'), job.id),
-                u32::try_from(setup.config.num_retained).unwrap_or(u32::MAX),
-            ),
-            None => (String::new(), 1),
-        };
-        let (savepoint_sender, savepoint_receiver) = match savepoints_dir {
-            Some(_) => {
-                let (sender, receiver) = mpsc::unbounded_channel();
-                (Some(sender), Some(receiver))
-            }
-            None => (None, None),
-        };
-        let (checkpoint_sender, mut checkpoints) = mpsc::unbounded_channel();
-        let counters = Arc::new(JobCounters::default());
-        let graph = Arc::new(graph);
-        let local = LocalJob {
-            plan: Arc::new(plan),
-            graph: graph.clone(),
-            shuffle: Arc::new(LocalShuffle::new()),
-            collect: None,
-            counters: counters.clone(),
-            checkpointing,
-            restart: None,
-            savepoints: savepoint_receiver,
-            checkpoint_listener: Some(checkpoint_sender),
-        };
-        let mut task = tokio::spawn(run_local(local));
-        let stopped = Arc::new(AtomicBool::new(false));
-        let handle = Arc::new(InProcessRun {
-            abort: task.abort_handle(),
-            stopped: stopped.clone(),
-            savepoints: savepoint_sender.zip(savepoints_dir),
-            counters,
-            graph,
-        });
-        // One task reports checkpoints and then the end, in that order: a bounded job's last
-        // checkpoint must be recorded before the job is FINISHED.
+        let local =
+            LocalRunRequest { job: job.id, sql: job.sql, parallelism, restore, state_dir: self.state_dir.clone() };
+        let (run, mut events) = start_local_run(local).await?;
         tokio::spawn(async move {
-            let record = |checkpoint: CompletedCheckpoint| CheckpointRecord {
+            while let Some(event) = events.recv().await {
+                match event {
+                    RunEvent::Checkpoint(done) => {
+                        reporter.checkpoint_completed(CheckpointRecord::from_wire(&done), done.retain)
+                    }
+                    RunEvent::Ended(end) => reporter.ended(end),
+                }
+            }
+        });
+        Ok(run)
+    }
+}
+
+/// Plans and starts a run in this process; its checkpoints and end arrive on the receiver.
+pub async fn start_local_run(request: LocalRunRequest) -> Result<(Arc<LocalRun>, mpsc::UnboundedReceiver<RunEvent>)> {
+    let LocalRunRequest { job, sql, parallelism, restore, state_dir } = request;
+    let mut config = run::base_config(Some(parallelism))?;
+    // Defaults, not pinned: a script's own `SET`s win. Savepoints go in a folder per job, so
+    // two jobs' savepoints taken in the same millisecond never meet.
+    let savepoints = format!("{}/savepoints/{}", state_dir.trim_end_matches('/'), job);
+    for (key, value) in [("state.checkpoints.dir", &state_dir), ("state.savepoints.dir", &savepoints)] {
+        config.set(key, value).map_err(|e| anyhow!("{key}: {e}"))?;
+    }
+    if let Restore::Savepoint { location } = &restore {
+        config.set("execution.savepoint.path", location).map_err(|e| anyhow!("execution.savepoint.path: {e}"))?;
+        config.pin("execution.savepoint.path");
+    }
+    // Planning takes milliseconds of CPU: off the async threads.
+    let planned = tokio::task::spawn_blocking(move || plan_script(&sql, config))
+        .await
+        .context("the SQL planner failed")?
+        .map_err(|e| anyhow!("{e}"))?;
+    let plan = planned.plan.context("the script has no INSERT INTO")?;
+    let mut job_config = planned.config;
+    // A script that starts from a savepoint (`SET 'execution.savepoint.path'`) does so once:
+    // once the job has checkpoints of its own, a restart resumes from them.
+    if restore == Restore::LatestCheckpoint
+        && job_config.savepoint_path().is_some()
+        && has_checkpoints(&job_config, &job).await?
+    {
+        job_config.values.remove("execution.savepoint.path");
+    }
+    let graph = run::job_graph(&plan, &job_config);
+    // Without checkpoints there is nothing to resume from: the job starts over.
+    let resume = restore == Restore::LatestCheckpoint && job_config.checkpointing().is_some() && !plan.batch;
+    let checkpointing = run::checkpointing(&plan, &job_config, &job, resume).await?;
+    let savepoints_dir = checkpointing.as_ref().map(|setup| run::savepoints_dir(&job_config, &setup.config));
+    let (checkpoint_root, retain) = match &checkpointing {
+        Some(setup) => (
+            format!("{}/{}/checkpoints", setup.config.dir.trim_end_matches('/'), job),
+            u32::try_from(setup.config.num_retained).unwrap_or(u32::MAX),
+        ),
+        None => (String::new(), 1),
+    };
+    let (savepoint_sender, savepoint_receiver) = match savepoints_dir {
+        Some(_) => {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            (Some(sender), Some(receiver))
+        }
+        None => (None, None),
+    };
+    let (checkpoint_sender, mut checkpoints) = mpsc::unbounded_channel();
+    let counters = Arc::new(JobCounters::default());
+    let graph = Arc::new(graph);
+    let local = LocalJob {
+        plan: Arc::new(plan),
+        graph: graph.clone(),
+        shuffle: Arc::new(LocalShuffle::new()),
+        collect: None,
+        counters: counters.clone(),
+        checkpointing,
+        restart: None,
+        savepoints: savepoint_receiver,
+        checkpoint_listener: Some(checkpoint_sender),
+    };
+    let mut task = tokio::spawn(run_local(local));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let handle = Arc::new(LocalRun {
+        abort: task.abort_handle(),
+        stopped: stopped.clone(),
+        savepoints: savepoint_sender.zip(savepoints_dir),
+        counters,
+        graph,
+    });
+    let (events, receiver) = mpsc::unbounded_channel();
+    // One task reports checkpoints and then the end, in that order: a bounded job's last
+    // checkpoint must be recorded before the job is FINISHED.
+    tokio::spawn(async move {
+        let done = |checkpoint: CompletedCheckpoint| {
+            RunEvent::Checkpoint(CheckpointDone {
                 id: checkpoint.id,
                 location: format!("{checkpoint_root}/chk-{}", checkpoint.id.0),
                 parallelism,
-                // The state store does not size checkpoints yet.
-                state_size_bytes: 0,
+                retain,
                 completed_at: unix_millis(),
-            };
-            let result = loop {
-                tokio::select! {
-                    Some(checkpoint) = checkpoints.recv() => reporter.checkpoint_completed(record(checkpoint), retain),
-                    result = &mut task => break result,
-                }
-            };
-            while let Ok(checkpoint) = checkpoints.try_recv() {
-                reporter.checkpoint_completed(record(checkpoint), retain);
+            })
+        };
+        let result = loop {
+            tokio::select! {
+                Some(checkpoint) = checkpoints.recv() => { let _ = events.send(done(checkpoint)); }
+                result = &mut task => break result,
             }
-            let end = match result {
-                Ok(Ok(())) => RunEnd::Finished,
-                Ok(Err(error)) => RunEnd::Failed(error.to_string()),
-                Err(error) if error.is_cancelled() && stopped.load(Ordering::SeqCst) => RunEnd::Stopped,
-                Err(error) if error.is_cancelled() => RunEnd::Cancelled,
-                Err(_) => RunEnd::Failed("a task of the job panicked; please report it".into()),
-            };
-            reporter.ended(end);
-        });
-        Ok(handle)
-    }
+        };
+        while let Ok(checkpoint) = checkpoints.try_recv() {
+            let _ = events.send(done(checkpoint));
+        }
+        let end = match result {
+            Ok(Ok(())) => RunEnd::Finished,
+            Ok(Err(error)) => RunEnd::Failed(error.to_string()),
+            Err(error) if error.is_cancelled() && stopped.load(Ordering::SeqCst) => RunEnd::Stopped,
+            Err(error) if error.is_cancelled() => RunEnd::Cancelled,
+            Err(_) => RunEnd::Failed("a task of the job panicked; please report it".into()),
+        };
+        let _ = events.send(RunEvent::Ended(end));
+    });
+    Ok((handle, receiver))
 }
 
 impl JobExecutor for InProcessExecutor {
@@ -166,7 +202,7 @@ impl JobExecutor for InProcessExecutor {
 }
 
 /// One run: its task, and what the API and the dispatcher ask of it.
-struct InProcessRun {
+pub struct LocalRun {
     abort: tokio::task::AbortHandle,
     /// Set before a stopping savepoint aborts the task, so its end reads as stopped.
     stopped: Arc<AtomicBool>,
@@ -176,7 +212,7 @@ struct InProcessRun {
     graph: Arc<JobGraph>,
 }
 
-impl RunningJob for InProcessRun {
+impl RunningJob for LocalRun {
     fn cancel(&self) {
         // Aborting `run_local` drops its tasks; the filesystem sink's next run deletes what an
         // aborted attempt left in progress.
@@ -227,7 +263,7 @@ impl RunningJob for InProcessRun {
 
 type SavepointReply = tokio::sync::oneshot::Receiver<weir_workers::error::TaskResult<CompletedCheckpoint>>;
 
-impl InProcessRun {
+impl LocalRun {
     /// Hands the coordinator a savepoint request: the savepoint's path and its answer.
     fn ask_savepoint(&self) -> Result<(String, SavepointReply), ExecutorError> {
         let Some((requests, dir)) = &self.savepoints else {
@@ -250,7 +286,7 @@ async fn has_checkpoints(config: &JobConfig, job: &JobId) -> Result<bool> {
     Ok(!store.list_ids().await.map_err(|e| anyhow!("cannot list the job's checkpoints: {e}"))?.is_empty())
 }
 
-fn unix_millis() -> UnixMillis {
+fn unix_millis() -> u64 {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    UnixMillis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }

@@ -7,7 +7,8 @@
 //! - `weir standalone [--listen ADDR] [--data DIR]` runs all of Weir in one process: the control
 //!   plane (one Raft replica), its HTTP API, and jobs in this process.
 //! - `weir job submit|list|status|cancel|savepoint|rescale` is the client of that API.
-//! - `weir control-plane --id N --listen ADDR [--peers …] --data DIR` runs a control-plane replica.
+//! - `weir control-plane --id N --listen ADDR [--peers …] --data DIR` runs a control-plane replica;
+//!   `weir worker --control-plane URL,… --slots N` runs the jobs its leader deploys.
 //! - `weir bench nexmark` measures the Nexmark queries; `weir bench shuffle` the remote shuffle.
 //! - `weir nexmark-gen` writes Nexmark events as newline-delimited JSON.
 
@@ -18,6 +19,7 @@ mod job;
 mod run;
 mod shuffle;
 mod standalone;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,6 +133,29 @@ enum Command {
         /// the WEIR_ROOT_TOKEN environment variable, else none.
         #[arg(long, value_name = "PATH")]
         root_token_file: Option<PathBuf>,
+        /// The default `state.checkpoints.dir` of jobs on workers: storage every worker reaches
+        /// (`s3://BUCKET/PREFIX`, or a folder they share). Default: each worker's `--state-dir`.
+        #[arg(long, value_name = "URL")]
+        state_dir: Option<String>,
+    },
+    /// A worker: runs the job attempts the control plane's leader deploys (the root token,
+    /// from --token-file or WEIR_ROOT_TOKEN, authenticates it to the cluster).
+    Worker {
+        /// The control plane's replicas: http://HOST:PORT, comma-separated.
+        #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
+        control_plane: Vec<String>,
+        /// How many subtask indices it runs at once (a job at parallelism N takes N slots).
+        #[arg(long, default_value_t = 2)]
+        slots: u32,
+        /// Where its task endpoint listens.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// The state folder of jobs when the control plane names none.
+        #[arg(long, value_name = "URL", default_value = "weir-worker-state")]
+        state_dir: String,
+        /// File holding the cluster's root token; default: WEIR_ROOT_TOKEN.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
     },
     /// Benchmarks.
     Bench {
@@ -170,8 +195,15 @@ fn main() -> ExitCode {
         Command::Shuffle { listen, channel_capacity, data, memory_budget, disk_budget, spill_url } => {
             shuffle::serve(&listen, channel_capacity, data, memory_budget, disk_budget, spill_url.as_deref())
         }
-        Command::ControlPlane { id, listen, peers, data, root_token_file } => {
-            control_plane::serve(id, &listen, peers.unwrap_or_default(), data, root_token_file.as_deref())
+        Command::ControlPlane { id, listen, peers, data, root_token_file, state_dir } => {
+            control_plane::serve(id, &listen, peers.unwrap_or_default(), data, root_token_file.as_deref(), state_dir)
+        }
+        Command::Worker { control_plane, slots, listen, state_dir, token_file } => {
+            control_plane::root_secret(token_file.as_deref()).and_then(|secret| {
+                let secret = secret
+                    .ok_or_else(|| anyhow::anyhow!("a worker needs the root token: --token-file or WEIR_ROOT_TOKEN"))?;
+                worker::serve(worker::WorkerArgs { control_planes: control_plane, slots, listen, state_dir, secret })
+            })
         }
         Command::Standalone { listen, data, submit } => standalone::serve(&listen, data, submit),
         Command::Job { command, connection } => job::run(command, connection),

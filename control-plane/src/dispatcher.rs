@@ -40,6 +40,7 @@ use tokio::sync::mpsc;
 use weir_dataflow::config::JobConfig;
 use weir_dataflow::ids::{CheckpointId, JobId, VertexId};
 use weir_dataflow::restart::RestartBackoff;
+pub use weir_dataflow::wire::{Restore, RunEnd};
 
 use crate::api::ids::now;
 use crate::api::runtime::{ActionError, JobException, JobRuntime, MetadataOnlyRuntime, VertexMetrics};
@@ -48,18 +49,6 @@ use crate::metadata::ids::SavepointId;
 use crate::metadata::records::{CompletedCheckpoint, JobRecord, JobStatus, SavepointRecord};
 use crate::metadata::{Command, Response};
 
-/// Where a run starts from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Restore {
-    /// From the beginning (a new job).
-    Nothing,
-    /// From the job's latest completed checkpoint, or the beginning if it has none (a job that
-    /// was running when its leader went away).
-    LatestCheckpoint,
-    /// From the savepoint at this location (a rescale).
-    Savepoint(String),
-}
-
 /// What the dispatcher asks an executor to run.
 #[derive(Clone, Debug)]
 pub struct ExecutionRequest {
@@ -67,19 +56,6 @@ pub struct ExecutionRequest {
     /// The parallelism to run at (the job's desired parallelism when the run starts).
     pub parallelism: u32,
     pub restore: Restore,
-}
-
-/// How a run ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RunEnd {
-    /// Every task finished (a bounded job).
-    Finished,
-    /// The run failed; the message says why.
-    Failed(String),
-    /// The run was cancelled.
-    Cancelled,
-    /// The run stopped after a stopping savepoint (the savepoint's answer carries what follows).
-    Stopped,
 }
 
 /// A savepoint a run took.
@@ -95,8 +71,8 @@ pub struct TakenSavepoint {
 #[error("{0}")]
 pub struct ExecutorError(pub String);
 
-/// Runs jobs. `weir standalone` runs them in its own process; a remote implementation will
-/// deploy them on workers.
+/// Runs jobs. `weir standalone` runs them in its own process; `weir control-plane` deploys them
+/// on workers (`crate::workers::RemoteExecutor`).
 pub trait JobExecutor: Send + Sync + 'static {
     /// Starts a run of `request.job`. The run reports through `reporter` until it ends.
     fn start(
@@ -104,6 +80,36 @@ pub trait JobExecutor: Send + Sync + 'static {
         request: ExecutionRequest,
         reporter: RunReporter,
     ) -> BoxFuture<'_, Result<Arc<dyn RunningJob>, ExecutorError>>;
+
+    /// Whether a run at `parallelism` could start now; `Err` says what it waits for (free
+    /// slots). A job that cannot start waits, as Flink's slot requests do.
+    fn capacity_for(&self, parallelism: u32) -> Result<(), String> {
+        let _ = parallelism;
+        Ok(())
+    }
+
+    /// Whether runs outlive this replica's leadership. Runs on workers do (the next leader adopts
+    /// them); runs in the leader's own process do not, and are cancelled when it stops leading.
+    fn runs_outlive_leadership(&self) -> bool {
+        false
+    }
+
+    /// The run an earlier leader deployed for `job`, if it is still running: the dispatcher
+    /// adopts it instead of starting another, and `reporter` receives its reports from now on.
+    fn adopt(&self, job: &JobRecord, reporter: RunReporter) -> Adoption {
+        let _ = (job, reporter);
+        Adoption::Nothing
+    }
+}
+
+/// What [`JobExecutor::adopt`] found.
+pub enum Adoption {
+    /// The job's run, still running at `parallelism`.
+    Adopted { run: Arc<dyn RunningJob>, parallelism: u32 },
+    /// Not known yet (this replica has led for less than a heartbeat timeout): ask again.
+    Wait,
+    /// No run to adopt: start one.
+    Nothing,
 }
 
 /// One run of a job, as the dispatcher controls it.
@@ -218,6 +224,8 @@ pub struct Dispatcher {
     backoffs: BTreeMap<JobId, RestartBackoff>,
     /// Jobs waiting out a restart delay: not started again before this instant.
     restart_at: BTreeMap<JobId, tokio::time::Instant>,
+    /// Jobs waiting for resources (their exceptions say so once).
+    waiting: BTreeSet<JobId>,
 }
 
 impl Dispatcher {
@@ -238,6 +246,7 @@ impl Dispatcher {
             ending: BTreeMap::new(),
             backoffs: BTreeMap::new(),
             restart_at: BTreeMap::new(),
+            waiting: BTreeSet::new(),
         }
     }
 
@@ -261,13 +270,20 @@ impl Dispatcher {
 
     async fn reconcile(&mut self) {
         if !self.replica.is_leader() {
-            // A follower must not run jobs: the new leader runs them.
+            // A follower does not run jobs: the new leader runs them, or adopts the runs that
+            // outlive this leadership.
+            let outlive = self.executor.runs_outlive_leadership();
             for (job, run) in std::mem::take(&mut self.runs) {
-                tracing::info!(job_id = %job, "no longer the leader: cancelling the run");
-                run.handle.cancel();
+                if outlive {
+                    tracing::info!(job_id = %job, "no longer the leader: leaving the run to the next one");
+                } else {
+                    tracing::info!(job_id = %job, "no longer the leader: cancelling the run");
+                    run.handle.cancel();
+                }
                 self.shared.set_run(&job, None);
             }
             self.ending.clear();
+            self.waiting.clear();
             return;
         }
         for (job, status) in std::mem::take(&mut self.ending) {
@@ -292,14 +308,36 @@ impl Dispatcher {
         use JobStatus::*;
         let id = job.id.clone();
         let Some(run) = self.runs.get_mut(&id) else {
+            if matches!(job.status, Created | Running | Restarting) && job.deployment.is_some() {
+                // An earlier leader deployed it: its run may still be going.
+                match self.adopt(&job) {
+                    Adoption::Adopted { .. } => {
+                        self.propose_status(&id, Running).await;
+                        return;
+                    }
+                    Adoption::Wait => return,
+                    Adoption::Nothing => {}
+                }
+            }
             match job.status {
                 Created => {
-                    if self.start(&job, Restore::Nothing, job.desired_parallelism).await {
+                    if !self.has_capacity(&job) {
+                        return;
+                    }
+                    let restore = match job.deployment {
+                        // A deployed attempt may have checkpointed before it was lost.
+                        Some(_) => Restore::LatestCheckpoint,
+                        None => Restore::Nothing,
+                    };
+                    if self.start(&job, restore, job.desired_parallelism).await {
                         self.propose_status(&id, Running).await;
                     }
                 }
                 Running | Restarting => {
                     if self.restart_at.get(&id).is_some_and(|at| tokio::time::Instant::now() < *at) {
+                        return;
+                    }
+                    if !self.has_capacity(&job) {
                         return;
                     }
                     self.restart_at.remove(&id);
@@ -362,35 +400,89 @@ impl Dispatcher {
         });
     }
 
-    /// Starts a run; on failure records why and ends the job FAILED. Answers whether it started.
-    async fn start(&mut self, job: &JobRecord, restore: Restore, parallelism: u32) -> bool {
+    /// Whether the executor could start `job` now; if not, says so once in its exceptions.
+    fn has_capacity(&mut self, job: &JobRecord) -> bool {
+        match self.executor.capacity_for(job.desired_parallelism) {
+            Ok(()) => {
+                self.waiting.remove(&job.id);
+                true
+            }
+            Err(why) => {
+                if self.waiting.insert(job.id.clone()) {
+                    self.shared.record_exception(&job.id, format!("the job waits for resources: {why}"));
+                }
+                false
+            }
+        }
+    }
+
+    /// Asks the executor for the run an earlier leader deployed; keeps it when there is one.
+    fn adopt(&mut self, job: &JobRecord) -> Adoption {
+        let reporter = self.reporter(&job.id);
+        let run = reporter.run;
+        let adoption = self.executor.adopt(job, reporter);
+        if let Adoption::Adopted { run: handle, parallelism } = &adoption {
+            tracing::info!(job_id = %job.id, parallelism, "adopted the running attempt");
+            self.keep_run(&job.id, run, *parallelism, handle.clone());
+        }
+        adoption
+    }
+
+    /// A reporter for a new run of `job`.
+    fn reporter(&mut self, job: &JobId) -> RunReporter {
         let run = self.next_run;
         self.next_run += 1;
-        let reporter = RunReporter { job: job.id.clone(), run, events: self.events.clone() };
+        RunReporter { job: job.clone(), run, events: self.events.clone() }
+    }
+
+    fn keep_run(&mut self, job: &JobId, run: u64, parallelism: u32, handle: Arc<dyn RunningJob>) {
+        self.shared.set_run(job, Some(handle.clone()));
+        let kept = Run {
+            id: run,
+            parallelism,
+            handle,
+            savepoints_asked: BTreeSet::new(),
+            stopping: false,
+            cancel_sent: false,
+            rescale_failed_for: None,
+        };
+        self.runs.insert(job.clone(), kept);
+    }
+
+    /// Starts a run; on failure records why and lets the job's restart strategy decide (as for
+    /// a run that failed). Answers whether it started.
+    async fn start(&mut self, job: &JobRecord, restore: Restore, parallelism: u32) -> bool {
+        let reporter = self.reporter(&job.id);
+        let run = reporter.run;
         let request = ExecutionRequest { job: job.clone(), parallelism, restore };
         match self.executor.start(request, reporter).await {
             Ok(handle) => {
                 tracing::info!(job_id = %job.id, parallelism, "run started");
-                self.shared.set_run(&job.id, Some(handle.clone()));
-                self.runs.insert(
-                    job.id.clone(),
-                    Run {
-                        id: run,
-                        parallelism,
-                        handle,
-                        savepoints_asked: BTreeSet::new(),
-                        stopping: false,
-                        cancel_sent: false,
-                        rescale_failed_for: None,
-                    },
-                );
+                self.keep_run(&job.id, run, parallelism, handle);
                 true
             }
             Err(error) => {
-                self.shared.record_exception(&job.id, format!("the job could not start: {error}"));
-                self.end(&job.id, JobStatus::Failed).await;
+                self.failed(&job.id, format!("the job could not start: {error}")).await;
                 false
             }
+        }
+    }
+
+    /// A run failed, or could not start: records why, then restarts the job after its restart
+    /// strategy's delay, or ends it FAILED when the strategy gives up.
+    async fn failed(&mut self, job: &JobId, message: String) {
+        self.shared.record_exception(job, message);
+        match self.restart_delay(job) {
+            Some(delay) => {
+                tracing::warn!(job_id = %job, ?delay, "the run failed; restarting from the latest checkpoint");
+                self.restart_at.insert(job.clone(), tokio::time::Instant::now() + delay);
+                if !self.propose_status(job, JobStatus::Restarting).await {
+                    // Without a quorum the job stays RUNNING with no run: the next tick restarts
+                    // it once the delay is over, all the same.
+                    tracing::warn!(job_id = %job, "RESTARTING not committed");
+                }
+            }
+            None => self.end(job, JobStatus::Failed).await,
         }
     }
 
@@ -427,20 +519,7 @@ impl Dispatcher {
                     _ if cancelling => JobStatus::Cancelled,
                     RunEnd::Finished => JobStatus::Finished,
                     RunEnd::Cancelled => JobStatus::Cancelled,
-                    RunEnd::Failed(message) => {
-                        self.shared.record_exception(&job, message);
-                        if let Some(delay) = self.restart_delay(&job) {
-                            tracing::warn!(job_id = %job, ?delay, "the run failed; restarting from the latest checkpoint");
-                            self.restart_at.insert(job.clone(), tokio::time::Instant::now() + delay);
-                            if !self.propose_status(&job, JobStatus::Restarting).await {
-                                // Without a quorum the job stays RUNNING with no run: the
-                                // next tick restarts it once the delay is over, all the same.
-                                tracing::warn!(job_id = %job, "RESTARTING not committed");
-                            }
-                            return;
-                        }
-                        JobStatus::Failed
-                    }
+                    RunEnd::Failed(message) => return self.failed(&job, message).await,
                     RunEnd::Stopped => return,
                 };
                 tracing::info!(job_id = %job, %status, "run ended");
@@ -505,7 +584,7 @@ impl Dispatcher {
                 let record = self.replica.reader().read(|m| m.job(&job).cloned());
                 let Some(record) = record.filter(|record| record.status == JobStatus::Running) else { return };
                 tracing::info!(job_id = %job, parallelism, location = %taken.location, "restarting from the savepoint");
-                self.start(&record, Restore::Savepoint(taken.location), parallelism).await;
+                self.start(&record, Restore::Savepoint { location: taken.location }, parallelism).await;
             }
         }
     }

@@ -1,6 +1,5 @@
-//! The control plane: Raft-replicated job metadata, the HTTP API and the dispatcher; job
-//! masters for remote workers, the scheduler and a control-plane checkpoint coordinator will be
-//! built on them.
+//! The control plane: Raft-replicated job metadata, the HTTP API, the dispatcher, and the
+//! registry and scheduler of workers.
 //!
 //! - [`api`]: the HTTP API under `/api/v1` (axum), over a [`handle::ReplicaHandle`].
 //! - [`dispatcher`]: the leader's service that runs jobs as the metadata says, through a
@@ -13,6 +12,8 @@
 //!   state machine, the HTTP transport between replica processes, and an in-process network.
 //! - [`node`]: a replica as a process ([`node::Replica`]): bootstrap, its HTTP listener, writes
 //!   and reads routed to the leader, membership changes.
+//! - [`workers`]: the leader's worker registry (heartbeats, liveness) and the executor that
+//!   deploys jobs on workers, adopting a previous leader's attempts.
 //!
 //! It talks to workers only through the wire protocol in `weir-dataflow`, never by importing
 //! `weir-workers`.
@@ -24,3 +25,4 @@ pub mod handle;
 pub mod metadata;
 pub mod node;
 pub mod raft;
+pub mod workers;

@@ -164,7 +164,10 @@ async fn the_dispatcher_drives_jobs_through_their_lives() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let second = executor.runs_of(&job).pop().expect("a second run");
-    assert_eq!((second.request.parallelism, &second.request.restore), (3, &Restore::Savepoint("sp-of-p2".into())));
+    assert_eq!(
+        (second.request.parallelism, &second.request.restore),
+        (3, &Restore::Savepoint { location: "sp-of-p2".into() })
+    );
     until_status(&replica, &job, JobStatus::Running).await;
 
     // Cancel: the run is cancelled, then the job is CANCELLED.

@@ -5,7 +5,8 @@
 //! - the physical stream plan ([`plan`]) and the job graph of chained vertices ([`graph`]);
 //! - job configuration with Flink's option names ([`config`]) and restart strategies
 //!   ([`restart`]);
-//! - the Flink SQL planner ([`sql`]): script → plan, pure, no I/O.
+//! - the Flink SQL planner ([`sql`]): script → plan, pure, no I/O;
+//! - the control plane ↔ worker protocol's messages ([`wire`]).
 //!
 //! No other crate of the workspace is a dependency of this one.
 
@@ -17,3 +18,4 @@ pub mod keygroup;
 pub mod plan;
 pub mod restart;
 pub mod sql;
+pub mod wire;

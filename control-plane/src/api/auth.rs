@@ -60,6 +60,11 @@ impl RootToken {
         }
         Ok(RootToken { digest: digest_secret(secret) })
     }
+
+    /// Whether `secret` is this token's (surrounding whitespace ignored).
+    pub fn accepts(&self, secret: &str) -> bool {
+        digest_secret(secret.trim()) == self.digest
+    }
 }
 
 impl fmt::Debug for RootToken {

@@ -20,7 +20,7 @@ pub(crate) fn random_hex(bytes: usize) -> Result<String, ApiError> {
 
 /// A fresh id: `prefix` then 16 hex digits (64 random bits: unique without coordination for
 /// any number of jobs a cluster will see; the state machine still refuses a duplicate).
-pub(crate) fn fresh_id(prefix: &str) -> Result<String, ApiError> {
+pub fn fresh_id(prefix: &str) -> Result<String, ApiError> {
     Ok(format!("{prefix}-{}", random_hex(8)?))
 }
 

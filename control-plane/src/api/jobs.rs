@@ -235,6 +235,7 @@ pub(crate) async fn detail(
         "graph_error": graph_error,
         "last_checkpoint": job.latest_checkpoint(),
         "pending_savepoints": job.savepoint_requests,
+        "deployment": job.deployment,
     })))
 }
 

@@ -20,7 +20,7 @@
 mod auth;
 mod body;
 mod cluster;
-pub(crate) mod ids;
+pub mod ids;
 mod jobs;
 mod metrics;
 mod openapi;

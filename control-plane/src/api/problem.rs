@@ -119,6 +119,7 @@ impl From<Rejection> for ApiError {
             | Rejection::JobTerminated { .. }
             | Rejection::JobNotRunning { .. }
             | Rejection::StaleCheckpoint { .. }
+            | Rejection::StaleAttempt { .. }
             | Rejection::SavepointExists { .. } => StatusCode::CONFLICT,
             Rejection::NoSlots | Rejection::InvalidParallelism => StatusCode::BAD_REQUEST,
         };

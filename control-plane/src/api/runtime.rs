@@ -24,21 +24,7 @@ use crate::metadata::ids::{SavepointId, UnixMillis};
 use crate::metadata::records::JobStatus;
 use crate::metadata::{Command, Rejection};
 
-/// Live figures of one vertex, over all its subtasks. `None` is "not known": the job is not
-/// running, or no job master reported yet. The API shows it as `null`, never as zero, so a
-/// dashboard cannot mistake "unknown" for "idle".
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct VertexMetrics {
-    /// Records the vertex's head read, summed over subtasks.
-    pub records_in: Option<u64>,
-    /// Records the vertex's tail emitted, summed over subtasks.
-    pub records_out: Option<u64>,
-    /// Share of wall time the busiest subtask spent waiting for downstream credit, 0.0 – 1.0
-    /// (Flink's `backPressuredTimeMsPerSecond` / 1000).
-    pub backpressure: Option<f64>,
-    /// The vertex's event-time watermark (minimum over subtasks), ms since the Unix epoch.
-    pub watermark: Option<i64>,
-}
+pub use weir_dataflow::wire::VertexMetrics;
 
 /// One failure of a job, as Flink's exception history shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use weir_dataflow::ids::{CheckpointId, JobId, WorkerId};
 
 use super::ids::{SavepointId, TenantId, TokenDigest, TokenId, UnixMillis};
-use super::records::{CompletedCheckpoint, JobStatus, SavepointRecord, TokenRole};
+use super::records::{CompletedCheckpoint, JobDeployment, JobStatus, SavepointRecord, TokenRole};
 
 /// One change to the replicated metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +61,12 @@ pub enum Command {
         job: JobId,
         parallelism: u32,
     },
+    /// Records where the job's new attempt runs, before it is deployed: a new leader reads it to
+    /// adopt the attempt's tasks instead of restarting them. Attempt numbers only grow.
+    SetJobDeployment {
+        job: JobId,
+        deployment: JobDeployment,
+    },
     /// Commits a completed checkpoint and keeps the newest `retain` of the job's checkpoints.
     CommitCheckpoint {
         job: JobId,
@@ -100,6 +106,9 @@ impl fmt::Display for Command {
             Command::SetJobStatus { job, status, .. } => write!(f, "set-job-status {job} {status}"),
             Command::SetDesiredParallelism { job, parallelism } => {
                 write!(f, "set-desired-parallelism {job} {parallelism}")
+            }
+            Command::SetJobDeployment { job, deployment } => {
+                write!(f, "set-job-deployment {job} attempt={} worker={}", deployment.attempt, deployment.worker)
             }
             Command::CommitCheckpoint { job, checkpoint, .. } => {
                 write!(f, "commit-checkpoint {job} {}", checkpoint.id)
@@ -168,6 +177,8 @@ pub enum Rejection {
     JobNotRunning { job: JobId, status: JobStatus },
     #[error("checkpoint {offered} of job {job} is not newer than the committed {latest}")]
     StaleCheckpoint { job: JobId, latest: CheckpointId, offered: CheckpointId },
+    #[error("attempt {offered} of job {job} is not newer than its attempt {latest}")]
+    StaleAttempt { job: JobId, latest: u64, offered: u64 },
     #[error("savepoint {savepoint} already exists")]
     SavepointExists { savepoint: SavepointId },
     #[error("savepoint {savepoint} does not exist")]
@@ -191,6 +202,7 @@ impl Rejection {
             Rejection::JobTerminated { .. } => "job-terminated",
             Rejection::JobNotRunning { .. } => "job-not-running",
             Rejection::StaleCheckpoint { .. } => "stale-checkpoint",
+            Rejection::StaleAttempt { .. } => "stale-attempt",
             Rejection::SavepointExists { .. } => "savepoint-exists",
             Rejection::UnknownSavepoint { .. } => "unknown-savepoint",
         }

@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use weir_dataflow::ids::{CheckpointId, JobId, WorkerId};
+use weir_dataflow::wire::CheckpointDone;
 
 use super::ids::{SavepointId, TenantId, TokenDigest, TokenId, UnixMillis};
 
@@ -117,6 +118,20 @@ pub struct CompletedCheckpoint {
     pub completed_at: UnixMillis,
 }
 
+impl CompletedCheckpoint {
+    /// The record of a checkpoint a run reported.
+    pub fn from_wire(done: &CheckpointDone) -> Self {
+        CompletedCheckpoint {
+            id: done.id,
+            location: done.location.clone(),
+            parallelism: done.parallelism,
+            // The state store does not size checkpoints yet.
+            state_size_bytes: 0,
+            completed_at: UnixMillis(done.completed_at),
+        }
+    }
+}
+
 /// A job: the SQL script and its configuration (the job graph is derived from them
 /// deterministically, so it is not stored), what the user asked for and where the job is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +152,18 @@ pub struct JobRecord {
     /// answers each with an `AddSavepoint` of the same id, which removes it from here.
     #[serde(default)]
     pub savepoint_requests: Vec<SavepointRequest>,
+    /// The job's newest attempt and the worker it was deployed on (`None`: never deployed on a
+    /// worker).
+    #[serde(default)]
+    pub deployment: Option<JobDeployment>,
+}
+
+/// Where a job's attempt runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDeployment {
+    /// Numbered from 1; every new attempt of the job has a higher number.
+    pub attempt: u64,
+    pub worker: WorkerId,
 }
 
 impl JobRecord {

@@ -149,6 +149,7 @@ impl MetadataState {
                         status_changed_at: *at,
                         checkpoints: Vec::new(),
                         savepoint_requests: Vec::new(),
+                        deployment: None,
                     },
                 );
                 Ok(Response::Done)
@@ -169,6 +170,20 @@ impl MetadataState {
                     return Err(Rejection::InvalidParallelism);
                 }
                 self.live_job_mut(job)?.desired_parallelism = *parallelism;
+                Ok(Response::Done)
+            }
+            Command::SetJobDeployment { job, deployment } => {
+                let record = self.live_job_mut(job)?;
+                if let Some(latest) = &record.deployment
+                    && latest.attempt >= deployment.attempt
+                {
+                    return Err(Rejection::StaleAttempt {
+                        job: job.clone(),
+                        latest: latest.attempt,
+                        offered: deployment.attempt,
+                    });
+                }
+                record.deployment = Some(deployment.clone());
                 Ok(Response::Done)
             }
             Command::CommitCheckpoint { job, checkpoint, retain } => {
@@ -259,7 +274,7 @@ mod tests {
 
     use super::*;
     use crate::metadata::ids::UnixMillis;
-    use crate::metadata::records::{CompletedCheckpoint, TokenRole};
+    use crate::metadata::records::{CompletedCheckpoint, JobDeployment, TokenRole};
 
     fn tenant(name: &str) -> Command {
         Command::CreateTenant { tenant: TenantId::from(name), display_name: name.to_uppercase(), at: UnixMillis(1) }
@@ -345,6 +360,23 @@ mod tests {
         let parallelism = Command::SetDesiredParallelism { job: JobId("j1".into()), parallelism: 4 };
         assert_eq!(rejected(state.apply(&parallelism)), "job-terminated");
         assert_eq!(state, before, "a rejected command changes nothing");
+    }
+
+    #[test]
+    fn deployments_only_move_to_newer_attempts() {
+        let mut state = MetadataState::default();
+        state.apply(&tenant("acme"));
+        state.apply(&submit("j1", "acme"));
+        let deploy = |attempt, worker: &str| Command::SetJobDeployment {
+            job: JobId("j1".into()),
+            deployment: JobDeployment { attempt, worker: WorkerId(worker.into()) },
+        };
+        assert_eq!(state.apply(&deploy(1, "w1")), Response::Done);
+        assert_eq!(state.apply(&deploy(2, "w2")), Response::Done);
+        assert_eq!(rejected(state.apply(&deploy(2, "w1"))), "stale-attempt");
+        assert_eq!(rejected(state.apply(&deploy(1, "w1"))), "stale-attempt");
+        let job = state.job(&JobId("j1".into())).expect("submitted");
+        assert_eq!(job.deployment, Some(JobDeployment { attempt: 2, worker: WorkerId("w2".into()) }));
     }
 
     #[test]
