@@ -524,12 +524,20 @@ async fn a_leader_kill_9_neither_restarts_the_job_nor_stops_its_checkpoints() {
         tokio::time::sleep(POLL).await;
     }
     eprintln!("kill -9 of the leader to checkpoint {wanted}: {:?}", killed_at.elapsed());
-    // The windows the checkpoints committed are in the sink.
+    // The windows the checkpoints committed are in the sink, each auction's once per window:
+    // the new leader committed no checkpoint's output twice.
     let deadline = Instant::now() + WAIT;
     while published(&out).is_empty() {
         assert!(Instant::now() < deadline, "no window published in {} within {WAIT:?}", out.display());
         tokio::time::sleep(POLL).await;
     }
+    let mut windows = BTreeMap::new();
+    for (line, count) in published(&out) {
+        let row: Value = serde_json::from_str(&line).expect("a JSON row");
+        *windows.entry((row["window_start"].to_string(), row["auction"].to_string())).or_insert(0) += count;
+    }
+    let repeated: Vec<_> = windows.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(repeated.is_empty(), "windows published more than once, of {}: {repeated:?}", windows.len());
 
     sandbox.write(new_leader, &sandbox.token, &format!("/api/v1/jobs/{job}/cancel"), json!({})).await;
     sandbox.wait_for_job(&job, "CANCELLED", WAIT, |detail| detail["status"] == "CANCELLED").await;
