@@ -565,14 +565,15 @@ async fn a_worker_kill_9_moves_its_job_to_the_other_worker_with_exactly_once_out
     let survivor = sandbox.workers.iter().find(|w| w.id != victim).expect("another worker").id.clone();
 
     // Every status and deployment the job goes through until it finishes.
-    let mut statuses = vec![running["status"].clone()];
+    let mut statuses = vec!["RUNNING".to_string()];
     let mut deployments = vec![(attempt, victim.clone())];
     let deadline = killed_at + Duration::from_secs(90);
     loop {
         let detail = sandbox.job(&job).await;
-        if statuses.last() != Some(&detail["status"]) {
-            eprintln!("{:?} after the kill: {}", killed_at.elapsed(), detail["status"]);
-            statuses.push(detail["status"].clone());
+        let status = detail["status"].as_str().expect("a job has a status");
+        if statuses.last().is_none_or(|last| last != status) {
+            eprintln!("{:?} after the kill: {status}", killed_at.elapsed());
+            statuses.push(status.to_string());
         }
         if let Some(now) = deployment(&detail["deployment"])
             && deployments.last() != Some(&now)
@@ -580,10 +581,10 @@ async fn a_worker_kill_9_moves_its_job_to_the_other_worker_with_exactly_once_out
             eprintln!("{:?} after the kill: deployed on {} (attempt {})", killed_at.elapsed(), now.1, now.0);
             deployments.push(now);
         }
-        if detail["status"] == "FINISHED" {
+        if status == "FINISHED" {
             break;
         }
-        let ended = matches!(detail["status"].as_str(), Some("FAILED" | "CANCELLED"));
+        let ended = matches!(status, "FAILED" | "CANCELLED");
         if ended || Instant::now() > deadline {
             let now = sandbox.describe(&job, &detail).await;
             panic!("the job did not finish after its worker was killed; statuses {statuses:?}; {now}");
