@@ -70,6 +70,9 @@ struct Attempt {
     parallelism: u32,
     checkpoint: Option<CheckpointDone>,
     end: Option<RunEnd>,
+    /// Cancelled because the lease ran out: its end is a failure (the job restarts), not a
+    /// cancellation the user asked for.
+    fenced: bool,
 }
 
 pub fn serve(args: WorkerArgs) -> Result<()> {
@@ -161,8 +164,9 @@ impl Worker {
 
     /// The lease ran out: stop writing, a replacement may be running.
     fn cancel_all(&self) {
-        for (attempt, a) in self.lock().iter().filter(|(_, a)| a.end.is_none()) {
+        for (attempt, a) in self.lock().iter_mut().filter(|(_, a)| a.end.is_none()) {
             tracing::warn!(job_id = %attempt.job, attempt = attempt.attempt, "no leader for {LEASE:?}: cancelling");
+            a.fenced = true;
             a.run.cancel();
         }
     }
@@ -276,7 +280,7 @@ async fn deploy(
         .await
         .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot-start", format!("{error:#}")))?;
     tracing::info!(job_id = %attempt.job, attempt = attempt.attempt, parallelism = deploy.parallelism, "attempt started");
-    let started = Attempt { run, parallelism: deploy.parallelism, checkpoint: None, end: None };
+    let started = Attempt { run, parallelism: deploy.parallelism, checkpoint: None, end: None, fenced: false };
     worker.lock().insert(attempt.clone(), started);
     let (events_worker, reported) = (worker.clone(), attempt.clone());
     tokio::spawn(async move {
@@ -287,6 +291,12 @@ async fn deploy(
                 match event {
                     RunEvent::Checkpoint(done) => a.checkpoint = Some(done),
                     RunEvent::Ended(end) => {
+                        let end = match end {
+                            RunEnd::Cancelled if a.fenced => RunEnd::Failed(format!(
+                                "the worker reached no control-plane leader for {LEASE:?} and cancelled the attempt"
+                            )),
+                            end => end,
+                        };
                         tracing::info!(job_id = %reported.job, attempt = reported.attempt, ?end, "attempt ended");
                         a.end = Some(end);
                     }

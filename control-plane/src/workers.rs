@@ -24,7 +24,7 @@
 //! Not built yet: an attempt spread over several workers (exchanges through the remote shuffle
 //! service, and a checkpoint coordinator on the leader), and region failover across workers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use weir_dataflow::ids::{CheckpointId, VertexId, WorkerId};
+use weir_dataflow::ids::{CheckpointId, JobId, VertexId, WorkerId};
 use weir_dataflow::wire::{
     self, AttemptRef, AttemptReport, Deploy, Heartbeat, HeartbeatReply, NotLeader, RunEnd, SavepointAsk,
     SavepointTaken, VertexMetrics,
@@ -84,6 +84,8 @@ struct Inner {
     live: BTreeMap<WorkerId, Live>,
     /// Attempts whose reports go to the dispatcher.
     attached: BTreeMap<AttemptRef, Attached>,
+    /// Attempts whose end has gone to the dispatcher: never adopted again.
+    ended: BTreeSet<AttemptRef>,
 }
 
 struct Live {
@@ -135,13 +137,24 @@ impl Workers {
 
     async fn check(&self) {
         let timeout = self.options.heartbeat_timeout;
+        if !self.replica.is_leader() {
+            // The next leader adopts the attempts; reporters here are the old dispatcher's.
+            *self.lock() = Inner::default();
+            return;
+        }
+        // A leader cut off from its quorum hears no heartbeats (they need a read point), and
+        // must not take that for dead workers: liveness is judged only while a quorum confirms
+        // the leadership, and afresh, after a grace, once it does again.
+        let confirmed = matches!(tokio::time::timeout(timeout / 3, self.replica.sync_reads()).await, Ok(Ok(())));
         let mut lost = Vec::new();
         let settled;
         {
             let mut inner = self.lock();
-            if !self.replica.is_leader() {
-                // The next leader adopts the attempts; reporters here are the old dispatcher's.
-                *inner = Inner::default();
+            if !confirmed {
+                if inner.leading_since.take().is_some() {
+                    tracing::warn!("no quorum confirms this leader: worker liveness is not judged until one does");
+                }
+                inner.live.clear();
                 return;
             }
             let since = *inner.leading_since.get_or_insert_with(Instant::now);
@@ -149,28 +162,35 @@ impl Workers {
             let now = Instant::now();
             let silent: Vec<WorkerId> =
                 inner.live.iter().filter(|(_, w)| now - w.last_seen > timeout).map(|(id, _)| id.clone()).collect();
-            for worker in silent {
-                let Some(gone) = inner.live.remove(&worker) else { continue };
-                tracing::warn!(worker = %worker, address = %gone.address, "worker lost: no heartbeat for {timeout:?}");
-                let attempts: Vec<AttemptRef> =
-                    inner.attached.iter().filter(|(_, a)| a.worker == worker).map(|(r, _)| r.clone()).collect();
-                for attempt in attempts {
-                    if let Some(attached) = inner.attached.remove(&attempt) {
-                        attached.reporter.ended(RunEnd::Failed(format!(
-                            "worker {worker} at {} was lost (no heartbeat for {timeout:?}); attempt {} of the job is gone",
-                            gone.address, attempt.attempt
-                        )));
-                    }
+            for worker in &silent {
+                if let Some(gone) = inner.live.remove(worker) {
+                    tracing::warn!(%worker, address = %gone.address, "worker lost: no heartbeat for {timeout:?}");
                 }
-                lost.push(worker);
             }
+            lost.extend(silent);
             if settled {
-                // Registered by an earlier leader and silent since this one leads.
+                // Registered by an earlier leader, or before the quorum was lost, and silent since.
                 let registered: Vec<WorkerId> =
                     self.replica.reader().read(|m| m.workers().map(|w| w.id.clone()).collect());
                 let silent: Vec<WorkerId> =
                     registered.into_iter().filter(|id| !inner.live.contains_key(id) && !lost.contains(id)).collect();
                 lost.extend(silent);
+            }
+            // Attempts whose worker is gone, or has not reported since this leader's grace ended.
+            let orphans: Vec<AttemptRef> = inner
+                .attached
+                .iter()
+                .filter(|(_, a)| lost.contains(&a.worker) || (settled && !inner.live.contains_key(&a.worker)))
+                .map(|(attempt, _)| attempt.clone())
+                .collect();
+            for attempt in orphans {
+                inner.ended.insert(attempt.clone());
+                if let Some(attached) = inner.attached.remove(&attempt) {
+                    attached.reporter.ended(RunEnd::Failed(format!(
+                        "worker {} was lost (no heartbeat for {timeout:?}); attempt {} of the job is gone",
+                        attached.worker, attempt.attempt
+                    )));
+                }
             }
         }
         for worker in lost {
@@ -192,34 +212,43 @@ impl Workers {
             Ok(Err(error)) => return Err(ApiError::from(error).into_response()),
             Err(_) => return Err(ApiError::unavailable("no-quorum", "no quorum within 2 s").into_response()),
         }
-        let known = self
-            .replica
-            .reader()
-            .read(|m| m.workers().any(|w| w.id == beat.worker && w.address == beat.address && w.slots == beat.slots));
-        if !known {
-            let register = Command::RegisterWorker {
-                worker: beat.worker.clone(),
-                address: beat.address.clone(),
-                slots: beat.slots,
-                at: now(),
-            };
-            match self.replica.propose(register).await {
-                Ok(_) => {
-                    tracing::info!(worker = %beat.worker, address = %beat.address, slots = beat.slots, "worker registered")
-                }
-                Err(error) => return Err(ApiError::from(error).into_response()),
-            }
-        }
         let jobs: BTreeMap<_, _> = self.replica.reader().read(|m| {
             beat.attempts
                 .iter()
                 .filter_map(|r| m.job(&r.attempt.job).map(|job| (job.id.clone(), (job.status, job.deployment.clone()))))
                 .collect()
         });
+        let (address, slots, worker) = (beat.address.clone(), beat.slots, beat.worker.clone());
+        let reply = self.take_reports(beat, &jobs).map_err(IntoResponse::into_response)?;
+        // Registered once it is live, so that the liveness check never sees it registered and
+        // silent in between.
+        let known = self
+            .replica
+            .reader()
+            .read(|m| m.workers().any(|w| w.id == worker && w.address == address && w.slots == slots));
+        if !known {
+            let register =
+                Command::RegisterWorker { worker: worker.clone(), address: address.clone(), slots, at: now() };
+            match self.replica.propose(register).await {
+                Ok(_) => {
+                    tracing::info!(%worker, %address, slots, "worker registered")
+                }
+                Err(error) => tracing::warn!(%worker, %error, "worker not registered; its next heartbeat tries again"),
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Records a worker's heartbeat as live, passes its attempts' news on, and answers it.
+    fn take_reports(
+        &self,
+        beat: Heartbeat,
+        jobs: &BTreeMap<JobId, (JobStatus, Option<JobDeployment>)>,
+    ) -> Result<HeartbeatReply, ApiError> {
         let mut reply = HeartbeatReply::default();
         let mut inner = self.lock();
         if inner.leading_since.is_none() {
-            return Err(ApiError::unavailable("not-ready", "the leader is starting its services").into_response());
+            return Err(ApiError::unavailable("not-ready", "the leader is starting its services"));
         }
         for report in &beat.attempts {
             let attempt = &report.attempt;
@@ -230,6 +259,7 @@ impl Workers {
             if let Some(attached) = inner.attached.get_mut(attempt) {
                 if pass_on(attached, report) {
                     inner.attached.remove(attempt);
+                    inner.ended.insert(attempt.clone());
                     reply.forget.push(attempt.clone());
                 } else if status.is_none_or(|s| s.is_terminal() || s == JobStatus::Cancelling) {
                     reply.cancel.push(attempt.clone());
@@ -238,7 +268,7 @@ impl Workers {
             }
             let current = deployment.is_some_and(|d| d.attempt == attempt.attempt && d.worker == beat.worker)
                 && status.is_some_and(|s| !s.is_terminal());
-            if current {
+            if current && !inner.ended.contains(attempt) {
                 // An earlier leader's deployment: the dispatcher adopts it (and its end, if any).
                 continue;
             }
@@ -338,6 +368,9 @@ impl Workers {
         let attempt = AttemptRef { job: job.id.clone(), attempt: deployment.attempt };
         let mut inner = self.lock();
         let Some(since) = inner.leading_since else { return Adoption::Wait };
+        if inner.ended.contains(&attempt) {
+            return Adoption::Nothing;
+        }
         let report = inner
             .live
             .get(&deployment.worker)
@@ -352,7 +385,9 @@ impl Workers {
             reported: job.latest_checkpoint().map(|c| c.id),
         };
         // Reports of the time without a leader: the newest checkpoint, and the end if it came.
-        if !pass_on(&mut attached, &report) {
+        if pass_on(&mut attached, &report) {
+            inner.ended.insert(attempt.clone());
+        } else {
             inner.attached.insert(attempt.clone(), attached);
         }
         let parallelism = report.parallelism;
