@@ -2,7 +2,9 @@
 //! replicas and two `weir worker`s, the jobs' checkpoints in S3 (moto, or the endpoint
 //! `WEIR_TEST_S3_ENDPOINT` names). A `kill -9` of the leader neither restarts a running job nor
 //! stops its checkpoints; a `kill -9` of the worker running a job moves the job to the other
-//! worker, which resumes it from its latest checkpoint with exactly-once output.
+//! worker, which resumes it from its latest checkpoint with exactly-once output. Without a
+//! quorum, writes are refused with 503 and reads answer; when the quorum returns within a
+//! worker's lease, the job has run on undisturbed.
 //!
 //! Every process logs to its own file; when a test fails, the sandbox keeps its directory and
 //! prints where the logs are and how each ends.
@@ -74,6 +76,8 @@ fn spawn(args: &[&str], env: &[(&str, String)], cwd: &Path, log: &Path) -> Optio
 struct Replica {
     address: String,
     log: PathBuf,
+    /// What it was started with: a restart starts it again the same way, on the same data.
+    args: Vec<String>,
     process: Option<Process>,
 }
 
@@ -191,7 +195,8 @@ impl Sandbox {
                     assert!(line.contains("listening on"), "replica {id} printed {line:?}; log {}", log.display());
                     process
                 });
-                self.replicas.insert(id, Replica { address, log, process });
+                let args = args.iter().map(|arg| arg.to_string()).collect();
+                self.replicas.insert(id, Replica { address, log, args, process });
             }
             if self.replicas.values().all(|replica| replica.process.is_some()) {
                 return;
@@ -223,6 +228,18 @@ impl Sandbox {
     fn kill_9_replica(&mut self, id: u64) {
         let replica = self.replicas.get_mut(&id).expect("a known replica");
         drop(replica.process.take().expect("the replica runs"));
+    }
+
+    /// Starts a killed replica again, on its address and data.
+    fn restart_replica(&mut self, id: u64) {
+        let env = self.env();
+        let cwd = self.path("");
+        let replica = self.replicas.get_mut(&id).expect("a known replica");
+        let args: Vec<&str> = replica.args.iter().map(String::as_str).collect();
+        let (process, line) = spawn(&args, &env, &cwd, &replica.log)
+            .unwrap_or_else(|| panic!("replica {id} did not start again; log {}", replica.log.display()));
+        assert!(line.contains("listening on"), "replica {id} printed {line:?}");
+        replica.process = Some(process);
     }
 
     fn kill_9_worker(&mut self, id: &str) {
@@ -610,6 +627,67 @@ async fn a_worker_kill_9_moves_its_job_to_the_other_worker_with_exactly_once_out
         &repeated[..repeated.len().min(10)],
         foreign.len(),
         &foreign[..foreign.len().min(10)],
+    );
+    eprintln!("the test took {:?} once its turn came", sandbox.started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_writes_get_503_reads_answer_and_the_job_runs_on_when_it_returns() {
+    // About 15 s of input at parallelism 2, a checkpoint every 500 ms.
+    const ROWS: u64 = 30_000;
+    let mut sandbox = Sandbox::start("quorum-loss", 2, 2).await;
+    let out = sandbox.path("out");
+    let job = sandbox.submit("datagen ids", &datagen_job(ROWS, 2_000, 500, &out), 2).await;
+    let running = sandbox
+        .wait_for_job(&job, "RUNNING with a deployment and a checkpoint", WAIT, is_running_with_a_checkpoint)
+        .await;
+    let before = deployment(&running["deployment"]).expect("waited for a deployment");
+    let checkpoint = last_checkpoint(&running).expect("a checkpoint");
+
+    // Two of three replicas go: the leader stays, alone, without a quorum.
+    let survivor = sandbox.leader().await;
+    let gone: Vec<u64> = (1..=3).filter(|id| *id != survivor).collect();
+    for id in &gone {
+        sandbox.kill_9_replica(*id);
+    }
+    let lost_at = Instant::now();
+    let savepoint = format!("/api/v1/jobs/{job}/savepoints");
+    let answer = sandbox.call(Method::POST, survivor, &sandbox.token, &savepoint, Some(json!({}))).await;
+    let Some((status, problem)) = answer else { panic!("replica {survivor} did not answer a write") };
+    assert_eq!(status, 503, "a write without a quorum: {problem}");
+    assert_eq!(problem["code"], "no-quorum", "a write without a quorum: {problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("quorum") && detail.contains("retry"),
+        "the 503 says what is wrong and what to do: {detail}"
+    );
+    // Committed state still reads, without linearizability.
+    let path = format!("/api/v1/jobs/{job}");
+    let read = sandbox.call(Method::GET, survivor, &sandbox.token, &path, None).await;
+    let Some((200, detail)) = read else { panic!("a read without a quorum: {read:?}") };
+    assert_eq!(detail["status"], "RUNNING", "the job as the survivor has it: {detail}");
+    eprintln!("{:?} without a quorum: writes refused, reads answered", lost_at.elapsed());
+
+    for id in gone {
+        sandbox.restart_replica(id);
+    }
+    let leader = sandbox.leader().await;
+    sandbox.write(leader, ROOT_TOKEN, "/api/v1/tenants", json!({"id": "after-the-outage"})).await;
+    eprintln!("{:?} after the quorum was lost, a write is accepted again", lost_at.elapsed());
+
+    // The outage was shorter than a worker's lease: the job ran on, in the same attempt, and
+    // its checkpoints resumed.
+    let finished = sandbox.wait_for_job(&job, "FINISHED", Duration::from_secs(90), |d| d["status"] == "FINISHED").await;
+    assert_eq!(deployment(&finished["deployment"]), Some(before.clone()), "the job was redeployed");
+    assert!(last_checkpoint(&finished) > Some(checkpoint + 3), "checkpoints did not go on: {finished}");
+    let rows = ids(&published(&out));
+    let wrong: Vec<(u64, u32)> =
+        (1..=ROWS).map(|id| (id, rows.get(&id).copied().unwrap_or(0))).filter(|(_, n)| *n != 1).collect();
+    assert!(
+        wrong.is_empty() && rows.len() as u64 == ROWS,
+        "not every id once: {} wrong, first {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
     );
     eprintln!("the test took {:?} once its turn came", sandbox.started.elapsed());
 }
