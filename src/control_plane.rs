@@ -47,8 +47,9 @@ pub fn serve(
         let dispatcher = Dispatcher::new(handle.clone(), Arc::new(RemoteExecutor(workers.clone())));
         let state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_root_token(root);
         tokio::spawn(workers.clone().watch());
+        let live = dispatcher.live_router();
         tokio::spawn(dispatcher.run());
-        let routes = api::router(state).merge(internal_router(workers));
+        let routes = api::router(state).merge(internal_router(workers)).merge(live);
         serve_until_stopped(replica, routes, &format!("control-plane replica {id}"), &[]).await
     })
 }

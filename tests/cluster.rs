@@ -512,6 +512,13 @@ async fn a_leader_kill_9_neither_restarts_the_job_nor_stops_its_checkpoints() {
     );
 
     let old_leader = sandbox.leader().await;
+    // Any replica answers with the live figures, which the leader holds: a follower asks it.
+    let follower = (1..=3).find(|id| *id != old_leader).expect("three replicas");
+    let path = format!("/api/v1/jobs/{job}");
+    let seen = sandbox.call(Method::GET, follower, &sandbox.token, &path, None).await;
+    let Some((200, detail)) = seen else { panic!("GET the job from follower {follower}: {seen:?}") };
+    let counted = detail["vertices"].as_array().into_iter().flatten().any(|v| v["records_in"].as_u64() > Some(0));
+    assert!(counted, "follower {follower} shows no live records_in: {}", detail["vertices"]);
     sandbox.kill_9_replica(old_leader);
     let killed_at = Instant::now();
     let new_leader = sandbox.leader().await;

@@ -251,9 +251,22 @@ impl Dispatcher {
     }
 
     /// The [`JobRuntime`] the API serves: actions record the desired change in the metadata
-    /// (which this dispatcher then carries out); metrics and exceptions come from the runs.
+    /// (which this dispatcher then carries out); metrics and exceptions come from the runs, on
+    /// the leader, and a follower asks the leader for them.
     pub fn runtime(&self) -> DispatcherRuntime {
-        DispatcherRuntime { metadata: MetadataOnlyRuntime::new(self.replica.clone()), shared: self.shared.clone() }
+        DispatcherRuntime {
+            metadata: MetadataOnlyRuntime::new(self.replica.clone()),
+            replica: self.replica.clone(),
+            shared: self.shared.clone(),
+            client: reqwest::Client::builder().timeout(LIVE_TIMEOUT).build().unwrap_or_default(),
+        }
+    }
+
+    /// The route through which followers read the leader's live figures and exceptions of a
+    /// job. Cluster-private and unauthenticated, like the Raft routes beside it: the API
+    /// authorizes the caller on the follower before it asks.
+    pub fn live_router(&self) -> axum::Router {
+        axum::Router::new().route(LIVE_PATH, axum::routing::get(live)).with_state(self.shared.clone())
     }
 
     /// Dispatches until the process ends.
@@ -634,24 +647,73 @@ impl Dispatcher {
     }
 }
 
+/// Where a follower asks the leader for a job's live figures and exceptions.
+const LIVE_PATH: &str = "/raft/jobs/{id}/live";
+
+/// How long a follower waits for the leader's live figures before showing them as unknown.
+const LIVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A job's live figures and exceptions (newest first), as the leader has them.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct LiveJob {
+    metrics: Vec<(VertexId, VertexMetrics)>,
+    exceptions: Vec<JobException>,
+}
+
+impl Shared {
+    fn live(&self, job: &JobId) -> LiveJob {
+        let run = self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(job).cloned();
+        let exceptions = self.exceptions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        LiveJob {
+            metrics: run.map(|run| run.vertex_metrics().into_iter().collect()).unwrap_or_default(),
+            exceptions: exceptions.get(job).map(|list| list.iter().rev().cloned().collect()).unwrap_or_default(),
+        }
+    }
+}
+
+async fn live(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::Json<LiveJob> {
+    axum::Json(shared.live(&JobId(id)))
+}
+
 /// The [`JobRuntime`] of a replica that dispatches: actions are recorded as desired state, as
 /// [`MetadataOnlyRuntime`] does (the dispatcher acts on them, and so would a new leader's);
-/// live figures and exceptions come from the dispatcher's runs.
+/// live figures and exceptions come from the leader's dispatcher.
 pub struct DispatcherRuntime {
     metadata: MetadataOnlyRuntime,
+    replica: Arc<dyn ReplicaHandle>,
     shared: Arc<Shared>,
+    client: reqwest::Client,
+}
+
+impl DispatcherRuntime {
+    /// The job's live figures and exceptions: this replica's if it leads, else the leader's
+    /// (unknown, i.e. empty, when the leader does not answer within [`LIVE_TIMEOUT`]).
+    async fn live(&self, job: &JobId) -> LiveJob {
+        let view = self.replica.cluster();
+        if view.leader == Some(view.id) {
+            return self.shared.live(job);
+        }
+        let Some(leader) = view.leader.and_then(|id| view.members.into_iter().find(|m| m.id == id)) else {
+            return LiveJob::default();
+        };
+        let url = format!("http://{}{}", leader.address, LIVE_PATH.replace("{id}", &job.0));
+        match self.client.get(url).send().await {
+            Ok(response) if response.status().is_success() => response.json().await.unwrap_or_default(),
+            _ => LiveJob::default(),
+        }
+    }
 }
 
 impl JobRuntime for DispatcherRuntime {
     fn vertex_metrics(&self, job: JobId) -> BoxFuture<'_, BTreeMap<VertexId, VertexMetrics>> {
-        let run = self.shared.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&job).cloned();
-        Box::pin(async move { run.map(|run| run.vertex_metrics()).unwrap_or_default() })
+        Box::pin(async move { self.live(&job).await.metrics.into_iter().collect() })
     }
 
     fn exceptions(&self, job: JobId) -> BoxFuture<'_, Vec<JobException>> {
-        let exceptions = self.shared.exceptions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let newest_first = exceptions.get(&job).map(|list| list.iter().rev().cloned().collect()).unwrap_or_default();
-        Box::pin(async move { newest_first })
+        Box::pin(async move { self.live(&job).await.exceptions })
     }
 
     fn cancel(&self, job: JobId) -> BoxFuture<'_, Result<JobStatus, ActionError>> {

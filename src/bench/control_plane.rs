@@ -237,8 +237,7 @@ impl Cluster {
     /// `POST path` through `replica`: the answer's `id`, or `Ok(None)` when the write is refused
     /// for now (no quorum, an election, the replica is down).
     async fn post(&self, replica: u64, token: &str, path: &str, body: Value) -> Result<Option<String>> {
-        let response =
-            self.client.post(self.replicas[&replica].url(path)).bearer_auth(token).json(&body).send().await;
+        let response = self.client.post(self.replicas[&replica].url(path)).bearer_auth(token).json(&body).send().await;
         match response {
             Ok(r) if r.status().is_success() => {
                 let body: Value = r.json().await?;

@@ -190,6 +190,13 @@ fn schemas() -> Value {
             "graph_error": { "type": ["string", "null"] },
             "last_checkpoint": { "oneOf": [schema("Checkpoint"), { "type": "null" }] },
             "pending_savepoints": { "type": "array", "items": schema("SavepointRequest") },
+            "deployment": {
+                "description": "The job's newest attempt and the worker it was deployed on; null until deployed.",
+                "oneOf": [
+                    object(&["attempt", "worker"], json!({ "attempt": integer, "worker": string })),
+                    { "type": "null" },
+                ],
+            },
         })),
         "Checkpoint": checkpoint,
         "CheckpointList": object(&["id", "checkpoints"], json!({ "id": string, "checkpoints": { "type": "array", "items": schema("Checkpoint") } })),

@@ -27,7 +27,7 @@ use crate::metadata::{Command, Rejection};
 pub use weir_dataflow::wire::VertexMetrics;
 
 /// One failure of a job, as Flink's exception history shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct JobException {
     pub at: UnixMillis,
     pub vertex: Option<VertexId>,
