@@ -10,9 +10,9 @@
 //! coordinator commits to the store first, and the filesystem sink publishes only after that
 //! commit, so the store's newest is the one the published output agrees with.
 //!
-//! Figures: the runtime counts source rows and rows written by sinks per job, and backpressure
-//! per vertex (of finished subtasks); they are reported on the job's single source vertex and
-//! single sink vertex. Per-vertex records in/out of inner vertices are not counted yet.
+//! Figures, per vertex, live: records into the head of its chain and out of its tail, its
+//! lowest subtask watermark, and backpressure (the highest share of a subtask's time spent
+//! blocked sending); a job's single sink vertex shows the rows its sink wrote as its output.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -239,23 +239,25 @@ impl RunningJob for LocalRun {
     }
 
     fn vertex_metrics(&self) -> BTreeMap<VertexId, VertexMetrics> {
-        let mut metrics: BTreeMap<VertexId, VertexMetrics> = BTreeMap::new();
-        for (vertex, share) in self.counters.backpressure() {
-            metrics.entry(vertex).or_default().backpressure = Some(share);
-        }
-        let only = |ids: Vec<VertexId>| if ids.len() == 1 { ids.first().copied() } else { None };
+        let mut metrics: BTreeMap<VertexId, VertexMetrics> = self
+            .counters
+            .vertex_figures(&self.graph)
+            .into_iter()
+            .map(|(vertex, figures)| {
+                let shown = VertexMetrics {
+                    records_in: Some(figures.records_in),
+                    records_out: Some(figures.records_out),
+                    backpressure: figures.backpressure,
+                    watermark: figures.watermark,
+                };
+                (vertex, shown)
+            })
+            .collect();
+        // A sink vertex sends nothing on; what it wrote is its output, when it is the only one.
         let graph = &self.graph;
-        let sources =
-            only(graph.vertices.iter().map(|v| v.id).filter(|v| graph.edges.iter().all(|e| e.target != *v)).collect());
-        let sinks =
-            only(graph.vertices.iter().map(|v| v.id).filter(|v| graph.edges.iter().all(|e| e.source != *v)).collect());
-        // A source vertex's input is the rows its connector read; a sink vertex's output the
-        // rows it wrote.
-        if let Some(source) = sources {
-            metrics.entry(source).or_default().records_in = Some(self.counters.source_rows.load(Ordering::Relaxed));
-        }
-        if let Some(sink) = sinks {
-            metrics.entry(sink).or_default().records_out = Some(self.counters.output_rows.load(Ordering::Relaxed));
+        let mut sinks = graph.vertices.iter().filter(|v| v.outputs.is_empty());
+        if let (Some(sink), None) = (sinks.next(), sinks.next()) {
+            metrics.entry(sink.id).or_default().records_out = Some(self.counters.output_rows.load(Ordering::Relaxed));
         }
         metrics
     }

@@ -203,6 +203,12 @@ async fn an_unbounded_job_commits_checkpoints_takes_a_savepoint_rescales_and_can
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // Live figures: the job's one vertex (source and sink chained) read rows and wrote them.
+    let detail = weir.get(&format!("jobs/{job}")).await;
+    let vertex = &detail["vertices"][0];
+    let live = vertex["records_in"].as_u64() > Some(0) && vertex["records_out"].as_u64() > Some(0);
+    assert!(live, "no live figures: {vertex}");
+
     // A savepoint's path is printed once it is taken; a rescale restarts from a stopping one.
     let saved = weir.job(&["savepoint", &job]);
     assert!(saved.status.success(), "savepoint failed: {}", String::from_utf8_lossy(&saved.stderr));

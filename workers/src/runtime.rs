@@ -46,6 +46,36 @@ pub struct JobCounters {
     pub peak_running_tasks: AtomicU64,
     /// Per vertex, over its finished subtasks: time spent waiting for credit, and time run.
     backpressure: std::sync::Mutex<std::collections::BTreeMap<VertexId, (Duration, Duration)>>,
+    /// Every task's live figures, in the order the tasks were built.
+    tasks: std::sync::Mutex<Vec<Arc<TaskFigures>>>,
+}
+
+/// One subtask's live figures: its task updates them (relaxed atomics, no lock), and whoever
+/// reports the job's figures reads them.
+#[derive(Debug)]
+pub struct TaskFigures {
+    vertex: VertexId,
+    /// Rows into the head of the chain (a source's: rows its connector read).
+    records_in: AtomicU64,
+    /// Rows out of the tail of the chain, to the vertex's outputs.
+    records_out: AtomicU64,
+    /// The newest watermark the task received or emitted; `MIN_WATERMARK` while it has none.
+    watermark: std::sync::atomic::AtomicI64,
+    /// Nanoseconds spent in sends to the outputs: waiting for downstream credit, mostly.
+    blocked_nanos: AtomicU64,
+    started: std::time::Instant,
+}
+
+/// A vertex's live figures, over its subtasks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VertexFigures {
+    pub records_in: u64,
+    pub records_out: u64,
+    /// The lowest watermark of its subtasks; `None` while one has none.
+    pub watermark: Option<Timestamp>,
+    /// The highest share of wall time a subtask spent blocked sending (0.0 – 1.0), since it
+    /// started; `None` for a vertex without outputs.
+    pub backpressure: Option<f64>,
 }
 
 impl JobCounters {
@@ -61,6 +91,55 @@ impl JobCounters {
     pub fn backpressure(&self) -> Vec<(VertexId, f64)> {
         let map = self.backpressure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         map.iter().map(|(v, (waited, ran))| (*v, waited.as_secs_f64() / ran.as_secs_f64().max(1e-9))).collect()
+    }
+
+    fn task_figures(&self, vertex: VertexId) -> Arc<TaskFigures> {
+        let figures = Arc::new(TaskFigures {
+            vertex,
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            watermark: std::sync::atomic::AtomicI64::new(MIN_WATERMARK),
+            blocked_nanos: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        });
+        self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(figures.clone());
+        figures
+    }
+
+    /// Live figures per vertex, over its subtasks running or finished (the latest deployment of
+    /// each: a region run again replaces its tasks' figures).
+    pub fn vertex_figures(&self, graph: &JobGraph) -> std::collections::BTreeMap<VertexId, VertexFigures> {
+        let tasks = self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut by_vertex: std::collections::BTreeMap<VertexId, Vec<&TaskFigures>> = Default::default();
+        for task in tasks.iter() {
+            by_vertex.entry(task.vertex).or_default().push(task);
+        }
+        let mut figures = std::collections::BTreeMap::new();
+        for vertex in &graph.vertices {
+            let Some(all) = by_vertex.get(&vertex.id) else { continue };
+            // The newest task of each subtask index: the last `parallelism` built.
+            let latest = &all[all.len().saturating_sub(vertex.parallelism as usize)..];
+            let watermarks: Vec<Timestamp> = latest.iter().map(|t| t.watermark.load(Ordering::Relaxed)).collect();
+            let has_outputs = !vertex.outputs.is_empty();
+            figures.insert(
+                vertex.id,
+                VertexFigures {
+                    records_in: latest.iter().map(|t| t.records_in.load(Ordering::Relaxed)).sum(),
+                    records_out: latest.iter().map(|t| t.records_out.load(Ordering::Relaxed)).sum(),
+                    watermark: watermarks.iter().min().copied().filter(|w| *w > MIN_WATERMARK),
+                    backpressure: has_outputs.then(|| {
+                        latest
+                            .iter()
+                            .map(|t| {
+                                let blocked = Duration::from_nanos(t.blocked_nanos.load(Ordering::Relaxed));
+                                (blocked.as_secs_f64() / t.started.elapsed().as_secs_f64().max(1e-9)).min(1.0)
+                            })
+                            .fold(0.0, f64::max)
+                    }),
+                },
+            );
+        }
+        figures
     }
 }
 
@@ -376,6 +455,7 @@ struct Task {
     checkpointing: Option<TaskCheckpointing>,
     outputs: Vec<OutputEdge>,
     counters: Arc<JobCounters>,
+    figures: Arc<TaskFigures>,
     watermark: Timestamp,
     /// This task has told its consumers it is idle (and has sent nothing since).
     idle: bool,
@@ -440,6 +520,7 @@ impl Task {
             checkpointing: None,
             outputs,
             counters: job.counters.clone(),
+            figures: job.counters.task_figures(vertex.id),
             watermark: MIN_WATERMARK,
             idle: false,
             idle_timeout,
@@ -658,12 +739,42 @@ impl Task {
     /// Runs an item through the whole chain and sends what comes out of its tail.
     async fn push(&mut self, item: Item) -> TaskResult<()> {
         self.idle = false;
+        match &item {
+            Item::Batch(_, batch) => {
+                self.figures.records_in.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            }
+            Item::Watermark(w) => {
+                self.figures.watermark.fetch_max(*w, Ordering::Relaxed);
+            }
+        }
         let mut emitted = Vec::new();
         drive(&mut self.chain, item, &mut emitted)?;
+        self.send(&emitted).await
+    }
+
+    /// Sends what the tail of the chain emitted to every output, counting it.
+    async fn send(&mut self, emitted: &[Emitted]) -> TaskResult<()> {
+        if emitted.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
         for e in emitted {
-            for output in &mut self.outputs {
-                output.send(&e).await?;
+            match e {
+                Emitted::Batch(batch) if !self.outputs.is_empty() => {
+                    self.figures.records_out.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                }
+                Emitted::Watermark(w) => {
+                    self.figures.watermark.fetch_max(*w, Ordering::Relaxed);
+                }
+                Emitted::Batch(_) => {}
             }
+            for output in &mut self.outputs {
+                output.send(e).await?;
+            }
+        }
+        if !self.outputs.is_empty() {
+            let blocked = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.figures.blocked_nanos.fetch_add(blocked, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -671,11 +782,7 @@ impl Task {
     async fn finish(mut self) -> TaskResult<()> {
         let mut emitted = Vec::new();
         finish_chain(&mut self.chain, &mut emitted)?;
-        for e in &emitted {
-            for output in &mut self.outputs {
-                output.send(e).await?;
-            }
-        }
+        self.send(&emitted).await?;
         let late: u64 = self.chain.iter().map(|op| op.metrics().late_records_dropped).sum();
         self.counters.late_records_dropped.fetch_add(late, Ordering::Relaxed);
         for output in &mut self.outputs {
