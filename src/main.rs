@@ -144,8 +144,9 @@ enum Command {
         /// The control plane's replicas: http://HOST:PORT, comma-separated.
         #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
         control_plane: Vec<String>,
-        /// How many subtask indices it runs at once (a job at parallelism N takes N slots).
-        #[arg(long, default_value_t = 2)]
+        /// How many subtask indices it runs at once (a job at parallelism N takes N slots);
+        /// default: one per core.
+        #[arg(long, default_value_t = worker::default_slots())]
         slots: u32,
         /// Where its task endpoint listens.
         #[arg(long, default_value = "127.0.0.1:0")]

@@ -41,6 +41,11 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// change never costs running attempts.
 pub const LEASE: Duration = Duration::from_secs(10);
 
+/// A slot per core, as `weir standalone` has.
+pub fn default_slots() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+}
+
 /// What `weir worker` was started with.
 pub struct WorkerArgs {
     /// The control plane's replicas, as `http://host:port`.

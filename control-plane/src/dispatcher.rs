@@ -29,8 +29,8 @@
 //! A job's restart backoff (failures so far, the last one's time) is the leader's own: a new
 //! leader starts counting again, as Flink's restart strategies do after a JobManager failover.
 //!
-//! Not built yet: a failed savepoint request is not retried until the leader changes (there is
-//! no command to withdraw it), and remote workers.
+//! A failed savepoint request is withdrawn (`WithdrawSavepoint`), its failure kept in the
+//! job's exceptions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -558,6 +558,13 @@ impl Dispatcher {
                     Purpose::Rescale { parallelism } => format!("rescale to {parallelism} failed: {error}"),
                 };
                 self.shared.record_exception(&job, what);
+                if let Purpose::User { id, .. } = &purpose {
+                    let withdraw = Command::WithdrawSavepoint { job: job.clone(), savepoint: id.clone() };
+                    if let Err(error) = self.replica.propose(withdraw).await {
+                        // A later leader asks for it again; that is all that is lost.
+                        tracing::warn!(job_id = %job, savepoint = %id, %error, "failed savepoint request not withdrawn");
+                    }
+                }
                 if let Some(run) = self.runs.get_mut(&job).filter(|_| current) {
                     run.stopping = false;
                     if let Purpose::Rescale { parallelism } = purpose {

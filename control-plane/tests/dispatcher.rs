@@ -37,7 +37,11 @@ impl RunningJob for FakeRun {
 
     fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<TakenSavepoint, ExecutorError>> {
         let (reporter, location) = (self.reporter.clone(), format!("sp-of-p{}", self.request.parallelism));
+        let fails = self.request.job.sql.contains("savepoint fails");
         Box::pin(async move {
+            if fails {
+                return Err(ExecutorError("the state store refused the savepoint".into()));
+            }
             if stop {
                 reporter.ended(RunEnd::Stopped);
             }
@@ -228,5 +232,32 @@ async fn the_dispatcher_drives_jobs_through_their_lives() {
     assert_eq!(restarted.runs_of(&survivor)[0].request.restore, Restore::LatestCheckpoint);
     until_status(&replica, &survivor, JobStatus::Running).await;
     assert!(restarted.runs_of(&job).is_empty() && restarted.runs_of(&bounded).is_empty(), "ended jobs stay ended");
+    dispatching.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_savepoint_is_withdrawn_and_told_in_the_exceptions() {
+    let replica = SingleReplica::start().await;
+    propose(&replica, Command::CreateTenant { tenant: "acme".into(), display_name: "Acme".into(), at: UnixMillis(1) })
+        .await;
+    let dispatcher = Dispatcher::new(replica.clone(), Arc::new(FakeExecutor::default()));
+    let runtime = dispatcher.runtime();
+    let dispatching = tokio::spawn(dispatcher.run());
+    let job = submit(&replica, "job-1", "INSERT INTO out SELECT * FROM g -- savepoint fails").await;
+    until_status(&replica, &job, JobStatus::Running).await;
+
+    let savepoint = SavepointId::from("sp-1");
+    let request =
+        Command::RequestSavepoint { job: job.clone(), savepoint: savepoint.clone(), stop: true, at: UnixMillis(3) };
+    propose(&replica, request).await;
+    until(&replica, &job, "the request withdrawn", |record| record.savepoint_requests.is_empty()).await;
+    assert!(replica.reader().read(|m| m.savepoint(&savepoint).is_none()), "no savepoint is recorded");
+    let exceptions = runtime.exceptions(job.clone()).await;
+    assert!(
+        exceptions.iter().any(|e| e.message.contains("sp-1") && e.message.contains("refused")),
+        "the failure is in the exceptions: {exceptions:?}"
+    );
+    // A failed stop-with-savepoint leaves the job running.
+    assert_eq!(replica.reader().read(|m| m.job(&job).map(|j| j.status)), Some(JobStatus::Running));
     dispatching.abort();
 }

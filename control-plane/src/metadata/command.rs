@@ -88,6 +88,12 @@ pub enum Command {
     RemoveSavepoint {
         savepoint: SavepointId,
     },
+    /// A requested savepoint failed: the request is dropped (the job's exceptions say why), so
+    /// it is neither listed as pending nor tried again by a later leader.
+    WithdrawSavepoint {
+        job: JobId,
+        savepoint: SavepointId,
+    },
 }
 
 impl fmt::Display for Command {
@@ -120,6 +126,7 @@ impl fmt::Display for Command {
                 write!(f, "add-savepoint {} of {}", savepoint.id, savepoint.job)
             }
             Command::RemoveSavepoint { savepoint } => write!(f, "remove-savepoint {savepoint}"),
+            Command::WithdrawSavepoint { job, savepoint } => write!(f, "withdraw-savepoint {savepoint} of {job}"),
         }
     }
 }

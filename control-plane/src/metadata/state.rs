@@ -241,6 +241,15 @@ impl MetadataState {
                 Some(_) => Ok(Response::Done),
                 None => Err(Rejection::UnknownSavepoint { savepoint: savepoint.clone() }),
             },
+            Command::WithdrawSavepoint { job, savepoint } => {
+                let record = self.jobs.get_mut(job).ok_or_else(|| Rejection::UnknownJob { job: job.clone() })?;
+                let before = record.savepoint_requests.len();
+                record.savepoint_requests.retain(|request| &request.id != savepoint);
+                if record.savepoint_requests.len() == before {
+                    return Err(Rejection::UnknownSavepoint { savepoint: savepoint.clone() });
+                }
+                Ok(Response::Done)
+            }
         }
     }
 
@@ -426,6 +435,26 @@ mod tests {
         let remove = Command::RemoveSavepoint { savepoint: savepoint.id.clone() };
         assert_eq!(state.apply(&remove), Response::Done);
         assert_eq!(rejected(state.apply(&remove)), "unknown-savepoint");
+    }
+
+    #[test]
+    fn a_failed_savepoint_request_is_withdrawn() {
+        let mut state = MetadataState::default();
+        state.apply(&tenant("acme"));
+        state.apply(&submit("j1", "acme"));
+        state.apply(&set_status("j1", JobStatus::Running));
+        let (job, savepoint) = (JobId("j1".into()), SavepointId("sp-1".into()));
+        let request = Command::RequestSavepoint {
+            job: job.clone(),
+            savepoint: savepoint.clone(),
+            stop: false,
+            at: UnixMillis(1),
+        };
+        assert_eq!(state.apply(&request), Response::Done);
+        let withdraw = Command::WithdrawSavepoint { job: job.clone(), savepoint };
+        assert_eq!(state.apply(&withdraw), Response::Done);
+        assert!(state.job(&job).expect("submitted").savepoint_requests.is_empty());
+        assert_eq!(rejected(state.apply(&withdraw)), "unknown-savepoint");
     }
 
     #[test]
