@@ -336,10 +336,17 @@ async fn savepoint(
         let detail = format!("attempt {} of job {} is not running here", ask.attempt.attempt, ask.attempt.job);
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown-attempt", detail));
     };
-    match run.savepoint(ask.stop).await {
-        Ok(taken) => {
-            Ok(Json(SavepointTaken { location: taken.location, checkpoint: taken.checkpoint }).into_response())
+    let taken = run
+        .savepoint(ask.stop)
+        .await
+        .map_err(|error| ApiError::new(StatusCode::CONFLICT, "savepoint-failed", error.0))?;
+    if ask.stop {
+        // Answered once the attempt has ended, so its slots are free for what follows (a
+        // rescale deploys the next attempt at once).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while worker.lock().get(&ask.attempt).is_some_and(|a| a.end.is_none()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Err(error) => Err(ApiError::new(StatusCode::CONFLICT, "savepoint-failed", error.0)),
     }
+    Ok(Json(SavepointTaken { location: taken.location, checkpoint: taken.checkpoint }).into_response())
 }

@@ -81,10 +81,10 @@ pub trait JobExecutor: Send + Sync + 'static {
         reporter: RunReporter,
     ) -> BoxFuture<'_, Result<Arc<dyn RunningJob>, ExecutorError>>;
 
-    /// Whether a run at `parallelism` could start now; `Err` says what it waits for (free
-    /// slots). A job that cannot start waits, as Flink's slot requests do.
-    fn capacity_for(&self, parallelism: u32) -> Result<(), String> {
-        let _ = parallelism;
+    /// Whether a run of `job` at `parallelism` could start now; `Err` says what it waits for
+    /// (free slots). A job that cannot start waits, as Flink's slot requests do.
+    fn capacity_for(&self, job: &JobId, parallelism: u32) -> Result<(), String> {
+        let _ = (job, parallelism);
         Ok(())
     }
 
@@ -415,7 +415,7 @@ impl Dispatcher {
 
     /// Whether the executor could start `job` now; if not, says so once in its exceptions.
     fn has_capacity(&mut self, job: &JobRecord) -> bool {
-        match self.executor.capacity_for(job.desired_parallelism) {
+        match self.executor.capacity_for(&job.id, job.desired_parallelism) {
             Ok(()) => {
                 self.waiting.remove(&job.id);
                 true

@@ -291,15 +291,21 @@ impl Workers {
         (StatusCode::MISDIRECTED_REQUEST, Json(NotLeader { leader })).into_response()
     }
 
-    /// Free slots per live worker: its slots less those its running attempts hold.
-    fn free_slots(inner: &Inner) -> Vec<(WorkerId, String, u32)> {
+    /// Free slots per live worker: its slots less those its running attempts hold, `job`'s own
+    /// excepted (they are being replaced: a worker answers a stopping savepoint once the
+    /// attempt has ended).
+    fn free_slots(inner: &Inner, job: &JobId) -> Vec<(WorkerId, String, u32)> {
         inner
             .live
             .iter()
             .map(|(id, worker)| {
-                let mut held: BTreeMap<&AttemptRef, u32> =
-                    worker.reports.values().filter(|r| r.end.is_none()).map(|r| (&r.attempt, r.parallelism)).collect();
-                for (attempt, attached) in inner.attached.iter().filter(|(_, a)| a.worker == *id) {
+                let mut held: BTreeMap<&AttemptRef, u32> = worker
+                    .reports
+                    .values()
+                    .filter(|r| r.end.is_none() && r.attempt.job != *job)
+                    .map(|r| (&r.attempt, r.parallelism))
+                    .collect();
+                for (attempt, attached) in inner.attached.iter().filter(|(a, x)| x.worker == *id && a.job != *job) {
                     held.insert(attempt, attached.parallelism);
                 }
                 let used: u32 = held.values().sum();
@@ -308,13 +314,13 @@ impl Workers {
             .collect()
     }
 
-    /// Where an attempt at `parallelism` would go now.
-    fn placement(&self, inner: &Inner, parallelism: u32) -> Result<(WorkerId, String), String> {
+    /// Where an attempt of `job` at `parallelism` would go now.
+    fn placement(&self, inner: &Inner, job: &JobId, parallelism: u32) -> Result<(WorkerId, String), String> {
         let Some(since) = inner.leading_since else { return Err("this replica does not lead".into()) };
         if since.elapsed() < self.options.heartbeat_timeout {
             return Err("workers are reporting to the new leader".into());
         }
-        let free = Self::free_slots(inner);
+        let free = Self::free_slots(inner, job);
         let most = free.iter().map(|(_, _, n)| *n).max();
         free.into_iter()
             .filter(|(_, _, n)| *n >= parallelism)
@@ -334,7 +340,7 @@ impl Workers {
         let ExecutionRequest { job, parallelism, restore } = request;
         let (worker, address) = {
             let inner = self.lock();
-            self.placement(&inner, parallelism)?
+            self.placement(&inner, &job.id, parallelism)?
         };
         let attempt = AttemptRef { job: job.id.clone(), attempt: job.deployment.as_ref().map_or(1, |d| d.attempt + 1) };
         let deployment = JobDeployment { attempt: attempt.attempt, worker: worker.clone() };
@@ -462,9 +468,9 @@ impl JobExecutor for RemoteExecutor {
         Box::pin(async move { workers.start(request, reporter).await.map_err(ExecutorError) })
     }
 
-    fn capacity_for(&self, parallelism: u32) -> Result<(), String> {
+    fn capacity_for(&self, job: &JobId, parallelism: u32) -> Result<(), String> {
         let inner = self.0.lock();
-        self.0.placement(&inner, parallelism).map(|_| ())
+        self.0.placement(&inner, job, parallelism).map(|_| ())
     }
 
     fn runs_outlive_leadership(&self) -> bool {
