@@ -486,6 +486,24 @@ INSERT INTO out SELECT id, k FROM g;
     )
 }
 
+/// The sink at `out` published every id of 1..=`rows` exactly once, and nothing else.
+fn assert_every_id_once(out: &Path, rows: u64) {
+    let published = ids(&published(out));
+    let missing: Vec<u64> = (1..=rows).filter(|id| !published.contains_key(id)).collect();
+    let repeated: Vec<(&u64, &u32)> = published.iter().filter(|(_, count)| **count > 1).collect();
+    let foreign: Vec<&u64> = published.keys().filter(|id| !(1..=rows).contains(*id)).collect();
+    assert!(
+        missing.is_empty() && repeated.is_empty() && foreign.is_empty(),
+        "not every id once: {} missing (first {:?}), {} repeated (first {:?}), {} unexpected (first {:?})",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        repeated.len(),
+        &repeated[..repeated.len().min(10)],
+        foreign.len(),
+        &foreign[..foreign.len().min(10)],
+    );
+}
+
 /// How often each id appears in a sink's published rows.
 fn ids(lines: &BTreeMap<String, u32>) -> BTreeMap<u64, u32> {
     let mut ids = BTreeMap::new();
@@ -625,20 +643,7 @@ async fn a_worker_kill_9_moves_its_job_to_the_other_worker_with_exactly_once_out
     assert_eq!(*last_worker, survivor, "the job did not move to the surviving worker: deployments {deployments:?}");
     assert!(*last_attempt > attempt, "the move did not raise the attempt: deployments {deployments:?}");
 
-    let rows = ids(&published(&out));
-    let missing: Vec<u64> = (1..=ROWS).filter(|id| !rows.contains_key(id)).collect();
-    let repeated: Vec<(&u64, &u32)> = rows.iter().filter(|(_, count)| **count > 1).collect();
-    let foreign: Vec<&u64> = rows.keys().filter(|id| !(1..=ROWS).contains(*id)).collect();
-    assert!(
-        missing.is_empty() && repeated.is_empty() && foreign.is_empty(),
-        "not every id once: {} missing (first {:?}), {} repeated (first {:?}), {} unexpected (first {:?})",
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        repeated.len(),
-        &repeated[..repeated.len().min(10)],
-        foreign.len(),
-        &foreign[..foreign.len().min(10)],
-    );
+    assert_every_id_once(&out, ROWS);
     eprintln!("the test took {:?} once its turn came", sandbox.started.elapsed());
 }
 
@@ -691,14 +696,56 @@ async fn without_a_quorum_writes_get_503_reads_answer_and_the_job_runs_on_when_i
     let finished = sandbox.wait_for_job(&job, "FINISHED", Duration::from_secs(90), |d| d["status"] == "FINISHED").await;
     assert_eq!(deployment(&finished["deployment"]), Some(before.clone()), "the job was redeployed");
     assert!(last_checkpoint(&finished) > Some(checkpoint + 3), "checkpoints did not go on: {finished}");
-    let rows = ids(&published(&out));
-    let wrong: Vec<(u64, u32)> =
-        (1..=ROWS).map(|id| (id, rows.get(&id).copied().unwrap_or(0))).filter(|(_, n)| *n != 1).collect();
-    assert!(
-        wrong.is_empty() && rows.len() as u64 == ROWS,
-        "not every id once: {} wrong, first {:?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(10)]
+    assert_every_id_once(&out, ROWS);
+    eprintln!("the test took {:?} once its turn came", sandbox.started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_a_worker_takes_a_savepoint_and_rescales_with_exactly_once_output() {
+    // About 10 s of input, a checkpoint every 500 ms.
+    const ROWS: u64 = 20_000;
+    let sandbox = Sandbox::start("savepoint-rescale", 2, 2).await;
+    let out = sandbox.path("out");
+    let job = sandbox.submit("datagen ids", &datagen_job(ROWS, 2_000, 500, &out), 2).await;
+    let running = sandbox
+        .wait_for_job(&job, "RUNNING with a deployment and a checkpoint", WAIT, is_running_with_a_checkpoint)
+        .await;
+    let (attempt, _) = deployment(&running["deployment"]).expect("waited for a deployment");
+    let leader = sandbox.leader().await;
+
+    // A savepoint is taken on the worker and recorded; the job goes on in the same attempt.
+    let asked = sandbox.write(leader, &sandbox.token, &format!("/api/v1/jobs/{job}/savepoints"), json!({})).await;
+    let savepoint = asked["savepoint"].as_str().expect("a savepoint id").to_string();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let path = format!("/api/v1/jobs/{job}/savepoints");
+        let listed = sandbox.call(Method::GET, leader, &sandbox.token, &path, None).await;
+        let taken = listed.as_ref().and_then(|(_, body)| body["savepoints"].as_array().cloned()).unwrap_or_default();
+        if taken.iter().any(|sp| sp["id"] == savepoint.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "savepoint {savepoint} not recorded within {WAIT:?}: {listed:?}");
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(
+        deployment(&sandbox.job(&job).await["deployment"]).map(|d| d.0),
+        Some(attempt),
+        "a savepoint redeployed"
     );
+
+    // A rescale stops the attempt with a savepoint and deploys the next at parallelism 1.
+    sandbox.write(leader, &sandbox.token, &format!("/api/v1/jobs/{job}/rescale"), json!({"parallelism": 1})).await;
+    let rescaled = sandbox
+        .wait_for_job(&job, "RUNNING in a new attempt", WAIT, |detail| {
+            detail["status"] == "RUNNING" && deployment(&detail["deployment"]).is_some_and(|d| d.0 > attempt)
+        })
+        .await;
+    assert_eq!(rescaled["vertices"][0]["parallelism"], 1, "{}", rescaled["vertices"]);
+
+    sandbox.wait_for_job(&job, "FINISHED", Duration::from_secs(90), |d| d["status"] == "FINISHED").await;
+    let path = format!("/api/v1/jobs/{job}/exceptions");
+    let exceptions = sandbox.call(Method::GET, leader, &sandbox.token, &path, None).await;
+    assert_eq!(exceptions.map(|(_, body)| body["exceptions"].clone()), Some(json!([])), "nothing failed");
+    assert_every_id_once(&out, ROWS);
     eprintln!("the test took {:?} once its turn came", sandbox.started.elapsed());
 }

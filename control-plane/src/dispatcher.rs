@@ -81,11 +81,11 @@ pub trait JobExecutor: Send + Sync + 'static {
         reporter: RunReporter,
     ) -> BoxFuture<'_, Result<Arc<dyn RunningJob>, ExecutorError>>;
 
-    /// Whether a run of `job` at `parallelism` could start now; `Err` says what it waits for
-    /// (free slots). A job that cannot start waits, as Flink's slot requests do.
-    fn capacity_for(&self, job: &JobId, parallelism: u32) -> Result<(), String> {
+    /// Whether a run of `job` at `parallelism` could start now. A job that cannot start waits,
+    /// as Flink's slot requests do.
+    fn capacity_for(&self, job: &JobId, parallelism: u32) -> Capacity {
         let _ = (job, parallelism);
-        Ok(())
+        Capacity::Available
     }
 
     /// Whether runs outlive this replica's leadership. Runs on workers do (the next leader adopts
@@ -100,6 +100,16 @@ pub trait JobExecutor: Send + Sync + 'static {
         let _ = (job, reporter);
         Adoption::Nothing
     }
+}
+
+/// What [`JobExecutor::capacity_for`] found.
+pub enum Capacity {
+    /// A run can start now.
+    Available,
+    /// Not known yet (a new leader is hearing from its workers): wait.
+    Unknown,
+    /// Not enough: wait; the reason goes once into the job's exceptions.
+    Short(String),
 }
 
 /// What [`JobExecutor::adopt`] found.
@@ -416,11 +426,12 @@ impl Dispatcher {
     /// Whether the executor could start `job` now; if not, says so once in its exceptions.
     fn has_capacity(&mut self, job: &JobRecord) -> bool {
         match self.executor.capacity_for(&job.id, job.desired_parallelism) {
-            Ok(()) => {
+            Capacity::Available => {
                 self.waiting.remove(&job.id);
                 true
             }
-            Err(why) => {
+            Capacity::Unknown => false,
+            Capacity::Short(why) => {
                 if self.waiting.insert(job.id.clone()) {
                     self.shared.record_exception(&job.id, format!("the job waits for resources: {why}"));
                 }

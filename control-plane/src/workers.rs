@@ -44,7 +44,7 @@ use weir_dataflow::wire::{
 use crate::api::ids::now;
 use crate::api::{ApiError, RootToken};
 use crate::dispatcher::{
-    Adoption, ExecutionRequest, ExecutorError, JobExecutor, RunReporter, RunningJob, TakenSavepoint,
+    Adoption, Capacity, ExecutionRequest, ExecutorError, JobExecutor, RunReporter, RunningJob, TakenSavepoint,
 };
 use crate::handle::{BoxFuture, ReplicaHandle};
 use crate::metadata::Command;
@@ -468,9 +468,15 @@ impl JobExecutor for RemoteExecutor {
         Box::pin(async move { workers.start(request, reporter).await.map_err(ExecutorError) })
     }
 
-    fn capacity_for(&self, job: &JobId, parallelism: u32) -> Result<(), String> {
+    fn capacity_for(&self, job: &JobId, parallelism: u32) -> Capacity {
         let inner = self.0.lock();
-        self.0.placement(&inner, job, parallelism).map(|_| ())
+        if inner.leading_since.is_none_or(|since| since.elapsed() < self.0.options.heartbeat_timeout) {
+            return Capacity::Unknown;
+        }
+        match self.0.placement(&inner, job, parallelism) {
+            Ok(_) => Capacity::Available,
+            Err(why) => Capacity::Short(why),
+        }
     }
 
     fn runs_outlive_leadership(&self) -> bool {
