@@ -32,10 +32,11 @@ use weir_dataflow::graph::JobGraph;
 use weir_dataflow::ids::{JobId, VertexId};
 use weir_dataflow::sql::plan_script;
 use weir_dataflow::wire::CheckpointDone;
-use weir_shuffle_service::LocalShuffle;
+use weir_shuffle_service::remote::RemoteShuffle;
+use weir_shuffle_service::{LocalShuffle, ShuffleService};
 use weir_state_store::{CheckpointStore, CompletedCheckpoint, StateLocation};
 use weir_workers::checkpoint::coordinator::SavepointRequest;
-use weir_workers::runtime::{JobCounters, LocalJob, run_local};
+use weir_workers::runtime::{JobCounters, JobPart, LocalJob, PartLink, run_local};
 
 use crate::run;
 
@@ -54,6 +55,17 @@ pub struct LocalRunRequest {
     pub restore: Restore,
     /// The default `state.checkpoints.dir`.
     pub state_dir: String,
+    /// When the run's subtasks are spread over several processes: this one's part.
+    pub part: Option<RunPart>,
+}
+
+/// This process's part of a run spread over several (see `weir_workers::runtime::JobPart`).
+pub struct RunPart {
+    pub subtasks: std::collections::BTreeSet<u32>,
+    pub link: PartLink,
+    /// The shuffle server every part exchanges through, and the attempt's namespace there.
+    pub shuffle: String,
+    pub namespace: String,
 }
 
 /// Runs jobs as tasks of this process's tokio runtime.
@@ -69,8 +81,8 @@ impl InProcessExecutor {
 
     async fn start_run(&self, request: ExecutionRequest, reporter: RunReporter) -> Result<Arc<dyn RunningJob>> {
         let ExecutionRequest { job, parallelism, restore } = request;
-        let local =
-            LocalRunRequest { job: job.id, sql: job.sql, parallelism, restore, state_dir: self.state_dir.clone() };
+        let state_dir = self.state_dir.clone();
+        let local = LocalRunRequest { job: job.id, sql: job.sql, parallelism, restore, state_dir, part: None };
         let (run, mut events) = start_local_run(local).await?;
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
@@ -88,7 +100,7 @@ impl InProcessExecutor {
 
 /// Plans and starts a run in this process; its checkpoints and end arrive on the receiver.
 pub async fn start_local_run(request: LocalRunRequest) -> Result<(Arc<LocalRun>, mpsc::UnboundedReceiver<RunEvent>)> {
-    let LocalRunRequest { job, sql, parallelism, restore, state_dir } = request;
+    let LocalRunRequest { job, sql, parallelism, restore, state_dir, part } = request;
     let mut config = run::base_config(Some(parallelism))?;
     // Defaults, not pinned: a script's own `SET`s win. Savepoints go in a folder per job, so
     // two jobs' savepoints taken in the same millisecond never meet.
@@ -137,10 +149,17 @@ pub async fn start_local_run(request: LocalRunRequest) -> Result<(Arc<LocalRun>,
     let (checkpoint_sender, mut checkpoints) = mpsc::unbounded_channel();
     let counters = Arc::new(JobCounters::default());
     let graph = Arc::new(graph);
+    let (shuffle, part): (Arc<dyn ShuffleService>, _) = match part {
+        None => (Arc::new(LocalShuffle::new()), None),
+        Some(RunPart { subtasks, link, shuffle, namespace }) => {
+            (Arc::new(RemoteShuffle::new(shuffle, namespace)), Some(JobPart { subtasks, link: Some(link) }))
+        }
+    };
     let local = LocalJob {
         plan: Arc::new(plan),
         graph: graph.clone(),
-        shuffle: Arc::new(LocalShuffle::new()),
+        shuffle,
+        part,
         collect: None,
         counters: counters.clone(),
         checkpointing,

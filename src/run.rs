@@ -363,6 +363,7 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
             counters: counters.clone(),
             checkpointing: checkpointing.take(),
             checkpoint_listener: None,
+            part: None,
         };
         let outcome =
             runtime.block_on(drive(job, receiver, sink, &counters, started, show_progress, savepoint_requests));

@@ -21,17 +21,21 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
+use tokio::sync::mpsc::{self, UnboundedSender};
 use weir_control_plane::api::ids::fresh_id;
 use weir_control_plane::api::{ApiError, RootToken};
 use weir_control_plane::dispatcher::{RunEnd, RunningJob};
 use weir_control_plane::workers::authorized;
 use weir_dataflow::ids::WorkerId;
+use weir_dataflow::ids::CheckpointId;
 use weir_dataflow::wire::{
-    self, AttemptRef, AttemptReport, CheckpointDone, Deploy, Heartbeat, HeartbeatReply, NotLeader, SavepointAsk,
-    SavepointTaken,
+    self, AttemptRef, AttemptReport, CheckpointDone, CheckpointNote, Deploy, DeployPart, Heartbeat, HeartbeatReply,
+    NotLeader, PartReport, SavepointAsk, SavepointTaken,
 };
+use weir_workers::checkpoint::TaskReport;
+use weir_workers::runtime::PartLink;
 
-use crate::executor::{LocalRun, LocalRunRequest, RunEvent, start_local_run};
+use crate::executor::{LocalRun, LocalRunRequest, RunEvent, RunPart, start_local_run};
 
 /// How often the worker heartbeats (and sooner when an attempt checkpoints or ends).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -68,10 +72,22 @@ struct Worker {
     attempts: Mutex<BTreeMap<AttemptRef, Attempt>>,
     /// Wakes the heartbeat loop early (an attempt checkpointed or ended).
     nudge: Notify,
+    /// For the parts of spread attempts to talk to each other.
+    client: reqwest::Client,
+}
+
+/// Where a spread attempt's checkpoint messages from the other parts go in this process.
+enum Inbound {
+    /// The lead part: members' task reports, for its coordinator.
+    Lead { reports: UnboundedSender<TaskReport> },
+    /// A member part: the lead's triggers and completions.
+    Member { triggers: UnboundedSender<CheckpointId>, completed: UnboundedSender<CheckpointId> },
 }
 
 struct Attempt {
     run: Arc<LocalRun>,
+    /// How checkpoint traffic of a spread attempt reaches this part's runtime.
+    link: Option<Inbound>,
     parallelism: u32,
     checkpoint: Option<CheckpointDone>,
     end: Option<RunEnd>,
@@ -101,11 +117,19 @@ pub fn serve(args: WorkerArgs) -> Result<()> {
             state_dir: args.state_dir,
             attempts: Mutex::default(),
             nudge: Notify::new(),
+            client: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(5))
+                .build()
+                .context("an HTTP client")?,
         });
         let router = Router::new()
             .route(wire::DEPLOY_PATH, post(deploy))
             .route(wire::CANCEL_PATH, post(cancel))
             .route(wire::SAVEPOINT_PATH, post(savepoint))
+            .route(wire::REPORT_PATH, post(part_report))
+            .route(wire::TRIGGER_PATH, post(part_trigger))
+            .route(wire::COMPLETE_PATH, post(part_complete))
             .with_state(worker.clone());
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, router).await {
@@ -258,34 +282,38 @@ async fn deploy(
 ) -> Result<Response, ApiError> {
     let deploy: Deploy = request(&worker, &headers, &body)?;
     let attempt = deploy.attempt.clone();
+    let slots = deploy.part.as_ref().map_or(deploy.parallelism, |part| part.subtasks.len() as u32);
     {
         let attempts = worker.lock();
         if attempts.contains_key(&attempt) {
             return Ok(Json(&attempt).into_response());
         }
         let used: u32 = attempts.values().filter(|a| a.end.is_none()).map(|a| a.parallelism).sum();
-        if used + deploy.parallelism > worker.slots {
-            let detail = format!(
-                "{} slots are needed; {} of {} are free",
-                deploy.parallelism,
-                worker.slots - used,
-                worker.slots
-            );
+        if used + slots > worker.slots {
+            let detail = format!("{slots} slots are needed; {} of {} are free", worker.slots - used, worker.slots);
             return Err(ApiError::new(StatusCode::CONFLICT, "no-slots", detail));
         }
     }
+    let (part, inbound) = match deploy.part {
+        Some(part) => {
+            let (run_part, inbound) = link_part(&worker, &attempt, part);
+            (Some(run_part), Some(inbound))
+        }
+        None => (None, None),
+    };
     let local = LocalRunRequest {
         job: attempt.job.clone(),
         sql: deploy.sql,
         parallelism: deploy.parallelism,
         restore: deploy.restore,
         state_dir: deploy.state_dir.unwrap_or_else(|| worker.state_dir.clone()),
+        part,
     };
     let (run, mut events) = start_local_run(local)
         .await
         .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot-start", format!("{error:#}")))?;
     tracing::info!(job_id = %attempt.job, attempt = attempt.attempt, parallelism = deploy.parallelism, "attempt started");
-    let started = Attempt { run, parallelism: deploy.parallelism, checkpoint: None, end: None, fenced: false };
+    let started = Attempt { run, link: inbound, parallelism: slots, checkpoint: None, end: None, fenced: false };
     worker.lock().insert(attempt.clone(), started);
     let (events_worker, reported) = (worker.clone(), attempt.clone());
     tokio::spawn(async move {
@@ -349,4 +377,118 @@ async fn savepoint(
         }
     }
     Ok(Json(SavepointTaken { location: taken.location, checkpoint: taken.checkpoint }).into_response())
+}
+
+/// Wires this worker's part of a spread attempt: channels for its runtime, and tasks that carry
+/// what goes out to the other parts over HTTP.
+fn link_part(worker: &Arc<Worker>, attempt: &AttemptRef, part: DeployPart) -> (RunPart, Inbound) {
+    let namespace = format!("{}-attempt-{}", attempt.job, attempt.attempt);
+    let subtasks = part.subtasks.iter().copied().collect();
+    let (link, inbound) = match part.lead {
+        None => {
+            let (reports, from_members) = mpsc::unbounded_channel();
+            let (to_trigger, triggers) = mpsc::unbounded_channel();
+            let (to_complete, completions) = mpsc::unbounded_channel();
+            for (mut notes, path) in [(triggers, wire::TRIGGER_PATH), (completions, wire::COMPLETE_PATH)] {
+                let (worker, attempt, members) = (worker.clone(), attempt.clone(), part.members.clone());
+                tokio::spawn(async move {
+                    while let Some(checkpoint) = notes.recv().await {
+                        let note = CheckpointNote { attempt: attempt.clone(), checkpoint };
+                        for member in &members {
+                            worker.send_to_part(member, path, &note).await;
+                        }
+                    }
+                });
+            }
+            let link = PartLink::Lead { reports: from_members, triggers: to_trigger, completed: to_complete };
+            (link, Inbound::Lead { reports })
+        }
+        Some(lead) => {
+            let (to_lead, mut reports) = mpsc::unbounded_channel::<TaskReport>();
+            let (triggers, from_lead) = mpsc::unbounded_channel();
+            let (completed, completions) = mpsc::unbounded_channel();
+            let (worker, attempt) = (worker.clone(), attempt.clone());
+            tokio::spawn(async move {
+                while let Some(report) = reports.recv().await {
+                    let report = serde_json::to_value(&report).unwrap_or_default();
+                    let message = PartReport { attempt: attempt.clone(), report };
+                    worker.send_to_part(&lead, wire::REPORT_PATH, &message).await;
+                }
+            });
+            let link = PartLink::Member { reports: to_lead, triggers: from_lead, completed: completions };
+            (link, Inbound::Member { triggers, completed })
+        }
+    };
+    (RunPart { subtasks, link, shuffle: part.shuffle, namespace }, inbound)
+}
+
+impl Worker {
+    /// POSTs `body` to another part's task endpoint, trying again for a few seconds (the lead
+    /// is deployed after its members, and may not know the attempt for a moment).
+    async fn send_to_part<B: serde::Serialize>(&self, address: &str, path: &str, body: &B) {
+        let url = format!("http://{address}{path}");
+        for _ in 0..50 {
+            let sent = self.client.post(&url).bearer_auth(&self.secret).json(body).send().await;
+            match sent {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response) => tracing::debug!(%url, status = %response.status(), "a part refused a message"),
+                Err(error) => tracing::debug!(%url, %error, "a part is unreachable"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!(%url, "a message to another part of the attempt was lost; the attempt will fail");
+    }
+
+    /// What `pick` takes of `attempt`'s inbound channels, when it is a part here.
+    fn inbound<T>(&self, attempt: &AttemptRef, pick: impl FnOnce(&Inbound) -> Option<T>) -> Result<T, ApiError> {
+        let attempts = self.lock();
+        attempts.get(attempt).and_then(|a| a.link.as_ref()).and_then(pick).ok_or_else(|| {
+            let detail = format!("attempt {} of job {} has no such part here", attempt.attempt, attempt.job);
+            ApiError::new(StatusCode::NOT_FOUND, "unknown-attempt", detail)
+        })
+    }
+}
+
+async fn part_report(
+    State(worker): State<Arc<Worker>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let message: PartReport = request(&worker, &headers, &body)?;
+    let report: TaskReport = serde_json::from_value(message.report)
+        .map_err(|e| ApiError::bad_request("invalid-report", format!("invalid task report: {e}")))?;
+    let reports = worker.inbound(&message.attempt, |link| match link {
+        Inbound::Lead { reports } => Some(reports.clone()),
+        Inbound::Member { .. } => None,
+    })?;
+    let _ = reports.send(report);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn part_trigger(
+    State(worker): State<Arc<Worker>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let note: CheckpointNote = request(&worker, &headers, &body)?;
+    let triggers = worker.inbound(&note.attempt, |link| match link {
+        Inbound::Member { triggers, .. } => Some(triggers.clone()),
+        Inbound::Lead { .. } => None,
+    })?;
+    let _ = triggers.send(note.checkpoint);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn part_complete(
+    State(worker): State<Arc<Worker>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let note: CheckpointNote = request(&worker, &headers, &body)?;
+    let completed = worker.inbound(&note.attempt, |link| match link {
+        Inbound::Member { completed, .. } => Some(completed.clone()),
+        Inbound::Lead { .. } => None,
+    })?;
+    let _ = completed.send(note.checkpoint);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

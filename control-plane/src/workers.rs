@@ -358,6 +358,7 @@ impl Workers {
             parallelism,
             restore,
             state_dir: self.options.state_dir.clone(),
+            part: None,
         };
         if let Err(error) =
             self.call::<_, serde_json::Value>(&address, wire::DEPLOY_PATH, &deploy, Duration::from_secs(60)).await

@@ -23,6 +23,12 @@ pub const DEPLOY_PATH: &str = "/tasks";
 pub const CANCEL_PATH: &str = "/tasks/cancel";
 pub const SAVEPOINT_PATH: &str = "/tasks/savepoint";
 pub const HEARTBEAT_PATH: &str = "/internal/v1/heartbeat";
+/// Between the parts of an attempt spread over workers: a member's task report to the lead.
+pub const REPORT_PATH: &str = "/checkpoints/report";
+/// From the lead part to the members: trigger a checkpoint at your sources.
+pub const TRIGGER_PATH: &str = "/checkpoints/trigger";
+/// From the lead part to the members: a checkpoint completed (exactly-once sinks publish).
+pub const COMPLETE_PATH: &str = "/checkpoints/complete";
 
 /// Where a run starts from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +75,40 @@ pub struct Deploy {
     pub restore: Restore,
     /// The default `state.checkpoints.dir` (a script's own `SET` wins); `None`: the worker's.
     pub state_dir: Option<String>,
+    /// When the attempt is spread over several workers: this worker's part. `None`: it runs
+    /// every subtask.
+    #[serde(default)]
+    pub part: Option<DeployPart>,
+}
+
+/// A worker's part of an attempt spread over several: slot sharing, so it runs subtask `i` of
+/// every vertex for each `i` in `subtasks`; every exchange goes through the shuffle server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployPart {
+    pub subtasks: Vec<u32>,
+    /// The shuffle server's address (`host:port`).
+    pub shuffle: String,
+    /// The lead part's task endpoint (`host:port`); `None`: this part leads (it runs the
+    /// attempt's checkpoint coordinator).
+    pub lead: Option<String>,
+    /// The lead's list of the other parts' task endpoints.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// A checkpoint message between the parts of an attempt (`/checkpoints/trigger`, `/complete`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointNote {
+    pub attempt: AttemptRef,
+    pub checkpoint: CheckpointId,
+}
+
+/// A member part's task report for the lead's coordinator (`/checkpoints/report`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartReport {
+    pub attempt: AttemptRef,
+    /// The task's report, as the workers' runtime writes it.
+    pub report: serde_json::Value,
 }
 
 /// Take a savepoint of a running attempt; with `stop`, the attempt ends after it.
@@ -117,6 +157,7 @@ pub struct VertexMetrics {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttemptReport {
     pub attempt: AttemptRef,
+    /// The slots it holds on this worker (its subtask indices).
     pub parallelism: u32,
     /// The newest checkpoint the attempt completed.
     pub checkpoint: Option<CheckpointDone>,

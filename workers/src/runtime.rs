@@ -162,6 +162,44 @@ pub struct LocalJob {
     pub savepoints: Option<UnboundedReceiver<SavepointRequest>>,
     /// Told of every checkpoint the coordinator commits (the control plane records them).
     pub checkpoint_listener: Option<UnboundedSender<CompletedCheckpoint>>,
+    /// When the job's subtasks run in several processes: this process's part. `None`: every
+    /// subtask runs here.
+    pub part: Option<JobPart>,
+}
+
+/// One process's part of a job whose subtasks run in several processes (over a shuffle service
+/// they share): the subtask indices it runs, and how its checkpoint traffic crosses to the
+/// others. Slot sharing: a process runs subtask `i` of every vertex for each `i` it holds.
+pub struct JobPart {
+    pub subtasks: std::collections::BTreeSet<u32>,
+    /// Taken by [`run_local`] when it starts.
+    pub link: Option<PartLink>,
+}
+
+/// How a part's checkpoints cross processes; the caller carries the channels' ends over the
+/// wire.
+pub enum PartLink {
+    /// The part that runs the checkpoint coordinator, for every subtask of the job.
+    Lead {
+        /// Reports of the other parts' tasks.
+        reports: UnboundedReceiver<TaskReport>,
+        /// Checkpoints to trigger at the other parts' sources.
+        triggers: UnboundedSender<CheckpointId>,
+        /// Checkpoints completed, for the other parts' tasks.
+        completed: UnboundedSender<CheckpointId>,
+    },
+    /// Another part: its tasks report to the lead, which triggers and completes checkpoints.
+    Member {
+        reports: UnboundedSender<TaskReport>,
+        triggers: UnboundedReceiver<CheckpointId>,
+        completed: UnboundedReceiver<CheckpointId>,
+    },
+}
+
+impl JobPart {
+    fn runs(&self, subtask: u32) -> bool {
+        self.subtasks.contains(&subtask)
+    }
 }
 
 /// Region failover for batch jobs: when a shuffle server is lost, with the data it held, the
@@ -211,6 +249,7 @@ struct SnapshotPart {
 pub async fn run_local(mut job: LocalJob) -> TaskResult<()> {
     let savepoints = job.savepoints.take();
     let checkpoint_listener = job.checkpoint_listener.take();
+    let link = job.part.as_mut().and_then(|part| part.link.take());
     let mut schedule = RegionSchedule::new(job.graph.pipelined_regions());
     let (reports, report_queue) = mpsc::unbounded_channel();
     let (completed, completed_watch) = watch::channel(None);
@@ -231,19 +270,41 @@ pub async fn run_local(mut job: LocalJob) -> TaskResult<()> {
             return Err(TaskError::Unsupported("checkpoints need every task of the job running at once".into()));
         }
         // Every task has its report sender: the coordinator sees the queue close when they end.
-        deployment.reports = None;
-        let (keys, triggers) = (std::mem::take(&mut deployment.task_keys), std::mem::take(&mut deployment.triggers));
-        match Coordinator::new(setup.clone(), keys, triggers, report_queue, completed).await {
-            Ok(mut c) => {
-                if let Some(requests) = savepoints {
-                    c = c.with_savepoints(requests);
-                }
-                if let Some(listener) = checkpoint_listener {
-                    c = c.with_listener(listener);
-                }
-                coordinator = Some(tokio::spawn(c.run()));
+        let local_reports = deployment.reports.take();
+        let (mut keys, mut triggers) =
+            (std::mem::take(&mut deployment.task_keys), std::mem::take(&mut deployment.triggers));
+        match link {
+            Some(PartLink::Member { reports: to_lead, triggers: from_lead, completed: completed_at_lead }) => {
+                // The lead's coordinator checkpoints this part's tasks too.
+                forward_member(report_queue, to_lead, triggers, from_lead, completed, completed_at_lead);
             }
-            Err(e) => first_error = Some(e),
+            lead => {
+                if let Some(PartLink::Lead { reports: from_members, triggers: to_members, completed: done }) = lead {
+                    // The coordinator waits for every subtask of the job, wherever it runs.
+                    keys = job
+                        .graph
+                        .vertices
+                        .iter()
+                        .flat_map(|v| (0..v.parallelism).map(move |s| (v.id, SubtaskIndex(s))))
+                        .collect();
+                    triggers.push(to_members);
+                    let into_queue = local_reports.clone().expect("set until the coordinator starts");
+                    forward_lead(from_members, into_queue, deployment.completed.clone(), done);
+                }
+                drop(local_reports);
+                match Coordinator::new(setup.clone(), keys, triggers, report_queue, completed).await {
+                    Ok(mut c) => {
+                        if let Some(requests) = savepoints {
+                            c = c.with_savepoints(requests);
+                        }
+                        if let Some(listener) = checkpoint_listener {
+                            c = c.with_listener(listener);
+                        }
+                        coordinator = Some(tokio::spawn(c.run()));
+                    }
+                    Err(e) => first_error = Some(e),
+                }
+            }
         }
     }
     if first_error.is_some() {
@@ -290,7 +351,11 @@ pub async fn run_local(mut job: LocalJob) -> TaskResult<()> {
             None => first_error = Some(failure),
         }
     }
-    let _ = deployment.shuffle.release_all().await;
+    // A part leaves the attempt's exchange alone: other parts may still be reading from it
+    // (pipelined data is freed as it is read; the attempt's namespace is never reused).
+    if job.part.is_none() {
+        let _ = deployment.shuffle.release_all().await;
+    }
     if let Some(e) = first_error {
         if let Some(c) = coordinator {
             c.abort();
@@ -309,6 +374,70 @@ pub async fn run_local(mut job: LocalJob) -> TaskResult<()> {
         }
     }
     Ok(())
+}
+
+/// A member part's checkpoint traffic: its tasks' reports go to the lead; the lead's triggers
+/// reach its sources and its completions its tasks.
+fn forward_member(
+    mut reports: UnboundedReceiver<TaskReport>,
+    to_lead: UnboundedSender<TaskReport>,
+    sources: Vec<UnboundedSender<CheckpointId>>,
+    mut triggers: UnboundedReceiver<CheckpointId>,
+    completed: watch::Sender<Option<CheckpointId>>,
+    mut completed_at_lead: UnboundedReceiver<CheckpointId>,
+) {
+    tokio::spawn(async move {
+        while let Some(report) = reports.recv().await {
+            if to_lead.send(report).is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(id) = triggers.recv().await {
+            for source in &sources {
+                let _ = source.send(id);
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(id) = completed_at_lead.recv().await {
+            completed.send_if_modified(|newest| {
+                let newer = newest.is_none_or(|n| n < id);
+                if newer {
+                    *newest = Some(id);
+                }
+                newer
+            });
+        }
+    });
+}
+
+/// The lead part's side of the other parts' checkpoint traffic: their reports join its
+/// coordinator's queue, and every completion goes out to them.
+fn forward_lead(
+    mut from_members: UnboundedReceiver<TaskReport>,
+    queue: UnboundedSender<TaskReport>,
+    mut completed: watch::Receiver<Option<CheckpointId>>,
+    to_members: UnboundedSender<CheckpointId>,
+) {
+    tokio::spawn(async move {
+        while let Some(report) = from_members.recv().await {
+            if queue.send(report).is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while completed.changed().await.is_ok() {
+            let newest = *completed.borrow_and_update();
+            if let Some(id) = newest
+                && to_members.send(id).is_err()
+            {
+                break;
+            }
+        }
+    });
 }
 
 /// Whether a failed batch job may run its regions again: its exchange's data was lost (a
@@ -337,6 +466,11 @@ struct Deployment<'a> {
 }
 
 impl Deployment<'_> {
+    /// Whether subtask index `s` runs in this process.
+    fn runs_here(&self, s: u32) -> bool {
+        self.job.part.as_ref().is_none_or(|part| part.runs(s))
+    }
+
     /// Starts every region that may start now.
     async fn start_ready(&mut self, schedule: &mut RegionSchedule) -> TaskResult<()> {
         for region in schedule.start_ready() {
@@ -354,7 +488,7 @@ impl Deployment<'_> {
             let vertex = job.graph.vertex(v);
             let mut per_subtask = Vec::new();
             for s in 0..vertex.parallelism {
-                if vertex.inputs.is_empty() {
+                if vertex.inputs.is_empty() || !self.runs_here(s) {
                     per_subtask.push(None);
                     continue;
                 }
@@ -379,7 +513,8 @@ impl Deployment<'_> {
         }
         for (&v, mut gates) in region.vertices.iter().zip(gates) {
             let vertex = job.graph.vertex(v);
-            for s in 0..vertex.parallelism {
+            let here: Vec<u32> = (0..vertex.parallelism).filter(|s| self.runs_here(*s)).collect();
+            for s in here {
                 self.task_keys.push((vertex.id, SubtaskIndex(s)));
                 let mut outputs = Vec::with_capacity(vertex.outputs.len());
                 for &e in &vertex.outputs {

@@ -35,8 +35,10 @@ pub struct CheckpointSetup {
     pub restore: Option<CompletedCheckpoint>,
 }
 
-/// What a task tells the coordinator.
-#[derive(Debug)]
+/// What a task tells the coordinator (over the wire when the coordinator runs in another
+/// process: see [`crate::runtime::JobPart`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum TaskReport {
     /// The task's part of a checkpoint is stored.
     Ack {
