@@ -27,7 +27,7 @@ pub fn serve(
     peers: BTreeMap<ReplicaId, String>,
     data: PathBuf,
     root_token_file: Option<&Path>,
-    state_dir: Option<String>,
+    options: WorkerOptions,
 ) -> Result<()> {
     let secret = root_secret(root_token_file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -42,7 +42,6 @@ pub fn serve(
             return serve_until_stopped(replica, api, &format!("control-plane replica {id}"), &[]).await;
         };
         let root = RootToken::from_secret(&secret).map_err(|e| anyhow!("root token: {e}"))?;
-        let options = WorkerOptions { state_dir, ..WorkerOptions::default() };
         let workers = Workers::new(handle.clone(), &secret, options).map_err(|e| anyhow!(e))?;
         let dispatcher = Dispatcher::new(handle.clone(), Arc::new(RemoteExecutor(workers.clone())));
         let state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_root_token(root);

@@ -137,6 +137,10 @@ enum Command {
         /// (`s3://BUCKET/PREFIX`, or a folder they share). Default: each worker's `--state-dir`.
         #[arg(long, value_name = "URL")]
         state_dir: Option<String>,
+        /// A shuffle server (`weir shuffle`) through which a job too large for one worker's
+        /// slots runs spread over several; without one, such a job waits.
+        #[arg(long, value_name = "ADDR")]
+        shuffle: Option<String>,
     },
     /// A worker: runs the job attempts the control plane's leader deploys (the root token,
     /// from --token-file or WEIR_ROOT_TOKEN, authenticates it to the cluster).
@@ -196,8 +200,9 @@ fn main() -> ExitCode {
         Command::Shuffle { listen, channel_capacity, data, memory_budget, disk_budget, spill_url } => {
             shuffle::serve(&listen, channel_capacity, data, memory_budget, disk_budget, spill_url.as_deref())
         }
-        Command::ControlPlane { id, listen, peers, data, root_token_file, state_dir } => {
-            control_plane::serve(id, &listen, peers.unwrap_or_default(), data, root_token_file.as_deref(), state_dir)
+        Command::ControlPlane { id, listen, peers, data, root_token_file, state_dir, shuffle } => {
+            let options = weir_control_plane::workers::WorkerOptions { state_dir, shuffle, ..Default::default() };
+            control_plane::serve(id, &listen, peers.unwrap_or_default(), data, root_token_file.as_deref(), options)
         }
         Command::Worker { control_plane, slots, listen, state_dir, token_file } => {
             control_plane::root_secret(token_file.as_deref()).and_then(|secret| {

@@ -26,8 +26,8 @@ use weir_control_plane::api::ids::fresh_id;
 use weir_control_plane::api::{ApiError, RootToken};
 use weir_control_plane::dispatcher::{RunEnd, RunningJob};
 use weir_control_plane::workers::authorized;
-use weir_dataflow::ids::WorkerId;
 use weir_dataflow::ids::CheckpointId;
+use weir_dataflow::ids::WorkerId;
 use weir_dataflow::wire::{
     self, AttemptRef, AttemptReport, CheckpointDone, CheckpointNote, Deploy, DeployPart, Heartbeat, HeartbeatReply,
     NotLeader, PartReport, SavepointAsk, SavepointTaken,

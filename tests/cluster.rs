@@ -107,6 +107,8 @@ struct Sandbox {
     dir: Option<tempfile::TempDir>,
     /// When this sandbox's turn came: what the tests' timings count from.
     started: Instant,
+    /// The shuffle server the replicas name (`--shuffle`), if the sandbox has one.
+    shuffle: Option<common::ShuffleServer>,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -114,6 +116,12 @@ impl Sandbox {
     /// Three replicas, a tenant with an admin token, and `workers` workers of `slots` slots
     /// each, registered with the leader. `name` names the test's S3 bucket.
     async fn start(name: &str, workers: usize, slots: u32) -> Sandbox {
+        Self::start_with(name, workers, slots, false).await
+    }
+
+    /// As [`Sandbox::start`], with a shuffle server for jobs spread over several workers when
+    /// `shuffle`.
+    async fn start_with(name: &str, workers: usize, slots: u32, shuffle: bool) -> Sandbox {
         let turn = ONE_SANDBOX_AT_A_TIME.lock().await;
         let dir = tempfile::tempdir().expect("a temp dir");
         std::fs::create_dir(dir.path().join("logs")).expect("a log folder");
@@ -126,6 +134,7 @@ impl Sandbox {
             state_dir,
             dir: Some(dir),
             started: Instant::now(),
+            shuffle: shuffle.then(common::ShuffleServer::start),
             _turn: turn,
         };
         eprintln!("sandbox {}; checkpoints in {}", sandbox.path("").display(), sandbox.state_dir);
@@ -178,7 +187,7 @@ impl Sandbox {
                 let log = self.path(&format!("logs/replica-{id}.log"));
                 let id_arg = id.to_string();
                 let data_arg = data.to_str().expect("a UTF-8 path");
-                let args = [
+                let mut args = vec![
                     "control-plane",
                     "--id",
                     &id_arg,
@@ -191,6 +200,9 @@ impl Sandbox {
                     "--state-dir",
                     &self.state_dir,
                 ];
+                if let Some(shuffle) = &self.shuffle {
+                    args.extend(["--shuffle", shuffle.addr.as_str()]);
+                }
                 let process = spawn(&args, &env, &self.path(""), &log).map(|(process, line)| {
                     assert!(line.contains("listening on"), "replica {id} printed {line:?}; log {}", log.display());
                     process
@@ -747,5 +759,61 @@ async fn a_job_on_a_worker_takes_a_savepoint_and_rescales_with_exactly_once_outp
     let exceptions = sandbox.call(Method::GET, leader, &sandbox.token, &path, None).await;
     assert_eq!(exceptions.map(|(_, body)| body["exceptions"].clone()), Some(json!([])), "nothing failed");
     assert_every_id_once(&out, ROWS);
+    eprintln!("the test took {:?} once its turn came", sandbox.started.elapsed());
+}
+
+/// A bounded Nexmark source (60,000 events paced at 6,000/s), its bids counted per auction
+/// and 2-second window into a JSON filesystem sink at `out` (a hash exchange between the
+/// source's chain and the window aggregation); a checkpoint every 500 ms.
+fn bounded_nexmark_job(out: &Path) -> String {
+    nexmark_job(out)
+        .replace("'execution.checkpointing.interval' = '1 s'", "'execution.checkpointing.interval' = '500 ms'")
+        .replace("'first-event.rate' = '1000'", "'events.num' = '60000', 'first-event.rate' = '6000'")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_larger_than_a_worker_runs_spread_over_workers_and_survives_the_kill_of_one() {
+    let mut sandbox = Sandbox::start_with("spread", 3, 2, true).await;
+    let out = sandbox.path("out");
+    let script = bounded_nexmark_job(&out);
+    assert!(script.contains("'events.num' = '60000'"), "the script is bounded: {script}");
+    // Parallelism 3 on workers of 2 slots: the attempt is spread over two of them.
+    let job = sandbox.submit("nexmark bids per auction", &script, 3).await;
+    let running = sandbox
+        .wait_for_job(&job, "RUNNING with a deployment and a checkpoint", WAIT, is_running_with_a_checkpoint)
+        .await;
+    let members = running["deployment"]["members"].as_array().cloned().unwrap_or_default();
+    assert_eq!(members.len(), 1, "spread over two workers: {}", running["deployment"]);
+    let (attempt, lead) = deployment(&running["deployment"]).expect("waited for a deployment");
+
+    // The lead part holds the coordinator: its loss fails the attempt, which starts again,
+    // spread over the two workers left, from the latest checkpoint.
+    sandbox.kill_9_worker(&lead);
+    let moved = sandbox
+        .wait_for_job(&job, "RUNNING in a new attempt", Duration::from_secs(60), |detail| {
+            detail["status"] == "RUNNING" && deployment(&detail["deployment"]).is_some_and(|d| d.0 > attempt)
+        })
+        .await;
+    assert!(!moved["deployment"].to_string().contains(&lead), "the dead worker got a part: {}", moved["deployment"]);
+    sandbox.wait_for_job(&job, "FINISHED", Duration::from_secs(90), |d| d["status"] == "FINISHED").await;
+
+    // The failure-free run of the same script, in one process, is the reference.
+    let reference_out = sandbox.path("reference");
+    let reference_script = sandbox.path("reference.sql");
+    std::fs::write(&reference_script, bounded_nexmark_job(&reference_out)).expect("the reference script");
+    let reference = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "--quiet", "-p", "3"])
+        .arg(&reference_script)
+        .output()
+        .expect("weir run starts");
+    assert!(reference.status.success(), "the reference run failed: {}", String::from_utf8_lossy(&reference.stderr));
+    let (got, want) = (published(&out), published(&reference_out));
+    assert!(!want.is_empty(), "the reference run published nothing");
+    assert!(
+        got == want,
+        "{} rows published, {} in the failure-free run",
+        got.values().sum::<u32>(),
+        want.values().sum::<u32>()
+    );
     eprintln!("the test took {:?} once its turn came", sandbox.started.elapsed());
 }

@@ -37,7 +37,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use weir_dataflow::ids::{CheckpointId, JobId, VertexId, WorkerId};
 use weir_dataflow::wire::{
-    self, AttemptRef, AttemptReport, Deploy, Heartbeat, HeartbeatReply, NotLeader, RunEnd, SavepointAsk,
+    self, AttemptRef, AttemptReport, Deploy, DeployPart, Heartbeat, HeartbeatReply, NotLeader, RunEnd, SavepointAsk,
     SavepointTaken, VertexMetrics,
 };
 
@@ -58,11 +58,14 @@ pub struct WorkerOptions {
     pub heartbeat_timeout: Duration,
     /// The default `state.checkpoints.dir` of jobs on workers (shared storage: `s3://…`).
     pub state_dir: Option<String>,
+    /// The shuffle server (`host:port`) through which attempts spread over several workers
+    /// exchange; `None`: an attempt runs on one worker.
+    pub shuffle: Option<String>,
 }
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        WorkerOptions { heartbeat_timeout: Duration::from_secs(3), state_dir: None }
+        WorkerOptions { heartbeat_timeout: Duration::from_secs(3), state_dir: None, shuffle: None }
     }
 }
 
@@ -97,8 +100,11 @@ struct Live {
 }
 
 struct Attached {
+    /// The lead part's worker (the only part of an attempt that is not spread): its reports
+    /// carry the attempt's checkpoints and end.
     worker: WorkerId,
-    parallelism: u32,
+    /// Slots held, per worker of the attempt (the lead's included).
+    slots: BTreeMap<WorkerId, u32>,
     reporter: RunReporter,
     /// The newest checkpoint passed on.
     reported: Option<CheckpointId>,
@@ -180,15 +186,18 @@ impl Workers {
             let orphans: Vec<AttemptRef> = inner
                 .attached
                 .iter()
-                .filter(|(_, a)| lost.contains(&a.worker) || (settled && !inner.live.contains_key(&a.worker)))
+                .filter(|(_, a)| a.slots.keys().any(|w| lost.contains(w) || (settled && !inner.live.contains_key(w))))
                 .map(|(attempt, _)| attempt.clone())
                 .collect();
             for attempt in orphans {
                 inner.ended.insert(attempt.clone());
                 if let Some(attached) = inner.attached.remove(&attempt) {
+                    let gone: Vec<String> =
+                        attached.slots.keys().filter(|w| !inner.live.contains_key(*w)).map(|w| w.to_string()).collect();
                     attached.reporter.ended(RunEnd::Failed(format!(
                         "worker {} was lost (no heartbeat for {timeout:?}); attempt {} of the job is gone",
-                        attached.worker, attempt.attempt
+                        gone.join(", "),
+                        attempt.attempt
                     )));
                 }
             }
@@ -257,7 +266,12 @@ impl Workers {
                 None => (None, None),
             };
             if let Some(attached) = inner.attached.get_mut(attempt) {
-                if pass_on(attached, report) {
+                let ended = if attached.worker == beat.worker {
+                    pass_on(attached, report)
+                } else {
+                    member_news(attached, &beat.worker, report)
+                };
+                if ended {
                     inner.attached.remove(attempt);
                     inner.ended.insert(attempt.clone());
                     reply.forget.push(attempt.clone());
@@ -266,7 +280,7 @@ impl Workers {
                 }
                 continue;
             }
-            let current = deployment.is_some_and(|d| d.attempt == attempt.attempt && d.worker == beat.worker)
+            let current = deployment.is_some_and(|d| d.attempt == attempt.attempt && d.runs_on(&beat.worker))
                 && status.is_some_and(|s| !s.is_terminal());
             if current && !inner.ended.contains(attempt) {
                 // An earlier leader's deployment: the dispatcher adopts it (and its end, if any).
@@ -305,8 +319,10 @@ impl Workers {
                     .filter(|r| r.end.is_none() && r.attempt.job != *job)
                     .map(|r| (&r.attempt, r.parallelism))
                     .collect();
-                for (attempt, attached) in inner.attached.iter().filter(|(a, x)| x.worker == *id && a.job != *job) {
-                    held.insert(attempt, attached.parallelism);
+                for (attempt, attached) in inner.attached.iter().filter(|(a, _)| a.job != *job) {
+                    if let Some(slots) = attached.slots.get(id) {
+                        held.insert(attempt, *slots);
+                    }
                 }
                 let used: u32 = held.values().sum();
                 (id.clone(), worker.address.clone(), worker.slots.saturating_sub(used))
@@ -314,22 +330,43 @@ impl Workers {
             .collect()
     }
 
-    /// Where an attempt of `job` at `parallelism` would go now.
-    fn placement(&self, inner: &Inner, job: &JobId, parallelism: u32) -> Result<(WorkerId, String), String> {
+    /// Where an attempt of `job` at `parallelism` would go now: one worker when one has the
+    /// slots (the worker with the most free), else — with a shuffle server to exchange
+    /// through — spread over the workers with the most free slots, the first leading.
+    fn placement(&self, inner: &Inner, job: &JobId, parallelism: u32) -> Result<Vec<Placed>, String> {
         let Some(since) = inner.leading_since else { return Err("this replica does not lead".into()) };
         if since.elapsed() < self.options.heartbeat_timeout {
             return Err("workers are reporting to the new leader".into());
         }
-        let free = Self::free_slots(inner, job);
-        let most = free.iter().map(|(_, _, n)| *n).max();
-        free.into_iter()
-            .filter(|(_, _, n)| *n >= parallelism)
-            .max_by_key(|(_, _, n)| *n)
-            .map(|(id, address, _)| (id, address))
-            .ok_or_else(|| match most {
-                None => format!("no worker is registered; {parallelism} slots are needed"),
-                Some(most) => format!("{parallelism} slots are needed on one worker; the most free is {most}"),
-            })
+        let mut free = Self::free_slots(inner, job);
+        free.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        let total: u32 = free.iter().map(|(_, _, n)| *n).sum();
+        let most = free.first().map_or(0, |(_, _, n)| *n);
+        if most >= parallelism {
+            let (worker, address, _) = free.swap_remove(0);
+            return Ok(vec![Placed { worker, address, subtasks: (0..parallelism).collect() }]);
+        }
+        if free.is_empty() {
+            return Err(format!("no worker is registered; {parallelism} slots are needed"));
+        }
+        if self.options.shuffle.is_none() || total < parallelism {
+            let spread =
+                if self.options.shuffle.is_some() { format!(", {total} on all workers") } else { String::new() };
+            return Err(format!("{parallelism} slots are needed; the most free on one worker is {most}{spread}"));
+        }
+        let mut placed = Vec::new();
+        let mut next = 0;
+        for (worker, address, n) in free {
+            if next == parallelism {
+                break;
+            }
+            let take = n.min(parallelism - next);
+            if take > 0 {
+                placed.push(Placed { worker, address, subtasks: (next..next + take).collect() });
+                next += take;
+            }
+        }
+        Ok(placed)
     }
 
     async fn start(
@@ -338,36 +375,69 @@ impl Workers {
         reporter: RunReporter,
     ) -> Result<Arc<dyn RunningJob>, String> {
         let ExecutionRequest { job, parallelism, restore } = request;
-        let (worker, address) = {
+        let placed = {
             let inner = self.lock();
             self.placement(&inner, &job.id, parallelism)?
         };
         let attempt = AttemptRef { job: job.id.clone(), attempt: job.deployment.as_ref().map_or(1, |d| d.attempt + 1) };
-        let deployment = JobDeployment { attempt: attempt.attempt, worker: worker.clone() };
+        let lead = placed[0].clone();
+        let deployment = JobDeployment {
+            attempt: attempt.attempt,
+            worker: lead.worker.clone(),
+            members: placed[1..].iter().map(|p| p.worker.clone()).collect(),
+        };
         self.replica
             .propose(Command::SetJobDeployment { job: job.id.clone(), deployment })
             .await
             .map_err(|e| format!("the deployment was not committed: {e}"))?
             .into_result()
             .map_err(|e| format!("the deployment was refused: {e}"))?;
-        let attached = Attached { worker: worker.clone(), parallelism, reporter, reported: None };
+        let slots = placed.iter().map(|p| (p.worker.clone(), p.subtasks.len() as u32)).collect();
+        let attached = Attached { worker: lead.worker.clone(), slots, reporter, reported: None };
         self.lock().attached.insert(attempt.clone(), attached);
-        let deploy = Deploy {
+        let run = RemoteRun {
+            workers: self.clone(),
             attempt: attempt.clone(),
-            sql: job.sql.clone(),
-            parallelism,
-            restore,
-            state_dir: self.options.state_dir.clone(),
-            part: None,
+            lead: lead.address.clone(),
+            members: placed[1..].iter().map(|p| p.address.clone()).collect(),
         };
-        if let Err(error) =
-            self.call::<_, serde_json::Value>(&address, wire::DEPLOY_PATH, &deploy, Duration::from_secs(60)).await
-        {
-            self.lock().attached.remove(&attempt);
-            return Err(format!("deploying attempt {} on worker {worker} at {address}: {error}", attempt.attempt));
+        // Members first: the lead's coordinator talks to them as soon as it starts.
+        let spread = placed.len() > 1;
+        for (index, part) in placed.iter().enumerate().rev() {
+            let part_of = |lead_address: Option<String>, members: Vec<String>| DeployPart {
+                subtasks: part.subtasks.clone(),
+                shuffle: self.options.shuffle.clone().unwrap_or_default(),
+                lead: lead_address,
+                members,
+            };
+            let deploy = Deploy {
+                attempt: attempt.clone(),
+                sql: job.sql.clone(),
+                parallelism,
+                restore: restore.clone(),
+                state_dir: self.options.state_dir.clone(),
+                part: match (spread, index) {
+                    (false, _) => None,
+                    (true, 0) => Some(part_of(None, run.members.clone())),
+                    (true, _) => Some(part_of(Some(lead.address.clone()), Vec::new())),
+                },
+            };
+            let deployed = self
+                .call::<_, serde_json::Value>(&part.address, wire::DEPLOY_PATH, &deploy, Duration::from_secs(60))
+                .await;
+            if let Err(error) = deployed {
+                self.lock().attached.remove(&attempt);
+                // Parts already deployed stop: their heartbeats are told so as well.
+                run.cancel();
+                return Err(format!(
+                    "deploying attempt {} on worker {} at {}: {error}",
+                    attempt.attempt, part.worker, part.address
+                ));
+            }
         }
-        tracing::info!(job_id = %job.id, attempt = attempt.attempt, worker = %worker, %address, parallelism, "attempt deployed");
-        Ok(Arc::new(RemoteRun { workers: self.clone(), attempt, address }))
+        let workers: Vec<String> = placed.iter().map(|p| format!("{} {:?}", p.worker, p.subtasks)).collect();
+        tracing::info!(job_id = %job.id, attempt = attempt.attempt, parallelism, ?workers, "attempt deployed");
+        Ok(Arc::new(run))
     }
 
     fn adopt(self: &Arc<Self>, job: &JobRecord, reporter: RunReporter) -> Adoption {
@@ -378,27 +448,39 @@ impl Workers {
         if inner.ended.contains(&attempt) {
             return Adoption::Nothing;
         }
-        let report = inner
-            .live
-            .get(&deployment.worker)
-            .and_then(|w| Some((w.address.clone(), w.reports.get(&attempt)?.clone())));
-        let Some((address, report)) = report else {
+        // Every part must still be there: the lead first, then the members.
+        let parts: Option<Vec<(WorkerId, String, AttemptReport)>> = std::iter::once(&deployment.worker)
+            .chain(&deployment.members)
+            .map(|worker| {
+                let live = inner.live.get(worker)?;
+                Some((worker.clone(), live.address.clone(), live.reports.get(&attempt)?.clone()))
+            })
+            .collect();
+        let Some(parts) = parts else {
             return if since.elapsed() < self.options.heartbeat_timeout { Adoption::Wait } else { Adoption::Nothing };
         };
+        let parallelism = parts.iter().map(|(_, _, report)| report.parallelism).sum();
         let mut attached = Attached {
             worker: deployment.worker.clone(),
-            parallelism: report.parallelism,
+            slots: parts.iter().map(|(worker, _, report)| (worker.clone(), report.parallelism)).collect(),
             reporter,
             reported: job.latest_checkpoint().map(|c| c.id),
         };
         // Reports of the time without a leader: the newest checkpoint, and the end if it came.
-        if pass_on(&mut attached, &report) {
+        let ended = pass_on(&mut attached, &parts[0].2)
+            || parts[1..].iter().any(|(worker, _, report)| member_news(&attached, worker, report));
+        if ended {
             inner.ended.insert(attempt.clone());
         } else {
             inner.attached.insert(attempt.clone(), attached);
         }
-        let parallelism = report.parallelism;
-        Adoption::Adopted { run: Arc::new(RemoteRun { workers: self.clone(), attempt, address }), parallelism }
+        let run = RemoteRun {
+            workers: self.clone(),
+            attempt,
+            lead: parts[0].1.clone(),
+            members: parts[1..].iter().map(|(_, address, _)| address.clone()).collect(),
+        };
+        Adoption::Adopted { run: Arc::new(run), parallelism }
     }
 
     /// Calls a worker's task endpoint.
@@ -430,11 +512,31 @@ impl Workers {
         serde_json::from_str(&text).map_err(|e| format!("the worker's answer is not understood: {e}"))
     }
 
+    /// The attempt's live figures, over its parts: counts summed, the lowest watermark, the
+    /// highest backpressure.
     fn metrics_of(&self, attempt: &AttemptRef) -> BTreeMap<VertexId, VertexMetrics> {
         let inner = self.lock();
         let Some(attached) = inner.attached.get(attempt) else { return BTreeMap::new() };
-        let report = inner.live.get(&attached.worker).and_then(|w| w.reports.get(attempt));
-        report.map(|r| r.metrics.iter().cloned().collect()).unwrap_or_default()
+        let mut merged: BTreeMap<VertexId, VertexMetrics> = BTreeMap::new();
+        let reports = attached.slots.keys().filter_map(|w| inner.live.get(w)?.reports.get(attempt));
+        for (vertex, part) in reports.flat_map(|r| r.metrics.iter()) {
+            let into = merged.entry(*vertex).or_default();
+            let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            into.records_in = add(into.records_in, part.records_in);
+            into.records_out = add(into.records_out, part.records_out);
+            into.watermark = match (into.watermark, part.watermark) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            into.backpressure = match (into.backpressure, part.backpressure) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        merged
     }
 }
 
@@ -453,6 +555,26 @@ fn pass_on(attached: &mut Attached, report: &AttemptReport) -> bool {
         }
         None => false,
     }
+}
+
+/// A member part's news: only its failure ends the attempt (its end otherwise is the lead's to
+/// say). Answers whether the attempt has ended.
+fn member_news(attached: &Attached, worker: &WorkerId, report: &AttemptReport) -> bool {
+    match &report.end {
+        Some(RunEnd::Failed(message)) => {
+            attached.reporter.ended(RunEnd::Failed(format!("the part on worker {worker} failed: {message}")));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Where one part of an attempt goes.
+#[derive(Clone, Debug)]
+struct Placed {
+    worker: WorkerId,
+    address: String,
+    subtasks: Vec<u32>,
 }
 
 /// Runs jobs on workers: the [`JobExecutor`] of `weir control-plane`.
@@ -493,31 +615,59 @@ impl JobExecutor for RemoteExecutor {
 struct RemoteRun {
     workers: Arc<Workers>,
     attempt: AttemptRef,
-    address: String,
+    /// The lead part's task endpoint.
+    lead: String,
+    /// The other parts' (of a spread attempt).
+    members: Vec<String>,
+}
+
+impl RemoteRun {
+    fn cancel_members(&self) {
+        for address in &self.members {
+            let (workers, attempt, address) = (self.workers.clone(), self.attempt.clone(), address.clone());
+            tokio::spawn(async move {
+                let _ = workers
+                    .call::<_, serde_json::Value>(&address, wire::CANCEL_PATH, &attempt, Duration::from_secs(10))
+                    .await;
+            });
+        }
+    }
 }
 
 impl RunningJob for RemoteRun {
     fn cancel(&self) {
-        let (workers, attempt, address) = (self.workers.clone(), self.attempt.clone(), self.address.clone());
-        tokio::spawn(async move {
-            // If this is lost, the worker's next heartbeat is told to cancel (the job is over).
-            let cancelled = workers
-                .call::<_, serde_json::Value>(&address, wire::CANCEL_PATH, &attempt, Duration::from_secs(10))
-                .await;
-            if let Err(error) = cancelled {
-                tracing::warn!(job_id = %attempt.job, attempt = attempt.attempt, %error, "cancel not delivered");
-            }
-        });
+        for address in std::iter::once(&self.lead).chain(&self.members) {
+            let (workers, attempt, address) = (self.workers.clone(), self.attempt.clone(), address.clone());
+            tokio::spawn(async move {
+                // If this is lost, the worker's next heartbeat is told to cancel (the job is over).
+                let cancelled = workers
+                    .call::<_, serde_json::Value>(&address, wire::CANCEL_PATH, &attempt, Duration::from_secs(10))
+                    .await;
+                if let Err(error) = cancelled {
+                    tracing::warn!(job_id = %attempt.job, attempt = attempt.attempt, %error, "cancel not delivered");
+                }
+            });
+        }
     }
 
     fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<TakenSavepoint, ExecutorError>> {
-        let (workers, address) = (self.workers.clone(), self.address.clone());
+        let (workers, address) = (self.workers.clone(), self.lead.clone());
         let ask = SavepointAsk { attempt: self.attempt.clone(), stop };
+        let members = RemoteRun {
+            workers: self.workers.clone(),
+            attempt: self.attempt.clone(),
+            lead: String::new(),
+            members: self.members.clone(),
+        };
         Box::pin(async move {
             let taken: SavepointTaken = workers
                 .call(&address, wire::SAVEPOINT_PATH, &ask, Duration::from_secs(600))
                 .await
                 .map_err(ExecutorError)?;
+            if stop {
+                // The lead stopped after the savepoint; the other parts stop with it.
+                members.cancel_members();
+            }
             Ok(TakenSavepoint { location: taken.location, checkpoint: taken.checkpoint })
         })
     }

@@ -449,6 +449,10 @@ fn may_restart(job: &LocalJob, failure: &TaskError) -> bool {
         && job.counters.output_rows.load(Ordering::Relaxed) == 0
 }
 
+/// How long a part of a spread job waits for the other parts to open the gates its
+/// partitions feed.
+const PART_GATES_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Deploys regions of a local job: gates, partitions and tasks.
 struct Deployment<'a> {
     job: &'a LocalJob,
@@ -469,6 +473,28 @@ impl Deployment<'_> {
     /// Whether subtask index `s` runs in this process.
     fn runs_here(&self, s: u32) -> bool {
         self.job.part.as_ref().is_none_or(|part| part.runs(s))
+    }
+
+    /// Creates a producer's partition. A part of a job spread over processes may come before
+    /// the parts that consume from it have opened their gates: it waits for them (up to
+    /// [`PART_GATES_TIMEOUT`]).
+    async fn create_partition(
+        &self,
+        partition: PartitionId,
+        consumers: u32,
+        kind: PartitionKind,
+    ) -> TaskResult<Box<dyn PartitionWriter>> {
+        let deadline = tokio::time::Instant::now() + PART_GATES_TIMEOUT;
+        loop {
+            match self.shuffle.create_partition(partition, consumers, kind).await {
+                Err(weir_shuffle_service::ShuffleError::UnknownChannel(_))
+                    if self.job.part.is_some() && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                result => return Ok(result?),
+            }
+        }
     }
 
     /// Starts every region that may start now.
@@ -520,14 +546,8 @@ impl Deployment<'_> {
                 for &e in &vertex.outputs {
                     let edge = &job.graph.edges[e];
                     let consumers = job.graph.vertex(edge.target).parallelism;
-                    let writer = self
-                        .shuffle
-                        .create_partition(
-                            PartitionId { edge: e as u32, producer: SubtaskIndex(s) },
-                            consumers,
-                            partition_kind(edge.mode),
-                        )
-                        .await?;
+                    let partition = PartitionId { edge: e as u32, producer: SubtaskIndex(s) };
+                    let writer = self.create_partition(partition, consumers, partition_kind(edge.mode)).await?;
                     outputs.push(OutputEdge::new(edge, writer, s, &job.plan, vertex)?);
                 }
                 let mut task = Task::build(job, vertex, s, outputs)?;

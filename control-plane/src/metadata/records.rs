@@ -163,7 +163,18 @@ pub struct JobRecord {
 pub struct JobDeployment {
     /// Numbered from 1; every new attempt of the job has a higher number.
     pub attempt: u64,
+    /// The worker of the attempt's lead part (all of it, unless it is spread).
     pub worker: WorkerId,
+    /// The workers of its other parts, when it is spread over several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<WorkerId>,
+}
+
+impl JobDeployment {
+    /// Whether a part of the attempt runs on `worker`.
+    pub fn runs_on(&self, worker: &WorkerId) -> bool {
+        &self.worker == worker || self.members.contains(worker)
+    }
 }
 
 impl JobRecord {

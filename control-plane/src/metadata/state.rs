@@ -378,14 +378,17 @@ mod tests {
         state.apply(&submit("j1", "acme"));
         let deploy = |attempt, worker: &str| Command::SetJobDeployment {
             job: JobId("j1".into()),
-            deployment: JobDeployment { attempt, worker: WorkerId(worker.into()) },
+            deployment: JobDeployment { attempt, worker: WorkerId(worker.into()), members: Vec::new() },
         };
         assert_eq!(state.apply(&deploy(1, "w1")), Response::Done);
         assert_eq!(state.apply(&deploy(2, "w2")), Response::Done);
         assert_eq!(rejected(state.apply(&deploy(2, "w1"))), "stale-attempt");
         assert_eq!(rejected(state.apply(&deploy(1, "w1"))), "stale-attempt");
         let job = state.job(&JobId("j1".into())).expect("submitted");
-        assert_eq!(job.deployment, Some(JobDeployment { attempt: 2, worker: WorkerId("w2".into()) }));
+        assert_eq!(
+            job.deployment,
+            Some(JobDeployment { attempt: 2, worker: WorkerId("w2".into()), members: Vec::new() })
+        );
     }
 
     #[test]
