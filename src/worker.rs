@@ -350,6 +350,7 @@ async fn cancel(
     if let Some(a) = worker.lock().get(&attempt) {
         a.run.cancel();
     }
+    worker.until_ended(&attempt).await;
     Ok(Json(&attempt).into_response())
 }
 
@@ -369,12 +370,7 @@ async fn savepoint(
         .await
         .map_err(|error| ApiError::new(StatusCode::CONFLICT, "savepoint-failed", error.0))?;
     if ask.stop {
-        // Answered once the attempt has ended, so its slots are free for what follows (a
-        // rescale deploys the next attempt at once).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while worker.lock().get(&ask.attempt).is_some_and(|a| a.end.is_none()) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        worker.until_ended(&ask.attempt).await;
     }
     Ok(Json(SavepointTaken { location: taken.location, checkpoint: taken.checkpoint }).into_response())
 }
@@ -437,6 +433,15 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tracing::warn!(%url, "a message to another part of the attempt was lost; the attempt will fail");
+    }
+
+    /// Waits (up to 10 s) until `attempt` has ended, so that a stop or cancel is answered once
+    /// its slots are free for what follows (a rescale deploys the next attempt at once).
+    async fn until_ended(&self, attempt: &AttemptRef) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.lock().get(attempt).is_some_and(|a| a.end.is_none()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// What `pick` takes of `attempt`'s inbound channels, when it is a part here.

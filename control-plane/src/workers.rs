@@ -611,7 +611,8 @@ impl JobExecutor for RemoteExecutor {
     }
 }
 
-/// An attempt on a worker, as the dispatcher controls it.
+/// An attempt on workers, as the dispatcher controls it.
+#[derive(Clone)]
 struct RemoteRun {
     workers: Arc<Workers>,
     attempt: AttemptRef,
@@ -622,51 +623,42 @@ struct RemoteRun {
 }
 
 impl RemoteRun {
-    fn cancel_members(&self) {
-        for address in &self.members {
-            let (workers, attempt, address) = (self.workers.clone(), self.attempt.clone(), address.clone());
-            tokio::spawn(async move {
-                let _ = workers
-                    .call::<_, serde_json::Value>(&address, wire::CANCEL_PATH, &attempt, Duration::from_secs(10))
-                    .await;
-            });
+    /// Cancels the parts at `addresses`; returns once they have ended (a worker answers a
+    /// cancel then). If a cancel is lost, the worker's next heartbeat is told to cancel.
+    async fn cancel_parts(&self, addresses: &[String]) {
+        for address in addresses {
+            let cancelled = self
+                .workers
+                .call::<_, serde_json::Value>(address, wire::CANCEL_PATH, &self.attempt, Duration::from_secs(15))
+                .await;
+            if let Err(error) = cancelled {
+                tracing::warn!(job_id = %self.attempt.job, attempt = self.attempt.attempt, %error, "cancel not delivered");
+            }
         }
     }
 }
 
 impl RunningJob for RemoteRun {
     fn cancel(&self) {
-        for address in std::iter::once(&self.lead).chain(&self.members) {
-            let (workers, attempt, address) = (self.workers.clone(), self.attempt.clone(), address.clone());
-            tokio::spawn(async move {
-                // If this is lost, the worker's next heartbeat is told to cancel (the job is over).
-                let cancelled = workers
-                    .call::<_, serde_json::Value>(&address, wire::CANCEL_PATH, &attempt, Duration::from_secs(10))
-                    .await;
-                if let Err(error) = cancelled {
-                    tracing::warn!(job_id = %attempt.job, attempt = attempt.attempt, %error, "cancel not delivered");
-                }
-            });
-        }
+        let run = self.clone();
+        tokio::spawn(async move {
+            let all: Vec<String> = std::iter::once(run.lead.clone()).chain(run.members.iter().cloned()).collect();
+            run.cancel_parts(&all).await;
+        });
     }
 
     fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<TakenSavepoint, ExecutorError>> {
-        let (workers, address) = (self.workers.clone(), self.lead.clone());
+        let run = self.clone();
         let ask = SavepointAsk { attempt: self.attempt.clone(), stop };
-        let members = RemoteRun {
-            workers: self.workers.clone(),
-            attempt: self.attempt.clone(),
-            lead: String::new(),
-            members: self.members.clone(),
-        };
         Box::pin(async move {
-            let taken: SavepointTaken = workers
-                .call(&address, wire::SAVEPOINT_PATH, &ask, Duration::from_secs(600))
+            let taken: SavepointTaken = run
+                .workers
+                .call(&run.lead, wire::SAVEPOINT_PATH, &ask, Duration::from_secs(600))
                 .await
                 .map_err(ExecutorError)?;
             if stop {
                 // The lead stopped after the savepoint; the other parts stop with it.
-                members.cancel_members();
+                run.cancel_parts(&run.members).await;
             }
             Ok(TakenSavepoint { location: taken.location, checkpoint: taken.checkpoint })
         })
