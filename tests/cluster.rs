@@ -804,6 +804,8 @@ async fn a_job_larger_than_a_worker_runs_spread_over_workers_and_survives_the_ki
     let reference = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["run", "--quiet", "-p", "3"])
         .arg(&reference_script)
+        // Its checkpoints (`./weir-checkpoints` by default) stay in the sandbox.
+        .current_dir(sandbox.path(""))
         .output()
         .expect("weir run starts");
     assert!(reference.status.success(), "the reference run failed: {}", String::from_utf8_lossy(&reference.stderr));
