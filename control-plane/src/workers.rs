@@ -8,21 +8,24 @@
 //!   replicated. A heartbeat is answered only after a linearizable read point
 //!   ([`ReplicaHandle::sync_reads`]), so a deposed leader that lost its quorum cannot keep a
 //!   worker's lease alive.
-//! - **Scheduler** ([`RemoteExecutor`]): an attempt runs whole on one worker, one slot per
-//!   subtask index (Flink's slot sharing: a slot holds one subtask of every vertex), on the live
-//!   worker with the most free slots. A job that fits on no worker waits. The attempt's number
-//!   and worker are committed (`SetJobDeployment`) before it is deployed.
+//! - **Scheduler** ([`RemoteExecutor`]): one slot per subtask index (Flink's slot sharing: a
+//!   slot holds one subtask of every vertex). An attempt runs whole on the live worker with the
+//!   most free slots when one has enough; else, with a shuffle server
+//!   ([`WorkerOptions::shuffle`]), it is spread into parts over the workers with the most free
+//!   slots, the first part leading (it runs the attempt's checkpoint coordinator); else the job
+//!   waits. The attempt's number and workers are committed (`SetJobDeployment`) before it is
+//!   deployed.
 //! - **Adoption**: a new leader knows every deployment from the metadata; for one heartbeat
-//!   timeout it lets workers report in, and adopts each attempt a worker reports as its job's
-//!   current one — the tasks never stop. A job whose attempt nobody reports restarts from its
-//!   latest checkpoint.
-//! - **Reports**: an attempt's newest completed checkpoint and its end ride every heartbeat until
-//!   the leader has taken note, and reach the dispatcher through the attempt's [`RunReporter`],
-//!   which commits checkpoints through Raft. Reports of an attempt that is not its job's current
-//!   one are never committed; the worker is told to cancel it.
+//!   timeout it lets workers report in, and adopts each attempt whose parts all report it as
+//!   their job's current one — the tasks never stop. A job whose attempt nobody reports
+//!   restarts from its latest checkpoint.
+//! - **Reports**: the lead part's newest completed checkpoint and its end ride every heartbeat
+//!   until the leader has taken note, and reach the dispatcher through the attempt's
+//!   [`RunReporter`], which commits checkpoints through Raft; a member part's failure fails the
+//!   attempt. Reports of an attempt that is not its job's current one are never committed; the
+//!   worker is told to cancel it.
 //!
-//! Not built yet: an attempt spread over several workers (exchanges through the remote shuffle
-//! service, and a checkpoint coordinator on the leader), and region failover across workers.
+//! Not built yet: region failover (any part's failure restarts the whole attempt).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -423,10 +426,16 @@ impl Workers {
                 },
             };
             let deployed = self
-                .call::<_, serde_json::Value>(&part.address, wire::DEPLOY_PATH, &deploy, Duration::from_secs(60))
+                .try_call::<_, serde_json::Value>(&part.address, wire::DEPLOY_PATH, &deploy, Duration::from_secs(60))
                 .await;
             if let Err(error) = deployed {
-                self.lock().attached.remove(&attempt);
+                let mut inner = self.lock();
+                inner.attached.remove(&attempt);
+                if let CallError::Unreachable(_) = error {
+                    // Likely dead: not offered to the next attempt until it heartbeats again.
+                    inner.live.remove(&part.worker);
+                }
+                drop(inner);
                 // Parts already deployed stop: their heartbeats are told so as well.
                 run.cancel();
                 return Err(format!(
@@ -491,6 +500,17 @@ impl Workers {
         body: &B,
         timeout: Duration,
     ) -> Result<R, String> {
+        self.try_call(address, path, body, timeout).await.map_err(|e| e.to_string())
+    }
+
+    /// Calls a worker's task endpoint, telling an unreachable worker from one that answered.
+    async fn try_call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        address: &str,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
         let response = self
             .client
             .post(format!("http://{address}{path}"))
@@ -499,17 +519,19 @@ impl Workers {
             .json(body)
             .send()
             .await
-            .map_err(|e| format!("the worker is unreachable: {e}"))?;
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| format!("the worker's answer broke off: {e}"))?;
+        let text =
+            response.text().await.map_err(|e| CallError::Answered(format!("the worker's answer broke off: {e}")))?;
         if !status.is_success() {
             let detail = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
                 .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
                 .unwrap_or(text);
-            return Err(format!("the worker answered {status}: {detail}"));
+            return Err(CallError::Answered(format!("the worker answered {status}: {detail}")));
         }
-        serde_json::from_str(&text).map_err(|e| format!("the worker's answer is not understood: {e}"))
+        serde_json::from_str(&text)
+            .map_err(|e| CallError::Answered(format!("the worker's answer is not understood: {e}")))
     }
 
     /// The attempt's live figures, over its parts: counts summed, the lowest watermark, the
@@ -567,6 +589,17 @@ fn member_news(attached: &Attached, worker: &WorkerId, report: &AttemptReport) -
         }
         _ => false,
     }
+}
+
+/// Why a call to a worker failed.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// No answer: the worker is down, or the network between.
+    #[error("the worker is unreachable: {0}")]
+    Unreachable(String),
+    /// It answered, with an error (or an answer not understood).
+    #[error("{0}")]
+    Answered(String),
 }
 
 /// Where one part of an attempt goes.

@@ -7,6 +7,11 @@
 //! - `POST` [`CANCEL_PATH`] [`AttemptRef`]: cancel it;
 //! - `POST` [`SAVEPOINT_PATH`] [`SavepointAsk`] → [`SavepointTaken`]: take a savepoint (and stop).
 //!
+//! Between the parts of an attempt spread over several workers (same bearer): a member's task
+//! reports to the lead (`POST` [`REPORT_PATH`] [`PartReport`]); the lead's checkpoint triggers
+//! and completions to the members (`POST` [`TRIGGER_PATH`], [`COMPLETE_PATH`]
+//! [`CheckpointNote`]).
+//!
 //! Worker → control plane, on any replica (a follower answers 421 with the leader's address):
 //! - `POST` [`HEARTBEAT_PATH`] [`Heartbeat`] → [`HeartbeatReply`]: the worker is alive, and this
 //!   is where each of its attempts stands: its newest completed checkpoint, its figures, how it
