@@ -193,7 +193,11 @@ fn schemas() -> Value {
             "deployment": {
                 "description": "The job's newest attempt and the worker it was deployed on; null until deployed.",
                 "oneOf": [
-                    object(&["attempt", "worker"], json!({ "attempt": integer, "worker": string })),
+                    object(&["attempt", "worker"], json!({
+                        "attempt": integer,
+                        "worker": string,
+                        "members": { "type": "array", "items": string, "description": "Workers of the other parts of a spread attempt." },
+                    })),
                     { "type": "null" },
                 ],
             },
