@@ -74,7 +74,8 @@ pub fn run_file(
             "late_records_dropped": stats.late_dropped,
             "records_skipped": stats.records_skipped,
             "peak_running_tasks": stats.peak_running_tasks,
-            // Per vertex id (as in EXPLAIN's job graph): share of time waiting for credit.
+            // Per vertex id (as in EXPLAIN's job graph) with outputs: the highest share of a
+            // subtask's time spent blocked sending (waiting for credit, mostly).
             "backpressure": stats.backpressure.iter().map(|(v, share)| (v.to_string(), serde_json::json!(share))).collect::<serde_json::Map<_, _>>(),
             "elapsed_seconds": stats.elapsed.as_secs_f64(),
             "cpu_seconds": usage.0,
@@ -395,7 +396,11 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         late_dropped: counters.late_records_dropped.load(Ordering::Relaxed),
         records_skipped: counters.records_skipped.load(Ordering::Relaxed),
         peak_running_tasks: counters.peak_running_tasks.load(Ordering::Relaxed),
-        backpressure: counters.backpressure().into_iter().map(|(v, share)| (v.0, share)).collect(),
+        backpressure: counters
+            .vertex_figures(&graph)
+            .into_iter()
+            .filter_map(|(v, figures)| Some((v.0, figures.backpressure?)))
+            .collect(),
         elapsed: started.elapsed(),
     })
 }

@@ -475,13 +475,7 @@ async fn part_trigger(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let note: CheckpointNote = request(&worker, &headers, &body)?;
-    let triggers = worker.inbound(&note.attempt, |link| match link {
-        Inbound::Member { triggers, .. } => Some(triggers.clone()),
-        Inbound::Lead { .. } => None,
-    })?;
-    let _ = triggers.send(note.checkpoint);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    to_member(&worker, &headers, &body, Note::Trigger)
 }
 
 async fn part_complete(
@@ -489,11 +483,23 @@ async fn part_complete(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let note: CheckpointNote = request(&worker, &headers, &body)?;
-    let completed = worker.inbound(&note.attempt, |link| match link {
-        Inbound::Member { completed, .. } => Some(completed.clone()),
-        Inbound::Lead { .. } => None,
+    to_member(&worker, &headers, &body, Note::Complete)
+}
+
+/// What a lead's checkpoint note to a member says.
+enum Note {
+    Trigger,
+    Complete,
+}
+
+/// Hands a lead's checkpoint note to this member part's runtime.
+fn to_member(worker: &Worker, headers: &HeaderMap, body: &[u8], kind: Note) -> Result<Response, ApiError> {
+    let note: CheckpointNote = request(worker, headers, body)?;
+    let channel = worker.inbound(&note.attempt, |link| match (link, kind) {
+        (Inbound::Member { triggers, .. }, Note::Trigger) => Some(triggers.clone()),
+        (Inbound::Member { completed, .. }, Note::Complete) => Some(completed.clone()),
+        (Inbound::Lead { .. }, _) => None,
     })?;
-    let _ = completed.send(note.checkpoint);
+    let _ = channel.send(note.checkpoint);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

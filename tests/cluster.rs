@@ -20,7 +20,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 mod common;
-use common::{kill_9, published};
+use common::{ids, kill_9, published};
 
 /// The operator's root token of every replica; workers authenticate to the replicas with it.
 const ROOT_TOKEN: &str = "weir-cluster-test-root-token-0123456789abcdef";
@@ -514,16 +514,6 @@ fn assert_every_id_once(out: &Path, rows: u64) {
         foreign.len(),
         &foreign[..foreign.len().min(10)],
     );
-}
-
-/// How often each id appears in a sink's published rows.
-fn ids(lines: &BTreeMap<String, u32>) -> BTreeMap<u64, u32> {
-    let mut ids = BTreeMap::new();
-    for (line, count) in lines {
-        let row: Value = serde_json::from_str(line).expect("a JSON row");
-        *ids.entry(row["id"].as_u64().expect("an id")).or_insert(0) += count;
-    }
-    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,6 @@
 //! their end, commit checkpoints through Raft, cancel, refuse invalid SQL with its position, and
 //! survive a `kill -9` of the whole process with exactly-once output.
 
-use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{kill_9, published};
+use common::{ids, kill_9, published};
 
 /// A `weir standalone` process on a free loopback port over `data`, killed when dropped.
 struct Standalone {
@@ -145,16 +144,6 @@ INSERT INTO out SELECT id, k FROM g;
         out.display()
     ));
     script
-}
-
-/// How often each id appears in a sink's published rows.
-fn ids(lines: &BTreeMap<String, u32>) -> BTreeMap<u64, u32> {
-    let mut ids = BTreeMap::new();
-    for (line, count) in lines {
-        let row: Value = serde_json::from_str(line).expect("a JSON row");
-        *ids.entry(row["id"].as_u64().expect("an id")).or_insert(0) += count;
-    }
-    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

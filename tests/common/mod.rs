@@ -70,3 +70,14 @@ pub fn published(out: &std::path::Path) -> std::collections::BTreeMap<String, u3
     }
     lines
 }
+
+/// How often each `id` appears in a sink's published JSON rows (as [`published`] counts them).
+#[allow(dead_code, reason = "not every test binary reads ids")]
+pub fn ids(lines: &std::collections::BTreeMap<String, u32>) -> std::collections::BTreeMap<u64, u32> {
+    let mut ids = std::collections::BTreeMap::new();
+    for (line, count) in lines {
+        let row: serde_json::Value = serde_json::from_str(line).expect("a JSON row");
+        *ids.entry(row["id"].as_u64().expect("an id")).or_insert(0) += count;
+    }
+    ids
+}

@@ -44,8 +44,6 @@ pub struct JobCounters {
     pub records_skipped: AtomicU64,
     /// The most tasks running at once (a batch job run stage by stage needs fewer).
     pub peak_running_tasks: AtomicU64,
-    /// Per vertex, over its finished subtasks: time spent waiting for credit, and time run.
-    backpressure: std::sync::Mutex<std::collections::BTreeMap<VertexId, (Duration, Duration)>>,
     /// Every task's live figures, in the order the tasks were built.
     tasks: std::sync::Mutex<Vec<Arc<TaskFigures>>>,
 }
@@ -79,20 +77,6 @@ pub struct VertexFigures {
 }
 
 impl JobCounters {
-    fn add_backpressure(&self, vertex: VertexId, waited: Duration, ran: Duration) {
-        let mut map = self.backpressure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = map.entry(vertex).or_default();
-        entry.0 += waited;
-        entry.1 += ran;
-    }
-
-    /// Per vertex with outputs: the share of its subtasks' time spent waiting for credit
-    /// (backpressure from downstream), as of the subtasks that have finished.
-    pub fn backpressure(&self) -> Vec<(VertexId, f64)> {
-        let map = self.backpressure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.iter().map(|(v, (waited, ran))| (*v, waited.as_secs_f64() / ran.as_secs_f64().max(1e-9))).collect()
-    }
-
     fn task_figures(&self, vertex: VertexId) -> Arc<TaskFigures> {
         let figures = Arc::new(TaskFigures {
             vertex,
@@ -618,7 +602,6 @@ struct Task {
     /// Read input 0 to its end before the others (a join's build side first). Only where every
     /// input is retained, so that nothing upstream waits for this task to read.
     first_input_first: bool,
-    deployed: std::time::Instant,
     /// Rows an unaligned checkpoint recorded in flight, to process before any input.
     replay: Vec<(usize, ChangeBatch)>,
 }
@@ -665,7 +648,6 @@ impl Task {
         let several_inputs = vertex.inputs.iter().any(|e| job.graph.edges[*e].target_input > 0);
         Ok(Task {
             first_input_first: job.plan.batch && retained_inputs && several_inputs,
-            deployed: std::time::Instant::now(),
             replay: Vec::new(),
             vertex: vertex.id,
             subtask,
@@ -942,10 +924,6 @@ impl Task {
         self.counters.late_records_dropped.fetch_add(late, Ordering::Relaxed);
         for output in &mut self.outputs {
             output.end().await?;
-        }
-        if !self.outputs.is_empty() {
-            let waited = self.outputs.iter().map(|o| o.writer.backpressure()).sum();
-            self.counters.add_backpressure(self.vertex, waited, self.deployed.elapsed());
         }
         if self.checkpointing.is_some() {
             // The final record: a finished task's part of every later checkpoint. Its keyed state
