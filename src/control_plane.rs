@@ -1,5 +1,6 @@
 //! `weir control-plane`: one replica of the control plane in its own process, and what
 //! `weir standalone` shares with it: the root token, and serving a replica until a signal.
+//! `weir worker` is served from here too (the role itself is `weir_workers::service`).
 //!
 //! A replica serves the Raft routes (`/raft/…`, see `weir_control_plane::node`), the HTTP API
 //! (`/api/v1/…`) and the routes workers call (`/internal/v1/…`) on one listener. Its
@@ -20,6 +21,7 @@ use weir_control_plane::dispatcher::Dispatcher;
 use weir_control_plane::metadata::ids::ReplicaId;
 use weir_control_plane::node::{Replica, ReplicaConfig};
 use weir_control_plane::workers::{RemoteExecutor, WorkerOptions, Workers, internal_router};
+use weir_workers::service::{BoundWorker, WorkerConfig};
 
 pub fn serve(
     id: u64,
@@ -30,6 +32,8 @@ pub fn serve(
     options: WorkerOptions,
 ) -> Result<()> {
     let secret = root_secret(root_token_file)?;
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    let _lock = crate::standalone::lock_data_dir(&data)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut config = ReplicaConfig::new(ReplicaId(id), listen, data);
@@ -50,6 +54,32 @@ pub fn serve(
         tokio::spawn(dispatcher.run());
         let routes = api::router(state).merge(internal_router(workers)).merge(live);
         serve_until_stopped(replica, routes, &format!("control-plane replica {id}"), &[]).await
+    })
+}
+
+/// Runs a worker (`weir worker`) until ctrl-c or SIGTERM; prints `weir worker ID listening on
+/// ADDR` as the first line of stdout.
+pub fn serve_worker(config: WorkerConfig) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let worker = BoundWorker::bind(config).await?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "weir worker {} listening on {}", worker.id(), worker.address())?;
+        out.flush()?;
+        drop(out);
+        worker.serve(stop_signal()?).await;
+        Ok(())
+    })
+}
+
+/// Completes on ctrl-c or SIGTERM.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
     })
 }
 
@@ -83,11 +113,7 @@ pub async fn serve_until_stopped(mut replica: Replica, api: Router, name: &str, 
         let _ = writeln!(out, "{note}").and_then(|()| out.flush());
     }
     drop(out);
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    stop_signal()?.await;
     tracing::info!(name, "stopping");
     replica.shutdown().await.context("the replica did not stop cleanly")
 }

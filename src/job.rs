@@ -92,7 +92,7 @@ pub async fn submit_file(url: &str, token: &str, file: &Path) -> Result<()> {
     let answer = client.call(Method::GET, "jobs", None).await?;
     let live = answer["jobs"].as_array().into_iter().flatten().find(|job| {
         job["name"].as_str() == Some(name.as_str())
-            && !matches!(job["status"].as_str(), Some("FINISHED" | "CANCELLED" | "CANCELED" | "FAILED"))
+            && !matches!(job["status"].as_str(), Some("FINISHED" | "CANCELED" | "FAILED"))
     });
     if let Some(job) = live {
         eprintln!("job {} ({name}) is {}: not submitted again", job["id"], job["status"]);
@@ -216,7 +216,7 @@ async fn wait_for(client: &Client, id: &str, action: &str, done: impl Fn(&str) -
             }
             last = status.clone();
         }
-        if done(&status) || matches!(status.as_str(), "FINISHED" | "FAILED" | "CANCELLED") {
+        if done(&status) || matches!(status.as_str(), "FINISHED" | "FAILED" | "CANCELED") {
             if show {
                 eprintln!();
             }
@@ -271,7 +271,7 @@ async fn status(client: &Client, id: &str) -> Result<()> {
 
 async fn cancel(client: &Client, id: &str) -> Result<()> {
     client.call(Method::POST, &format!("jobs/{id}/cancel"), None).await?;
-    let status = wait_for(client, id, "cancelling", |status| status == "CANCELLED").await?;
+    let status = wait_for(client, id, "cancelling", |status| status == "CANCELED").await?;
     println!("{status}");
     Ok(())
 }

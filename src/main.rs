@@ -12,19 +12,18 @@
 //! - `weir bench nexmark` measures the Nexmark queries; `weir bench shuffle` the remote shuffle.
 //! - `weir nexmark-gen` writes Nexmark events as newline-delimited JSON.
 
-mod bench;
 mod control_plane;
 mod executor;
 mod job;
 mod run;
 mod shuffle;
 mod standalone;
-mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use weir_workers::service::WorkerConfig;
 
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Flink SQL stream processing, rebuilt in Rust")]
@@ -80,10 +79,10 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
         /// Bytes of retained partitions held in memory before spilling to disk (K/M/G/KiB/MiB/GiB suffixes).
-        #[arg(long, value_name = "BYTES", value_parser = shuffle::parse_bytes)]
+        #[arg(long, value_name = "BYTES", value_parser = weir_dataflow::config::parse_bytes)]
         memory_budget: Option<u64>,
         /// Bytes of spill files before spills go to --spill-url; default: unlimited.
-        #[arg(long, value_name = "BYTES", value_parser = shuffle::parse_bytes)]
+        #[arg(long, value_name = "BYTES", value_parser = weir_dataflow::config::parse_bytes)]
         disk_budget: Option<u64>,
         /// Object store for spills beyond the disk budget: file:///DIR or s3://BUCKET/PREFIX
         /// (credentials, region and endpoint from the AWS_* environment variables).
@@ -150,7 +149,7 @@ enum Command {
         control_plane: Vec<String>,
         /// How many subtask indices it runs at once (a job at parallelism N takes N slots);
         /// default: one per core.
-        #[arg(long, default_value_t = worker::default_slots())]
+        #[arg(long, default_value_t = weir_workers::service::default_slots())]
         slots: u32,
         /// Where its task endpoint listens.
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -163,11 +162,13 @@ enum Command {
         token_file: Option<PathBuf>,
     },
     /// Benchmarks.
+    #[cfg(feature = "bench")]
     Bench {
         #[command(subcommand)]
-        bench: bench::BenchCommand,
+        bench: weir_bench::BenchCommand,
     },
     /// Write Nexmark events as newline-delimited JSON (the layout of the conformance data).
+    #[cfg(feature = "bench")]
     NexmarkGen {
         /// Number of events.
         #[arg(long, default_value_t = 10_000_000)]
@@ -208,12 +209,19 @@ fn main() -> ExitCode {
             control_plane::root_secret(token_file.as_deref()).and_then(|secret| {
                 let secret = secret
                     .ok_or_else(|| anyhow::anyhow!("a worker needs the root token: --token-file or WEIR_ROOT_TOKEN"))?;
-                worker::serve(worker::WorkerArgs { control_planes: control_plane, slots, listen, state_dir, secret })
+                control_plane::serve_worker(WorkerConfig {
+                    control_planes: control_plane,
+                    slots,
+                    listen,
+                    state_dir,
+                    secret,
+                })
             })
         }
         Command::Standalone { listen, data, submit } => standalone::serve(&listen, data, submit),
         Command::Job { command, connection } => job::run(command, connection),
-        Command::Bench { bench } => bench::run(bench),
+        #[cfg(feature = "bench")]
+        Command::Bench { bench } => weir_bench::run(bench),
         Command::Savepoint { pid } => {
             // SAFETY: kill(2) with a plain pid and signal number touches no memory of ours.
             if unsafe { libc::kill(pid, libc::SIGUSR1) } == 0 {
@@ -223,13 +231,23 @@ fn main() -> ExitCode {
                 Err(anyhow::anyhow!("cannot signal process {pid}: {}", std::io::Error::last_os_error()))
             }
         }
-        Command::NexmarkGen { events, out, seed } => bench::generate_json(events, seed, &out).map(|_| ()),
+        #[cfg(feature = "bench")]
+        Command::NexmarkGen { events, out, seed } => weir_bench::generate_json(events, seed, &out).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`weir run q.sql | head`): what it wanted, it has.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `error` comes from writing to a pipe whose reader has gone.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

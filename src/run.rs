@@ -1,7 +1,7 @@
-//! `weir run`: plan a script, run it in this process, show or write its result. Its parts that
-//! any local run needs — the base configuration, the job graph, checkpointing and savepoint
-//! targets — are public, so `weir standalone`'s executor (`crate::executor`) runs managed jobs
-//! the same way.
+//! `weir run`: plan a script, run it in this process, show or write its result. It sets a run
+//! up as any attempt is (`weir_workers::attempt::setup`), and adds what a terminal needs: the
+//! result table, progress, `weir savepoint PID`, and restarts from the latest checkpoint when a
+//! remote exchange is lost.
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -10,19 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc::UnboundedSender;
-use weir_dataflow::config::{CheckpointConfig, JobConfig};
+use weir_dataflow::clock::unix_nanos;
 use weir_dataflow::event::ChangeBatch;
-use weir_dataflow::graph::JobGraph;
-use weir_dataflow::ids::{AttemptNumber, JobId};
-use weir_dataflow::plan::StreamPlan;
+use weir_dataflow::ids::JobId;
 use weir_dataflow::sql::plan_script;
 use weir_shuffle_service::remote::RemoteShuffle;
 use weir_shuffle_service::{LocalShuffle, ShuffleService};
-use weir_state_store::{CheckpointStore, CompletedCheckpoint, StateLocation};
-use weir_workers::checkpoint::CheckpointSetup;
+use weir_state_store::CompletedCheckpoint;
+use weir_workers::attempt::setup::{self, Checkpointing, base_config, job_graph, savepoint_target, savepoints_dir};
 use weir_workers::checkpoint::coordinator::SavepointRequest;
 use weir_workers::error::TaskError;
 use weir_workers::output::{write_changelog_json, write_plain};
@@ -242,49 +240,6 @@ pub struct RunOptions {
     pub progress: bool,
 }
 
-/// The configuration a script is planned with before its own `SET`s: `parallelism` pinned,
-/// so the script cannot change it (`weir run --parallelism`, a managed job's parallelism).
-pub fn base_config(parallelism: Option<u32>) -> Result<JobConfig> {
-    let mut config = JobConfig::default();
-    if let Some(p) = parallelism {
-        config.set("parallelism.default", &p.to_string()).map_err(|e| anyhow!("--parallelism: {e}"))?;
-        config.pin("parallelism.default");
-    }
-    Ok(config)
-}
-
-/// The job graph a plan runs as: a batch job's exchanges take `execution.batch-shuffle-mode`.
-pub fn job_graph(plan: &StreamPlan, config: &JobConfig) -> JobGraph {
-    let graph = JobGraph::from_plan(plan);
-    if plan.batch { graph.with_exchange_mode(config.batch_shuffle_mode()) } else { graph }
-}
-
-/// The job's checkpointing, if it has any: where checkpoints go and which one it starts from
-/// (`execution.savepoint.path`, else with `resume` the latest under the job's folder `job`).
-pub async fn checkpointing(
-    plan: &StreamPlan,
-    config: &JobConfig,
-    job: &JobId,
-    resume: bool,
-) -> Result<Option<CheckpointSetup>> {
-    match config.checkpointing() {
-        // As in Flink: a batch job recovers by re-running stages, not from checkpoints.
-        Some(_) if plan.batch => {
-            if resume {
-                bail!("--resume needs a streaming job; this one runs in batch mode (execution.runtime-mode)");
-            }
-            tracing::warn!("checkpointing is not used in batch mode (execution.runtime-mode)");
-            Ok(None)
-        }
-        Some(checkpoints) => Ok(Some(checkpoint_setup(checkpoints, config, job, resume).await?)),
-        None if resume => bail!("--resume needs checkpoints: set 'execution.checkpointing.interval'"),
-        None if config.savepoint_path().is_some() => {
-            bail!("execution.savepoint.path needs checkpoints to restore into: set 'execution.checkpointing.interval'")
-        }
-        None => Ok(None),
-    }
-}
-
 /// Plans and runs a script; rows of its final `SELECT` go to `sink`.
 pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Result<RunStats> {
     let (name, progress) = (options.name.as_str(), options.progress);
@@ -294,7 +249,7 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         tracing::warn!(key, "option is not used by Weir");
     }
     for explain in &planned.explains {
-        println!("{explain}");
+        writeln!(std::io::stdout().lock(), "{explain}")?;
     }
     if let Some(schema) = &planned.result_schema {
         sink.start(schema)?;
@@ -313,7 +268,9 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
     let graph = job_graph(&plan, &planned.config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let job_id = JobId(planned.config.pipeline_name().unwrap_or(&options.job_name).to_string());
-    let mut checkpointing = runtime.block_on(checkpointing(&plan, &planned.config, &job_id, options.resume))?;
+    let mut checkpointing = runtime
+        .block_on(setup::checkpointing(&plan, &planned.config, &job_id, options.resume))?
+        .map(|c| report(c, &job_id));
     let counters = Arc::new(JobCounters::default());
     // One namespace per run (and per attempt), so runs sharing a server never meet each
     // other's channels.
@@ -379,7 +336,8 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
                 eprintln!("warning: {e}; restarting from the latest checkpoint in {delay:?} (attempt {attempt})");
                 std::thread::sleep(delay);
                 let config = planned.config.checkpointing().expect("the job is checkpointed");
-                checkpointing = Some(runtime.block_on(checkpoint_setup(config, &planned.config, &job_id, true))?);
+                let setup = runtime.block_on(setup::checkpoint_setup(config, &planned.config, &job_id, true))?;
+                checkpointing = Some(report(setup, &job_id));
             }
             Ok(Err(e)) => break Err(e.into()),
             Ok(Ok(())) => break Ok(()),
@@ -409,21 +367,6 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
 /// nothing of a failed attempt (or another run on the server) is mistaken for its data.
 fn remote_shuffle(addr: &str, run: &str, attempt: u32) -> Arc<dyn ShuffleService> {
     Arc::new(RemoteShuffle::new(addr, format!("{run}-{attempt}")))
-}
-
-/// Where savepoints go: `state.savepoints.dir`, or `savepoints` beside the job's checkpoints.
-pub fn savepoints_dir(job: &JobConfig, checkpoints: &CheckpointConfig) -> String {
-    match job.get("state.savepoints.dir").map(str::trim).filter(|d| !d.is_empty()) {
-        Some(dir) => dir.to_string(),
-        None => format!("{}/savepoints", checkpoints.dir.trim_end_matches('/')),
-    }
-}
-
-/// A fresh savepoint's path under `dir` (named by the time it was asked for) and its location.
-pub fn savepoint_target(dir: &str) -> Result<(String, StateLocation)> {
-    let path = format!("{}/savepoint-{}", dir.trim_end_matches('/'), unix_nanos() / 1_000_000);
-    let target = StateLocation::parse(&path).map_err(|e| anyhow!("state.savepoints.dir: {e}"))?;
-    Ok((path, target))
 }
 
 /// Runs a job to its end, handing its result rows to `sink` as they come. The outer error is
@@ -506,48 +449,13 @@ fn resource_usage() -> (f64, u64) {
     (seconds(usage.ru_utime) + seconds(usage.ru_stime), usage.ru_maxrss as u64 * 1024)
 }
 
-/// Nanoseconds since the Unix epoch, to tell runs apart.
-fn unix_nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
-}
-
-/// Where this run's checkpoints go (the folder `job` under `state.checkpoints.dir`) and which
-/// one it starts from.
-async fn checkpoint_setup(
-    config: CheckpointConfig,
-    job_config: &JobConfig,
-    job: &JobId,
-    resume: bool,
-) -> Result<CheckpointSetup> {
-    let location = StateLocation::parse(&config.dir).map_err(|e| anyhow!("state.checkpoints.dir: {e}"))?;
-    let job = job.clone();
-    let restore = if let Some(path) = job_config.savepoint_path() {
-        let target = StateLocation::parse(path).map_err(|e| anyhow!("execution.savepoint.path: {e}"))?;
-        let savepoint = weir_state_store::checkpoint::read_savepoint(&target)
-            .await
-            .map_err(|e| anyhow!("cannot restore from execution.savepoint.path '{path}': {e}"))?;
-        eprintln!("restoring job '{job}' from savepoint {path} (checkpoint {})", savepoint.id);
-        Some(savepoint)
-    } else if resume {
-        let store = CheckpointStore::new(location.clone(), job.clone(), config.num_retained);
-        let latest = store.latest_completed().await.map_err(|e| anyhow!("cannot resume job '{job}': {e}"))?;
-        for warning in &latest.warnings {
-            eprintln!("warning: skipped checkpoint {}: {}", warning.path, warning.reason);
-        }
-        match latest.checkpoint {
-            Some(checkpoint) => {
-                eprintln!("resuming job '{job}' from checkpoint {} in {}", checkpoint.id, config.dir);
-                Some(checkpoint)
-            }
-            None => {
-                eprintln!("job '{job}' has no completed checkpoint in {}: starting from the beginning", config.dir);
-                None
-            }
-        }
-    } else {
-        None
-    };
-    // Every run is a new attempt with databases of its own; the clock tells attempts apart.
-    let attempt = AttemptNumber((unix_nanos() / 1_000_000) as u32);
-    Ok(CheckpointSetup { config, location, job, attempt, restore })
+/// Tells the terminal where the run starts from, and which checkpoints it passed over.
+fn report(checkpointing: Checkpointing, job: &JobId) -> weir_workers::checkpoint::CheckpointSetup {
+    for skipped in &checkpointing.skipped {
+        eprintln!("warning: skipped checkpoint {skipped}");
+    }
+    if checkpointing.restored != setup::Restored::Nothing {
+        eprintln!("{}", checkpointing.restored.describe(job));
+    }
+    checkpointing.setup
 }

@@ -33,6 +33,7 @@ pub const DEFAULT_DATA_DIR: &str = "weir-data";
 pub fn serve(listen: &str, data: PathBuf, submit: Option<PathBuf>) -> Result<()> {
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let data = data.canonicalize().with_context(|| format!("cannot read {}", data.display()))?;
+    let _lock = lock_data_dir(&data)?;
     let root_token = root_token(None)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -68,6 +69,33 @@ pub fn serve(listen: &str, data: PathBuf, submit: Option<PathBuf>) -> Result<()>
         }
         serve_until_stopped(replica, api::router(state), "weir standalone", &notes).await
     })
+}
+
+/// Holds the data directory for this process: a second `weir standalone` (or replica) on the same
+/// directory is refused with a message that says so, instead of the metadata store's own
+/// "database already open". The lock is the kernel's (`flock`), so it goes with the process,
+/// however it ends.
+pub fn lock_data_dir(data: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = data.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock(2) on a descriptor this function owns; it touches no memory of ours.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.kind() == std::io::ErrorKind::WouldBlock {
+            bail!(
+                "{} is in use by another weir process; stop it, or give this one another --data directory",
+                data.display()
+            );
+        }
+        return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+    }
+    Ok(file)
 }
 
 /// A lone replica elects itself within an election timeout; proposals need it to lead.

@@ -309,3 +309,29 @@ SELECT id FROM g;";
     assert_clean_failure(&o);
     assert!(stderr(&o).contains("cannot restore from execution.savepoint.path 'no-such-savepoint'"), "{}", stderr(&o));
 }
+
+/// `weir run q.sql | head -1`: the reader goes away after one line. Weir stops quietly and
+/// exits 0, as a well-behaved filter does: no "Broken pipe" error, no panic.
+#[test]
+fn a_reader_that_goes_away_stops_the_run_quietly() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = "CREATE TABLE g (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '2000000');\n\
+                  SELECT id FROM g;\n";
+    std::fs::write(dir.path().join("rows.sql"), script).expect("script written");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "rows.sql"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir starts");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("a first line");
+    assert!(!first.is_empty(), "no output");
+    // The reader is gone: its end of the pipe was dropped with the BufReader.
+    let output = child.wait_with_output().expect("weir ends");
+    let err = stderr(&output);
+    assert!(output.status.success(), "exit {:?}: {err}", output.status);
+    assert!(!err.contains("Broken pipe") && !err.contains("panicked"), "{err}");
+}

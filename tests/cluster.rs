@@ -359,7 +359,7 @@ impl Sandbox {
     }
 
     /// Polls the job's detail until `wanted` holds of it; fails after `within`, or at once if the
-    /// job ended FAILED or CANCELLED and `wanted` did not hold.
+    /// job ended FAILED or CANCELED and `wanted` did not hold.
     async fn wait_for_job(&self, job: &str, what: &str, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + within;
         loop {
@@ -367,7 +367,7 @@ impl Sandbox {
             if wanted(&detail) {
                 return detail;
             }
-            let failed = matches!(detail["status"].as_str(), Some("FAILED" | "CANCELLED"));
+            let failed = matches!(detail["status"].as_str(), Some("FAILED" | "CANCELED"));
             if failed || Instant::now() > deadline {
                 panic!("job {job} is not {what} within {within:?}: {}", self.describe(job, &detail).await);
             }
@@ -588,7 +588,7 @@ async fn a_leader_kill_9_neither_restarts_the_job_nor_stops_its_checkpoints() {
     assert!(repeated.is_empty(), "windows published more than once, of {}: {repeated:?}", windows.len());
 
     sandbox.write(new_leader, &sandbox.token, &format!("/api/v1/jobs/{job}/cancel"), json!({})).await;
-    sandbox.wait_for_job(&job, "CANCELLED", WAIT, |detail| detail["status"] == "CANCELLED").await;
+    sandbox.wait_for_job(&job, "CANCELED", WAIT, |detail| detail["status"] == "CANCELED").await;
     eprintln!("the test took {:?} once its turn came", sandbox.started.elapsed());
 }
 
@@ -632,7 +632,7 @@ async fn a_worker_kill_9_moves_its_job_to_the_other_worker_with_exactly_once_out
         if status == "FINISHED" {
             break;
         }
-        let ended = matches!(status, "FAILED" | "CANCELLED");
+        let ended = matches!(status, "FAILED" | "CANCELED");
         if ended || Instant::now() > deadline {
             let now = sandbox.describe(&job, &detail).await;
             panic!("the job did not finish after its worker was killed; statuses {statuses:?}; {now}");

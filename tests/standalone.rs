@@ -98,7 +98,7 @@ impl Standalone {
             if status == wanted {
                 return;
             }
-            let terminal = matches!(status.as_str(), "FINISHED" | "FAILED" | "CANCELLED");
+            let terminal = matches!(status.as_str(), "FINISHED" | "FAILED" | "CANCELED");
             if terminal || Instant::now() > deadline {
                 let exceptions = self.get(&format!("jobs/{job}/exceptions")).await;
                 panic!("job {job} is {status}, not {wanted}; exceptions {exceptions}; log {}", self.log.display());
@@ -222,8 +222,8 @@ async fn an_unbounded_job_commits_checkpoints_takes_a_savepoint_rescales_and_can
 
     let cancelled = weir.job(&["cancel", &job]);
     assert!(cancelled.status.success(), "cancel failed: {}", String::from_utf8_lossy(&cancelled.stderr));
-    assert_eq!(String::from_utf8_lossy(&cancelled.stdout).trim(), "CANCELLED");
-    assert_eq!(weir.status(&job).await, "CANCELLED");
+    assert_eq!(String::from_utf8_lossy(&cancelled.stdout).trim(), "CANCELED");
+    assert_eq!(weir.status(&job).await, "CANCELED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +273,7 @@ async fn a_job_resumes_from_its_last_checkpoint_after_kill_9_with_exactly_once_o
         if status == "FINISHED" {
             break;
         }
-        assert!(!matches!(status.as_str(), "FAILED" | "CANCELLED"), "job ended {status}; log {}", log.display());
+        assert!(!matches!(status.as_str(), "FAILED" | "CANCELED"), "job ended {status}; log {}", log.display());
         assert!(Instant::now() < deadline, "the job did not finish; statuses {seen:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -343,4 +343,22 @@ async fn wait_for_jobs(weir: &Standalone, n: usize) -> Vec<String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A second `weir standalone` on a data directory in use says so and exits; the first serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_data_directory_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let first = Standalone::start(&data, &dir.path().join("first.log"));
+    let second = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["standalone", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .output()
+        .expect("weir standalone runs");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "the second process must not start: {err}");
+    assert!(err.contains("is in use by another weir process"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(first.get("jobs").await["jobs"].is_array(), "the first one still serves");
 }

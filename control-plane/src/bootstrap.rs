@@ -43,7 +43,7 @@ pub async fn ensure_tenant_admin(
         let command = Command::CreateTenant { tenant: tenant.clone(), display_name: tenant.0.clone(), at: now() };
         replica.propose(command).await?.into_result()?;
     }
-    let no_randomness = |error: crate::api::ApiError| BootstrapError::NoRandomness(error.detail);
+    let no_randomness = |error: crate::api::ApiError| BootstrapError::NoRandomness(error.detail().to_string());
     let token = TokenId(fresh_id("tok").map_err(no_randomness)?);
     let secret = fresh_token_secret().map_err(no_randomness)?;
     let command = Command::CreateToken {

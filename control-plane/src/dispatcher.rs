@@ -11,8 +11,8 @@
 //! - a run ended: finished → FINISHED; failed → the exception is recorded, and the job's restart
 //!   strategy (`restart-strategy.*`, Flink's names: `fixed-delay`, `exponential-delay`, `none`)
 //!   decides: RESTARTING, then after its delay a run from the latest checkpoint → RUNNING, or
-//!   FAILED once it gives up; cancelled or anything while CANCELLING → CANCELLED;
-//! - CANCELLING with a run → cancel it (its end then proposes CANCELLED); with none → CANCELLED;
+//!   FAILED once it gives up; cancelled or anything while CANCELLING → CANCELED;
+//! - CANCELLING with a run → cancel it (its end then proposes CANCELED); with none → CANCELED;
 //! - FAILING with no run → FAILED (nothing is left to fail over);
 //! - a savepoint request → ask the run for a savepoint, then `AddSavepoint` with the request's
 //!   id; a stopping request ends the job FINISHED, as Flink's stop-with-savepoint does;
@@ -38,9 +38,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use weir_dataflow::config::JobConfig;
-use weir_dataflow::ids::{CheckpointId, JobId, VertexId};
+use weir_dataflow::ids::{JobId, VertexId};
 use weir_dataflow::restart::RestartBackoff;
-pub use weir_dataflow::wire::{Restore, RunEnd};
+pub use weir_dataflow::wire::{ErrorCode, Failure, Restore, RunEnd, SavepointTaken};
 
 use crate::api::ids::now;
 use crate::api::runtime::{ActionError, JobException, JobRuntime, MetadataOnlyRuntime, VertexMetrics};
@@ -58,19 +58,6 @@ pub struct ExecutionRequest {
     pub restore: Restore,
 }
 
-/// A savepoint a run took.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TakenSavepoint {
-    pub location: String,
-    pub checkpoint: CheckpointId,
-}
-
-/// Why an executor could not start a run or take a savepoint (a message for the job's
-/// exceptions: the script does not plan any more, the state store is unreachable, …).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ExecutorError(pub String);
-
 /// Runs jobs. `weir standalone` runs them in its own process; `weir control-plane` deploys them
 /// on workers (`crate::workers::RemoteExecutor`).
 pub trait JobExecutor: Send + Sync + 'static {
@@ -79,7 +66,7 @@ pub trait JobExecutor: Send + Sync + 'static {
         &self,
         request: ExecutionRequest,
         reporter: RunReporter,
-    ) -> BoxFuture<'_, Result<Arc<dyn RunningJob>, ExecutorError>>;
+    ) -> BoxFuture<'_, Result<Arc<dyn RunningJob>, Failure>>;
 
     /// Whether a run of `job` at `parallelism` could start now. A job that cannot start waits,
     /// as Flink's slot requests do.
@@ -128,7 +115,7 @@ pub trait RunningJob: Send + Sync + 'static {
     fn cancel(&self);
 
     /// Takes a savepoint; with `stop`, the run ends after it ([`RunEnd::Stopped`]).
-    fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<TakenSavepoint, ExecutorError>>;
+    fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<SavepointTaken, Failure>>;
 
     /// Live figures per vertex (a vertex missing is all unknown).
     fn vertex_metrics(&self) -> BTreeMap<VertexId, VertexMetrics>;
@@ -170,7 +157,7 @@ enum Purpose {
 enum Event {
     Checkpoint { job: JobId, run: u64, checkpoint: CompletedCheckpoint, retain: u32 },
     Ended { job: JobId, run: u64, end: RunEnd },
-    Savepoint { job: JobId, run: u64, purpose: Purpose, result: Result<TakenSavepoint, ExecutorError> },
+    Savepoint { job: JobId, run: u64, purpose: Purpose, result: Result<SavepointTaken, Failure> },
 }
 
 /// The most exceptions kept per job (newest win).
@@ -185,10 +172,18 @@ struct Shared {
 
 impl Shared {
     fn record_exception(&self, job: &JobId, message: String) {
-        tracing::warn!(job_id = %job, %message, "job exception");
+        self.record(job, None, message);
+    }
+
+    fn record_failure(&self, job: &JobId, failure: &Failure, message: String) {
+        self.record(job, Some(failure.code), message);
+    }
+
+    fn record(&self, job: &JobId, code: Option<ErrorCode>, message: String) {
+        tracing::warn!(job_id = %job, code = ?code, %message, "job exception");
         let mut exceptions = self.exceptions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let list = exceptions.entry(job.clone()).or_default();
-        list.push(JobException { at: now(), vertex: None, subtask: None, message });
+        list.push(JobException { at: now(), vertex: None, subtask: None, code, message });
         if list.len() > MAX_EXCEPTIONS {
             list.remove(0);
         }
@@ -485,17 +480,25 @@ impl Dispatcher {
                 self.keep_run(&job.id, run, parallelism, handle);
                 true
             }
-            Err(error) => {
-                self.failed(&job.id, format!("the job could not start: {error}")).await;
+            Err(failure) => {
+                let message = format!("the job could not start: {}", failure.message);
+                self.failed(&job.id, Failure { message, ..failure }).await;
                 false
             }
         }
     }
 
     /// A run failed, or could not start: records why, then restarts the job after its restart
-    /// strategy's delay, or ends it FAILED when the strategy gives up.
-    async fn failed(&mut self, job: &JobId, message: String) {
-        self.shared.record_exception(job, message);
+    /// strategy's delay, or ends it FAILED when the strategy gives up — or at once when the
+    /// failure is one a restart cannot mend (a script that no longer plans, a malformed record).
+    async fn failed(&mut self, job: &JobId, failure: Failure) {
+        if !failure.retryable {
+            let message =
+                format!("{} (not restarted: {} does not go away by running again)", failure.message, failure.code);
+            self.shared.record_failure(job, &failure, message);
+            return self.end(job, JobStatus::Failed).await;
+        }
+        self.shared.record_failure(job, &failure, failure.message.clone());
         match self.restart_delay(job) {
             Some(delay) => {
                 tracing::warn!(job_id = %job, ?delay, "the run failed; restarting from the latest checkpoint");
@@ -543,7 +546,7 @@ impl Dispatcher {
                     _ if cancelling => JobStatus::Cancelled,
                     RunEnd::Finished => JobStatus::Finished,
                     RunEnd::Cancelled => JobStatus::Cancelled,
-                    RunEnd::Failed(message) => return self.failed(&job, message).await,
+                    RunEnd::Failed(failure) => return self.failed(&job, failure).await,
                     RunEnd::Stopped => return,
                 };
                 tracing::info!(job_id = %job, %status, "run ended");
@@ -558,7 +561,7 @@ impl Dispatcher {
         job: JobId,
         run: u64,
         purpose: Purpose,
-        result: Result<TakenSavepoint, ExecutorError>,
+        result: Result<SavepointTaken, Failure>,
     ) {
         let current = self.is_current(&job, run);
         let taken = match result {
@@ -568,7 +571,7 @@ impl Dispatcher {
                     Purpose::User { id, .. } => format!("savepoint {id} failed: {error}"),
                     Purpose::Rescale { parallelism } => format!("rescale to {parallelism} failed: {error}"),
                 };
-                self.shared.record_exception(&job, what);
+                self.shared.record_failure(&job, &error, what);
                 if let Purpose::User { id, .. } = &purpose {
                     let withdraw = Command::WithdrawSavepoint { job: job.clone(), savepoint: id.clone() };
                     if let Err(error) = self.replica.propose(withdraw).await {

@@ -40,15 +40,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use weir_dataflow::ids::{CheckpointId, JobId, VertexId, WorkerId};
 use weir_dataflow::wire::{
-    self, AttemptRef, AttemptReport, Deploy, DeployPart, Heartbeat, HeartbeatReply, NotLeader, RunEnd, SavepointAsk,
-    SavepointTaken, VertexMetrics,
+    self, AttemptRef, AttemptReport, Deploy, DeployPart, ErrorCode, Failure, Heartbeat, HeartbeatReply, NotLeader,
+    Problem, RunEnd, SavepointAsk, SavepointTaken, VertexMetrics,
 };
 
 use crate::api::ids::now;
 use crate::api::{ApiError, RootToken};
-use crate::dispatcher::{
-    Adoption, Capacity, ExecutionRequest, ExecutorError, JobExecutor, RunReporter, RunningJob, TakenSavepoint,
-};
+use crate::dispatcher::{Adoption, Capacity, ExecutionRequest, JobExecutor, RunReporter, RunningJob};
 use crate::handle::{BoxFuture, ReplicaHandle};
 use crate::metadata::Command;
 use crate::metadata::records::{CompletedCheckpoint, JobDeployment, JobRecord, JobStatus};
@@ -197,10 +195,13 @@ impl Workers {
                 if let Some(attached) = inner.attached.remove(&attempt) {
                     let gone: Vec<String> =
                         attached.slots.keys().filter(|w| !inner.live.contains_key(*w)).map(|w| w.to_string()).collect();
-                    attached.reporter.ended(RunEnd::Failed(format!(
-                        "worker {} was lost (no heartbeat for {timeout:?}); attempt {} of the job is gone",
-                        gone.join(", "),
-                        attempt.attempt
+                    attached.reporter.ended(RunEnd::Failed(Failure::new(
+                        ErrorCode::WorkerLost,
+                        format!(
+                            "worker {} was lost (no heartbeat for {timeout:?}); attempt {} of the job is gone",
+                            gone.join(", "),
+                            attempt.attempt
+                        ),
                     )));
                 }
             }
@@ -222,7 +223,7 @@ impl Workers {
         match synced {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(ApiError::from(error).into_response()),
-            Err(_) => return Err(ApiError::unavailable("no-quorum", "no quorum within 2 s").into_response()),
+            Err(_) => return Err(ApiError::new(ErrorCode::NoQuorum, "no quorum within 2 s").into_response()),
         }
         let jobs: BTreeMap<_, _> = self.replica.reader().read(|m| {
             beat.attempts
@@ -260,7 +261,7 @@ impl Workers {
         let mut reply = HeartbeatReply::default();
         let mut inner = self.lock();
         if inner.leading_since.is_none() {
-            return Err(ApiError::unavailable("not-ready", "the leader is starting its services"));
+            return Err(ApiError::new(ErrorCode::NotReady, "the leader is starting its services"));
         }
         for report in &beat.attempts {
             let attempt = &report.attempt;
@@ -376,11 +377,11 @@ impl Workers {
         self: Arc<Self>,
         request: ExecutionRequest,
         reporter: RunReporter,
-    ) -> Result<Arc<dyn RunningJob>, String> {
+    ) -> Result<Arc<dyn RunningJob>, Failure> {
         let ExecutionRequest { job, parallelism, restore } = request;
         let placed = {
             let inner = self.lock();
-            self.placement(&inner, &job.id, parallelism)?
+            self.placement(&inner, &job.id, parallelism).map_err(|why| Failure::new(ErrorCode::NoFreeSlots, why))?
         };
         let attempt = AttemptRef { job: job.id.clone(), attempt: job.deployment.as_ref().map_or(1, |d| d.attempt + 1) };
         let lead = placed[0].clone();
@@ -392,9 +393,9 @@ impl Workers {
         self.replica
             .propose(Command::SetJobDeployment { job: job.id.clone(), deployment })
             .await
-            .map_err(|e| format!("the deployment was not committed: {e}"))?
+            .map_err(|e| Failure::new(ErrorCode::NoQuorum, format!("the deployment was not committed: {e}")))?
             .into_result()
-            .map_err(|e| format!("the deployment was refused: {e}"))?;
+            .map_err(|e| Failure::new(e.error_code(), format!("the deployment was refused: {e}")))?;
         let slots = placed.iter().map(|p| (p.worker.clone(), p.subtasks.len() as u32)).collect();
         let attached = Attached { worker: lead.worker.clone(), slots, reporter, reported: None };
         self.lock().attached.insert(attempt.clone(), attached);
@@ -438,10 +439,12 @@ impl Workers {
                 drop(inner);
                 // Parts already deployed stop: their heartbeats are told so as well.
                 run.cancel();
-                return Err(format!(
-                    "deploying attempt {} on worker {} at {}: {error}",
-                    attempt.attempt, part.worker, part.address
-                ));
+                let failure = error.failure();
+                let message = format!(
+                    "deploying attempt {} on worker {} at {}: {}",
+                    attempt.attempt, part.worker, part.address, failure.message
+                );
+                return Err(Failure { message, ..failure });
             }
         }
         let workers: Vec<String> = placed.iter().map(|p| format!("{} {:?}", p.worker, p.subtasks)).collect();
@@ -499,8 +502,8 @@ impl Workers {
         path: &str,
         body: &B,
         timeout: Duration,
-    ) -> Result<R, String> {
-        self.try_call(address, path, body, timeout).await.map_err(|e| e.to_string())
+    ) -> Result<R, Failure> {
+        self.try_call(address, path, body, timeout).await.map_err(|e| e.failure())
     }
 
     /// Calls a worker's task endpoint, telling an unreachable worker from one that answered.
@@ -522,16 +525,16 @@ impl Workers {
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
         let status = response.status();
         let text =
-            response.text().await.map_err(|e| CallError::Answered(format!("the worker's answer broke off: {e}")))?;
+            response.text().await.map_err(|e| CallError::Unreachable(format!("the worker's answer broke off: {e}")))?;
         if !status.is_success() {
-            let detail = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
-                .unwrap_or(text);
-            return Err(CallError::Answered(format!("the worker answered {status}: {detail}")));
+            let failure = match serde_json::from_str::<Problem>(&text) {
+                Ok(problem) => problem.failure(),
+                Err(_) => Failure::internal(format!("the worker answered {status}: {text}")),
+            };
+            return Err(CallError::Answered(failure));
         }
         serde_json::from_str(&text)
-            .map_err(|e| CallError::Answered(format!("the worker's answer is not understood: {e}")))
+            .map_err(|e| CallError::Answered(Failure::internal(format!("the worker's answer is not understood: {e}"))))
     }
 
     /// The attempt's live figures, over its parts: counts summed, the lowest watermark, the
@@ -583,8 +586,9 @@ fn pass_on(attached: &mut Attached, report: &AttemptReport) -> bool {
 /// say). Answers whether the attempt has ended.
 fn member_news(attached: &Attached, worker: &WorkerId, report: &AttemptReport) -> bool {
     match &report.end {
-        Some(RunEnd::Failed(message)) => {
-            attached.reporter.ended(RunEnd::Failed(format!("the part on worker {worker} failed: {message}")));
+        Some(RunEnd::Failed(failure)) => {
+            let message = format!("the part on worker {worker} failed: {}", failure.message);
+            attached.reporter.ended(RunEnd::Failed(Failure { message, ..failure.clone() }));
             true
         }
         _ => false,
@@ -599,7 +603,18 @@ enum CallError {
     Unreachable(String),
     /// It answered, with an error (or an answer not understood).
     #[error("{0}")]
-    Answered(String),
+    Answered(Failure),
+}
+
+impl CallError {
+    fn failure(self) -> Failure {
+        match self {
+            CallError::Unreachable(why) => {
+                Failure::new(ErrorCode::Unreachable, format!("the worker is unreachable: {why}"))
+            }
+            CallError::Answered(failure) => failure,
+        }
+    }
 }
 
 /// Where one part of an attempt goes.
@@ -619,9 +634,9 @@ impl JobExecutor for RemoteExecutor {
         &self,
         request: ExecutionRequest,
         reporter: RunReporter,
-    ) -> BoxFuture<'_, Result<Arc<dyn RunningJob>, ExecutorError>> {
+    ) -> BoxFuture<'_, Result<Arc<dyn RunningJob>, Failure>> {
         let workers = self.0.clone();
-        Box::pin(async move { workers.start(request, reporter).await.map_err(ExecutorError) })
+        Box::pin(async move { workers.start(request, reporter).await })
     }
 
     fn capacity_for(&self, job: &JobId, parallelism: u32) -> Capacity {
@@ -680,20 +695,19 @@ impl RunningJob for RemoteRun {
         });
     }
 
-    fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<TakenSavepoint, ExecutorError>> {
+    fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<SavepointTaken, Failure>> {
         let run = self.clone();
         let ask = SavepointAsk { attempt: self.attempt.clone(), stop };
         Box::pin(async move {
-            let taken: SavepointTaken = run
+            let taken = run
                 .workers
-                .call(&run.lead, wire::SAVEPOINT_PATH, &ask, Duration::from_secs(600))
-                .await
-                .map_err(ExecutorError)?;
+                .call::<_, SavepointTaken>(&run.lead, wire::SAVEPOINT_PATH, &ask, Duration::from_secs(600))
+                .await?;
             if stop {
                 // The lead stopped after the savepoint; the other parts stop with it.
                 run.cancel_parts(&run.members).await;
             }
-            Ok(TakenSavepoint { location: taken.location, checkpoint: taken.checkpoint })
+            Ok(taken)
         })
     }
 
@@ -709,11 +723,12 @@ pub fn internal_router(workers: Arc<Workers>) -> Router {
 
 async fn heartbeat(State(workers): State<Arc<Workers>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     if !authorized(&headers, &workers.root) {
-        return ApiError::unauthorized("workers authenticate with the cluster's root token").into_response();
+        return ApiError::new(ErrorCode::Unauthorized, "workers authenticate with the cluster's root token")
+            .into_response();
     }
     let beat: Heartbeat = match serde_json::from_slice(&body) {
         Ok(beat) => beat,
-        Err(e) => return ApiError::bad_request("invalid-heartbeat", format!("invalid heartbeat: {e}")).into_response(),
+        Err(e) => return ApiError::new(ErrorCode::InvalidRequest, format!("invalid heartbeat: {e}")).into_response(),
     };
     match workers.heartbeat(beat).await {
         Ok(reply) => Json(reply).into_response(),
@@ -722,10 +737,6 @@ async fn heartbeat(State(workers): State<Arc<Workers>>, headers: HeaderMap, body
 }
 
 /// Whether the request carries the cluster's secret as its bearer token.
-pub fn authorized(headers: &HeaderMap, root: &RootToken) -> bool {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .is_some_and(|secret| root.accepts(secret))
+fn authorized(headers: &HeaderMap, root: &RootToken) -> bool {
+    root.accepts_header(headers.get(axum::http::header::AUTHORIZATION).and_then(|value| value.to_str().ok()))
 }

@@ -18,6 +18,7 @@ use weir_control_plane::metadata::records::{CompletedCheckpoint, JobStatus};
 use weir_control_plane::metadata::{Command, Response};
 use weir_control_plane::raft::MetadataReader;
 use weir_dataflow::ids::{CheckpointId, JobId};
+use weir_dataflow::wire::ErrorCode;
 
 mod common;
 use common::{SingleReplica, WAIT};
@@ -69,11 +70,19 @@ impl Answer {
     /// Asserts a problem+json answer with `status` and `code`.
     fn assert_problem(&self, status: u16, code: &str) {
         assert_eq!((self.status, self.code()), (status, code), "body: {}", self.body);
-        assert_eq!(self.content_type, PROBLEM_CONTENT_TYPE);
+        self.assert_from_the_table();
+    }
+
+    /// Asserts a problem+json answer whose code is in the one table, answered with the table's
+    /// status for it.
+    fn assert_from_the_table(&self) {
+        assert_eq!(self.content_type, PROBLEM_CONTENT_TYPE, "body: {}", self.body);
         for member in ["type", "title", "status", "detail", "code"] {
             assert!(!self.body[member].is_null(), "problem member {member} missing: {}", self.body);
         }
-        assert_eq!(self.body["status"], status);
+        let code = ErrorCode::parse(self.code()).unwrap_or_else(|| panic!("{} is not in the table", self.body));
+        assert_eq!(self.status, code.http_status(), "{code} is answered with another status: {}", self.body);
+        assert_eq!(self.body["status"], self.status);
     }
 }
 
@@ -322,7 +331,7 @@ async fn every_route_answers_each_caller_by_its_access() {
             let got = if (200..300).contains(&answer.status) { "2xx".to_owned() } else { answer.status.to_string() };
             assert_eq!(got, want, "{} {} as {caller}: {}", route.method, route.path, answer.body);
             if answer.status >= 400 {
-                assert_eq!(answer.content_type, PROBLEM_CONTENT_TYPE, "{} {} as {caller}", route.method, route.path);
+                answer.assert_from_the_table();
             }
             if answer.status == 401 {
                 let challenge = answer.headers.get(reqwest::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
@@ -353,7 +362,7 @@ async fn job_actions_record_the_desired_change() {
     let savepoint = server.post(&format!("/api/v1/jobs/{created}/savepoints"), admin, json!({})).await;
     savepoint.assert_problem(409, "job-not-running");
     let cancelled = server.post(&format!("/api/v1/jobs/{created}/cancel"), admin, json!({})).await;
-    assert_eq!((cancelled.status, cancelled.body["status"].as_str()), (202, Some("CANCELLED")));
+    assert_eq!((cancelled.status, cancelled.body["status"].as_str()), (202, Some("CANCELED")));
     server
         .post(&format!("/api/v1/jobs/{created}/cancel"), admin, json!({}))
         .await
@@ -418,7 +427,7 @@ async fn malformed_requests_are_problems_not_panics() {
         server.client.post(url(path)).bearer_auth(admin).header("content-type", content_type).body(body.to_owned())
     };
 
-    answer(raw("/api/v1/jobs", "application/json", "{\"name\": ")).await.assert_problem(400, "invalid-json");
+    answer(raw("/api/v1/jobs", "application/json", "{\"name\": ")).await.assert_problem(400, "invalid-request");
     answer(raw("/api/v1/jobs", "text/plain", "{}")).await.assert_problem(415, "unsupported-media-type");
     answer(server.client.post(url("/api/v1/jobs")).bearer_auth(admin))
         .await
@@ -433,7 +442,7 @@ async fn malformed_requests_are_problems_not_panics() {
         json!({ "name": "q", "sql": VALID_SQL, "parallelism": 99_999_999_999u64 }),
         json!([1, 2]),
     ] {
-        fixture.submit(admin, body).await.assert_problem(400, "invalid-body");
+        fixture.submit(admin, body).await.assert_problem(400, "invalid-request");
     }
     for parallelism in [0, 1025] {
         let body = json!({ "name": "q", "sql": VALID_SQL, "parallelism": parallelism });
@@ -444,7 +453,7 @@ async fn malformed_requests_are_problems_not_panics() {
     }
     fixture.submit(admin, json!({ "name": " ", "sql": VALID_SQL })).await.assert_problem(400, "invalid-name");
     fixture.submit(admin, json!({ "name": "q", "sql": "" })).await.assert_problem(400, "invalid-sql");
-    server.post(&format!("/api/v1/jobs/{job}/rescale"), admin, json!({})).await.assert_problem(400, "invalid-body");
+    server.post(&format!("/api/v1/jobs/{job}/rescale"), admin, json!({})).await.assert_problem(400, "invalid-request");
 
     let huge = format!("{{\"name\": \"q\", \"sql\": \"{}\"}}", "x".repeat(2 * api::MAX_BODY_BYTES));
     answer(raw("/api/v1/jobs", "application/json", &huge)).await.assert_problem(413, "body-too-large");
@@ -456,7 +465,7 @@ async fn malformed_requests_are_problems_not_panics() {
     let tenant = server.post("/api/v1/tenants", ROOT_SECRET, json!({ "id": "Not Valid" })).await;
     tenant.assert_problem(400, "invalid-tenant-id");
     let role = server.post("/api/v1/tenants/acme/tokens", ROOT_SECRET, json!({ "role": "owner" })).await;
-    role.assert_problem(400, "invalid-body");
+    role.assert_problem(400, "invalid-request");
 
     server.get("/api/v1/nothing-here", admin).await.assert_problem(404, "not-found");
     server.send(Method::PUT, "/api/v1/jobs", Some(admin), None).await.assert_problem(405, "method-not-allowed");
@@ -650,4 +659,50 @@ async fn without_quorum_writes_answer_503_and_reads_still_work() {
     let health = cut_off.send(Method::GET, "/api/v1/healthz", None, None).await;
     health.assert_problem(503, "no-leader");
     assert_eq!(fixture.job_status(&job), Some((JobStatus::Running, 2)), "nothing changed");
+}
+
+/// Every route, asked wrongly in every way a client can (no or a bad credential, the wrong
+/// method, a malformed or mistyped body, an unknown id), answers a problem from the one table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_of_every_route_comes_from_the_error_table() {
+    let fixture = Fixture::start().await;
+    let server = &fixture.server;
+    let admin = fixture.acme_admin.as_str();
+    let url = |path: &str| format!("{}{path}", server.base);
+    let mut seen = BTreeSet::new();
+    for route in api::routes() {
+        let path = route.path.replace("{id}", "job-unknown").replace("{tenant}", "nobody").replace("{token}", "tok-x");
+        let mut answers = Vec::new();
+        for token in [None, Some("not-a-token"), Some(admin), Some(ROOT_SECRET)] {
+            let mut request = server.client.request(route.method.clone(), url(&path));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            answers.push(answer(request).await);
+            for body in ["{", "[1]", "{\"parallelism\": \"x\"}"] {
+                let mut request = server
+                    .client
+                    .request(route.method.clone(), url(&path))
+                    .header("content-type", "application/json")
+                    .body(body);
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                answers.push(answer(request).await);
+            }
+        }
+        for wrong in [Method::PUT, Method::PATCH, Method::DELETE, Method::POST, Method::GET] {
+            if wrong != route.method && !api::routes().iter().any(|r| r.path == route.path && r.method == wrong) {
+                answers.push(server.send(wrong, &path, Some(admin), None).await);
+            }
+        }
+        for got in answers.iter().filter(|a| a.status >= 400) {
+            got.assert_from_the_table();
+            seen.insert(got.code().to_owned());
+        }
+    }
+    // The sweep met the kinds of error a client can provoke this way.
+    for code in ["unauthorized", "invalid-request", "unknown-job", "method-not-allowed", "tenant-token-required"] {
+        assert!(seen.contains(code), "{code} not met; met {seen:?}");
+    }
 }

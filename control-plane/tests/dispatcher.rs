@@ -1,6 +1,6 @@
 //! The dispatcher's state machine over a one-replica Raft cluster, with a scripted executor:
 //! start → RUNNING, checkpoints committed, a savepoint, a rescale through a stopping savepoint,
-//! cancel → CANCELLED, a failure → a restart after the strategy's delay, then FAILED with its
+//! cancel → CANCELED, a failure → a restart after the strategy's delay, then FAILED with its
 //! exceptions once the strategy gives up, and a new dispatcher (a new
 //! leader) restarting a RUNNING job from its latest checkpoint.
 
@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use weir_control_plane::api::JobRuntime;
 use weir_control_plane::dispatcher::{
-    Dispatcher, ExecutionRequest, ExecutorError, JobExecutor, Restore, RunEnd, RunReporter, RunningJob, TakenSavepoint,
+    Dispatcher, ErrorCode, ExecutionRequest, Failure, JobExecutor, Restore, RunEnd, RunReporter, RunningJob,
+    SavepointTaken,
 };
 use weir_control_plane::handle::{BoxFuture, ReplicaHandle};
 use weir_control_plane::metadata::Command;
@@ -35,17 +36,17 @@ impl RunningJob for FakeRun {
         self.reporter.ended(RunEnd::Cancelled);
     }
 
-    fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<TakenSavepoint, ExecutorError>> {
+    fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<SavepointTaken, Failure>> {
         let (reporter, location) = (self.reporter.clone(), format!("sp-of-p{}", self.request.parallelism));
         let fails = self.request.job.sql.contains("savepoint fails");
         Box::pin(async move {
             if fails {
-                return Err(ExecutorError("the state store refused the savepoint".into()));
+                return Err(Failure::new(ErrorCode::StateUnavailable, "the state store refused the savepoint"));
             }
             if stop {
                 reporter.ended(RunEnd::Stopped);
             }
-            Ok(TakenSavepoint { location, checkpoint: CheckpointId(7) })
+            Ok(SavepointTaken { location, checkpoint: CheckpointId(7) })
         })
     }
 
@@ -64,10 +65,13 @@ impl JobExecutor for FakeExecutor {
         &self,
         request: ExecutionRequest,
         reporter: RunReporter,
-    ) -> BoxFuture<'_, Result<Arc<dyn RunningJob>, ExecutorError>> {
+    ) -> BoxFuture<'_, Result<Arc<dyn RunningJob>, Failure>> {
         Box::pin(async move {
             if request.job.sql.contains("cannot start") {
-                return Err(ExecutorError("the script does not plan".into()));
+                return Err(Failure::new(ErrorCode::InvalidSql, "the script does not plan"));
+            }
+            if request.job.sql.contains("storage down") {
+                return Err(Failure::new(ErrorCode::StateUnavailable, "the state store is unreachable"));
             }
             let run = Arc::new(FakeRun { request, reporter, cancelled: AtomicBool::new(false) });
             self.runs.lock().expect("not poisoned").push(run.clone());
@@ -174,7 +178,7 @@ async fn the_dispatcher_drives_jobs_through_their_lives() {
     );
     until_status(&replica, &job, JobStatus::Running).await;
 
-    // Cancel: the run is cancelled, then the job is CANCELLED.
+    // Cancel: the run is cancelled, then the job is CANCELED.
     let status = runtime.cancel(job.clone()).await.expect("accepted");
     assert_eq!(status, JobStatus::Cancelling);
     until_status(&replica, &job, JobStatus::Cancelled).await;
@@ -189,7 +193,7 @@ async fn the_dispatcher_drives_jobs_through_their_lives() {
     ];
     let failing = submit_with(&replica, "job-2", "INSERT INTO out SELECT * FROM g", &restart).await;
     until_status(&replica, &failing, JobStatus::Running).await;
-    executor.runs_of(&failing)[0].reporter.ended(RunEnd::Failed("boom".into()));
+    executor.runs_of(&failing)[0].reporter.ended(RunEnd::Failed(Failure::new(ErrorCode::TaskFailed, "boom")));
     until_status(&replica, &failing, JobStatus::Restarting).await;
     // Not before the strategy's delay.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -197,18 +201,30 @@ async fn the_dispatcher_drives_jobs_through_their_lives() {
     until_status(&replica, &failing, JobStatus::Running).await;
     let again = executor.runs_of(&failing).pop().expect("a second run");
     assert_eq!(again.request.restore, Restore::LatestCheckpoint);
-    again.reporter.ended(RunEnd::Failed("boom again".into()));
+    again.reporter.ended(RunEnd::Failed(Failure::new(ErrorCode::TaskFailed, "boom again")));
     until_status(&replica, &failing, JobStatus::Failed).await;
     assert_eq!(runtime.exceptions(failing.clone()).await.len(), 2);
     let no_restarts = [("restart-strategy.type", "none")];
     let fragile = submit_with(&replica, "job-2b", "INSERT INTO out SELECT * FROM g", &no_restarts).await;
     until_status(&replica, &fragile, JobStatus::Running).await;
-    executor.runs_of(&fragile)[0].reporter.ended(RunEnd::Failed("boom".into()));
+    executor.runs_of(&fragile)[0].reporter.ended(RunEnd::Failed(Failure::new(ErrorCode::TaskFailed, "boom")));
     until_status(&replica, &fragile, JobStatus::Failed).await;
     assert_eq!(runtime.exceptions(fragile).await[0].message, "boom");
-    let broken = submit(&replica, "job-3", "cannot start").await;
+    // A failure a restart cannot mend (the script no longer plans) fails the job at once, whatever
+    // its strategy allows, and says why; one that may pass (storage down) is retried.
+    let broken = submit_with(&replica, "job-3", "cannot start", &restart).await;
     until_status(&replica, &broken, JobStatus::Failed).await;
-    assert!(runtime.exceptions(broken).await[0].message.contains("does not plan"));
+    let exceptions = runtime.exceptions(broken.clone()).await;
+    assert_eq!(exceptions.len(), 1, "{exceptions:?}");
+    assert_eq!(exceptions[0].code, Some(ErrorCode::InvalidSql));
+    assert!(exceptions[0].message.contains("does not plan"), "{exceptions:?}");
+    assert!(exceptions[0].message.contains("not restarted"), "{exceptions:?}");
+    assert!(executor.runs_of(&broken).is_empty());
+    let unlucky = submit_with(&replica, "job-3b", "storage down", &restart).await;
+    until_status(&replica, &unlucky, JobStatus::Failed).await;
+    let exceptions = runtime.exceptions(unlucky).await;
+    assert_eq!(exceptions.len(), 2, "retried once as the strategy allows: {exceptions:?}");
+    assert!(exceptions.iter().all(|e| e.code == Some(ErrorCode::StateUnavailable)), "{exceptions:?}");
 
     // A bounded job that finishes is FINISHED.
     let bounded = submit(&replica, "job-4", "INSERT INTO out SELECT * FROM g").await;

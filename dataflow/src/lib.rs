@@ -1,5 +1,7 @@
 //! Weir's shared core: what every part of the system agrees on.
 //!
+//! - credentials every role checks alike: the root token, bearer headers, fresh ids ([`auth`]);
+//! - the one clock, injected where protocol logic reads time ([`clock`]);
 //! - identifiers and fencing tokens ([`ids`]), key groups ([`keygroup`]);
 //! - what flows along edges: changelog batches and in-band control events ([`event`]);
 //! - the physical stream plan ([`plan`]) and the job graph of chained vertices ([`graph`]);
@@ -10,6 +12,8 @@
 //!
 //! No other crate of the workspace is a dependency of this one.
 
+pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod event;
 pub mod graph;

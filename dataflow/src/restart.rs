@@ -72,7 +72,7 @@ impl RestartBackoff {
     /// A failure now, by the wall clock, whose nanoseconds also draw the jitter (random enough
     /// to spread restarts): what a running job calls; [`Self::on_failure`] is the rule.
     pub fn on_failure_now(&mut self) -> Option<Duration> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = crate::clock::since_epoch();
         self.on_failure(now.as_millis() as u64, now.subsec_nanos() as f64 / 1e9)
     }
 

@@ -223,11 +223,7 @@ impl Default for Store {
 impl Store {
     /// A store with `config`. Directories are made on the first spill, so this cannot fail.
     pub fn new(config: StoreConfig) -> Store {
-        let instance = format!(
-            "{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
-        );
+        let instance = format!("{}-{}", std::process::id(), weir_dataflow::clock::unix_nanos());
         Store {
             inner: Arc::new(Inner {
                 config,

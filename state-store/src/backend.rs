@@ -23,6 +23,7 @@ use slatedb::object_store::path::Path;
 use slatedb::{Db, DbReader, DbReaderMode, WriteBatch};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
+use weir_dataflow::clock::{Clock, SystemClock};
 use weir_dataflow::keygroup::{DEFAULT_MAX_PARALLELISM, KeyGroupRange, stable_hash};
 
 use crate::error::{Result, StateError};
@@ -30,7 +31,7 @@ use crate::ids::{AttemptNumber, CheckpointId, JobId, SubtaskIndex, SubtaskStateI
 use crate::keys;
 use crate::location::StateLocation;
 use crate::timers::TimerQueue;
-use crate::ttl::{self, StateClock, SystemClock, TtlConfig, TtlUpdate};
+use crate::ttl::{self, TtlConfig, TtlUpdate};
 
 /// Flink allows at most 2^15 key groups; key groups are stored as u16.
 pub const MAX_MAX_PARALLELISM: u32 = 1 << 15;
@@ -43,7 +44,7 @@ pub struct StateOptions {
     /// `table.exec.state.ttl`; `None` keeps state forever.
     pub ttl: Option<TtlConfig>,
     /// The processing-time clock TTL reads.
-    pub clock: Arc<dyn StateClock>,
+    pub clock: Arc<dyn Clock>,
     /// Clean (already written back) entries kept in memory after a write-back.
     pub working_set_capacity: usize,
     /// Retries of one object-store call inside SlateDB before the call fails (with a backoff of
@@ -276,8 +277,10 @@ impl KeyedStateBackend {
     ///
     /// With one handle of exactly these key groups, the new database is a shallow clone of that
     /// checkpoint (no data copied). Otherwise (rescale), only the owned key groups are copied out
-    /// of each old database, read at its checkpoint. Either way the old databases are fenced first,
-    /// so a zombie of an old attempt can no longer change them.
+    /// of each old database, read at its checkpoint. Either way the old databases of this job are
+    /// fenced first, so a zombie of an old attempt can no longer change them. Another job's
+    /// databases (a job started from another job's checkpoint or savepoint) are only read, at
+    /// their pinned checkpoint, never fenced: that job may still be running and checkpointing.
     pub async fn restore(
         location: &StateLocation,
         id: SubtaskStateId,
@@ -320,11 +323,17 @@ impl KeyedStateBackend {
             }
         }
 
+        let own_databases = format!("{}/", location.child(&[&id.job.0, "state"]));
+        let fence_if_own = |parent: Path| {
+            let own = parent.as_ref().starts_with(&own_databases);
+            let options = &options;
+            async move { if own { fence(location, &parent, options).await } else { Ok(()) } }
+        };
         let db = match relevant.as_slice() {
             [] => open_db(location, &path, &options).await?,
             [only] if only.key_groups == key_groups => {
                 let parent = Path::from(only.db_path.as_str());
-                fence(location, &parent, &options).await?;
+                fence_if_own(parent.clone()).await?;
                 AdminBuilder::new(path.clone(), location.store().clone())
                     .build()
                     .create_clone_builder_from_source(CloneSourceSpec::with_checkpoint(
@@ -341,7 +350,7 @@ impl KeyedStateBackend {
                 let db = open_db(location, &path, &options).await?;
                 for handle in several {
                     let parent = Path::from(handle.db_path.as_str());
-                    fence(location, &parent, &options).await?;
+                    fence_if_own(parent.clone()).await?;
                     let range = intersect(handle.key_groups, key_groups);
                     let copied = copy_key_groups(location, handle, range, &db, &path).await?;
                     info!(from = %parent, to = %path, start = range.start, end = range.end, entries = copied,

@@ -33,7 +33,8 @@ pub use keys::TimeDomain;
 pub use location::{S3Options, StateLocation, StoreKind};
 pub use primitives::{AggregatingState, ListState, MapState, ReducingState, ValueState};
 pub use timers::{Timer, TimerService};
-pub use ttl::{ManualClock, StateClock, SystemClock, TtlConfig, TtlUpdate};
+pub use ttl::{TtlConfig, TtlUpdate};
+pub use weir_dataflow::clock::{Clock, ManualClock, SystemClock};
 pub use weir_dataflow::keygroup::{
     KeyGroupRange, key_group_for_hash, key_group_range_for_subtask, operator_index_for_key_group, stable_hash,
 };

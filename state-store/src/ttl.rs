@@ -5,53 +5,11 @@
 //! deleted when read and at write-back. The clock is injected, so tests (and protocol logic) never
 //! depend on the wall clock.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{Result, StateError};
-
-/// Milliseconds of processing time.
-pub trait StateClock: Send + Sync + std::fmt::Debug {
-    fn now_millis(&self) -> i64;
-}
-
-/// The wall clock.
-#[derive(Debug, Default)]
-pub struct SystemClock;
-
-impl StateClock for SystemClock {
-    fn now_millis(&self) -> i64 {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
-    }
-}
-
-/// A clock moved by hand, for tests.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    pub fn new(now_millis: i64) -> Arc<ManualClock> {
-        Arc::new(ManualClock(AtomicI64::new(now_millis)))
-    }
-
-    pub fn set(&self, now_millis: i64) {
-        self.0.store(now_millis, Ordering::SeqCst);
-    }
-
-    pub fn advance(&self, by: Duration) {
-        self.0.fetch_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX), Ordering::SeqCst);
-    }
-}
-
-impl StateClock for ManualClock {
-    fn now_millis(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// When a value's time to live starts again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -16,8 +16,8 @@ use weir_state_store::checkpoint::{read_savepoint, write_savepoint};
 use weir_state_store::counting::CountingObjectStore;
 use weir_state_store::{
     AggregatingState, CheckpointStore, CompletedCheckpoint, KeyGroupRange, KeyedStateBackend, ListState, ManualClock,
-    MapState, OperatorId, ReducingState, SourcePosition, StateError, StateHandle, StateId, StateLocation, TimeDomain,
-    TimerService, ValueState,
+    MapState, OperatorId, ReducingState, SourcePosition, StateError, StateHandle, StateId, StateLocation,
+    SubtaskStateId, TimeDomain, TimerService, ValueState,
 };
 
 const OP: OperatorId = OperatorId(3);
@@ -531,6 +531,43 @@ async fn a_zombie_attempt_cannot_commit_over_a_newer_one() {
         check.close().await.unwrap();
         let _ = current.close().await;
         let _ = zombie.close().await;
+    }
+}
+
+/// Starting job B from job A's live checkpoint (`execution.savepoint.path` pointing at it) reads
+/// A's state and leaves A's writer alone: A goes on checkpointing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_jobs_checkpoint_is_read_without_fencing_its_writer() {
+    for place in places("foreign-restore") {
+        let clock = ManualClock::new(0);
+        let mut a = open(&place, 0, 1, all_key_groups(), options(&clock, None)).await;
+        value_state().put(&mut a, 1, b"k", b"from job a").unwrap();
+        let handle = checkpoint(&mut a, 1).await;
+
+        for (range, handles) in
+            [(all_key_groups(), vec![handle.clone()]), (KeyGroupRange { start: 0, end: 63 }, vec![handle.clone()])]
+        {
+            let other = SubtaskStateId { job: JobId("job-b".into()), ..subtask(0, 1 + range.end) };
+            let mut b = KeyedStateBackend::restore(&place.location, other, range, options(&clock, None), &handles)
+                .await
+                .unwrap_or_else(|e| panic!("[{}] job b restores job a's checkpoint: {e}", place.name));
+            if range.contains(key_group(b"k")) {
+                assert_eq!(value_state().get(&mut b, 1, b"k").await.unwrap().as_deref(), Some(&b"from job a"[..]));
+            }
+            value_state().put(&mut b, 1, b"k", b"from job b").unwrap();
+            checkpoint(&mut b, 2).await;
+            b.close().await.unwrap();
+        }
+
+        // Job A was not fenced: it checkpoints on, and its state is its own.
+        value_state().put(&mut a, 1, b"k", b"job a goes on").unwrap();
+        let outcome = match a.snapshot(CheckpointId(2)).await {
+            Ok(pending) => pending.wait().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        assert!(outcome.is_ok(), "[{}] job a was fenced by job b's restore: {outcome:?}", place.name);
+        assert_eq!(value_state().get(&mut a, 1, b"k").await.unwrap().as_deref(), Some(&b"job a goes on"[..]));
+        a.close().await.unwrap();
     }
 }
 

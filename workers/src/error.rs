@@ -2,6 +2,7 @@
 //! input records), so the user can act on them.
 
 use thiserror::Error;
+use weir_dataflow::wire::{ErrorCode, Failure};
 
 #[derive(Debug, Error)]
 pub enum TaskError {
@@ -25,9 +26,36 @@ pub enum TaskError {
     Checkpoint(String),
     #[error(transparent)]
     State(#[from] weir_state_store::StateError),
+    /// A failure already coded (a checkpoint protocol's decision).
+    #[error("{0}")]
+    Failed(Failure),
 }
 
 impl TaskError {
+    /// The failure a run reports for this error: its code in the one table, and whether running
+    /// again may help. A malformed record or an invalid option fails the same way every time;
+    /// storage and exchanges may come back; another writer on the state means this run is a
+    /// zombie.
+    pub fn failure(&self) -> Failure {
+        use weir_state_store::StateError;
+        let code = match self {
+            TaskError::Failed(failure) => return failure.clone(),
+            TaskError::BadRecord { .. } => ErrorCode::MalformedRecord,
+            TaskError::Config(_) | TaskError::Unsupported(_) => ErrorCode::InvalidOption,
+            TaskError::State(StateError::Fenced { .. }) => ErrorCode::StateFenced,
+            TaskError::State(StateError::Db { .. } | StateError::ObjectStore { .. }) => ErrorCode::StateUnavailable,
+            TaskError::State(StateError::InvalidLocation { .. }) => ErrorCode::InvalidOption,
+            TaskError::State(_) => ErrorCode::StateCorrupt,
+            TaskError::Arrow(_)
+            | TaskError::DataFusion(_)
+            | TaskError::Shuffle(_)
+            | TaskError::Io { .. }
+            | TaskError::Cancelled
+            | TaskError::Checkpoint(_) => ErrorCode::TaskFailed,
+        };
+        Failure::new(code, self.to_string())
+    }
+
     /// The exchange broke under the task (a shuffle server or a producer went away): running
     /// again, with the data re-created, can succeed.
     pub fn is_lost_exchange(&self) -> bool {

@@ -21,6 +21,7 @@ use weir_dataflow::keygroup::{
     key_group_for_hash, key_group_range_for_subtask, operator_index_for_key_group, stable_hash,
 };
 use weir_dataflow::plan::{OperatorSpec, Partitioning, StreamPlan};
+use weir_dataflow::wire::{ErrorCode, Failure};
 use weir_shuffle_service::{GateId, InputGate, PartitionKind, PartitionWriter, ShuffleService};
 
 use weir_state_store::{
@@ -820,8 +821,9 @@ impl Task {
                             in_flight.clear();
                             if let Some(c) = &mut self.checkpointing {
                                 c.unaligned_part = None;
-                                let reason = "a newer checkpoint's barrier overtook it".to_string();
-                                let _ = c.reports.send(TaskReport::Decline { checkpoint: id, reason });
+                                let failure =
+                                    Failure::new(ErrorCode::TaskFailed, "a newer checkpoint's barrier overtook it");
+                                let _ = c.reports.send(TaskReport::Decline { checkpoint: id, failure });
                             }
                         }
                     }
@@ -1102,7 +1104,8 @@ impl Task {
             Some(backend) => match backend.snapshot(id).await {
                 Ok(pending) => Some(pending),
                 Err(e) => {
-                    let _ = c.reports.send(TaskReport::Decline { checkpoint: id, reason: e.to_string() });
+                    let failure = TaskError::from(e).failure();
+                    let _ = c.reports.send(TaskReport::Decline { checkpoint: id, failure });
                     None
                 }
             },
@@ -1137,15 +1140,18 @@ impl Task {
                             record.insert("in_flight".into(), serde_json::Value::String(path.to_string()));
                         }
                     }
-                    Err(e) => failure = Some(format!("its in-flight rows could not be stored at {path}: {e}")),
+                    Err(e) => {
+                        let message = format!("its in-flight rows could not be stored at {path}: {e}");
+                        failure = Some(Failure { message, ..TaskError::from(e).failure() })
+                    }
                 }
             }
             let report = match (failure, pending) {
-                (Some(reason), _) => TaskReport::Decline { checkpoint: id, reason },
+                (Some(failure), _) => TaskReport::Decline { checkpoint: id, failure },
                 (None, None) => TaskReport::Ack { checkpoint: id, vertex, subtask, handle: None, position },
                 (None, Some(pending)) => match pending.wait().await {
                     Ok(handle) => TaskReport::Ack { checkpoint: id, vertex, subtask, handle: Some(handle), position },
-                    Err(e) => TaskReport::Decline { checkpoint: id, reason: e.to_string() },
+                    Err(e) => TaskReport::Decline { checkpoint: id, failure: TaskError::from(e).failure() },
                 },
             };
             let _ = reports.send(report);

@@ -13,64 +13,21 @@
 //! A token created on the leader is usable on a follower once that follower applied it
 //! (normally within milliseconds); until then the follower answers 401.
 
-use std::fmt;
-
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use sha2::{Digest, Sha256};
+pub use weir_dataflow::auth::{RootToken, RootTokenError};
+use weir_dataflow::auth::{bearer_secret, sha256_hex};
+use weir_dataflow::wire::ErrorCode;
 
 use super::ApiState;
-use super::ids::to_hex;
 use super::problem::ApiError;
 use crate::metadata::ids::{TenantId, TokenDigest, TokenId};
 use crate::metadata::records::TokenRole;
 
-/// The digest under which a token's secret is stored: SHA-256 of the secret's bytes, in hex. A
-/// plain (unsalted, fast) hash is enough: secrets are 256 random bits, not passwords.
+/// The digest under which a token's secret is stored: SHA-256 of the secret's bytes, in hex.
 pub fn digest_secret(secret: &str) -> TokenDigest {
-    TokenDigest(to_hex(&Sha256::digest(secret.as_bytes())))
-}
-
-/// The operator's root token, held as its digest only. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RootToken {
-    digest: TokenDigest,
-}
-
-/// Why a root token was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RootTokenError {
-    #[error(
-        "the root token must be at least {min} characters long (it has {len}); generate one with `openssl rand -hex 32`"
-    )]
-    TooShort { len: usize, min: usize },
-}
-
-impl RootToken {
-    /// Guessable root tokens would hand out every tenant; refuse short ones.
-    pub const MIN_LEN: usize = 24;
-
-    /// The root token whose secret is `secret`, ignoring surrounding whitespace (a token file
-    /// usually ends with a newline).
-    pub fn from_secret(secret: &str) -> Result<RootToken, RootTokenError> {
-        let secret = secret.trim();
-        if secret.len() < Self::MIN_LEN {
-            return Err(RootTokenError::TooShort { len: secret.len(), min: Self::MIN_LEN });
-        }
-        Ok(RootToken { digest: digest_secret(secret) })
-    }
-
-    /// Whether `secret` is this token's (surrounding whitespace ignored).
-    pub fn accepts(&self, secret: &str) -> bool {
-        digest_secret(secret.trim()) == self.digest
-    }
-}
-
-impl fmt::Debug for RootToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RootToken(<redacted>)")
-    }
+    TokenDigest(sha256_hex(secret))
 }
 
 /// A tenant's authenticated token.
@@ -90,31 +47,26 @@ pub(crate) enum Caller {
 }
 
 fn authenticate(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
-    let header = parts
-        .headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("this route needs an `Authorization: Bearer <token>` header"))?;
-    let secret = header
-        .to_str()
-        .ok()
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, secret)| secret.trim())
-        .filter(|secret| !secret.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
-    let digest = digest_secret(secret);
-    if state.root_token.as_ref().is_some_and(|root| root.digest == digest) {
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::new(ErrorCode::Unauthorized, "this route needs an `Authorization: Bearer <token>` header")
+    })?;
+    let secret =
+        header.to_str().ok().and_then(bearer_secret).ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthorized, "the Authorization header must be `Bearer <token>`")
+        })?;
+    if state.root_token.as_ref().is_some_and(|root| root.accepts(secret)) {
         return Ok(Caller::Root);
     }
+    let digest = digest_secret(secret);
     let token = state.replica.reader().read(|metadata| metadata.token_by_digest(&digest).cloned());
     match token {
         Some(token) => Ok(Caller::Tenant(TenantCaller { tenant: token.tenant, token: token.id, role: token.role })),
-        None => Err(ApiError::unauthorized("the token is not valid (unknown or revoked)")),
+        None => Err(ApiError::new(ErrorCode::Unauthorized, "the token is not valid (unknown or revoked)")),
     }
 }
 
 fn tenant_token_required() -> ApiError {
-    ApiError::forbidden("tenant-token-required", "the root token manages tenants; use a tenant's token for jobs")
+    ApiError::new(ErrorCode::TenantTokenRequired, "the root token manages tenants; use a tenant's token for jobs")
 }
 
 /// Any valid token.
@@ -154,7 +106,9 @@ impl FromRequestParts<ApiState> for TenantWriter {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         match authenticate(parts, state)? {
             Caller::Tenant(tenant) if tenant.role == TokenRole::Admin => Ok(TenantWriter(tenant)),
-            Caller::Tenant(_) => Err(ApiError::forbidden("read-only-token", "this token may read but not change jobs")),
+            Caller::Tenant(_) => {
+                Err(ApiError::new(ErrorCode::ReadOnlyToken, "this token may read but not change jobs"))
+            }
             Caller::Root => Err(tenant_token_required()),
         }
     }
@@ -166,13 +120,13 @@ impl FromRequestParts<ApiState> for Operator {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         match authenticate(parts, state)? {
             Caller::Root => Ok(Operator),
-            Caller::Tenant(_) if state.root_token.is_none() => Err(ApiError::forbidden(
-                "root-token-required",
+            Caller::Tenant(_) if state.root_token.is_none() => Err(ApiError::new(
+                ErrorCode::RootTokenRequired,
                 "only the operator's root token manages tenants, and this replica has none \
                  (--root-token-file or WEIR_ROOT_TOKEN)",
             )),
             Caller::Tenant(_) => {
-                Err(ApiError::forbidden("root-token-required", "only the operator's root token manages tenants"))
+                Err(ApiError::new(ErrorCode::RootTokenRequired, "only the operator's root token manages tenants"))
             }
         }
     }
@@ -186,17 +140,5 @@ mod tests {
     fn digests_are_sha256_hex() {
         // SHA-256("abc"), from FIPS 180-2.
         assert_eq!(digest_secret("abc").0, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    }
-
-    #[test]
-    fn root_tokens_are_trimmed_refused_when_short_and_redacted() {
-        assert_eq!(
-            RootToken::from_secret("short\n"),
-            Err(RootTokenError::TooShort { len: 5, min: RootToken::MIN_LEN })
-        );
-        let secret = "0123456789abcdef0123456789abcdef";
-        let root = RootToken::from_secret(&format!("{secret}\n")).expect("long enough");
-        assert_eq!(root.digest, digest_secret(secret));
-        assert_eq!(format!("{root:?}"), "RootToken(<redacted>)");
     }
 }

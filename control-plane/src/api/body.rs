@@ -6,6 +6,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
+use weir_dataflow::wire::ErrorCode;
 
 use super::problem::ApiError;
 
@@ -31,17 +32,15 @@ fn body_error(rejection: &JsonRejection) -> ApiError {
     let detail = rejection.body_text();
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
+            ErrorCode::UnsupportedMediaType,
             "the body must be JSON, sent with `Content-Type: application/json`",
         ),
-        JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("invalid-json", detail),
-        JsonRejection::JsonDataError(_) => ApiError::bad_request("invalid-body", detail),
+        JsonRejection::JsonSyntaxError(_) => ApiError::new(ErrorCode::InvalidRequest, detail),
+        JsonRejection::JsonDataError(_) => ApiError::new(ErrorCode::InvalidRequest, detail),
         _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
+            ErrorCode::BodyTooLarge,
             format!("request bodies are limited to {} bytes", super::MAX_BODY_BYTES),
         ),
-        _ => ApiError::bad_request("unreadable-body", detail),
+        _ => ApiError::new(ErrorCode::InvalidRequest, detail),
     }
 }

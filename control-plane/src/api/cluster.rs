@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
+use weir_dataflow::wire::ErrorCode;
 
 use super::ApiState;
 use super::auth::AnyCaller;
@@ -29,8 +30,8 @@ pub(crate) async fn healthz(State(state): State<ApiState>) -> Result<Json<Value>
             "leader": leader,
             "term": view.term,
         }))),
-        None => Err(ApiError::unavailable(
-            "no-leader",
+        None => Err(ApiError::new(
+            ErrorCode::NoLeader,
             format!(
                 "{} knows no leader in term {}: an election is under way or a majority of replicas is unreachable",
                 view.id, view.term

@@ -24,6 +24,7 @@ use weir_dataflow::graph::JobGraph;
 use weir_dataflow::ids::{JobId, VertexId};
 use weir_dataflow::plan::{OperatorSpec, SinkSpec, StreamPlan};
 use weir_dataflow::sql::plan_script;
+use weir_dataflow::wire::ErrorCode;
 
 use super::auth::{TenantCaller, TenantReader, TenantWriter};
 use super::body::ApiJson;
@@ -60,8 +61,8 @@ fn check_parallelism(parallelism: u32) -> Result<u32, ApiError> {
     if (1..=MAX_PARALLELISM).contains(&parallelism) {
         Ok(parallelism)
     } else {
-        Err(ApiError::bad_request(
-            "invalid-parallelism",
+        Err(ApiError::new(
+            ErrorCode::InvalidParallelism,
             format!("parallelism must be between 1 and {MAX_PARALLELISM}, not {parallelism}"),
         ))
     }
@@ -93,7 +94,7 @@ async fn plan(sql: String, parallelism: Option<u32>) -> Result<Planned, ApiError
         Ok(result) => result,
         Err(error) => {
             tracing::error!(%error, "the SQL planner failed");
-            Err(ApiError::internal("planner-failed", "the SQL planner failed on this script; please report it"))
+            Err(ApiError::new(ErrorCode::PlannerFailed, "the SQL planner failed on this script; please report it"))
         }
     }
 }
@@ -103,15 +104,15 @@ fn plan_blocking(sql: &str, parallelism: Option<u32>) -> Result<Planned, ApiErro
     if let Some(parallelism) = parallelism {
         config
             .set(PARALLELISM_KEY, &parallelism.to_string())
-            .map_err(|error| ApiError::bad_request("invalid-parallelism", error.to_string()))?;
+            .map_err(|error| ApiError::new(ErrorCode::InvalidParallelism, error.to_string()))?;
         config.pin(PARALLELISM_KEY);
     }
     let planned = plan_script(sql, config).map_err(|error| {
-        ApiError::bad_request("invalid-sql", format!("{error}")).with("line", error.line).with("column", error.column)
+        ApiError::new(ErrorCode::InvalidSql, format!("{error}")).with("line", error.line).with("column", error.column)
     })?;
     let Some(plan) = planned.plan.filter(|plan| !has_collect_sink(plan)) else {
-        return Err(ApiError::bad_request(
-            "no-sink",
+        return Err(ApiError::new(
+            ErrorCode::NoSink,
             "a job writes its results to tables: end the script with INSERT INTO a sink table, not a bare SELECT",
         ));
     };
@@ -157,10 +158,10 @@ pub(crate) async fn submit(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::bad_request("invalid-name", format!("a job name has 1 to {MAX_NAME_CHARS} characters")));
+        return Err(ApiError::new(ErrorCode::InvalidName, format!("a job name has 1 to {MAX_NAME_CHARS} characters")));
     }
     if request.sql.trim().is_empty() {
-        return Err(ApiError::bad_request("invalid-sql", "the script is empty"));
+        return Err(ApiError::new(ErrorCode::InvalidSql, "the script is empty"));
     }
     let requested = request.parallelism.map(check_parallelism).transpose()?;
     let planned = plan(request.sql.clone(), requested).await?;
@@ -208,8 +209,8 @@ pub(crate) async fn detail(
     let (vertices, graph_error) = match plan(job.sql.clone(), Some(job.desired_parallelism)).await {
         Ok(planned) => (Some(planned.vertices), None),
         Err(error) => {
-            tracing::warn!(job_id = %job.id, detail = %error.detail, "a stored job no longer plans");
-            (None, Some(error.detail))
+            tracing::warn!(job_id = %job.id, detail = %error.detail(), "a stored job no longer plans");
+            (None, Some(error.detail().to_string()))
         }
     };
     let vertices = match vertices {

@@ -149,7 +149,7 @@ fn schemas() -> Value {
     let integer = json!({ "type": "integer", "minimum": 0 });
     let nullable_integer = json!({ "type": ["integer", "null"] });
     let parallelism = json!({ "type": "integer", "minimum": 1, "maximum": super::MAX_PARALLELISM });
-    let status = json!({ "type": "string", "enum": ["CREATED", "RUNNING", "FAILING", "RESTARTING", "CANCELLING", "CANCELLED", "FINISHED", "FAILED"] });
+    let status = json!({ "type": "string", "enum": ["CREATED", "RUNNING", "FAILING", "RESTARTING", "CANCELLING", "CANCELED", "FINISHED", "FAILED"] });
     let object = |required: &[&str], properties: Value| json!({ "type": "object", "required": required, "properties": properties });
     let list = |key: &str, item: Value| object(&[key], json!({ key: { "type": "array", "items": item } }));
     let checkpoint = object(

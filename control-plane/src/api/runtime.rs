@@ -4,11 +4,12 @@
 //! [`MetadataOnlyRuntime`] records each action as the desired change in the replicated metadata
 //! — a status, a savepoint request, a desired parallelism — which is what the leader's
 //! dispatcher acts on (and what a new leader's reads when it starts); it knows no live figures:
-//! every metric is `None` (JSON `null`) and no exception is reported. A replica that dispatches
-//! (`weir standalone`) serves [`crate::dispatcher::DispatcherRuntime`] instead, which records
-//! actions the same way and adds the runs' live figures and exceptions; `weir control-plane`,
-//! with no workers to run jobs on yet, serves the metadata-only one. (Answering live figures on
-//! a follower by asking the leader is not built yet.)
+//! every metric is `None` (JSON `null`) and no exception is reported. It is what a replica
+//! without a root token serves (no worker can join it). A replica that dispatches (`weir
+//! standalone`, and `weir control-plane` with a root token) serves
+//! [`crate::dispatcher::DispatcherRuntime`] instead, which records actions the same way and adds
+//! the runs' live figures and exceptions — the leader's own, which a follower asks the leader
+//! for.
 //!
 //! The API checks the caller's access to the job before calling any method here.
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use weir_dataflow::ids::{JobId, VertexId};
+use weir_dataflow::wire::ErrorCode;
 
 use super::ids::{fresh_id, now};
 use crate::handle::{BoxFuture, ProposeError, ReplicaHandle};
@@ -32,6 +34,9 @@ pub struct JobException {
     pub at: UnixMillis,
     pub vertex: Option<VertexId>,
     pub subtask: Option<u32>,
+    /// The failure's code in the one table (`weir_dataflow::wire::ErrorCode`), when it is one.
+    #[serde(default)]
+    pub code: Option<ErrorCode>,
     pub message: String,
 }
 
@@ -86,7 +91,8 @@ impl MetadataOnlyRuntime {
 
     async fn request_savepoint(&self, job: JobId, stop: bool) -> Result<SavepointId, ActionError> {
         // An id that cannot be drawn is as good as unavailable: the caller retries.
-        let savepoint = SavepointId(fresh_id("sp").map_err(|error| ProposeError::NoQuorum(error.detail))?);
+        let savepoint =
+            SavepointId(fresh_id("sp").map_err(|error| ProposeError::NoQuorum(error.detail().to_string()))?);
         self.propose(Command::RequestSavepoint { job, savepoint: savepoint.clone(), stop, at: now() }).await?;
         Ok(savepoint)
     }

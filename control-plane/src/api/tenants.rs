@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use weir_dataflow::wire::ErrorCode;
 
 use super::auth::{Operator, digest_secret};
 use super::body::ApiJson;
@@ -43,8 +44,8 @@ fn check_tenant_id(id: &str) -> Result<TenantId, ApiError> {
     if valid {
         Ok(TenantId::from(id))
     } else {
-        Err(ApiError::bad_request(
-            "invalid-tenant-id",
+        Err(ApiError::new(
+            ErrorCode::InvalidTenantId,
             "a tenant id has 1 to 63 lowercase letters, digits or inner dashes",
         ))
     }
@@ -91,11 +92,7 @@ pub(crate) async fn revoke_token(
     let (tenant, token) = (TenantId(tenant), TokenId(token));
     let belongs = state.replica.reader().read(|metadata| metadata.token(&token).is_some_and(|t| t.tenant == tenant));
     if !belongs {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown-token",
-            format!("tenant {tenant} has no token {token}"),
-        ));
+        return Err(ApiError::new(ErrorCode::UnknownToken, format!("tenant {tenant} has no token {token}")));
     }
     propose(&state, Command::RevokeToken { token: token.clone() }).await?;
     tracing::info!(%tenant, %token, "token revoked");

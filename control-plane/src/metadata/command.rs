@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use weir_dataflow::ids::{CheckpointId, JobId, WorkerId};
+use weir_dataflow::wire::ErrorCode;
 
 use super::ids::{SavepointId, TenantId, TokenDigest, TokenId, UnixMillis};
 use super::records::{CompletedCheckpoint, JobDeployment, JobStatus, SavepointRecord, TokenRole};
@@ -193,25 +194,30 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// A stable, machine-readable code (the API returns it in problem+json bodies).
-    pub fn code(&self) -> &'static str {
+    /// The rejection's code in the one table (the API answers it in problem+json bodies).
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Rejection::TenantExists { .. } => "tenant-exists",
-            Rejection::UnknownTenant { .. } => "unknown-tenant",
-            Rejection::TokenExists { .. } => "token-exists",
-            Rejection::UnknownToken { .. } => "unknown-token",
-            Rejection::UnknownWorker { .. } => "unknown-worker",
-            Rejection::NoSlots => "no-slots",
-            Rejection::JobExists { .. } => "job-exists",
-            Rejection::UnknownJob { .. } => "unknown-job",
-            Rejection::InvalidParallelism => "invalid-parallelism",
-            Rejection::IllegalTransition { .. } => "illegal-transition",
-            Rejection::JobTerminated { .. } => "job-terminated",
-            Rejection::JobNotRunning { .. } => "job-not-running",
-            Rejection::StaleCheckpoint { .. } => "stale-checkpoint",
-            Rejection::StaleAttempt { .. } => "stale-attempt",
-            Rejection::SavepointExists { .. } => "savepoint-exists",
-            Rejection::UnknownSavepoint { .. } => "unknown-savepoint",
+            Rejection::TenantExists { .. } => ErrorCode::TenantExists,
+            Rejection::UnknownTenant { .. } => ErrorCode::UnknownTenant,
+            Rejection::TokenExists { .. } => ErrorCode::TokenExists,
+            Rejection::UnknownToken { .. } => ErrorCode::UnknownToken,
+            Rejection::UnknownWorker { .. } => ErrorCode::UnknownWorker,
+            Rejection::NoSlots => ErrorCode::InvalidSlots,
+            Rejection::JobExists { .. } => ErrorCode::JobExists,
+            Rejection::UnknownJob { .. } => ErrorCode::UnknownJob,
+            Rejection::InvalidParallelism => ErrorCode::InvalidParallelism,
+            Rejection::IllegalTransition { .. } => ErrorCode::IllegalTransition,
+            Rejection::JobTerminated { .. } => ErrorCode::JobTerminated,
+            Rejection::JobNotRunning { .. } => ErrorCode::JobNotRunning,
+            Rejection::StaleCheckpoint { .. } => ErrorCode::StaleCheckpoint,
+            Rejection::StaleAttempt { .. } => ErrorCode::StaleAttempt,
+            Rejection::SavepointExists { .. } => ErrorCode::SavepointExists,
+            Rejection::UnknownSavepoint { .. } => ErrorCode::UnknownSavepoint,
         }
+    }
+
+    /// The code's stable string.
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }

@@ -50,7 +50,8 @@ pub struct WorkerRecord {
     pub registered_at: UnixMillis,
 }
 
-/// The life of a job, with Flink's state names.
+/// The life of a job, with Flink's state names (Flink spells the end of a cancel `CANCELED`, and
+/// so does every Weir surface; `CANCELLED`, which early versions wrote, is still read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {
@@ -59,6 +60,7 @@ pub enum JobStatus {
     Failing,
     Restarting,
     Cancelling,
+    #[serde(rename = "CANCELED", alias = "CANCELLED")]
     Cancelled,
     Finished,
     Failed,
@@ -203,4 +205,20 @@ pub struct SavepointRecord {
     pub location: String,
     pub checkpoint: CheckpointId,
     pub created_at: UnixMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobStatus::{self, *};
+
+    #[test]
+    fn a_status_reads_the_same_everywhere_and_older_spellings_still_parse() {
+        for status in [Created, Running, Failing, Restarting, Cancelling, Cancelled, Finished, Failed] {
+            let json = serde_json::to_string(&status).expect("serialises");
+            assert_eq!(json, format!("\"{status}\""), "the API and the CLI must spell {status:?} alike");
+            assert_eq!(serde_json::from_str::<JobStatus>(&json).expect("parses"), status);
+        }
+        assert_eq!(Cancelled.to_string(), "CANCELED", "Flink's spelling");
+        assert_eq!(serde_json::from_str::<JobStatus>("\"CANCELLED\"").expect("an older log parses"), Cancelled);
+    }
 }

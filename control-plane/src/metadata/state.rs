@@ -504,7 +504,7 @@ mod tests {
             slots,
             at: UnixMillis(3),
         };
-        assert_eq!(rejected(state.apply(&register(0, "a:1"))), "no-slots");
+        assert_eq!(rejected(state.apply(&register(0, "a:1"))), "invalid-slots");
         assert_eq!(state.apply(&register(4, "a:1")), Response::Done);
         assert_eq!(state.apply(&register(8, "b:2")), Response::Done);
         let worker = state.worker(&WorkerId("w1".into())).expect("registered");

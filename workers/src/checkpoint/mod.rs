@@ -1,6 +1,7 @@
 //! Checkpoints of a running job: the barrier protocol on the task side ([`align`]), the
-//! coordinator that triggers checkpoints and commits completed ones ([`coordinator`]), and what
-//! operators see of it ([`SnapshotContext`], [`RestoredState`]).
+//! coordinator's decisions ([`protocol`], pure) and the shell that carries them out and commits
+//! completed checkpoints ([`coordinator`]), and what operators see of it ([`SnapshotContext`],
+//! [`RestoredState`]).
 //!
 //! A checkpoint starts at the sources: each source subtask, told by the coordinator, records its
 //! position and emits a barrier on every output channel. A task snapshots when it has the barrier
@@ -12,12 +13,14 @@
 
 pub mod align;
 pub mod coordinator;
+pub mod protocol;
 
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use weir_dataflow::config::CheckpointConfig;
 use weir_dataflow::ids::{AttemptNumber, CheckpointId, JobId, SubtaskIndex, VertexId};
+use weir_dataflow::wire::Failure;
 use weir_state_store::{CompletedCheckpoint, KeyedStateBackend, OperatorId, StateHandle, StateId, StateLocation};
 
 use crate::error::TaskResult;
@@ -49,7 +52,7 @@ pub enum TaskReport {
         position: serde_json::Value,
     },
     /// The task could not take its part; the checkpoint cannot complete.
-    Decline { checkpoint: CheckpointId, reason: String },
+    Decline { checkpoint: CheckpointId, failure: Failure },
     /// The task has processed all of its input. `position` is its final record, which stands in
     /// for its part of every checkpoint whose barrier it never emitted: everything it sent is
     /// ahead of its end of partition, which its consumers count as that barrier.

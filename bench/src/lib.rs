@@ -1,6 +1,7 @@
-//! `weir bench nexmark`, `weir bench shuffle` ([`shuffle`]), `weir bench recovery`
-//! ([`recovery`]), `weir bench api` and `weir bench failover` ([`control_plane`]) and
-//! `weir nexmark-gen`.
+//! Weir's benchmarks, kept out of the roles: `weir bench nexmark`, `weir bench shuffle`
+//! ([`shuffle`]), `weir bench recovery` ([`recovery`]), `weir bench api` and `weir bench failover`
+//! ([`control_plane`]), and `weir nexmark-gen`. The `weir` binary links this crate behind its
+//! default feature `bench`; a production build leaves it out (`--no-default-features`).
 //!
 //! Each query runs in its own `weir run` process, which reports its own CPU time and peak RSS
 //! (getrusage of itself), so figures are per query and include everything the process did:
@@ -18,19 +19,19 @@ mod control_plane;
 mod recovery;
 mod shuffle;
 
-const DDL_FS: &str = include_str!("../bench/nexmark/ddl_nexmark_fs.sql");
-const VIEWS: &str = include_str!("../bench/nexmark/ddl_views.sql");
+const DDL_FS: &str = include_str!("../nexmark/ddl_nexmark_fs.sql");
+const VIEWS: &str = include_str!("../nexmark/ddl_views.sql");
 const QUERIES: &[(&str, &str)] = &[
-    ("q0", include_str!("../bench/nexmark/q0.sql")),
-    ("q1", include_str!("../bench/nexmark/q1.sql")),
-    ("q2", include_str!("../bench/nexmark/q2.sql")),
-    ("q3", include_str!("../bench/nexmark/q3.sql")),
-    ("q4", include_str!("../bench/nexmark/q4.sql")),
-    ("q5", include_str!("../bench/nexmark/q5.sql")),
-    ("q7", include_str!("../bench/nexmark/q7.sql")),
-    ("q8", include_str!("../bench/nexmark/q8.sql")),
-    ("floor_parse", include_str!("../bench/nexmark/floor_parse.sql")),
-    ("floor_raw", include_str!("../bench/nexmark/floor_raw.sql")),
+    ("q0", include_str!("../nexmark/q0.sql")),
+    ("q1", include_str!("../nexmark/q1.sql")),
+    ("q2", include_str!("../nexmark/q2.sql")),
+    ("q3", include_str!("../nexmark/q3.sql")),
+    ("q4", include_str!("../nexmark/q4.sql")),
+    ("q5", include_str!("../nexmark/q5.sql")),
+    ("q7", include_str!("../nexmark/q7.sql")),
+    ("q8", include_str!("../nexmark/q8.sql")),
+    ("floor_parse", include_str!("../nexmark/floor_parse.sql")),
+    ("floor_raw", include_str!("../nexmark/floor_raw.sql")),
 ];
 
 /// Apache Flink 2.3 on this kind of machine, same 10M-event JSON file, parallelism 1: events

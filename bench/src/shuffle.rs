@@ -45,7 +45,7 @@ pub struct ShuffleArgs {
     #[arg(long, default_value_t = 2.0)]
     gigabytes: f64,
     /// Blocking mode: the server's memory budget (K/M/G/KiB/MiB/GiB suffixes).
-    #[arg(long, default_value = "64MiB", value_parser = crate::shuffle::parse_bytes)]
+    #[arg(long, default_value = "64MiB", value_parser = weir_dataflow::config::parse_bytes)]
     memory_budget: u64,
     /// Blocking mode: the directory the server spills to (and dd writes to); default: the
     /// system's temporary directory.

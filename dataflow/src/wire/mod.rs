@@ -7,10 +7,8 @@
 //! - `POST` [`CANCEL_PATH`] [`AttemptRef`]: cancel it;
 //! - `POST` [`SAVEPOINT_PATH`] [`SavepointAsk`] → [`SavepointTaken`]: take a savepoint (and stop).
 //!
-//! Between the parts of an attempt spread over several workers (same bearer): a member's task
-//! reports to the lead (`POST` [`REPORT_PATH`] [`PartReport`]); the lead's checkpoint triggers
-//! and completions to the members (`POST` [`TRIGGER_PATH`], [`COMPLETE_PATH`]
-//! [`CheckpointNote`]).
+//! Between the parts of an attempt spread over several workers, workers speak a protocol of
+//! their own (`weir_workers::service::parts`).
 //!
 //! Worker → control plane, on any replica (a follower answers 421 with the leader's address):
 //! - `POST` [`HEARTBEAT_PATH`] [`Heartbeat`] → [`HeartbeatReply`]: the worker is alive, and this
@@ -19,8 +17,15 @@
 //!
 //! Every report rides the heartbeat and is repeated until the leader has taken note of it, so
 //! nothing is lost when a heartbeat is, or when the leader changes between two of them.
+//!
+//! Errors on every route, and failures reported between processes, come from one table
+//! ([`error`]).
+
+pub mod error;
 
 use serde::{Deserialize, Serialize};
+
+pub use error::{ErrorCode, Failure, PROBLEM_CONTENT_TYPE, Problem};
 
 use crate::ids::{CheckpointId, JobId, VertexId, WorkerId};
 
@@ -28,12 +33,6 @@ pub const DEPLOY_PATH: &str = "/tasks";
 pub const CANCEL_PATH: &str = "/tasks/cancel";
 pub const SAVEPOINT_PATH: &str = "/tasks/savepoint";
 pub const HEARTBEAT_PATH: &str = "/internal/v1/heartbeat";
-/// Between the parts of an attempt spread over workers: a member's task report to the lead.
-pub const REPORT_PATH: &str = "/checkpoints/report";
-/// From the lead part to the members: trigger a checkpoint at your sources.
-pub const TRIGGER_PATH: &str = "/checkpoints/trigger";
-/// From the lead part to the members: a checkpoint completed (exactly-once sinks publish).
-pub const COMPLETE_PATH: &str = "/checkpoints/complete";
 
 /// Where a run starts from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,12 +49,12 @@ pub enum Restore {
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "message", rename_all = "kebab-case")]
+#[serde(tag = "kind", content = "failure", rename_all = "kebab-case")]
 pub enum RunEnd {
     /// Every task finished (a bounded job).
     Finished,
-    /// The run failed; the message says why.
-    Failed(String),
+    /// The run failed: why, and whether running again may help.
+    Failed(Failure),
     /// The run was cancelled.
     Cancelled,
     /// The run stopped after a stopping savepoint (the savepoint's answer carries what follows).
@@ -99,21 +98,6 @@ pub struct DeployPart {
     /// The lead's list of the other parts' task endpoints.
     #[serde(default)]
     pub members: Vec<String>,
-}
-
-/// A checkpoint message between the parts of an attempt (`/checkpoints/trigger`, `/complete`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointNote {
-    pub attempt: AttemptRef,
-    pub checkpoint: CheckpointId,
-}
-
-/// A member part's task report for the lead's coordinator (`/checkpoints/report`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PartReport {
-    pub attempt: AttemptRef,
-    /// The task's report, as the workers' runtime writes it.
-    pub report: serde_json::Value,
 }
 
 /// Take a savepoint of a running attempt; with `stop`, the attempt ends after it.
