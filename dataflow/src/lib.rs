@@ -1,6 +1,7 @@
 //! Weir's shared core: what every part of the system agrees on.
 //!
 //! - identifiers and fencing tokens ([`ids`]), key groups ([`keygroup`]);
+//! - civil-date arithmetic on epoch days ([`calendar`]), for every part that reads or writes dates;
 //! - what flows along edges: changelog batches and in-band control events ([`event`]);
 //! - the physical stream plan ([`plan`]) and the job graph of chained vertices ([`graph`]);
 //! - job configuration with Flink's option names ([`config`]) and restart strategies
@@ -10,6 +11,7 @@
 //!
 //! No other crate of the workspace is a dependency of this one.
 
+pub mod calendar;
 pub mod config;
 pub mod event;
 pub mod graph;

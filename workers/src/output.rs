@@ -10,9 +10,8 @@ use arrow::datatypes::{
     TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
     UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
+use weir_dataflow::calendar::civil_from_days;
 use weir_dataflow::event::ChangeBatch;
-
-use crate::connectors::util::civil_from_days;
 
 /// Appends the canonical JSON of `array[row]` to `out`.
 pub fn write_json_value(out: &mut String, array: &ArrayRef, row: usize) {
@@ -107,7 +106,7 @@ pub fn write_plain(out: &mut String, array: &ArrayRef, row: usize) {
         }
         DataType::Date32 => {
             let days = array.as_primitive::<Date32Type>().value(row);
-            let (y, m, d) = civil_from_days(days as i64);
+            let (y, m, d) = civil_from_days(i64::from(days));
             write!(out, "{y:04}-{m:02}-{d:02}")
         }
         DataType::Time32(TimeUnit::Millisecond) => {

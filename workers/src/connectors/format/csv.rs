@@ -10,10 +10,9 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use memchr::memchr;
 
-use super::{
-    Column, ColumnData, DecodeError, Decoded, FormatError, FormatOptions, LineDecoder, RecordColumns, TimestampFormat,
-    append_text, check_utf8, end_nested_value,
-};
+use super::columns::{Column, ColumnData, RecordColumns, check_utf8, end_nested_value};
+use super::text::append_text;
+use super::{DecodeError, Decoded, FormatError, FormatOptions, LineDecoder, TimestampFormat};
 
 const ARRAY_ELEMENT_DELIMITER: u8 = b';';
 

@@ -5,7 +5,8 @@
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-use super::{ColumnData, DecodeError, FormatError, LineDecoder, RecordColumns};
+use super::columns::{ColumnData, RecordColumns};
+use super::{DecodeError, FormatError, LineDecoder};
 
 /// Decodes lines of Flink's `raw` format.
 pub struct RawDecoder {
