@@ -309,3 +309,51 @@ SELECT id FROM g;";
     assert_clean_failure(&o);
     assert!(stderr(&o).contains("cannot restore from execution.savepoint.path 'no-such-savepoint'"), "{}", stderr(&o));
 }
+
+const PAYMENTS_TABLE: &str = "CREATE TABLE payments (
+    id BIGINT,
+    m STRING,
+    amount DECIMAL(10, 2),
+    ts TIMESTAMP(3)
+) WITH (
+    'connector' = 'filesystem',
+    'path' = 'payments.csv',
+    'format' = 'csv'
+    EXTRA
+);
+";
+
+/// Runs `query` over `payments.csv` holding `rows` and returns the sorted canonical output.
+fn run_over_payments(dir: &Path, rows: &str, extra: &str, query: &str) -> Result<Vec<String>, String> {
+    std::fs::write(dir.join("payments.csv"), rows).unwrap();
+    std::fs::write(dir.join("job.sql"), format!("{}\n{query}", PAYMENTS_TABLE.replace("EXTRA", extra))).unwrap();
+    let o = weir(&["run", "job.sql", "--output", "out.jsonl"], dir);
+    if !o.status.success() {
+        assert_clean_failure(&o);
+        return Err(stderr(&o));
+    }
+    let out = std::fs::read_to_string(dir.join("out.jsonl")).unwrap();
+    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    lines.sort();
+    Ok(lines)
+}
+
+#[test]
+fn a_csv_source_read_with_some_of_its_columns_reads_those_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = "1,card,12.30,2024-01-01 00:00:01.000\n2,cash,0.50,2024-01-01 00:00:02.000\n";
+    let query = "SELECT id, amount, ts FROM payments;";
+    for extra in ["", ", 'csv.ignore-parse-errors' = 'true'"] {
+        let lines = run_over_payments(dir.path(), rows, extra, query).unwrap_or_else(|e| panic!("{extra}: {e}"));
+        assert_eq!(
+            lines,
+            [
+                r#"{"op":"+I","row":[1,"12.30","2024-01-01 00:00:01.000"]}"#,
+                r#"{"op":"+I","row":[2,"0.50","2024-01-01 00:00:02.000"]}"#,
+            ],
+            "{extra}"
+        );
+    }
+    let lines = run_over_payments(dir.path(), rows, "", "SELECT COUNT(*) FROM payments;").unwrap();
+    assert_eq!(lines, [r#"{"op":"+I","row":[2]}"#]);
+}

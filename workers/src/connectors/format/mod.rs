@@ -22,7 +22,7 @@ mod text;
 
 use std::fmt;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 pub use self::csv::CsvDecoder;
@@ -129,7 +129,7 @@ pub enum DecodeError {
     NullForNotNull {
         field: String,
     },
-    /// A CSV line with a different number of fields than the schema.
+    /// A CSV record with a different number of fields than the table.
     FieldCount {
         expected: usize,
         found: usize,
@@ -197,7 +197,7 @@ impl fmt::Display for DecodeError {
                 write!(f, "field '{field}' is NOT NULL but the record gives it no value")
             }
             Self::FieldCount { expected, found } => {
-                write!(f, "expected {expected} fields but the line has {found}")
+                write!(f, "expected {expected} fields but the record has {found}")
             }
             Self::BatchFull { field } => {
                 write!(f, "field '{field}': more than 2 GiB of text in one batch, flush batches sooner")
@@ -224,18 +224,23 @@ pub trait LineDecoder: Send {
     fn schema(&self) -> SchemaRef;
 }
 
-/// Builds the decoder for a Flink format name (`json`, `csv` or `raw`) and the Arrow schema
-/// of the columns to produce (for JSON, a projection of the record's fields, nested structs
-/// possibly pruned too).
+/// Builds the decoder for a Flink format name (`json`, `csv` or `raw`). `physical` is every
+/// field a record holds (the table's physical columns, in order); `projection` the positions
+/// in it of the fields to produce, in the order of `schema`, the output schema (for JSON
+/// nested structs possibly pruned too). An empty projection produces rows without columns,
+/// as `COUNT(*)` reads them.
 pub fn decoder_for(
     format: &str,
+    physical: &Schema,
+    projection: &[usize],
     schema: SchemaRef,
     options: &FormatOptions,
 ) -> Result<Box<dyn LineDecoder>, FormatError> {
     match format {
+        // JSON matches fields by name, so the projected schema is all it needs.
         "json" => Ok(Box::new(JsonDecoder::try_new(schema, options)?)),
-        "csv" => Ok(Box::new(CsvDecoder::try_new(schema, options)?)),
-        "raw" => Ok(Box::new(RawDecoder::try_new(schema)?)),
+        "csv" => Ok(Box::new(CsvDecoder::try_projected(physical, projection, schema, options)?)),
+        "raw" => Ok(Box::new(RawDecoder::try_projected(physical, schema)?)),
         other => Err(FormatError::UnsupportedFormat { format: other.to_owned() }),
     }
 }
@@ -244,31 +249,144 @@ pub fn decoder_for(
 mod tests {
     use std::sync::Arc;
 
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::array::{AsArray, RecordBatch};
+    use arrow::datatypes::{DataType, Decimal128Type, Field, Int64Type, Schema, TimeUnit, TimestampMillisecondType};
 
     use super::*;
+
+    /// The decoder of a table read whole.
+    fn read_all(format: &str, schema: SchemaRef) -> Result<Box<dyn LineDecoder>, FormatError> {
+        let every_field: Vec<usize> = (0..schema.fields().len()).collect();
+        decoder_for(format, &schema.clone(), &every_field, schema, &FormatOptions::default())
+    }
+
+    /// The decoder of `projection` of `physical`, and its batch of `records`.
+    fn read_projected(
+        format: &str,
+        physical: &Schema,
+        projection: &[usize],
+        options: &FormatOptions,
+        records: &[&str],
+    ) -> Result<RecordBatch, DecodeError> {
+        let schema = Arc::new(physical.project(projection).expect("projection within the schema"));
+        let mut decoder = decoder_for(format, physical, projection, schema.clone(), options).expect("supported");
+        for record in records {
+            decoder.push_line(record.as_bytes())?;
+        }
+        let batch = decoder.flush();
+        assert_eq!(batch.schema(), schema);
+        Ok(batch)
+    }
+
+    fn payments() -> Schema {
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("m", DataType::Utf8, true),
+            Field::new("amount", DataType::Decimal128(10, 2), true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ])
+    }
 
     #[test]
     fn decoder_for_names_what_it_cannot_do() {
         let schema = Arc::new(Schema::new(vec![Field::new("f", DataType::Float16, true)]));
-        let error = decoder_for("json", schema, &FormatOptions::default()).err().expect("unsupported");
+        let error = read_all("json", schema).err().expect("unsupported");
         assert_eq!(error.to_string(), "the json format cannot read field 'f' of type Float16");
-        let error =
-            decoder_for("avro", Arc::new(Schema::empty()), &FormatOptions::default()).err().expect("unknown format");
+        let error = read_all("avro", Arc::new(Schema::empty())).err().expect("unknown format");
         assert_eq!(error.to_string(), "unsupported format 'avro': expected 'json', 'csv' or 'raw'");
         let nested = Arc::new(Schema::new(vec![Field::new(
             "r",
             DataType::Struct(vec![Field::new("d", DataType::Decimal256(40, 2), true)].into()),
             true,
         )]));
-        let error = decoder_for("json", nested, &FormatOptions::default()).err().expect("nested");
+        let error = read_all("json", nested).err().expect("nested");
         assert_eq!(error.to_string(), "the json format cannot read field 'r.d' of type Decimal256(40, 2)");
         for format in ["json", "csv", "raw"] {
             let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
-            let mut decoder = decoder_for(format, schema.clone(), &FormatOptions::default()).expect("supported");
+            let mut decoder = read_all(format, schema.clone()).expect("supported");
             assert_eq!(decoder.schema(), schema);
             assert!(decoder.is_empty());
             assert_eq!(decoder.flush().num_rows(), 0);
+        }
+    }
+
+    #[test]
+    fn csv_projections_pick_fields_by_their_position_in_the_record() {
+        let records = ["1,card,12.30,2024-01-01 00:00:01.000", "2,cash,0.50,2024-01-01 00:00:02.000"];
+        let batch = read_projected("csv", &payments(), &[0, 2, 3], &FormatOptions::default(), &records)
+            .expect("the projected fields are valid");
+        assert_eq!(batch.column(0).as_primitive::<Int64Type>().values().as_ref(), &[1, 2]);
+        assert_eq!(batch.column(1).as_primitive::<Decimal128Type>().values().as_ref(), &[1230, 50]);
+        assert_eq!(batch.column(2).as_primitive::<TimestampMillisecondType>().value(1), 1_704_067_202_000);
+
+        let batch = read_projected("csv", &payments(), &[3, 1], &FormatOptions::default(), &records)
+            .expect("any order of fields");
+        assert_eq!(batch.column(1).as_string::<i32>().value(0), "card");
+        assert_eq!(batch.column(0).as_primitive::<TimestampMillisecondType>().value(0), 1_704_067_201_000);
+
+        let lenient = FormatOptions { ignore_parse_errors: true, ..FormatOptions::default() };
+        let batch = read_projected("csv", &payments(), &[0, 2], &lenient, &records[..1]).expect("lenient");
+        assert_eq!(batch.column(1).as_primitive::<Decimal128Type>().value(0), 1230, "not another field's value");
+        let batch = read_projected("csv", &payments(), &[0, 3], &lenient, &["7,card"]).expect("short record");
+        assert!(batch.column(1).is_null(0), "a field a short record lacks is NULL");
+    }
+
+    #[test]
+    fn csv_projections_still_check_the_record_but_convert_only_what_they_read() {
+        let error = read_projected("csv", &payments(), &[0, 2], &FormatOptions::default(), &["1,card,12.30"])
+            .expect_err("a record with fewer fields than the table");
+        assert_eq!(error, DecodeError::FieldCount { expected: 4, found: 3 });
+        let batch = read_projected("csv", &payments(), &[0], &FormatOptions::default(), &["1,card,oops,later"])
+            .expect("fields not read are not converted");
+        assert_eq!(batch.column(0).as_primitive::<Int64Type>().value(0), 1);
+        let error = read_projected("csv", &payments(), &[2], &FormatOptions::default(), &["1,card,oops,later"])
+            .expect_err("a field read is converted");
+        assert_eq!(error.to_string(), "field 'amount': cannot read 'oops' as a DECIMAL");
+    }
+
+    #[test]
+    fn every_format_counts_records_for_an_empty_projection() {
+        let raw = Schema::new(vec![Field::new("line", DataType::Utf8, true)]);
+        let cases: [(&str, Schema, &[&str]); 3] = [
+            ("csv", payments(), &["1,card,12.30,2024-01-01 00:00:01", "2,\"a,b\",1,2024-01-01 00:00:02"]),
+            ("json", payments(), &["{\"id\":1}", "{\"m\":\"x\"}"]),
+            ("raw", raw, &["first", "second"]),
+        ];
+        for (format, physical, records) in cases {
+            let batch = read_projected(format, &physical, &[], &FormatOptions::default(), records)
+                .unwrap_or_else(|error| panic!("{format}: {error}"));
+            assert_eq!((batch.num_rows(), batch.num_columns()), (2, 0), "{format}");
+        }
+        let error = read_projected("csv", &payments(), &[], &FormatOptions::default(), &["1,card"])
+            .expect_err("a COUNT(*) still reads whole records");
+        assert_eq!(error, DecodeError::FieldCount { expected: 4, found: 2 });
+    }
+
+    #[test]
+    fn json_and_raw_projections_read_the_fields_named() {
+        let batch = read_projected(
+            "json",
+            &payments(),
+            &[2, 0],
+            &FormatOptions::default(),
+            &["{\"id\":1,\"m\":\"card\",\"amount\":12.30,\"ts\":\"2024-01-01 00:00:01\"}"],
+        )
+        .expect("valid json");
+        assert_eq!(batch.column(0).as_primitive::<Decimal128Type>().value(0), 1230);
+        assert_eq!(batch.column(1).as_primitive::<Int64Type>().value(0), 1);
+        let raw = Schema::new(vec![Field::new("line", DataType::Utf8, true)]);
+        let batch = read_projected("raw", &raw, &[0], &FormatOptions::default(), &["a,b"]).expect("raw");
+        assert_eq!(batch.column(0).as_string::<i32>().value(0), "a,b");
+    }
+
+    #[test]
+    fn projections_outside_the_record_are_refused() {
+        let schema = Arc::new(payments().project(&[0]).expect("in range"));
+        for projection in [&[7][..], &[0, 0], &[1]] {
+            let error = decoder_for("csv", &payments(), projection, schema.clone(), &FormatOptions::default())
+                .err()
+                .expect("not a projection of the record");
+            assert!(matches!(error, FormatError::InvalidSchema { format: "csv", .. }), "{projection:?}: {error}");
         }
     }
 }
