@@ -357,3 +357,19 @@ fn a_csv_source_read_with_some_of_its_columns_reads_those_columns() {
     let lines = run_over_payments(dir.path(), rows, "", "SELECT COUNT(*) FROM payments;").unwrap();
     assert_eq!(lines, [r#"{"op":"+I","row":[2]}"#]);
 }
+
+#[test]
+fn a_quoted_csv_field_may_hold_line_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = "1,\"two\nlines, \"\"quoted\"\"\",12.30,2024-01-01 00:00:01\n2,cash,0.50,2024-01-01 00:00:02\n";
+    let lines = run_over_payments(dir.path(), rows, "", "SELECT id, m FROM payments;").unwrap();
+    assert_eq!(lines, [r#"{"op":"+I","row":[1,"two\nlines, \"quoted\""]}"#, r#"{"op":"+I","row":[2,"cash"]}"#]);
+
+    let bad = format!("{rows}3,\"spans\nlines\",oops,2024-01-01 00:00:03\n");
+    let error = run_over_payments(dir.path(), &bad, "", "SELECT id, amount FROM payments;").expect_err("bad DECIMAL");
+    assert!(error.contains("payments.csv:4"), "names the line the record starts on: {error}");
+    let unclosed = format!("{rows}3,\"never closed,1.00,2024-01-01 00:00:03\n4,x,1.00,2024-01-01 00:00:04\n");
+    let lenient = ", 'csv.ignore-parse-errors' = 'true'";
+    let lines = run_over_payments(dir.path(), &unclosed, lenient, "SELECT id FROM payments;").unwrap();
+    assert_eq!(lines, [r#"{"op":"+I","row":[1]}"#, r#"{"op":"+I","row":[2]}"#]);
+}

@@ -1,11 +1,12 @@
 //! Flink's `csv` format: one record per line, no header, fields in the order of the table's
 //! physical columns, an optional quote character (a doubled quote inside quotes stands for
-//! itself). This module owns the field splitter and the per-field rules: an empty field is
-//! NULL except for STRING columns (where it is the empty string), a field equal to
-//! `csv.null-literal` is NULL, ARRAY fields hold elements separated by `;` (Flink's default
-//! `csv.array-element-delimiter`), and values convert with the same text rules as JSON. Only
-//! the fields a projection reads are converted. Quoted fields spanning lines are not
-//! supported: the caller splits files at every `\n`.
+//! itself; a quoted field may hold delimiters and line breaks, so that a record may span
+//! lines, as RFC 4180 has it). This module owns the field splitter and the per-field rules:
+//! an empty field is NULL except for STRING columns (where it is the empty string), a field
+//! equal to `csv.null-literal` is NULL, ARRAY fields hold elements separated by `;` (Flink's
+//! default `csv.array-element-delimiter`), and values convert with the same text rules as
+//! JSON. Only the fields a projection reads are converted. Where a record ends in a file is
+//! [`super::RecordFraming`]'s concern.
 
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;

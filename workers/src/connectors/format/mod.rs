@@ -8,13 +8,16 @@
 //! - `text`: text-to-value conversions (integers, exact decimals, floats, base64) that the
 //!   JSON and CSV decoders both use;
 //! - `temporal`: dates, times and timestamps in Flink's text layouts;
-//! - `json`, `csv`, `raw`: one decoder per format.
+//! - `json`, `csv`, `raw`: one decoder per format;
+//! - `framing`: where a record ends in a file's bytes (a line, or for CSV a line with the
+//!   line breaks inside quoted fields).
 //!
-//! Splitting files into lines, counting skipped lines and choosing batch sizes belong to
+//! Reading files into records, counting skipped records and choosing batch sizes belong to
 //! the caller.
 
 mod columns;
 mod csv;
+mod framing;
 mod json;
 mod raw;
 mod temporal;
@@ -26,6 +29,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 pub use self::csv::CsvDecoder;
+pub use self::framing::{RecordEnd, RecordFraming};
 pub use self::json::JsonDecoder;
 pub use self::raw::RawDecoder;
 
@@ -208,11 +212,12 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Decodes one record per line into Arrow columns.
+/// Decodes records into Arrow columns, one row per record.
 pub trait LineDecoder: Send {
-    /// Decodes one line (without its `\n`; a trailing `\r` is tolerated) and appends at
-    /// most one row. On error nothing of the line stays in the batch. A CSV comment line
-    /// appends nothing and returns `Ok`.
+    /// Decodes one record and appends at most one row. A record is one line without its
+    /// `\n` (a trailing `\r` is tolerated), except that a CSV record runs on over the line
+    /// breaks inside quoted fields (see [`RecordFraming`]). On error nothing of the record
+    /// stays in the batch. A CSV comment line appends nothing and returns `Ok`.
     fn push_line(&mut self, line: &[u8]) -> Result<(), DecodeError>;
     /// Rows appended since the last flush.
     fn len(&self) -> usize;
