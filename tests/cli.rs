@@ -373,3 +373,26 @@ fn a_quoted_csv_field_may_hold_line_breaks() {
     let lines = run_over_payments(dir.path(), &unclosed, lenient, "SELECT id FROM payments;").unwrap();
     assert_eq!(lines, [r#"{"op":"+I","row":[1]}"#, r#"{"op":"+I","row":[2]}"#]);
 }
+
+#[test]
+fn the_json_sink_writes_decimals_as_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = "1,card,12.30,2024-01-01 00:00:01.000\n2,cash,-0.50,2024-01-01 00:00:02.000\n";
+    std::fs::write(dir.path().join("payments.csv"), rows).unwrap();
+    let sql = format!(
+        "{}
+CREATE TABLE out_json (id BIGINT, amount DECIMAL(10, 2)) WITH ('connector' = 'filesystem', 'path' = 'out', 'format' = 'json');
+INSERT INTO out_json SELECT id, amount FROM payments;",
+        PAYMENTS_TABLE.replace("EXTRA", "")
+    );
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut written = String::new();
+    for f in std::fs::read_dir(dir.path().join("out")).unwrap() {
+        written.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap());
+    }
+    let mut lines: Vec<&str> = written.lines().collect();
+    lines.sort();
+    assert_eq!(lines, [r#"{"id":1,"amount":12.30}"#, r#"{"id":2,"amount":-0.50}"#]);
+}
