@@ -335,3 +335,90 @@ fn a_reader_that_goes_away_stops_the_run_quietly() {
     assert!(output.status.success(), "exit {:?}: {err}", output.status);
     assert!(!err.contains("Broken pipe") && !err.contains("panicked"), "{err}");
 }
+
+const PAYMENTS_TABLE: &str = "CREATE TABLE payments (
+    id BIGINT,
+    m STRING,
+    amount DECIMAL(10, 2),
+    ts TIMESTAMP(3)
+) WITH (
+    'connector' = 'filesystem',
+    'path' = 'payments.csv',
+    'format' = 'csv'
+    EXTRA
+);
+";
+
+/// Runs `query` over `payments.csv` holding `rows` and returns the sorted canonical output.
+fn run_over_payments(dir: &Path, rows: &str, extra: &str, query: &str) -> Result<Vec<String>, String> {
+    std::fs::write(dir.join("payments.csv"), rows).unwrap();
+    std::fs::write(dir.join("job.sql"), format!("{}\n{query}", PAYMENTS_TABLE.replace("EXTRA", extra))).unwrap();
+    let o = weir(&["run", "job.sql", "--output", "out.jsonl"], dir);
+    if !o.status.success() {
+        assert_clean_failure(&o);
+        return Err(stderr(&o));
+    }
+    let out = std::fs::read_to_string(dir.join("out.jsonl")).unwrap();
+    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    lines.sort();
+    Ok(lines)
+}
+
+#[test]
+fn a_csv_source_read_with_some_of_its_columns_reads_those_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = "1,card,12.30,2024-01-01 00:00:01.000\n2,cash,0.50,2024-01-01 00:00:02.000\n";
+    let query = "SELECT id, amount, ts FROM payments;";
+    for extra in ["", ", 'csv.ignore-parse-errors' = 'true'"] {
+        let lines = run_over_payments(dir.path(), rows, extra, query).unwrap_or_else(|e| panic!("{extra}: {e}"));
+        assert_eq!(
+            lines,
+            [
+                r#"{"op":"+I","row":[1,"12.30","2024-01-01 00:00:01.000"]}"#,
+                r#"{"op":"+I","row":[2,"0.50","2024-01-01 00:00:02.000"]}"#,
+            ],
+            "{extra}"
+        );
+    }
+    let lines = run_over_payments(dir.path(), rows, "", "SELECT COUNT(*) FROM payments;").unwrap();
+    assert_eq!(lines, [r#"{"op":"+I","row":[2]}"#]);
+}
+
+#[test]
+fn a_quoted_csv_field_may_hold_line_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = "1,\"two\nlines, \"\"quoted\"\"\",12.30,2024-01-01 00:00:01\n2,cash,0.50,2024-01-01 00:00:02\n";
+    let lines = run_over_payments(dir.path(), rows, "", "SELECT id, m FROM payments;").unwrap();
+    assert_eq!(lines, [r#"{"op":"+I","row":[1,"two\nlines, \"quoted\""]}"#, r#"{"op":"+I","row":[2,"cash"]}"#]);
+
+    let bad = format!("{rows}3,\"spans\nlines\",oops,2024-01-01 00:00:03\n");
+    let error = run_over_payments(dir.path(), &bad, "", "SELECT id, amount FROM payments;").expect_err("bad DECIMAL");
+    assert!(error.contains("payments.csv:4"), "names the line the record starts on: {error}");
+    let unclosed = format!("{rows}3,\"never closed,1.00,2024-01-01 00:00:03\n4,x,1.00,2024-01-01 00:00:04\n");
+    let lenient = ", 'csv.ignore-parse-errors' = 'true'";
+    let lines = run_over_payments(dir.path(), &unclosed, lenient, "SELECT id FROM payments;").unwrap();
+    assert_eq!(lines, [r#"{"op":"+I","row":[1]}"#, r#"{"op":"+I","row":[2]}"#]);
+}
+
+#[test]
+fn the_json_sink_writes_decimals_as_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = "1,card,12.30,2024-01-01 00:00:01.000\n2,cash,-0.50,2024-01-01 00:00:02.000\n";
+    std::fs::write(dir.path().join("payments.csv"), rows).unwrap();
+    let sql = format!(
+        "{}
+CREATE TABLE out_json (id BIGINT, amount DECIMAL(10, 2)) WITH ('connector' = 'filesystem', 'path' = 'out', 'format' = 'json');
+INSERT INTO out_json SELECT id, amount FROM payments;",
+        PAYMENTS_TABLE.replace("EXTRA", "")
+    );
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut written = String::new();
+    for f in std::fs::read_dir(dir.path().join("out")).unwrap() {
+        written.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap());
+    }
+    let mut lines: Vec<&str> = written.lines().collect();
+    lines.sort();
+    assert_eq!(lines, [r#"{"id":1,"amount":12.30}"#, r#"{"id":2,"amount":-0.50}"#]);
+}

@@ -3,6 +3,7 @@
 //! - credentials every role checks alike: the root token, bearer headers, fresh ids ([`auth`]);
 //! - the one clock, injected where protocol logic reads time ([`clock`]);
 //! - identifiers and fencing tokens ([`ids`]), key groups ([`keygroup`]);
+//! - civil-date arithmetic on epoch days ([`calendar`]), for every part that reads or writes dates;
 //! - what flows along edges: changelog batches and in-band control events ([`event`]);
 //! - the physical stream plan ([`plan`]) and the job graph of chained vertices ([`graph`]);
 //! - job configuration with Flink's option names ([`config`]) and restart strategies
@@ -13,6 +14,7 @@
 //! No other crate of the workspace is a dependency of this one.
 
 pub mod auth;
+pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod event;

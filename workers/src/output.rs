@@ -1,6 +1,7 @@
 //! Text forms of result rows: the canonical JSON encoding of `weir run --output` (one object per
-//! row, `{"op":"+I","row":[…]}`, values as the conformance suite encodes them) and Flink's
-//! `print` connector form (`+I[1, foo]`).
+//! row, `{"op":"+I","row":[…]}`, values as the conformance suite encodes them), the objects
+//! Flink's `json` format writes (what the filesystem sink writes in `json` and
+//! `debezium-json`), and Flink's `print` connector form (`+I[1, foo]`).
 
 use std::fmt::Write;
 
@@ -10,9 +11,8 @@ use arrow::datatypes::{
     TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
     UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
+use weir_dataflow::calendar::civil_from_days;
 use weir_dataflow::event::ChangeBatch;
-
-use crate::connectors::util::civil_from_days;
 
 /// Appends the canonical JSON of `array[row]` to `out`.
 pub fn write_json_value(out: &mut String, array: &ArrayRef, row: usize) {
@@ -42,17 +42,7 @@ pub fn write_json_value(out: &mut String, array: &ArrayRef, row: usize) {
             }
             out.push(']');
         }
-        DataType::List(_) => {
-            let list = array.as_list::<i32>().value(row);
-            out.push('[');
-            for i in 0..list.len() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_json_value(out, &list, i);
-            }
-            out.push(']');
-        }
+        DataType::List(_) => write_json_list(out, array, row, write_json_value),
         DataType::Boolean | DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
             write_plain(out, array, row)
         }
@@ -63,6 +53,20 @@ pub fn write_json_value(out: &mut String, array: &ArrayRef, row: usize) {
         }
         _ => write_plain(out, array, row),
     }
+}
+
+/// Appends the list `array[row]` as a JSON array of its elements, each written by
+/// `write_element`.
+fn write_json_list(out: &mut String, array: &ArrayRef, row: usize, write_element: fn(&mut String, &ArrayRef, usize)) {
+    let list = array.as_list::<i32>().value(row);
+    out.push('[');
+    for i in 0..list.len() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_element(out, &list, i);
+    }
+    out.push(']');
 }
 
 /// The value as Flink prints it: decimals with their scale, timestamps `yyyy-MM-dd HH:mm:ss.SSS`.
@@ -107,7 +111,7 @@ pub fn write_plain(out: &mut String, array: &ArrayRef, row: usize) {
         }
         DataType::Date32 => {
             let days = array.as_primitive::<Date32Type>().value(row);
-            let (y, m, d) = civil_from_days(days as i64);
+            let (y, m, d) = civil_from_days(i64::from(days));
             write!(out, "{y:04}-{m:02}-{d:02}")
         }
         DataType::Time32(TimeUnit::Millisecond) => {
@@ -183,6 +187,79 @@ pub fn write_json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Appends `array[row]` as Flink's `json` format writes it: as the canonical encoding, except
+/// that a DECIMAL is a JSON number (Jackson writes a `BigDecimal` with its scale, in Java's
+/// `BigDecimal.toString` form) and a ROW is an object of its named fields.
+pub fn write_json_format_value(out: &mut String, array: &ArrayRef, row: usize) {
+    if array.is_null(row) {
+        out.push_str("null");
+        return;
+    }
+    match array.data_type() {
+        DataType::Decimal128(_, scale) => {
+            write_java_big_decimal(out, array.as_primitive::<Decimal128Type>().value(row), *scale)
+        }
+        DataType::Struct(fields) => {
+            let names = fields.iter().map(|field| field.name().as_str());
+            write_json_format_object(out, names, array.as_struct().columns(), row);
+        }
+        DataType::List(_) => write_json_list(out, array, row, write_json_format_value),
+        _ => write_json_value(out, array, row),
+    }
+}
+
+/// Appends row `row` of `columns` as the JSON object Flink's `json` format writes, with
+/// fields named by `names`.
+pub fn write_json_format_object<'a>(
+    out: &mut String,
+    names: impl IntoIterator<Item = &'a str>,
+    columns: &[ArrayRef],
+    row: usize,
+) {
+    out.push('{');
+    for (i, (name, column)) in names.into_iter().zip(columns).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_string(out, name);
+        out.push(':');
+        write_json_format_value(out, column, row);
+    }
+    out.push('}');
+}
+
+/// Java's `BigDecimal.toString()` of `unscaled × 10^-scale`: plain digits with `scale`
+/// fraction digits, or scientific notation (`1.5E-7`, `1E+3`) when the scale is negative or
+/// the exponent is below -6.
+pub fn write_java_big_decimal(out: &mut String, unscaled: i128, scale: i8) {
+    let digits = unscaled.unsigned_abs().to_string();
+    let exponent = i64::from(-scale) + digits.len() as i64 - 1;
+    if unscaled < 0 {
+        out.push('-');
+    }
+    if scale >= 0 && exponent >= -6 {
+        let scale = scale as usize;
+        if scale == 0 {
+            out.push_str(&digits);
+        } else if digits.len() > scale {
+            let (whole, fraction) = digits.split_at(digits.len() - scale);
+            let _ = write!(out, "{whole}.{fraction}");
+        } else {
+            let _ = write!(out, "0.{:0>scale$}", digits);
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        if exponent != 0 {
+            let _ = write!(out, "E{}{exponent}", if exponent > 0 { "+" } else { "" });
+        }
+    }
+}
+
 /// `{"op":"+I","row":[…]}` for every row of the batch, one line each.
 pub fn write_changelog_json(out: &mut String, batch: &ChangeBatch) {
     for row in 0..batch.num_rows() {
@@ -240,5 +317,62 @@ mod tests {
         s.clear();
         write_float(&mut s, 3.0);
         assert_eq!(s, "3.0");
+    }
+
+    #[test]
+    fn decimals_print_as_java_big_decimal_does() {
+        let text = |unscaled: i128, scale: i8| {
+            let mut s = String::new();
+            write_java_big_decimal(&mut s, unscaled, scale);
+            s
+        };
+        assert_eq!(text(1230, 2), "12.30");
+        assert_eq!(text(-50, 2), "-0.50");
+        assert_eq!(text(0, 2), "0.00");
+        assert_eq!(text(7, 0), "7");
+        assert_eq!(text(1, 6), "0.000001");
+        assert_eq!(text(1, 7), "1E-7");
+        assert_eq!(text(0, 18), "0E-18");
+        assert_eq!(text(-123_456, 12), "-1.23456E-7");
+        assert_eq!(text(12, -2), "1.2E+3");
+        assert_eq!(text(1, -3), "1E+3");
+        assert_eq!(text(i128::MIN, 0), i128::MIN.to_string());
+    }
+
+    #[test]
+    fn json_format_writes_decimals_as_numbers_and_rows_as_objects() {
+        use std::sync::Arc;
+
+        use arrow::array::{Decimal128Array, Int64Array, ListArray, StructArray};
+        use arrow::datatypes::{Field, Fields};
+
+        let amount: ArrayRef =
+            Arc::new(Decimal128Array::from(vec![Some(1230), None]).with_precision_and_scale(10, 2).unwrap());
+        let id: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
+        let fields = Fields::from(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("amount", DataType::Decimal128(10, 2), true),
+        ]);
+        let nested: ArrayRef = Arc::new(StructArray::new(fields, vec![id.clone(), amount.clone()], None));
+        let amounts: ArrayRef = Arc::new(ListArray::new(
+            Arc::new(Field::new("item", DataType::Decimal128(10, 2), true)),
+            arrow::buffer::OffsetBuffer::from_lengths([2, 0]),
+            amount.clone(),
+            None,
+        ));
+        let columns = [amount, nested, amounts];
+        let mut s = String::new();
+        for row in 0..2 {
+            write_json_format_object(&mut s, ["amount", "r", "all"], &columns, row);
+            s.push('\n');
+        }
+        assert_eq!(
+            s,
+            "{\"amount\":12.30,\"r\":{\"id\":1,\"amount\":12.30},\"all\":[12.30,null]}\n\
+             {\"amount\":null,\"r\":{\"id\":2,\"amount\":null},\"all\":[]}\n"
+        );
+        let mut canonical = String::new();
+        write_json_value(&mut canonical, &columns[0], 0);
+        assert_eq!(canonical, "\"12.30\"", "the canonical encoding keeps DECIMAL a string");
     }
 }

@@ -1,6 +1,8 @@
-//! The `filesystem` source: newline-delimited records from a file, or from every file of a
-//! directory (hidden files, starting with `.` or `_`, are skipped as Flink skips them). Files
-//! are shared among the source's subtasks; each file is read front to back.
+//! The `filesystem` source: records from a file, or from every file of a directory (hidden
+//! files, starting with `.` or `_`, are skipped as Flink skips them). Files are shared among
+//! the source's subtasks whole, never split: each file is read front to back by one subtask,
+//! so a record that spans lines (a CSV field in quotes holding line breaks) is always read by
+//! one reader, and a position is always a record boundary.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -14,7 +16,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use weir_dataflow::plan::SourceSpec;
 
-use super::format::{FormatOptions, LineDecoder, TimestampFormat, decoder_for};
+use super::format::{FormatOptions, LineDecoder, RecordFraming, TimestampFormat, decoder_for};
 use super::{BATCH_ROWS, Source};
 use crate::error::{TaskError, TaskResult};
 use crate::runtime::JobCounters;
@@ -26,6 +28,7 @@ pub struct FileSource {
     next_file: usize,
     current: Option<OpenFile>,
     decoder: Box<dyn LineDecoder>,
+    framing: RecordFraming,
     ignore_parse_errors: bool,
     /// Counts lines skipped as malformed under `*.ignore-parse-errors`.
     counters: Arc<JobCounters>,
@@ -41,8 +44,9 @@ struct OpenFile {
     /// The file offset of `buffer[0]`.
     base: u64,
     buffer: Vec<u8>,
-    /// Start of unread data in `buffer`.
+    /// Start of unread data in `buffer`, always a record boundary.
     start: usize,
+    /// Lines read so far (the number of the last line of the last record read).
     line: u64,
     eof: bool,
 }
@@ -146,13 +150,14 @@ impl FileSource {
             .collect();
         let options = format_options(spec)?;
         let format = spec.options.get("format").map(String::as_str).unwrap_or("json");
-        let decoder = decoder_for(format, schema, &options)
+        let decoder = decoder_for(format, &spec.physical_schema, &spec.projection, schema, &options)
             .map_err(|e| TaskError::Config(format!("table '{}': {e}", spec.table)))?;
         Ok(FileSource {
             files,
             next_file: 0,
             current: None,
             decoder,
+            framing: RecordFraming::for_format(format, &options),
             ignore_parse_errors: options.ignore_parse_errors,
             counters,
             done: Vec::new(),
@@ -184,6 +189,31 @@ impl FileSource {
     }
 }
 
+/// Decodes one record, unless it is blank. A malformed record is skipped and counted under
+/// `*.ignore-parse-errors`, or fails the job naming the file and the line the record starts on.
+fn decode_record(
+    decoder: &mut dyn LineDecoder,
+    ignore_parse_errors: bool,
+    counters: &JobCounters,
+    record: &[u8],
+    path: &Path,
+    first_line: u64,
+) -> TaskResult<()> {
+    if record.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(());
+    }
+    match decoder.push_line(record) {
+        Ok(()) => Ok(()),
+        Err(_) if ignore_parse_errors => {
+            counters.records_skipped.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            Err(TaskError::BadRecord { path: path.display().to_string(), line: first_line, message: e.to_string() })
+        }
+    }
+}
+
 /// Where a file source is: the files it has finished and how far it is into the others. The
 /// same shape serves one subtask and the union of several (a restore at another parallelism),
 /// since each file is read by exactly one subtask.
@@ -209,55 +239,51 @@ impl Source for FileSource {
                 return Ok((!self.decoder.is_empty()).then(|| self.decoder.flush()));
             }
             let f = self.current.as_mut().expect("opened above");
-            // Decode every complete line in the buffer.
+            // Decode every complete record in the buffer.
             while self.decoder.len() < BATCH_ROWS {
                 let rest = &f.buffer[f.start..];
-                let Some(end) = memchr::memchr(b'\n', rest) else { break };
-                let line = &rest[..end];
-                f.line += 1;
-                f.start += end + 1;
-                if line.iter().all(|b| b.is_ascii_whitespace()) {
-                    continue;
-                }
-                if let Err(e) = self.decoder.push_line(line) {
-                    if self.ignore_parse_errors {
-                        self.counters.records_skipped.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        return Err(TaskError::BadRecord {
-                            path: f.path.display().to_string(),
-                            line: f.line,
-                            message: e.to_string(),
-                        });
-                    }
-                }
+                let Some(end) = self.framing.next_record(rest) else { break };
+                let record = &rest[..end.len];
+                let first_line = f.line + 1;
+                f.line += 1 + end.inner_line_breaks;
+                f.start += end.len + 1;
+                decode_record(
+                    &mut *self.decoder,
+                    self.ignore_parse_errors,
+                    &self.counters,
+                    record,
+                    &f.path,
+                    first_line,
+                )?;
             }
             if self.decoder.len() >= BATCH_ROWS {
                 return Ok(Some(self.decoder.flush()));
             }
             if f.eof {
-                // A last line without a newline.
-                let rest = f.buffer[f.start..].to_vec();
+                // A last record without a newline (for CSV, possibly an unclosed quote).
+                let rest_start = f.start;
                 f.start = f.buffer.len();
-                if !rest.iter().all(|b| b.is_ascii_whitespace()) {
-                    f.line += 1;
-                    if let Err(e) = self.decoder.push_line(&rest) {
-                        if self.ignore_parse_errors {
-                            self.counters.records_skipped.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            return Err(TaskError::BadRecord {
-                                path: f.path.display().to_string(),
-                                line: f.line,
-                                message: e.to_string(),
-                            });
-                        }
-                    }
+                let rest = &f.buffer[rest_start..];
+                if !rest.is_empty() {
+                    let first_line = f.line + 1;
+                    let inner_line_breaks =
+                        memchr::memchr_iter(b'\n', rest.strip_suffix(b"\n").unwrap_or(rest)).count();
+                    f.line += 1 + inner_line_breaks as u64;
+                    decode_record(
+                        &mut *self.decoder,
+                        self.ignore_parse_errors,
+                        &self.counters,
+                        rest,
+                        &f.path,
+                        first_line,
+                    )?;
                 }
                 if let Some(f) = self.current.take() {
                     self.done.push(f.path);
                 }
                 continue;
             }
-            // Refill: keep the partial line, read the next chunk after it.
+            // Refill: keep the partial record, read the next chunk after it.
             f.base += f.start as u64;
             f.buffer.drain(..f.start);
             f.start = 0;
@@ -303,5 +329,161 @@ impl Source for FileSource {
             .filter(|(path, _)| mine.contains(path))
             .collect();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Decimal128Type, Field, Int64Type, Schema, TimeUnit, TimestampMillisecondType};
+
+    use super::*;
+
+    fn payments() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("m", DataType::Utf8, true),
+            Field::new("amount", DataType::Decimal128(10, 2), true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]))
+    }
+
+    /// A source reading `projection` of `physical` from `path` with the given options.
+    fn file_source(
+        path: &Path,
+        physical: SchemaRef,
+        projection: &[usize],
+        options: &[(&str, &str)],
+    ) -> (FileSource, Arc<JobCounters>) {
+        let mut all: BTreeMap<String, String> =
+            options.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
+        all.insert("path".into(), path.display().to_string());
+        let spec = SourceSpec {
+            table: "t".into(),
+            connector: "filesystem".into(),
+            options: all,
+            physical_schema: physical.clone(),
+            projection: projection.to_vec(),
+            idle_timeout: None,
+        };
+        let schema = Arc::new(physical.project(projection).expect("projection within the schema"));
+        let counters = Arc::new(JobCounters::default());
+        let source = FileSource::try_new(&spec, schema, 0, 1, counters.clone()).expect("source builds");
+        (source, counters)
+    }
+
+    fn read_all(source: &mut FileSource) -> TaskResult<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        while let Some(batch) = source.next_batch()? {
+            batches.push(batch);
+        }
+        Ok(batches)
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("test file written");
+        path
+    }
+
+    const PAYMENTS: &str = "1,card,12.30,2024-01-01 00:00:01.000\n2,cash,0.50,2024-01-01 00:00:02.000\n";
+
+    #[test]
+    fn a_csv_projection_reads_the_fields_it_names() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write(dir.path(), "p.csv", PAYMENTS);
+        let (mut source, _) = file_source(&path, payments(), &[0, 2, 3], &[("format", "csv")]);
+        let batches = read_all(&mut source).expect("valid records");
+        let batch = &batches[0];
+        assert_eq!(batch.column(0).as_primitive::<Int64Type>().values().as_ref(), &[1, 2]);
+        assert_eq!(batch.column(1).as_primitive::<Decimal128Type>().values().as_ref(), &[1230, 50]);
+        assert_eq!(batch.column(2).as_primitive::<TimestampMillisecondType>().value(0), 1_704_067_201_000);
+
+        let (mut lenient, _) =
+            file_source(&path, payments(), &[2], &[("format", "csv"), ("csv.ignore-parse-errors", "true")]);
+        let batches = read_all(&mut lenient).expect("valid records");
+        assert_eq!(batches[0].column(0).as_primitive::<Decimal128Type>().value(0), 1230);
+    }
+
+    #[test]
+    fn count_star_reads_rows_without_columns_in_every_format() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let raw = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]));
+        let json = "{\"id\":1}\n{\"id\":2}\n";
+        for (format, physical, text) in [("csv", payments(), PAYMENTS), ("json", payments(), json), ("raw", raw, json)]
+        {
+            let path = write(dir.path(), &format!("t.{format}"), text);
+            let (mut source, _) = file_source(&path, physical, &[], &[("format", format)]);
+            let batches = read_all(&mut source).unwrap_or_else(|e| panic!("{format}: {e}"));
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            assert_eq!(rows, 2, "{format}");
+        }
+    }
+
+    #[test]
+    fn quoted_csv_fields_may_hold_line_breaks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = "1,\"two\nlines, and \"\"quotes\"\"\",1.00,2024-01-01 00:00:01\n2,plain,2.00,2024-01-01 00:00:02\n\
+                    3,\"last\r\nrecord\",3.00,2024-01-01 00:00:03";
+        let path = write(dir.path(), "multi.csv", text);
+        let (mut source, _) = file_source(&path, payments(), &[0, 1], &[("format", "csv")]);
+        let batches = read_all(&mut source).expect("quoted line breaks are data");
+        let names = batches[0].column(1).as_string::<i32>();
+        assert_eq!(batches[0].num_rows(), 3);
+        assert_eq!(names.value(0), "two\nlines, and \"quotes\"");
+        assert_eq!(names.value(1), "plain");
+        assert_eq!(names.value(2), "last\r\nrecord");
+
+        let (mut quoted, _) = file_source(&path, payments(), &[1], &[("format", "csv"), ("csv.quote-character", "'")]);
+        let error = read_all(&mut quoted).expect_err("with another quote character the line break ends the record");
+        assert!(error.to_string().contains("multi.csv:1"), "{error}");
+    }
+
+    #[test]
+    fn a_malformed_multi_line_record_names_its_first_line_or_is_skipped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = "1,a,1.00,2024-01-01 00:00:01\n2,\"spans\nthree\nlines\",oops,2024-01-01 00:00:02\n\
+                    3,c,3.00,2024-01-01 00:00:03\n4,\"never closed,4.00,2024-01-01 00:00:04\n5,e,5.00,x\n";
+        let path = write(dir.path(), "bad.csv", text);
+        let (mut strict, _) = file_source(&path, payments(), &[0, 2], &[("format", "csv")]);
+        let error = read_all(&mut strict).expect_err("a bad DECIMAL");
+        assert!(error.to_string().contains("bad.csv:2"), "names the line the record starts on: {error}");
+
+        let (mut strict, _) = file_source(&path, payments(), &[0], &[("format", "csv")]);
+        let error = read_all(&mut strict).expect_err("an unclosed quote");
+        assert!(error.to_string().contains("bad.csv:6"), "the unclosed record starts on line 6: {error}");
+
+        let options = [("format", "csv"), ("csv.ignore-parse-errors", "true")];
+        let (mut lenient, counters) = file_source(&path, payments(), &[0, 2], &options);
+        let batches = read_all(&mut lenient).expect("bad records are skipped");
+        let ids = batches[0].column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values().as_ref(), &[1, 2, 3], "the bad DECIMAL is NULL, the unclosed quote eats the rest");
+        assert!(batches[0].column(1).is_null(1));
+        assert_eq!(counters.records_skipped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_position_after_a_multi_line_record_resumes_at_the_next_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut text = String::from("0,\"a\nb\",0.00,2024-01-01 00:00:00\n");
+        for id in 1..=BATCH_ROWS + 1 {
+            text.push_str(&format!("{id},x,1.00,2024-01-01 00:00:00\n"));
+        }
+        text.push_str("9,\"last\nrecord\",9.00,2024-01-01 00:00:00");
+        let path = write(dir.path(), "long.csv", &text);
+        let (mut first, _) = file_source(&path, payments(), &[0], &[("format", "csv")]);
+        let batch = first.next_batch().expect("valid").expect("a full batch");
+        assert_eq!(batch.num_rows(), BATCH_ROWS);
+        let position = first.position();
+        let read_lines = BATCH_ROWS as u64 + 1;
+        assert_eq!(position["partial"][0]["line"], read_lines, "the first record spans two lines: {position}");
+        let (mut resumed, _) = file_source(&path, payments(), &[0], &[("format", "csv")]);
+        resumed.seek(&position).expect("own position");
+        let batch = resumed.next_batch().expect("valid").expect("the rest");
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values().as_ref(), &[BATCH_ROWS as i64, BATCH_ROWS as i64 + 1, 9]);
+        assert!(resumed.next_batch().expect("done").is_none());
     }
 }

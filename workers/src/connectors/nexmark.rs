@@ -29,13 +29,14 @@ use std::sync::{Arc, OnceLock};
 
 use super::split::{SplitGenerator, SplitLayout};
 use super::util::{
-    BadOption, civil_from_days, mix64, parse_base_time, parse_bool, parse_duration_ms, parse_memory_size,
-    parse_positive, parse_u32, parse_u64,
+    BadOption, mix64, parse_base_time, parse_bool, parse_duration_ms, parse_memory_size, parse_positive, parse_u32,
+    parse_u64,
 };
 use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, StructArray, TimestampMillisecondArray};
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use weir_dataflow::calendar::civil_from_days;
 
 // ---------------------------------------------------------------------------------------------
 // The model's constants (Nexmark's `GeneratorConfig`, `PersonGenerator`, `AuctionGenerator`,
@@ -1640,9 +1641,9 @@ impl DateCache {
                 push_i64(&mut self.text, year);
             }
             self.text.push(b'-');
-            push_padded(&mut self.text, u64::from(month), 2);
+            push_padded(&mut self.text, month as u64, 2);
             self.text.push(b'-');
-            push_padded(&mut self.text, u64::from(day_of_month), 2);
+            push_padded(&mut self.text, day_of_month as u64, 2);
             self.text.push(b' ');
             self.day = Some(day);
         }

@@ -16,7 +16,7 @@ use weir_state_store::CompletedCheckpoint;
 use crate::checkpoint::{RestoredState, SnapshotContext};
 use crate::error::{TaskError, TaskResult};
 use crate::operators::{Operator, Output};
-use crate::output::{write_json_string, write_json_value, write_plain, write_print_row};
+use crate::output::{write_json_format_object, write_plain, write_print_row};
 use crate::runtime::JobCounters;
 
 /// Hands a bare `SELECT`'s rows to the client.
@@ -124,6 +124,7 @@ impl Operator for PrintSink {
 
 /// The `filesystem` sink: part files under the table's path, json, csv or debezium-json.
 ///
+/// Rows are written as Flink's formats write them (a DECIMAL a JSON number in `json`).
 /// `debezium-json` is the one format that carries updates, as in Flink: each row is an object
 /// `{"before":…,"after":…,"op":…}`, with `op` `"c"` and the row in `after` for an insert or an
 /// update's new row, `"d"` and the row in `before` for a delete or an update's old row.
@@ -345,13 +346,7 @@ impl Operator for FileSink {
         let (path, writer) = self.current.as_mut().expect("opened above");
         let mut text = String::new();
         let json_object = |text: &mut String, row: usize| {
-            for (i, c) in batch.data.columns().iter().enumerate() {
-                text.push(if i == 0 { '{' } else { ',' });
-                write_json_string(text, &self.names[i]);
-                text.push(':');
-                write_json_value(text, c, row);
-            }
-            text.push('}');
+            write_json_format_object(text, self.names.iter().map(String::as_str), batch.data.columns(), row)
         };
         for row in 0..batch.num_rows() {
             match self.format {

@@ -14,7 +14,8 @@ use arrow::datatypes::{
 use datafusion_common::{Result, ScalarValue};
 use datafusion_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, Volatility};
 
-use super::calendar::civil_from_days;
+use crate::calendar::civil_from_days;
+
 use super::common::{Strings, Temporal, eval_arrays, expect_arg_count, flink_udf, precision_of};
 use super::java_datetime::DateTimeFields;
 

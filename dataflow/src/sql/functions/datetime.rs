@@ -9,9 +9,11 @@ use arrow::datatypes::{DataType, TimeUnit};
 use datafusion_common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, Volatility};
 
+use crate::calendar::{days_from_civil, days_in_month};
+
 use super::calendar::{
-    TimeUnitRange, add_months_to_date, add_months_to_millis, date_floor_ceil, days_from_civil, extract_from_date,
-    extract_from_timestamp, last_day_of_month, subtract_months_dates, subtract_months_millis, timestamp_floor_ceil,
+    TimeUnitRange, add_months_to_date, add_months_to_millis, date_floor_ceil, extract_from_date,
+    extract_from_timestamp, subtract_months_dates, subtract_months_millis, timestamp_floor_ceil,
 };
 use super::common::{
     CompiledArg, MILLIS_PER_DAY, Millis, Strings, Temporal, TemporalKind, coerce_integer, coerce_string,
@@ -567,7 +569,7 @@ pub(crate) fn parse_default_timestamp(s: &str) -> Option<(i64, i64)> {
     {
         return None;
     }
-    let day = day.min(last_day_of_month(year, month));
+    let day = day.min(days_in_month(year, month));
     let millis =
         (days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second) * 1000 + nanos / 1_000_000;
     Some((millis, nanos % 1_000_000))

@@ -4,9 +4,9 @@
 //! a string use). A pattern is compiled once into tokens; formatting and parsing then walk the
 //! tokens per row. Texts are the English (en-US) names a default JVM prints.
 
-use super::calendar::{
-    civil_from_days, day_of_week_monday1, days_from_civil, days_from_civil_lenient, is_leap_year, last_day_of_month,
-};
+use crate::calendar::{civil_from_days, days_from_civil, days_in_month, is_leap_year};
+
+use super::calendar::{day_of_week_monday1, days_from_civil_lenient};
 use super::common::MILLIS_PER_DAY;
 
 const MONTHS: [&str; 12] = [
@@ -839,7 +839,7 @@ fn resolve_dtf(f: &DtfFields) -> Option<(i64, i64)> {
     }
     let (year, month, day) = match (year, f.month, f.day, f.day_of_year) {
         // A full date resolves SMART-ly: days 29-31 clamp to the end of the month.
-        (Some(y), Some(m), Some(d), _) => (y, m, d.min(last_day_of_month(y, m))),
+        (Some(y), Some(m), Some(d), _) => (y, m, d.min(days_in_month(y, m))),
         (Some(y), None, None, Some(doy)) => {
             if doy == 366 && !is_leap_year(y) {
                 return None;
@@ -850,7 +850,7 @@ fn resolve_dtf(f: &DtfFields) -> Option<(i64, i64)> {
         (y, m, d, _) => {
             let (y, m, d) = (y.unwrap_or(1970), m.unwrap_or(1), d.unwrap_or(1));
             // LocalDateTime.of rejects a day the month does not have.
-            if d > last_day_of_month(y, m) {
+            if d > days_in_month(y, m) {
                 return None;
             }
             (y, m, d)

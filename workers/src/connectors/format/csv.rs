@@ -1,25 +1,29 @@
-//! Flink's `csv` format: one record per line, no header, fields in schema order, an
-//! optional quote character (a doubled quote inside quotes stands for itself). This module
-//! owns the field splitter and the per-field rules: an empty field is NULL except for
-//! STRING columns (where it is the empty string), a field equal to `csv.null-literal` is
-//! NULL, ARRAY fields hold elements separated by `;` (Flink's default
-//! `csv.array-element-delimiter`), and values convert with the same text rules as JSON.
-//! Quoted fields spanning lines are not supported: the caller splits files at every `\n`.
+//! Flink's `csv` format: one record per line, no header, fields in the order of the table's
+//! physical columns, an optional quote character (a doubled quote inside quotes stands for
+//! itself; a quoted field may hold delimiters and line breaks, so that a record may span
+//! lines, as RFC 4180 has it). This module owns the field splitter and the per-field rules:
+//! an empty field is NULL except for STRING columns (where it is the empty string), a field
+//! equal to `csv.null-literal` is NULL, ARRAY fields hold elements separated by `;` (Flink's
+//! default `csv.array-element-delimiter`), and values convert with the same text rules as
+//! JSON. Only the fields a projection reads are converted. Where a record ends in a file is
+//! [`super::RecordFraming`]'s concern.
 
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use memchr::memchr;
 
-use super::{
-    Column, ColumnData, DecodeError, Decoded, FormatError, FormatOptions, LineDecoder, RecordColumns, TimestampFormat,
-    append_text, check_utf8, end_nested_value,
-};
+use super::columns::{Column, ColumnData, RecordColumns, check_utf8, end_nested_value};
+use super::text::append_text;
+use super::{DecodeError, Decoded, FormatError, FormatOptions, LineDecoder, TimestampFormat};
 
 const ARRAY_ELEMENT_DELIMITER: u8 = b';';
 
-/// Decodes lines of Flink's `csv` format.
+/// Decodes records of Flink's `csv` format.
 pub struct CsvDecoder {
     columns: RecordColumns,
+    /// For each field of a record, in order, the column it is decoded into; `None` for a
+    /// field the projection does not read, which is split off but never converted.
+    targets: Box<[Option<usize>]>,
     settings: CsvSettings,
     /// The text of a quoted field that contained doubled quotes.
     scratch: Vec<u8>,
@@ -35,7 +39,21 @@ struct CsvSettings {
 }
 
 impl CsvDecoder {
+    /// A decoder producing every field of records shaped as `schema`.
     pub fn try_new(schema: SchemaRef, options: &FormatOptions) -> Result<Self, FormatError> {
+        let every_field: Vec<usize> = (0..schema.fields().len()).collect();
+        Self::try_projected(&schema.clone(), &every_field, schema, options)
+    }
+
+    /// A decoder of records holding the fields of `physical`, producing those at the
+    /// positions `projection` as the columns of `schema`. A record's fields are known only
+    /// by their position, so every record is split whole (and must have every field).
+    pub fn try_projected(
+        physical: &Schema,
+        projection: &[usize],
+        schema: SchemaRef,
+        options: &FormatOptions,
+    ) -> Result<Self, FormatError> {
         let delimiter = options.csv_field_delimiter;
         // Splitting at ASCII bytes keeps every field valid UTF-8 when the line is.
         if !delimiter.is_ascii() || delimiter == b'\n' || delimiter == b'\r' {
@@ -44,13 +62,13 @@ impl CsvDecoder {
             });
         }
         if let Some(quote) = options.csv_quote_character
-            && (!quote.is_ascii() || quote == delimiter)
+            && (!quote.is_ascii() || quote == delimiter || quote == b'\n' || quote == b'\r')
         {
             return Err(FormatError::InvalidOptions {
-                reason: "'csv.quote-character' must be one ASCII character other than the delimiter",
+                reason: "'csv.quote-character' must be one ASCII character other than the delimiter or a line break",
             });
         }
-        for field in schema.fields() {
+        for field in physical.fields() {
             let supported = match field.data_type() {
                 DataType::Struct(_) | DataType::Map(..) => false,
                 DataType::List(element) => !element.data_type().is_nested(),
@@ -64,8 +82,10 @@ impl CsvDecoder {
                 });
             }
         }
+        let targets = field_targets(physical, projection, &schema)?;
         Ok(Self {
             columns: RecordColumns::try_new(schema, "csv")?,
+            targets,
             settings: CsvSettings {
                 delimiter,
                 quote: options.csv_quote_character,
@@ -79,6 +99,40 @@ impl CsvDecoder {
     }
 }
 
+/// For each field of `physical`, the column of `schema` that `projection` puts it in.
+fn field_targets(
+    physical: &Schema,
+    projection: &[usize],
+    schema: &Schema,
+) -> Result<Box<[Option<usize>]>, FormatError> {
+    let invalid = |reason: String| FormatError::InvalidSchema { format: "csv", reason };
+    if projection.len() != schema.fields().len() {
+        return Err(invalid(format!(
+            "cannot produce {} columns from a projection of {} fields",
+            schema.fields().len(),
+            projection.len()
+        )));
+    }
+    let mut targets = vec![None; physical.fields().len()];
+    for (column, (&position, field)) in projection.iter().zip(schema.fields()).enumerate() {
+        let Some(target) = targets.get_mut(position) else {
+            return Err(invalid(format!("has no field {position}: records have {}", physical.fields().len())));
+        };
+        if target.replace(column).is_some() {
+            return Err(invalid(format!("cannot read field {position} twice")));
+        }
+        let declared = physical.field(position).data_type();
+        if field.data_type() != declared {
+            return Err(invalid(format!(
+                "cannot read field {position} ({declared}) as column '{}' of type {}",
+                field.name(),
+                field.data_type()
+            )));
+        }
+    }
+    Ok(targets.into_boxed_slice())
+}
+
 impl LineDecoder for CsvDecoder {
     fn push_line(&mut self, line: &[u8]) -> Result<(), DecodeError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -89,25 +143,31 @@ impl LineDecoder for CsvDecoder {
             return Ok(());
         }
         check_utf8(line)?;
-        let Self { columns, settings, scratch } = self;
+        let Self { columns, targets, settings, scratch } = self;
         columns.push_row(|root, _row| {
-            let expected = root.children.len();
+            let expected = targets.len();
             let mut splitter =
                 FieldSplitter { line, next: Some(0), delimiter: settings.delimiter, quote: settings.quote };
-            for (index, (column, field)) in root.children.iter_mut().zip(root.fields.iter()).enumerate() {
+            for (index, target) in targets.iter().enumerate() {
                 let Some(text) = splitter.next_field(scratch)? else {
                     if settings.ignore_parse_errors {
-                        // Flink fills the fields a short line lacks with NULL.
-                        column.append_null().map_err(|error| error.within(field.name()))?;
-                        continue;
+                        // Flink fills the fields a short record lacks with NULL.
+                        for &column in targets[index..].iter().flatten() {
+                            root.children[column]
+                                .append_null()
+                                .map_err(|error| error.within(root.fields[column].name()))?;
+                        }
+                        return Ok(());
                     }
                     return Err(DecodeError::FieldCount { expected, found: index }.into());
                 };
+                let Some(column) = *target else { continue };
                 let text = match text {
                     FieldText::Line(start, end) => &line[start..end],
                     FieldText::Scratch => &scratch[..],
                 };
-                decode_field(column, text, settings).map_err(|error| error.within(field.name()))?;
+                decode_field(&mut root.children[column], text, settings)
+                    .map_err(|error| error.within(root.fields[column].name()))?;
             }
             if splitter.next.is_some() && !settings.ignore_parse_errors {
                 let mut found = expected;

@@ -2,18 +2,20 @@
 //! name, decoded straight into Arrow columns by a byte-level parser. This module owns that
 //! parser. Fields outside the (possibly projected and pruned) schema are skipped with
 //! `memchr` and never copied; nothing is allocated per row. Conversions follow Flink's
-//! `JsonToRowDataConverters`: text is read with the `asText()`-then-parse rules in the
-//! parent module, JSON null and absent fields are NULL, and with `ignore_parse_errors` a
+//! `JsonToRowDataConverters`: text is read with the `asText()`-then-parse rules of the
+//! `text` and `temporal` modules, JSON null and absent fields are NULL, and with `ignore_parse_errors` a
 //! value that cannot be converted is NULL while malformed JSON still fails the line.
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use memchr::memchr2;
 
-use super::{
-    Column, ColumnData, DecodeError, Decoded, FieldLookup, FormatError, FormatOptions, LineDecoder, RecordColumns,
-    StructColumn, TimestampFormat, append_text, check_utf8, end_nested_value, name_prefix, parse_i64, parse_timestamp,
+use super::columns::{
+    Column, ColumnData, FieldLookup, RecordColumns, StructColumn, check_utf8, end_nested_value, name_prefix,
 };
+use super::temporal::parse_timestamp;
+use super::text::{append_text, parse_i64};
+use super::{DecodeError, Decoded, FormatError, FormatOptions, LineDecoder, TimestampFormat};
 
 /// Decodes lines of Flink's `json` format.
 pub struct JsonDecoder {
@@ -952,8 +954,7 @@ mod tests {
     }
 
     fn parse_timestamp_for_test(text: &str) -> i64 {
-        super::super::parse_timestamp(text.as_bytes(), TimestampFormat::Sql, TimeUnit::Millisecond)
-            .expect("test timestamp is valid")
+        parse_timestamp(text.as_bytes(), TimestampFormat::Sql, TimeUnit::Millisecond).expect("test timestamp is valid")
     }
 
     const BID: &str = r#"{"event_type":2,"bid":{"auction":1007,"bidder":2001,"price":45124104,"channel":"channel-3268","url":"https://www.nexmark.com/hbgh/ndc/uxd/item.htm?query=1","dateTime":"2024-01-01 23:59:00.003","extra":"sfwmadnlclbocqrfdcrvnzhjyx"}}"#;

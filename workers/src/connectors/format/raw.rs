@@ -1,11 +1,13 @@
 //! Flink's `raw` format: each line is one value of the table's single STRING or BYTES
-//! column. This module owns that decoder. Like Flink, which decodes with Java's UTF-8
+//! column (or, read with an empty projection, one row without columns). This module owns
+//! that decoder. Like Flink, which decodes with Java's UTF-8
 //! charset, invalid UTF-8 in a STRING line becomes U+FFFD rather than an error.
 
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-use super::{ColumnData, DecodeError, FormatError, LineDecoder, RecordColumns};
+use super::columns::{ColumnData, RecordColumns};
+use super::{DecodeError, FormatError, LineDecoder};
 
 /// Decodes lines of Flink's `raw` format.
 pub struct RawDecoder {
@@ -13,11 +15,18 @@ pub struct RawDecoder {
 }
 
 impl RawDecoder {
+    /// A decoder producing the one column of `schema`.
     pub fn try_new(schema: SchemaRef) -> Result<Self, FormatError> {
-        let [field] = schema.fields().as_ref() else {
+        Self::try_projected(&schema.clone(), schema)
+    }
+
+    /// A decoder for a table whose one column is `physical`'s, producing it as `schema`'s
+    /// column, or no column at all when the projection is empty (a `COUNT(*)`).
+    pub fn try_projected(physical: &Schema, schema: SchemaRef) -> Result<Self, FormatError> {
+        let [field] = physical.fields().as_ref() else {
             return Err(FormatError::InvalidSchema {
                 format: "raw",
-                reason: format!("needs exactly one column, the table has {}", schema.fields().len()),
+                reason: format!("needs exactly one column, the table has {}", physical.fields().len()),
             });
         };
         if !matches!(field.data_type(), DataType::Utf8 | DataType::Binary) {
@@ -26,6 +35,16 @@ impl RawDecoder {
                 field: field.name().clone(),
                 data_type: field.data_type().to_string(),
             });
+        }
+        match schema.fields().as_ref() {
+            [] => {}
+            [column] if column.data_type() == field.data_type() => {}
+            _ => {
+                return Err(FormatError::InvalidSchema {
+                    format: "raw",
+                    reason: format!("produces its one column '{}' as it is declared, or no column", field.name()),
+                });
+            }
         }
         Ok(Self { columns: RecordColumns::try_new(schema, "raw")? })
     }
@@ -36,7 +55,8 @@ impl LineDecoder for RawDecoder {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         self.columns.push_row(|root, _row| {
             let (Some(column), Some(field)) = (root.children.first_mut(), root.fields.first()) else {
-                unreachable!("the raw schema was checked to have exactly one column");
+                // An empty projection: the row is all there is to count.
+                return Ok(());
             };
             let values = match &mut column.data {
                 ColumnData::Utf8(values) => {
