@@ -115,7 +115,12 @@ impl<'a> Translator<'a> {
     }
 
     pub fn finish(self) -> StreamPlan {
-        StreamPlan { nodes: self.nodes, max_parallelism: self.config.max_parallelism(), batch: self.batch }
+        StreamPlan {
+            nodes: self.nodes,
+            max_parallelism: self.config.max_parallelism(),
+            max_parallelism_configured: self.config.configured_max_parallelism.is_some(),
+            batch: self.batch,
+        }
     }
 
     pub fn add_sink(&mut self, plan: &LogicalPlan, target: SinkTarget) -> Result<()> {
