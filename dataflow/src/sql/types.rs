@@ -439,11 +439,14 @@ pub fn supports_implicit_cast(from: &DataType, to: &DataType) -> bool {
         Int16 => Some(2),
         Int32 => Some(3),
         Int64 => Some(4),
+        // Weir's internal unsigned results (ROW_NUMBER) are Flink's INT or BIGINT.
+        UInt8 | UInt16 => Some(3),
+        UInt32 | UInt64 => Some(4),
         _ => None,
     };
     let is_string = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
     let is_binary = |t: &DataType| matches!(t, Binary | LargeBinary | BinaryView | FixedSizeBinary(_));
-    if from == to || *from == Null {
+    if from == to || *from == Null || flink_type_name(from) == flink_type_name(to) {
         return true;
     }
     match (from, to) {
@@ -530,6 +533,7 @@ mod tests {
             (Int64, Decimal128(20, 0)),
             (Decimal128(10, 2), Decimal128(38, 2)),
             (Int64, Float64),
+            (UInt64, Int64),
             (Decimal128(10, 2), Float64),
             (Float32, Float64),
             (Null, Utf8),
