@@ -422,3 +422,78 @@ INSERT INTO out_json SELECT id, amount FROM payments;",
     lines.sort();
     assert_eq!(lines, [r#"{"id":1,"amount":12.30}"#, r#"{"id":2,"amount":-0.50}"#]);
 }
+
+/// The final rows of a changelog written by `--output`: each row's JSON text, as often as the
+/// changes leave it, sorted.
+fn final_rows(changelog: &str) -> Vec<String> {
+    let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
+    for line in changelog.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let delta = match v["op"].as_str().unwrap() {
+            "+I" | "+U" => 1,
+            _ => -1,
+        };
+        *counts.entry(v["row"].to_string()).or_default() += delta;
+    }
+    counts.into_iter().flat_map(|(row, n)| std::iter::repeat_n(row, n.max(0) as usize)).collect()
+}
+
+/// Joins without an equality key (Flink runs them on one subtask, every row against every row
+/// of the other side). Expected rows by SQL semantics over `orders` (1: 10, 2: 25) and `limits`
+/// (low: 15, high: 30).
+#[test]
+fn joins_without_an_equality_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("orders.json"), "{\"id\":1,\"amount\":10}\n{\"id\":2,\"amount\":25}\n").unwrap();
+    std::fs::write(dir.path().join("limits.json"), "{\"name\":\"low\",\"lim\":15}\n{\"name\":\"high\",\"lim\":30}\n")
+        .unwrap();
+    let tables = "CREATE TABLE orders (id INT, amount INT) WITH ('connector' = 'filesystem', 'path' = 'orders.json', 'format' = 'json');
+CREATE TABLE limits (name STRING, lim INT) WITH ('connector' = 'filesystem', 'path' = 'limits.json', 'format' = 'json');
+";
+    let all = vec!["[1,\"high\"]", "[1,\"low\"]", "[2,\"high\"]", "[2,\"low\"]"];
+    for (query, expected) in [
+        ("SELECT o.id, l.name FROM orders o CROSS JOIN limits l", all.clone()),
+        ("SELECT o.id, l.name FROM orders o, limits l", all.clone()),
+        ("SELECT o.id, l.name FROM orders o JOIN limits l ON TRUE", all.clone()),
+        ("SELECT o.id, l.name FROM orders o, limits l WHERE o.amount > l.lim", vec!["[2,\"low\"]"]),
+        ("SELECT o.id, l.name FROM orders o JOIN limits l ON o.amount > l.lim", vec!["[2,\"low\"]"]),
+        (
+            "SELECT o.id, l.name FROM orders o JOIN limits l ON o.amount = l.lim OR o.id = 2",
+            vec!["[2,\"high\"]", "[2,\"low\"]"],
+        ),
+        ("SELECT o.id, l.name FROM orders o LEFT JOIN limits l ON o.amount > l.lim", vec!["[1,null]", "[2,\"low\"]"]),
+        (
+            "SELECT o.id, l.name FROM orders o RIGHT JOIN limits l ON o.amount > l.lim",
+            vec!["[2,\"low\"]", "[null,\"high\"]"],
+        ),
+        (
+            "SELECT o.id, l.name FROM orders o FULL JOIN limits l ON o.amount > l.lim",
+            vec!["[1,null]", "[2,\"low\"]", "[null,\"high\"]"],
+        ),
+        // A changelog input: the count goes 1, 2 (or straight to 2); only 2 matches in the end.
+        (
+            "SELECT c.n, l.name FROM (SELECT COUNT(*) AS n FROM orders) c JOIN limits l ON c.n >= 2",
+            vec!["[2,\"high\"]", "[2,\"low\"]"],
+        ),
+    ] {
+        std::fs::write(dir.path().join("job.sql"), format!("{tables}{query};")).unwrap();
+        for parallelism in ["1", "3"] {
+            let o = weir(&["run", "job.sql", "--output", "out.jsonl", "--parallelism", parallelism], dir.path());
+            assert!(o.status.success(), "{query}: {}", stderr(&o));
+            let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+            assert_eq!(final_rows(&out), expected, "{query} at parallelism {parallelism}");
+        }
+    }
+}
+
+#[test]
+fn a_run_time_error_says_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clicks.json"), GOOD_ROWS).unwrap();
+    let sql = format!("{}\nSELECT user_id / (user_id - user_id) FROM clicks;", clicks_table(""));
+    std::fs::write(dir.path().join("job.sql"), sql).unwrap();
+    let o = weir(&["run", "job.sql", "--output", "out.jsonl"], dir.path());
+    assert_clean_failure(&o);
+    let err = stderr(&o);
+    assert_eq!(err.matches("Divide by zero error").count(), 1, "{err}");
+}

@@ -7,12 +7,19 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::graph::ExchangeMode;
-use crate::keygroup::DEFAULT_MAX_PARALLELISM;
+use crate::keygroup::{UPPER_BOUND_MAX_PARALLELISM, default_max_parallelism};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("invalid value '{value}' for '{key}': {reason}")]
     InvalidValue { key: String, value: String, reason: String },
+    #[error(
+        "the parallelism {parallelism} is above the max parallelism {max_parallelism}; lower \
+         'parallelism.default' or raise 'pipeline.max-parallelism' (at most 32768)"
+    )]
+    ParallelismAboveMax { parallelism: u32, max_parallelism: u32 },
+    #[error("the parallelism {parallelism} is above 32768, the most Flink allows; lower 'parallelism.default'")]
+    ParallelismTooLarge { parallelism: u32 },
 }
 
 /// The options Weir understands. Others are kept (so scripts written for Flink run unchanged)
@@ -54,7 +61,8 @@ pub struct JobConfig {
     /// Keys set on the command line: a `SET` in the script does not override them.
     pub pinned: Vec<String>,
     pub parallelism: u32,
-    pub max_parallelism: u32,
+    /// `pipeline.max-parallelism`, if set; see [`JobConfig::max_parallelism`].
+    pub configured_max_parallelism: Option<u32>,
     pub checkpoint_interval: Option<Duration>,
     pub idle_timeout: Option<Duration>,
 }
@@ -65,7 +73,7 @@ impl Default for JobConfig {
             values: BTreeMap::new(),
             pinned: Vec::new(),
             parallelism: 1,
-            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            configured_max_parallelism: None,
             checkpoint_interval: None,
             idle_timeout: None,
         }
@@ -97,12 +105,14 @@ impl JobConfig {
                     .ok_or_else(|| invalid("expected a positive integer"))?;
             }
             "pipeline.max-parallelism" => {
-                self.max_parallelism = value
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|p| (1..=32768).contains(p))
-                    .ok_or_else(|| invalid("expected an integer between 1 and 32768"))?;
+                self.configured_max_parallelism = Some(
+                    value
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|p| (1..=UPPER_BOUND_MAX_PARALLELISM).contains(p))
+                        .ok_or_else(|| invalid("expected an integer between 1 and 32768"))?,
+                );
             }
             "execution.checkpointing.interval" => {
                 let d = parse_duration(value).map_err(|e| invalid(&e))?;
@@ -187,6 +197,25 @@ impl JobConfig {
                 self.pinned = pinned;
             }
         }
+    }
+
+    /// The number of key groups: `pipeline.max-parallelism`, or when it is not set Flink's
+    /// default for the parallelism (at least 128, see [`default_max_parallelism`]).
+    pub fn max_parallelism(&self) -> u32 {
+        self.configured_max_parallelism.unwrap_or_else(|| default_max_parallelism(self.parallelism))
+    }
+
+    /// Refuses a parallelism that key groups cannot be spread over, as Flink does when it
+    /// builds the job graph.
+    pub fn check_parallelism(&self) -> Result<(), ConfigError> {
+        if self.parallelism > UPPER_BOUND_MAX_PARALLELISM {
+            return Err(ConfigError::ParallelismTooLarge { parallelism: self.parallelism });
+        }
+        let max_parallelism = self.max_parallelism();
+        if self.parallelism > max_parallelism {
+            return Err(ConfigError::ParallelismAboveMax { parallelism: self.parallelism, max_parallelism });
+        }
+        Ok(())
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -436,5 +465,28 @@ mod tests {
         assert_eq!(c.unknown_keys(), vec!["foo.bar"]);
         c.reset(Some("parallelism.default"));
         assert_eq!(c.parallelism, 1);
+    }
+
+    #[test]
+    fn max_parallelism_follows_the_parallelism_unless_set() {
+        let mut c = JobConfig::default();
+        assert_eq!(c.max_parallelism(), 128);
+        c.set("parallelism.default", "200").unwrap();
+        assert_eq!(c.max_parallelism(), 512);
+        c.check_parallelism().unwrap();
+        c.set("pipeline.max-parallelism", "150").unwrap();
+        assert_eq!(c.max_parallelism(), 150);
+        assert_eq!(
+            c.check_parallelism().unwrap_err().to_string(),
+            "the parallelism 200 is above the max parallelism 150; lower 'parallelism.default' or raise \
+             'pipeline.max-parallelism' (at most 32768)"
+        );
+        c.reset(Some("pipeline.max-parallelism"));
+        assert_eq!(c.max_parallelism(), 512);
+        c.set("parallelism.default", "40000").unwrap();
+        assert_eq!(
+            c.check_parallelism().unwrap_err().to_string(),
+            "the parallelism 40000 is above 32768, the most Flink allows; lower 'parallelism.default'"
+        );
     }
 }

@@ -6,8 +6,22 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Flink's default upper bound on a keyed operator's parallelism.
+/// The least max parallelism Flink derives when `pipeline.max-parallelism` is not set.
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
+
+/// The largest max parallelism (and so parallelism) Flink allows: `1 << 15` key groups.
+pub const UPPER_BOUND_MAX_PARALLELISM: u32 = 1 << 15;
+
+/// The max parallelism of a job whose `pipeline.max-parallelism` is not set, from its
+/// parallelism, as Flink's `KeyGroupRangeAssignment.computeDefaultMaxParallelism`: room to
+/// scale up by half, rounded up to a power of two, at least 128 and at most 32768.
+pub fn default_max_parallelism(parallelism: u32) -> u32 {
+    let wanted = parallelism.saturating_add(parallelism / 2);
+    wanted
+        .checked_next_power_of_two()
+        .unwrap_or(UPPER_BOUND_MAX_PARALLELISM)
+        .clamp(DEFAULT_MAX_PARALLELISM, UPPER_BOUND_MAX_PARALLELISM)
+}
 
 /// An inclusive range of key groups `[start, end]`; empty when `start > end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -80,6 +94,18 @@ mod tests {
                 assert_eq!(next, max);
             }
         }
+    }
+
+    #[test]
+    fn default_max_parallelism_is_flinks() {
+        // Flink's computeDefaultMaxParallelism for the same parallelisms.
+        for (parallelism, expected) in
+            [(1, 128), (85, 128), (86, 256), (128, 256), (129, 256), (200, 512), (1000, 2048), (21_846, 32_768)]
+        {
+            assert_eq!(default_max_parallelism(parallelism), expected, "parallelism {parallelism}");
+        }
+        assert_eq!(default_max_parallelism(40_000), UPPER_BOUND_MAX_PARALLELISM);
+        assert_eq!(default_max_parallelism(u32::MAX), UPPER_BOUND_MAX_PARALLELISM);
     }
 
     #[test]

@@ -84,6 +84,9 @@ impl PlanNode {
 pub struct StreamPlan {
     pub nodes: Vec<PlanNode>,
     pub max_parallelism: u32,
+    /// `max_parallelism` was set (`pipeline.max-parallelism`), not derived from the parallelism:
+    /// a derived one gives way to a restored checkpoint's, as in Flink.
+    pub max_parallelism_configured: bool,
     /// Planned for batch execution (`execution.runtime-mode`): every source is bounded and
     /// aggregations emit final rows only.
     pub batch: bool,

@@ -6,10 +6,13 @@ use weir_dataflow::wire::{ErrorCode, Failure};
 
 #[derive(Debug, Error)]
 pub enum TaskError {
-    #[error(transparent)]
-    Arrow(#[from] arrow::error::ArrowError),
-    #[error(transparent)]
-    DataFusion(#[from] datafusion_common::DataFusionError),
+    /// Arrow and DataFusion errors are shown by their root cause's message alone: their own
+    /// display repeats the cause they also return as the source ("Arrow error: Divide by zero
+    /// error" caused by "Divide by zero error"), so a message with its causes said it twice.
+    #[error("{}", arrow_message(.0))]
+    Arrow(arrow::error::ArrowError),
+    #[error("{}", datafusion_message(.0))]
+    DataFusion(datafusion_common::DataFusionError),
     #[error(transparent)]
     Shuffle(#[from] weir_shuffle_service::ShuffleError),
     #[error("{path}: {source}")]
@@ -29,6 +32,38 @@ pub enum TaskError {
     /// A failure already coded (a checkpoint protocol's decision).
     #[error("{0}")]
     Failed(Failure),
+}
+
+impl From<arrow::error::ArrowError> for TaskError {
+    fn from(error: arrow::error::ArrowError) -> Self {
+        TaskError::Arrow(error)
+    }
+}
+
+impl From<datafusion_common::DataFusionError> for TaskError {
+    fn from(error: datafusion_common::DataFusionError) -> Self {
+        TaskError::DataFusion(error)
+    }
+}
+
+fn arrow_message(error: &arrow::error::ArrowError) -> String {
+    use arrow::error::ArrowError;
+    let text = match error {
+        ArrowError::ExternalError(cause) => cause.to_string(),
+        other => other.to_string(),
+    };
+    weir_dataflow::sql::types::with_sql_type_names(&text)
+}
+
+fn datafusion_message(error: &datafusion_common::DataFusionError) -> String {
+    use datafusion_common::DataFusionError;
+    match error.find_root() {
+        DataFusionError::ArrowError(cause, _) => arrow_message(cause),
+        DataFusionError::Execution(text) | DataFusionError::Plan(text) | DataFusionError::NotImplemented(text) => {
+            weir_dataflow::sql::types::with_sql_type_names(text)
+        }
+        root => weir_dataflow::sql::types::with_sql_type_names(&root.to_string()),
+    }
 }
 
 impl TaskError {

@@ -227,11 +227,36 @@ struct SnapshotPart {
     pending: Option<weir_state_store::PendingSnapshot>,
 }
 
+/// As Flink does: a max parallelism derived from the parallelism (`pipeline.max-parallelism`
+/// not set) becomes that of the checkpoint the job restores, so that a job rescaled from a
+/// checkpoint keeps its key groups even where the derived value would differ (a parallelism of
+/// 80 derives 128, one of 100 derives 256).
+fn adopt_restored_max_parallelism(job: &mut LocalJob) -> TaskResult<()> {
+    let restored = job.checkpointing.as_ref().and_then(|c| c.restore.as_ref());
+    let Some(max_parallelism) = restored.and_then(|r| r.state_handles.first()).map(|h| h.max_parallelism) else {
+        return Ok(());
+    };
+    if job.plan.max_parallelism_configured || max_parallelism == job.plan.max_parallelism {
+        return Ok(());
+    }
+    if let Some(vertex) = job.graph.vertices.iter().find(|v| v.parallelism > max_parallelism) {
+        return Err(TaskError::Config(format!(
+            "the checkpoint to restore has {max_parallelism} key groups (its max parallelism), fewer than the \
+             parallelism {} of vertex {}; run at a parallelism of at most {max_parallelism}",
+            vertex.parallelism, vertex.id
+        )));
+    }
+    Arc::make_mut(&mut job.plan).max_parallelism = max_parallelism;
+    Arc::make_mut(&mut job.graph).max_parallelism = max_parallelism;
+    Ok(())
+}
+
 /// Runs every subtask of the job to completion, region by region (see
 /// [`JobGraph::pipelined_regions`]): a streaming job's regions all start at once; a batch job
 /// with blocking exchanges runs stage by stage, each stage once its inputs are written, and
 /// frees what a stage read when it finishes. The first failure cancels the rest.
 pub async fn run_local(mut job: LocalJob) -> TaskResult<()> {
+    adopt_restored_max_parallelism(&mut job)?;
     let savepoints = job.savepoints.take();
     let checkpoint_listener = job.checkpoint_listener.take();
     let link = job.part.as_mut().and_then(|part| part.link.take());

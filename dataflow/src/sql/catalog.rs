@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use datafusion_expr::{LogicalPlan, TableProviderFilterPushDown, TableSource, TableType};
 
+use super::nodes::ViewNode;
 use super::parser::TableDef;
 
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct TableEntry {
 pub struct Catalog {
     tables: BTreeMap<String, Arc<TableEntry>>,
     views: BTreeMap<String, Arc<LogicalPlan>>,
+    /// Per view: how many views deep it is (1 for a view over tables only).
+    view_depths: BTreeMap<String, usize>,
 }
 
 impl Catalog {
@@ -38,8 +41,16 @@ impl Catalog {
         self.tables.insert(entry.def.name.clone(), Arc::new(entry));
     }
 
-    pub fn add_view(&mut self, name: String, plan: LogicalPlan) {
-        self.views.insert(name, Arc::new(plan));
+    /// Adds a view; queries naming it see a [`ViewNode`] until they are expanded for translation.
+    pub fn add_view(&mut self, name: String, plan: LogicalPlan, depth: usize) {
+        self.view_depths.insert(name.clone(), depth);
+        let node = ViewNode { name: name.clone(), plan: Arc::new(plan) };
+        self.views.insert(name, Arc::new(LogicalPlan::Extension(datafusion_expr::Extension { node: Arc::new(node) })));
+    }
+
+    /// How many views deep `name` is; 0 for a table or an unknown name.
+    pub fn view_depth(&self, name: &str) -> usize {
+        self.view_depths.get(name).or_else(|| self.view_depths.get(last_part(name))).copied().unwrap_or(0)
     }
 
     pub fn table(&self, name: &str) -> Option<&Arc<TableEntry>> {

@@ -126,7 +126,11 @@ pub fn flink_aggregate_type(name: &str, arg: Option<&DataType>) -> Result<DataTy
         (FlinkAggKind::Sum | FlinkAggKind::Avg, t) if t.is_numeric() => t.clone(),
         (FlinkAggKind::Sum | FlinkAggKind::Avg, DataType::Null) => DataType::Int32,
         (FlinkAggKind::Sum | FlinkAggKind::Avg, t) => {
-            return plan_err!("{}({}) is not supported: the argument must be numeric", name.to_uppercase(), t);
+            return plan_err!(
+                "{}({}) is not supported: the argument must be numeric",
+                name.to_uppercase(),
+                super::types::flink_type_name(t)
+            );
         }
         (_, t) => t.clone(),
     })
@@ -181,6 +185,8 @@ impl<'a> WeirContext<'a> {
         options.sql_parser.enable_ident_normalization = false;
         options.sql_parser.parse_float_as_decimal = true;
         options.sql_parser.map_string_types_to_utf8view = false;
+        // Column references keep where they are in the script, so an unknown one is reported there.
+        options.sql_parser.collect_spans = true;
         options.execution.time_zone = Some("UTC".to_string());
         WeirContext {
             catalog,
@@ -337,7 +343,7 @@ impl RelationPlanner for WindowTvfPlanner {
         if !is_timestamp(schema.field(time_col).data_type()) {
             return plan_err!(
                 "the time column of {name} must be a TIMESTAMP(3) or TIMESTAMP_LTZ(3) time attribute, but '{time_name}' is {}",
-                schema.field(time_col).data_type()
+                super::types::flink_type_name(schema.field(time_col).data_type())
             );
         }
         let mut interval = |i: usize| -> Result<Option<i64>> {

@@ -6,6 +6,7 @@ pub mod connectors;
 pub mod context;
 pub mod dialect;
 pub mod functions;
+pub mod limits;
 pub mod nodes;
 pub mod parser;
 pub mod planner;
@@ -51,6 +52,7 @@ impl SqlError {
     }
 }
 
+/// DataFusion's message without its category prefix, with SQL type names, starting lowercase.
 fn clean_datafusion_message(error: &DataFusionError) -> String {
     let text = error.find_root().to_string();
     let mut text = text.as_str();
@@ -59,7 +61,15 @@ fn clean_datafusion_message(error: &DataFusionError) -> String {
             text = rest;
         }
     }
-    text.to_string()
+    let text = types::with_sql_literals(&types::with_sql_type_names(text));
+    let mut chars = text.chars();
+    match chars.next() {
+        // An acronym (`IN`, `SUM`) keeps its case.
+        Some(first) if !chars.next().is_some_and(|second| second.is_uppercase()) => {
+            first.to_lowercase().collect::<String>() + &text[first.len_utf8()..]
+        }
+        _ => text,
+    }
 }
 
 impl fmt::Display for SqlError {

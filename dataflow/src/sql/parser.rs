@@ -11,7 +11,7 @@ use arrow::datatypes::DataType;
 use sqlparser::ast::{self, Ident};
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Location, Token, Tokenizer};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use super::SqlError;
 use super::dialect::FlinkDialect;
@@ -90,6 +90,7 @@ pub fn parse_script(sql: &str) -> Result<Vec<Located<Statement>>, SqlError> {
         let (line, column) = (e.location.line, e.location.column);
         SqlError::new(line, column, e.message)
     })?;
+    let all_tokens = tokens.clone();
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();
     loop {
@@ -97,7 +98,7 @@ pub fn parse_script(sql: &str) -> Result<Vec<Located<Statement>>, SqlError> {
         if parser.peek_token_ref().token == Token::EOF {
             break;
         }
-        let statement = parse_statement(&mut parser).map_err(|e| to_sql_error(e, &parser))?;
+        let statement = parse_statement(&mut parser).map_err(|e| to_sql_error(e, &parser, &all_tokens))?;
         let next = parser.peek_token_ref();
         if !matches!(next.token, Token::SemiColon | Token::EOF) {
             let found = next.clone();
@@ -112,22 +113,40 @@ pub fn parse_script(sql: &str) -> Result<Vec<Located<Statement>>, SqlError> {
     Ok(statements)
 }
 
-fn to_sql_error(error: ParserError, parser: &Parser) -> SqlError {
+fn to_sql_error(error: ParserError, parser: &Parser, tokens: &[TokenWithSpan]) -> SqlError {
     let text = match error {
         ParserError::TokenizerError(s) | ParserError::ParserError(s) => s,
         ParserError::RecursionLimitExceeded => "statement is nested too deeply".to_string(),
     };
-    if let Some(idx) = text.rfind(" at Line: ") {
-        let tail = &text[idx + " at Line: ".len()..];
-        let mut parts = tail.split(", Column: ");
-        let line = parts.next().and_then(|l| l.trim().parse().ok());
-        let column = parts.next().and_then(|c| c.trim().parse().ok());
-        if let (Some(line), Some(column)) = (line, column) {
-            return SqlError::new(line, column, tidy_message(&text[..idx]));
+    let (message, mut at) = match text.rfind(" at Line: ") {
+        Some(idx) => {
+            let tail = &text[idx + " at Line: ".len()..];
+            let mut parts = tail.split(", Column: ");
+            let line = parts.next().and_then(|l| l.trim().parse().ok());
+            let column = parts.next().and_then(|c| c.trim().parse().ok());
+            match (line, column) {
+                (Some(line), Some(column)) => (tidy_message(&text[..idx]), Location::new(line, column)),
+                _ => (tidy_message(&text), parser.peek_token_ref().span.start),
+            }
+        }
+        None => (tidy_message(&text), parser.peek_token_ref().span.start),
+    };
+    // "found: X" may be placed after X (sqlparser places some at the token it stopped on):
+    // point at the X at or before that place.
+    let found = message.rsplit_once("found: ").map(|(_, found)| found.trim().to_string());
+    let mut message = message;
+    if let Some(found) = found {
+        let before = tokens.iter().rposition(|t| t.span.start.line > 0 && t.span.start <= at);
+        let position = before.and_then(|last| tokens[..=last].iter().rposition(|t| t.token.to_string() == found));
+        if let Some(position) = position {
+            at = tokens[position].span.start;
+            let previous = tokens[..position].iter().rev().find(|t| !matches!(t.token, Token::Whitespace(_)));
+            if found.eq_ignore_ascii_case("FROM") && previous.is_some_and(|t| t.token == Token::Comma) {
+                message.push_str("; remove the comma after the last column of the SELECT list");
+            }
         }
     }
-    let at = parser.peek_token_ref().span.start;
-    SqlError::new(at.line, at.column, tidy_message(&text))
+    SqlError::new(at.line, at.column, message)
 }
 
 fn tidy_message(text: &str) -> String {

@@ -16,10 +16,12 @@ use sqlparser::tokenizer::Location;
 use super::SqlError;
 use super::catalog::{Catalog, PhysicalScan, TableEntry};
 use super::context::{FunctionRegistry, WeirContext};
-use super::nodes::{WatermarkNode, is_timestamp};
+use super::limits::{check_expr_depth, check_query_depth, on_planner_thread, view_depth};
+use super::nodes::{WatermarkNode, expand_views, is_timestamp};
 use super::parser::{ColumnKind, Statement, TableDef, parse_script};
 use super::rewrite::{rewrite_expr, rewrite_query};
 use super::translate::{SinkTarget, Translator};
+use super::types::{flink_type_name, supports_implicit_cast, with_sql_literals};
 use crate::config::JobConfig;
 use crate::plan::StreamPlan;
 
@@ -36,21 +38,39 @@ pub struct PlannedScript {
 
 /// Plans a whole script with `config` as the starting configuration (flags such as
 /// `--parallelism` apply before the script's own `SET`s).
+///
+/// Planning runs on a thread with a large stack (see [`super::limits`]): however deep a script
+/// nests, it plans or fails with an error, and never overflows the caller's stack.
 pub fn plan_script(sql: &str, config: JobConfig) -> Result<PlannedScript, SqlError> {
+    on_planner_thread(|| plan_statements(sql, config))
+}
+
+fn plan_statements(sql: &str, config: JobConfig) -> Result<PlannedScript, SqlError> {
     let statements = parse_script(sql)?;
     let mut planner = ScriptPlanner { catalog: Catalog::default(), functions: FunctionRegistry::new(), config };
     let mut sinks: Vec<(LogicalPlan, SinkTarget, Location)> = Vec::new();
     let mut explains = Vec::new();
     let mut result_schema = None;
+    // Where the parallelism or max parallelism was last set: a parallelism the key groups
+    // cannot be spread over is reported there (at the start when flags set it).
+    let mut parallelism_set_at = Location::new(1, 1);
     for statement in statements {
         let location = statement.location;
+        if let Statement::Set { key, .. } | Statement::Reset { key: Some(key) } = &statement.node
+            && matches!(key.as_str(), "parallelism.default" | "pipeline.max-parallelism")
+        {
+            parallelism_set_at = location;
+        }
         match statement.node {
             Statement::Explain(inner) => {
                 let (plan, target) = match inner.node {
                     Statement::Query(q) => (planner.plan_query(*q, inner.location)?, SinkTarget::Collect),
                     Statement::Insert(insert) => {
+                        let items = select_item_locations(&insert.query);
                         let plan = planner.plan_query(*insert.query, inner.location)?;
-                        (plan, planner.sink_target(&insert.table, &insert.columns, inner.location)?)
+                        let target =
+                            planner.sink_target(&insert.table, &insert.columns, &plan, &items, inner.location)?;
+                        (plan, target)
                     }
                     _ => {
                         return Err(SqlError::at(inner.location, "EXPLAIN supports SELECT and INSERT INTO statements"));
@@ -61,8 +81,9 @@ pub fn plan_script(sql: &str, config: JobConfig) -> Result<PlannedScript, SqlErr
                 translator.prepare([&plan]);
                 translator.add_sink(&plan, target).map_err(|e| SqlError::from_datafusion(location, e))?;
                 let physical = translator.finish().explain();
-                explains
-                    .push(format!("== Optimized Logical Plan ==\n{logical}\n\n== Physical Stream Plan ==\n{physical}"));
+                let explain =
+                    format!("== Optimized Logical Plan ==\n{logical}\n\n== Physical Stream Plan ==\n{physical}");
+                explains.push(with_sql_literals(&explain));
             }
             other => {
                 if let Some(sink) = planner.execute(other, location)? {
@@ -80,6 +101,7 @@ pub fn plan_script(sql: &str, config: JobConfig) -> Result<PlannedScript, SqlErr
             }
         }
     }
+    planner.config.check_parallelism().map_err(|e| SqlError::at(parallelism_set_at, e.to_string()))?;
     let plan = if sinks.is_empty() {
         None
     } else {
@@ -115,7 +137,8 @@ impl ScriptPlanner {
                 if self.catalog.contains(&view.name) {
                     return Err(SqlError::at(location, format!("table or view '{}' already exists", view.name)));
                 }
-                let mut plan = self.plan_query(*view.query, location)?;
+                let depth = view_depth(&view.query, &self.catalog, location)?;
+                let mut plan = self.plan_view_query(*view.query, location)?;
                 if !view.columns.is_empty() {
                     if view.columns.len() != plan.schema().fields().len() {
                         return Err(SqlError::at(
@@ -135,7 +158,7 @@ impl ScriptPlanner {
                         .and_then(|b| b.build())
                         .map_err(|e| SqlError::from_datafusion(location, e))?;
                 }
-                self.catalog.add_view(view.name, plan);
+                self.catalog.add_view(view.name, plan, depth);
                 Ok(None)
             }
             Statement::Set { key, value } => {
@@ -147,8 +170,9 @@ impl ScriptPlanner {
                 Ok(None)
             }
             Statement::Insert(insert) => {
+                let items = select_item_locations(&insert.query);
                 let plan = self.plan_query(*insert.query, location)?;
-                let target = self.sink_target(&insert.table, &insert.columns, location)?;
+                let target = self.sink_target(&insert.table, &insert.columns, &plan, &items, location)?;
                 Ok(Some((plan, target)))
             }
             Statement::Query(query) => Ok(Some((self.plan_query(*query, location)?, SinkTarget::Collect))),
@@ -156,7 +180,17 @@ impl ScriptPlanner {
         }
     }
 
-    fn sink_target(&self, table: &str, columns: &[String], location: Location) -> Result<SinkTarget, SqlError> {
+    /// The table an `INSERT INTO` writes, once its columns are known to take the query's: each
+    /// query column must cast to its table column implicitly, as Flink requires
+    /// (`item_locations`: where each SELECT item is, to point at the one that does not fit).
+    fn sink_target(
+        &self,
+        table: &str,
+        columns: &[String],
+        query: &LogicalPlan,
+        item_locations: &[Location],
+        location: Location,
+    ) -> Result<SinkTarget, SqlError> {
         let entry = self.catalog.table(table).ok_or_else(|| {
             SqlError::at(location, format!("INSERT INTO: table '{table}' does not exist (a view cannot be written)"))
         })?;
@@ -166,6 +200,25 @@ impl ScriptPlanner {
                 "INSERT INTO with a column list is not supported yet; select the columns in table order",
             ));
         }
+        let sink_fields = entry.physical_schema.fields();
+        let query_fields = query.schema().fields();
+        if sink_fields.len() == query_fields.len() {
+            for (position, (sink, column)) in sink_fields.iter().zip(query_fields.iter()).enumerate() {
+                if supports_implicit_cast(column.data_type(), sink.data_type()) {
+                    continue;
+                }
+                let (from, to) = (flink_type_name(column.data_type()), flink_type_name(sink.data_type()));
+                return Err(SqlError::at(
+                    item_locations.get(position).copied().filter(|at| at.line > 0).unwrap_or(location),
+                    format!(
+                        "incompatible types for sink column '{}' at position {position} of table '{}': the query \
+                         gives {from} but the column is {to}; convert the value with CAST(… AS {to})",
+                        sink.name(),
+                        entry.def.name
+                    ),
+                ));
+            }
+        }
         Ok(SinkTarget::Table(entry.clone()))
     }
 
@@ -173,17 +226,29 @@ impl ScriptPlanner {
         WeirContext::new(&self.catalog, &self.functions)
     }
 
-    fn plan_query(&self, mut query: ast::Query, location: Location) -> Result<LogicalPlan, SqlError> {
+    /// Plans a query whose rows go to a sink: with the views it reads expanded, and optimised
+    /// as a whole (across the views' boundaries) once more.
+    fn plan_query(&self, query: ast::Query, location: Location) -> Result<LogicalPlan, SqlError> {
+        let plan = self.plan_view_query(query, location)?;
+        let context = self.context();
+        let plan = expand_views(plan)
+            .and_then(|plan| optimize(plan, &context))
+            .map_err(|e| SqlError::from_datafusion(location, e))?;
+        tracing::debug!(plan = %plan.display_indent(), "optimized logical plan");
+        Ok(plan)
+    }
+
+    /// Plans a query with the views it reads left as [`super::nodes::ViewNode`]s.
+    fn plan_view_query(&self, mut query: ast::Query, location: Location) -> Result<LogicalPlan, SqlError> {
         rewrite_query(&mut query);
+        check_query_depth(&query)?;
         let context = self.context();
         let sql_to_rel = SqlToRel::new(&context);
         let plan = sql_to_rel
             .sql_statement_to_plan(ast::Statement::Query(Box::new(query)))
             .and_then(|plan| super::typing::apply_flink_typing(plan, &self.functions))
             .map_err(|e| SqlError::from_datafusion(location, e))?;
-        let plan = optimize(plan, &context).map_err(|e| SqlError::from_datafusion(location, e))?;
-        tracing::debug!(plan = %plan.display_indent(), "optimized logical plan");
-        Ok(plan)
+        optimize(plan, &context).map_err(|e| SqlError::from_datafusion(location, e))
     }
 
     fn create_table(&mut self, def: TableDef, location: Location) -> Result<(), SqlError> {
@@ -228,6 +293,7 @@ impl ScriptPlanner {
                 ColumnKind::Computed { expr } => {
                     let mut expr = expr.as_ref().clone();
                     rewrite_expr(&mut expr);
+                    check_expr_depth(&expr)?;
                     sql_to_rel
                         .sql_to_expr(expr, &scan_schema, &mut PlannerContext::new())
                         .map_err(|e| SqlError::from_datafusion(c.location, e))?
@@ -257,6 +323,7 @@ impl ScriptPlanner {
             }
             let mut expr = wm.expr.clone();
             rewrite_expr(&mut expr);
+            check_expr_depth(&expr)?;
             let expr = sql_to_rel
                 .sql_to_expr(expr, &schema, &mut PlannerContext::new())
                 .map_err(|e| SqlError::from_datafusion(wm.location, e))?;
@@ -264,7 +331,7 @@ impl ScriptPlanner {
             if !is_timestamp(&ty) {
                 return Err(SqlError::at(
                     wm.location,
-                    format!("the watermark expression must return a timestamp, not {ty}"),
+                    format!("the watermark expression must return a timestamp, not {}", flink_type_name(&ty)),
                 ));
             }
             plan = LogicalPlan::Extension(datafusion_expr::Extension {
@@ -277,6 +344,17 @@ impl ScriptPlanner {
         self.catalog.add_table(TableEntry { def, physical_schema, plan });
         Ok(())
     }
+}
+
+/// Where each item of a query's SELECT list starts, when the list names its columns one by
+/// one (none when it has a `*`, whose columns have no place of their own).
+fn select_item_locations(query: &ast::Query) -> Vec<Location> {
+    use sqlparser::ast::{SelectItem, SetExpr, Spanned};
+    let SetExpr::Select(select) = query.body.as_ref() else { return vec![] };
+    if select.projection.iter().any(|i| matches!(i, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))) {
+        return vec![];
+    }
+    select.projection.iter().map(|item| item.span().start).collect()
 }
 
 /// DataFusion's analyzer (type coercion) and the optimizer rules that are sound for streams.

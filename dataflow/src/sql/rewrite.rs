@@ -8,13 +8,21 @@
 //!   the `FROM` clause, grouped by `window_start, window_end`.
 //! - `SELECT person.id FROM t`: a nested field selected without an alias is named after the
 //!   field (`id`), as Flink names it, where DataFusion would name it `t.person[id]`.
+//! - Long chains of one associative operator (`a OR b OR …`, `AND`, `||`, `UNION ALL`), which
+//!   the parser builds one level deeper per operand, become balanced trees of the same
+//!   operands in the same order: thousands of terms nest a dozen levels, not thousands, so
+//!   planning and evaluating them does not recurse thousands of frames deep.
 
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    self, CeilFloorKind, DateTimeField, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
-    Ident, ObjectName, ObjectNamePart, SelectItem, SetExpr, TableFactor, Value, VisitMut, VisitorMut,
+    self, BinaryOperator, CeilFloorKind, DateTimeField, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList,
+    FunctionArguments, Ident, ObjectName, ObjectNamePart, SelectItem, SetExpr, SetOperator, SetQuantifier, TableFactor,
+    Value, VisitMut, VisitorMut,
 };
+
+/// Operand chains up to this long keep the parser's shape (and so their usual `EXPLAIN`).
+const LONGEST_UNBALANCED_CHAIN: usize = 32;
 
 pub fn rewrite_query(query: &mut ast::Query) {
     let _ = query.visit(&mut FlinkSyntax);
@@ -30,10 +38,16 @@ impl VisitorMut for FlinkSyntax {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+        balance_union_all_chain(&mut query.body);
         if let SetExpr::Select(select) = query.body.as_mut() {
             group_window_to_tvf(select);
         }
         name_nested_fields(&mut query.body);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        balance_operator_chain(expr);
         ControlFlow::Continue(())
     }
 
@@ -67,6 +81,91 @@ impl VisitorMut for FlinkSyntax {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// Rebalances a long left-deep chain `a op b op c …` of an associative operator (`AND`, `OR`,
+/// `||`: regrouping changes neither the value, NULLs included, nor the column name DataFusion
+/// gives it, which it prints without parentheses between equal operators).
+fn balance_operator_chain(expr: &mut Expr) {
+    let Expr::BinaryOp { op, .. } = expr else { return };
+    if !matches!(op, BinaryOperator::And | BinaryOperator::Or | BinaryOperator::StringConcat) {
+        return;
+    }
+    let op = op.clone();
+    let mut length = 1;
+    let mut spine = &*expr;
+    while let Expr::BinaryOp { left, op: next, .. } = spine
+        && *next == op
+    {
+        length += 1;
+        spine = left;
+    }
+    if length <= LONGEST_UNBALANCED_CHAIN {
+        return;
+    }
+    // The operands in order, gathered without recursion.
+    let mut operands = Vec::with_capacity(length);
+    let mut pending = vec![std::mem::replace(expr, Expr::value(Value::Null))];
+    while let Some(next) = pending.pop() {
+        match next {
+            Expr::BinaryOp { left, op: next_op, right } if next_op == op => {
+                pending.push(*right);
+                pending.push(*left);
+            }
+            operand => operands.push(operand),
+        }
+    }
+    *expr = balanced(operands, &|left, right| Expr::BinaryOp {
+        left: Box::new(left),
+        op: op.clone(),
+        right: Box::new(right),
+    });
+}
+
+/// Rebalances a long chain `q1 UNION ALL q2 UNION ALL …`, as [`balance_operator_chain`].
+fn balance_union_all_chain(body: &mut SetExpr) {
+    let is_union_all = |e: &SetExpr| {
+        matches!(e, SetExpr::SetOperation { op: SetOperator::Union, set_quantifier: SetQuantifier::All, .. })
+    };
+    let mut length = 1;
+    let mut spine = &*body;
+    while let SetExpr::SetOperation { left, .. } = spine
+        && is_union_all(spine)
+    {
+        length += 1;
+        spine = left;
+    }
+    if length <= LONGEST_UNBALANCED_CHAIN {
+        return;
+    }
+    let mut operands = Vec::with_capacity(length);
+    let placeholder = SetExpr::Values(ast::Values { explicit_row: false, value_keyword: false, rows: vec![] });
+    let mut pending = vec![std::mem::replace(body, placeholder)];
+    while let Some(next) = pending.pop() {
+        match next {
+            SetExpr::SetOperation { op: SetOperator::Union, set_quantifier: SetQuantifier::All, left, right } => {
+                pending.push(*right);
+                pending.push(*left);
+            }
+            operand => operands.push(operand),
+        }
+    }
+    *body = balanced(operands, &|left, right| SetExpr::SetOperation {
+        op: SetOperator::Union,
+        set_quantifier: SetQuantifier::All,
+        left: Box::new(left),
+        right: Box::new(right),
+    });
+}
+
+/// A tree of `join` over `operands` (at least one), in order, about log2(n) levels deep.
+fn balanced<T>(mut operands: Vec<T>, join: &dyn Fn(T, T) -> T) -> T {
+    if operands.len() == 1 {
+        return operands.pop().expect("one operand");
+    }
+    let right = operands.split_off(operands.len() / 2);
+    let left = balanced(operands, join);
+    join(left, balanced(right, join))
 }
 
 /// `TUMBLE_START(…)` → `window_start` and so on.

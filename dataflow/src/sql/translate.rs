@@ -115,7 +115,12 @@ impl<'a> Translator<'a> {
     }
 
     pub fn finish(self) -> StreamPlan {
-        StreamPlan { nodes: self.nodes, max_parallelism: self.config.max_parallelism, batch: self.batch }
+        StreamPlan {
+            nodes: self.nodes,
+            max_parallelism: self.config.max_parallelism(),
+            max_parallelism_configured: self.config.configured_max_parallelism.is_some(),
+            batch: self.batch,
+        }
     }
 
     pub fn add_sink(&mut self, plan: &LogicalPlan, target: SinkTarget) -> Result<()> {
@@ -192,7 +197,19 @@ impl<'a> Translator<'a> {
     }
 
     fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<PhysExpr> {
-        create_physical_expr(expr, schema, &self.props, &PhysicalPlanningContext::default())
+        use datafusion_common::tree_node::TreeNode;
+        let subquery = expr.exists(|e| {
+            Ok(matches!(e, Expr::InSubquery(_) | Expr::Exists(_) | Expr::ScalarSubquery(_) | Expr::SetComparison(_)))
+        })?;
+        if subquery {
+            return not_impl_err!(
+                "subqueries inside expressions (IN (SELECT …), EXISTS, a scalar subquery) are not supported yet; \
+                 write them as a JOIN"
+            );
+        }
+        // The optimizer rebuilds conjunctions left-deep; the workers evaluate them recursively.
+        let expr = balance_long_chains(expr.clone())?;
+        create_physical_expr(&expr, schema, &self.props, &PhysicalPlanningContext::default())
     }
 
     fn translate(&mut self, plan: &LogicalPlan) -> Result<Stream> {
@@ -301,7 +318,17 @@ impl<'a> Translator<'a> {
             }
             LogicalPlan::Aggregate(agg) => self.aggregate(agg),
             LogicalPlan::Union(u) => {
-                let inputs = u.inputs.iter().map(|i| self.translate(i)).collect::<Result<Vec<_>>>()?;
+                // Unions of unions (a long UNION ALL, planned as a balanced tree) are one union
+                // of all their branches.
+                let mut branches = Vec::with_capacity(u.inputs.len());
+                let mut pending: Vec<&LogicalPlan> = u.inputs.iter().rev().map(|i| i.as_ref()).collect();
+                while let Some(next) = pending.pop() {
+                    match next {
+                        LogicalPlan::Union(inner) => pending.extend(inner.inputs.iter().rev().map(|i| i.as_ref())),
+                        branch => branches.push(branch),
+                    }
+                }
+                let inputs = branches.into_iter().map(|i| self.translate(i)).collect::<Result<Vec<_>>>()?;
                 let parallelism = self.config.parallelism;
                 let changelog = if inputs.iter().any(|i| i.changelog == ChangelogMode::Retract) {
                     ChangelogMode::Retract
@@ -1155,6 +1182,53 @@ fn rank_bound(conjunct: &Expr, schema: &DFSchema, trace: &dyn Fn(usize) -> Optio
         _ => return None,
     };
     usize::try_from(limit).ok()
+}
+
+/// Rebalances long chains of `AND`, `OR` and `||` (as [`super::rewrite`] does before planning):
+/// the same operands in the same order, about log2(n) levels deep.
+fn balance_long_chains(expr: Expr) -> Result<Expr> {
+    use datafusion_common::tree_node::{Transformed, TreeNode};
+    use datafusion_expr::{BinaryExpr, Operator};
+    const LONGEST_UNBALANCED_CHAIN: usize = 32;
+    expr.transform_down(|e| {
+        let Expr::BinaryExpr(BinaryExpr { op: op @ (Operator::And | Operator::Or | Operator::StringConcat), .. }) = &e
+        else {
+            return Ok(Transformed::no(e));
+        };
+        let op = *op;
+        let mut length = 1;
+        let mut spine = &e;
+        while let Expr::BinaryExpr(BinaryExpr { left, op: next, .. }) = spine
+            && *next == op
+        {
+            length += 1;
+            spine = left;
+        }
+        if length <= LONGEST_UNBALANCED_CHAIN {
+            return Ok(Transformed::no(e));
+        }
+        let mut operands = Vec::with_capacity(length);
+        let mut pending = vec![e];
+        while let Some(next) = pending.pop() {
+            match next {
+                Expr::BinaryExpr(BinaryExpr { left, op: next_op, right }) if next_op == op => {
+                    pending.push(*right);
+                    pending.push(*left);
+                }
+                operand => operands.push(operand),
+            }
+        }
+        fn balanced(mut operands: Vec<Expr>, op: Operator) -> Expr {
+            if operands.len() == 1 {
+                return operands.pop().expect("one operand");
+            }
+            let right = operands.split_off(operands.len() / 2);
+            let left = balanced(operands, op);
+            Expr::BinaryExpr(BinaryExpr::new(Box::new(left), op, Box::new(balanced(right, op))))
+        }
+        Ok(Transformed::yes(balanced(operands, op)))
+    })
+    .map(|t| t.data)
 }
 
 fn unalias(e: &Expr) -> &Expr {

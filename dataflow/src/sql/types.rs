@@ -271,7 +271,201 @@ pub fn flink_type_name(ty: &DataType) -> String {
             other => format!("MAP<{other}>"),
         },
         DataType::Null => "NULL".into(),
+        DataType::UInt8 | DataType::UInt16 => "INT".into(),
+        DataType::UInt32 | DataType::UInt64 => "BIGINT".into(),
+        DataType::Float16 => "FLOAT".into(),
+        DataType::Decimal256(p, s) => format!("DECIMAL({p}, {s})"),
+        DataType::Date64 => "DATE".into(),
+        DataType::BinaryView | DataType::FixedSizeBinary(_) => "BYTES".into(),
+        DataType::Interval(arrow::datatypes::IntervalUnit::YearMonth) => "INTERVAL YEAR TO MONTH".into(),
+        DataType::Interval(_) | DataType::Duration(_) => "INTERVAL DAY TO SECOND(3)".into(),
+        DataType::LargeList(f) | DataType::FixedSizeList(f, _) => format!("ARRAY<{}>", flink_type_name(f.data_type())),
         other => other.to_string(),
+    }
+}
+
+/// `text` (an error message of DataFusion or Arrow) with the Arrow types it names (`Int64`,
+/// `Utf8`, `Decimal128(10, 2)`, `Timestamp(ms)`) written as Flink SQL types ([`flink_type_name`]:
+/// `BIGINT`, `STRING`, `DECIMAL(10, 2)`, `TIMESTAMP(3)`).
+pub fn with_sql_type_names(text: &str) -> String {
+    const ARROW_TYPES: &[&str] = &[
+        "Null",
+        "Boolean",
+        "Int8",
+        "Int16",
+        "Int32",
+        "Int64",
+        "UInt8",
+        "UInt16",
+        "UInt32",
+        "UInt64",
+        "Float16",
+        "Float32",
+        "Float64",
+        "Utf8View",
+        "LargeUtf8",
+        "Utf8",
+        "BinaryView",
+        "LargeBinary",
+        "Binary",
+        "Date32",
+        "Date64",
+        "Time32",
+        "Time64",
+        "Timestamp",
+        "Decimal128",
+        "Decimal256",
+        "Interval",
+        "Duration",
+        "LargeList",
+        "List",
+        "Struct",
+        "Map",
+        "FixedSizeBinary",
+        "FixedSizeList",
+    ];
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut at = 0;
+    while at < text.len() {
+        let starts_word = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+        let name = ARROW_TYPES.iter().find(|name| {
+            text[at..].starts_with(**name)
+                && !text[at + name.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        });
+        let (Some(name), true) = (name, starts_word) else {
+            at += text[at..].chars().next().map_or(1, char::len_utf8);
+            continue;
+        };
+        let mut end = at + name.len();
+        if text[end..].starts_with('(') {
+            let mut depth = 0;
+            for (i, c) in text[end..].char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                if depth == 0 {
+                    end += i + 1;
+                    break;
+                }
+            }
+        }
+        match text[at..end].parse::<DataType>() {
+            Ok(ty) => {
+                out.push_str(&text[copied..at]);
+                out.push_str(&flink_type_name(&ty));
+                copied = end;
+                at = end;
+            }
+            Err(_) => at += name.len(),
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// `text` (an error message, an `EXPLAIN`) with DataFusion's interval values
+/// (`IntervalMonthDayNano { months: 0, days: 0, nanoseconds: 5000000000 }`) written as SQL
+/// literals (`INTERVAL '5' SECOND`).
+pub fn with_sql_literals(text: &str) -> String {
+    use std::sync::LazyLock;
+    static MONTH_DAY_NANO: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(
+            r#"(?:IntervalMonthDayNano\(")?IntervalMonthDayNano \{ months: (-?\d+), days: (-?\d+), nanoseconds: (-?\d+) \}(?:"\))?"#,
+        )
+        .expect("a valid pattern")
+    });
+    static DAY_TIME: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(
+            r#"(?:IntervalDayTime\(")?IntervalDayTime \{ days: (-?\d+), milliseconds: (-?\d+) \}(?:"\))?"#,
+        )
+        .expect("a valid pattern")
+    });
+    static YEAR_MONTH: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r#"IntervalYearMonth\("(-?\d+)"\)"#).expect("a valid pattern"));
+    let number = |c: &regex::Captures<'_>, i: usize| c[i].parse::<i64>().unwrap_or(0);
+    let text = MONTH_DAY_NANO
+        .replace_all(text, |c: &regex::Captures<'_>| interval_literal(number(c, 1), number(c, 2), number(c, 3)));
+    let text = DAY_TIME.replace_all(&text, |c: &regex::Captures<'_>| {
+        interval_literal(0, number(c, 1), number(c, 2).saturating_mul(1_000_000))
+    });
+    YEAR_MONTH.replace_all(&text, |c: &regex::Captures<'_>| interval_literal(number(c, 1), 0, 0)).into_owned()
+}
+
+/// An interval as Flink SQL writes it, in the largest unit it is a whole number of.
+fn interval_literal(months: i64, days: i64, nanoseconds: i64) -> String {
+    let months_part = match months {
+        0 => None,
+        m if m % 12 == 0 => Some(format!("INTERVAL '{}' YEAR", m / 12)),
+        m => Some(format!("INTERVAL '{m}' MONTH")),
+    };
+    let nanos = (days as i128) * 86_400_000_000_000 + nanoseconds as i128;
+    let time_part = if nanos == 0 && months_part.is_some() {
+        None
+    } else {
+        let units: [(i128, &str); 4] = [
+            (86_400_000_000_000, "DAY"),
+            (3_600_000_000_000, "HOUR"),
+            (60_000_000_000, "MINUTE"),
+            (1_000_000_000, "SECOND"),
+        ];
+        Some(match units.iter().find(|(size, _)| nanos % size == 0) {
+            Some((size, unit)) => format!("INTERVAL '{}' {unit}", nanos / size),
+            None => {
+                let seconds = format!("{:.9}", nanos as f64 / 1e9);
+                format!("INTERVAL '{}' SECOND", seconds.trim_end_matches('0'))
+            }
+        })
+    };
+    match (months_part, time_part) {
+        (Some(m), Some(t)) => format!("{m} + {t}"),
+        (Some(m), None) => m,
+        (None, Some(t)) => t,
+        (None, None) => "INTERVAL '0' SECOND".into(),
+    }
+}
+
+/// Whether Flink casts a value of type `from` to `to` implicitly, as it does for the columns
+/// of `INSERT INTO` (`LogicalTypeCasts.supportsImplicitCast`): integers widen, every number
+/// goes to `DOUBLE`, exact numbers to `DECIMAL`, timestamps to dates, times and the other
+/// timestamp kind, `NULL` to anything; a string never becomes a number, nor a number a string.
+pub fn supports_implicit_cast(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    let rank = |t: &DataType| match t {
+        Int8 => Some(1),
+        Int16 => Some(2),
+        Int32 => Some(3),
+        Int64 => Some(4),
+        // Weir's internal unsigned results (ROW_NUMBER) are Flink's INT or BIGINT.
+        UInt8 | UInt16 => Some(3),
+        UInt32 | UInt64 => Some(4),
+        _ => None,
+    };
+    let is_string = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
+    let is_binary = |t: &DataType| matches!(t, Binary | LargeBinary | BinaryView | FixedSizeBinary(_));
+    if from == to || *from == Null || flink_type_name(from) == flink_type_name(to) {
+        return true;
+    }
+    match (from, to) {
+        (f, t) if rank(f).is_some() && rank(t).is_some() => rank(f) <= rank(t),
+        (f, Decimal128(_, _)) => rank(f).is_some() || matches!(f, Decimal128(_, _)),
+        (f, Float32) => rank(f).is_some() || matches!(f, Decimal128(_, _)),
+        (f, Float64) => rank(f).is_some() || matches!(f, Decimal128(_, _) | Float32),
+        (f, t) if is_string(t) => is_string(f),
+        (f, t) if is_binary(t) => is_binary(f),
+        (Timestamp(_, _), Timestamp(_, _)) => true,
+        (Timestamp(_, None), Date32 | Time32(_) | Time64(_)) => true,
+        (Time32(_) | Time64(_), Time32(_) | Time64(_)) => true,
+        (List(f), List(t)) => supports_implicit_cast(f.data_type(), t.data_type()),
+        (Struct(f), Struct(t)) => {
+            f.len() == t.len()
+                && f.iter().zip(t.iter()).all(|(f, t)| supports_implicit_cast(f.data_type(), t.data_type()))
+        }
+        (Map(f, _), Map(t, _)) => supports_implicit_cast(f.data_type(), t.data_type()),
+        _ => false,
     }
 }
 
@@ -291,6 +485,76 @@ mod tests {
         assert_eq!(flink_type_name(&t), "ROW<`a` INT, `b` ROW<`c` BIGINT, `d` TIMESTAMP(3)>>");
         let t = parse("ARRAY<ARRAY<INT>>").unwrap();
         assert_eq!(flink_type_name(&t), "ARRAY<ARRAY<INT>>");
+    }
+
+    #[test]
+    fn messages_name_sql_types() {
+        assert_eq!(
+            with_sql_type_names("Cannot coerce arithmetic expression Int64 + Utf8 to valid types"),
+            "Cannot coerce arithmetic expression BIGINT + STRING to valid types"
+        );
+        let decimal = DataType::Decimal128(10, 2).to_string();
+        let timestamp = TIMESTAMP_TYPE.to_string();
+        assert_eq!(
+            with_sql_type_names(&format!("{decimal} and {timestamp}, not Int32s or MyInt64")),
+            "DECIMAL(10, 2) and TIMESTAMP(3), not Int32s or MyInt64"
+        );
+        let list = DataType::List(Arc::new(Field::new("item", DataType::Int32, true))).to_string();
+        assert_eq!(with_sql_type_names(&format!("a {list}")), "a ARRAY<INT>");
+    }
+
+    #[test]
+    fn intervals_read_as_sql() {
+        assert_eq!(
+            with_sql_literals(
+                r#"ts - IntervalMonthDayNano("IntervalMonthDayNano { months: 0, days: 0, nanoseconds: 5000000000 }")"#
+            ),
+            "ts - INTERVAL '5' SECOND"
+        );
+        assert_eq!(
+            with_sql_literals(
+                "IntervalMonthDayNano { months: 0, days: 1, nanoseconds: 0 } and IntervalMonthDayNano { months: 0, days: 0, nanoseconds: 1500000000 }"
+            ),
+            "INTERVAL '1' DAY and INTERVAL '1.5' SECOND"
+        );
+        assert_eq!(
+            with_sql_literals(r#"IntervalDayTime("IntervalDayTime { days: 0, milliseconds: 600000 }")"#),
+            "INTERVAL '10' MINUTE"
+        );
+        assert_eq!(with_sql_literals(r#"IntervalYearMonth("24")"#), "INTERVAL '2' YEAR");
+    }
+
+    #[test]
+    fn implicit_casts_are_flinks() {
+        use DataType::*;
+        for (from, to) in [
+            (Int32, Int64),
+            (Int8, Int32),
+            (Int64, Decimal128(20, 0)),
+            (Decimal128(10, 2), Decimal128(38, 2)),
+            (Int64, Float64),
+            (UInt64, Int64),
+            (Decimal128(10, 2), Float64),
+            (Float32, Float64),
+            (Null, Utf8),
+            (TIMESTAMP_TYPE, ltz_type()),
+            (TIMESTAMP_TYPE, Date32),
+        ] {
+            assert!(supports_implicit_cast(&from, &to), "{from} -> {to}");
+        }
+        for (from, to) in [
+            (Utf8, Int32),
+            (Int64, Int32),
+            (Int32, Utf8),
+            (Float64, Int64),
+            (Float64, Decimal128(10, 2)),
+            (Float64, Float32),
+            (Boolean, Int32),
+            (Date32, TIMESTAMP_TYPE),
+            (Utf8, TIMESTAMP_TYPE),
+        ] {
+            assert!(!supports_implicit_cast(&from, &to), "{from} -> {to}");
+        }
     }
 
     #[test]

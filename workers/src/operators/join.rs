@@ -211,7 +211,11 @@ impl Operator for Join {
         }
         let (s, o) = (input, 1 - input);
         let key_columns: Vec<ArrayRef> = self.sides[s].keys.iter().map(|k| batch.data.column(*k).clone()).collect();
-        let keys = self.key_rows.convert_columns(&key_columns)?;
+        // A join without an equality key (a cross join, or a condition without `=` between
+        // the sides) matches every row against every row of the other side: all rows share the
+        // empty key. Both inputs reach its single subtask through a global exchange.
+        let keys = if key_columns.is_empty() { None } else { Some(self.key_rows.convert_columns(&key_columns)?) };
+        let key_of = |r: usize| -> &[u8] { keys.as_ref().map_or(&[], |k| k.row(r).data()) };
         // Rows without a key never match; in a window join, neither do rows of a closed window.
         let ends = match self.window_end {
             Some(cols) => Some(timestamp_millis(batch.data.column(cols[s]))?),
@@ -247,7 +251,7 @@ impl Operator for Join {
         for (r, null_key) in has_null_key.iter().enumerate() {
             let mut found = Vec::new();
             if !*null_key {
-                for id in self.sides[o].store.entries_of(keys.row(r).data()) {
+                for id in self.sides[o].store.entries_of(key_of(r)) {
                     let (start, len) = self.sides[o].store.read(id, &mut candidate_bytes)?;
                     found.push((id, start, len));
                 }
@@ -294,7 +298,7 @@ impl Operator for Join {
                 continue;
             }
             let row: &[u8] = rows.row(r).data();
-            let key: &[u8] = keys.row(r).data();
+            let key: &[u8] = key_of(r);
             let [a, b] = &mut self.sides;
             let (mine_side, other_side) = if s == 0 { (a, b) } else { (b, a) };
             let mut matched = 0i64;
@@ -461,6 +465,64 @@ mod tests {
             output,
         )
         .unwrap()
+    }
+
+    /// A join without equality keys (`CROSS JOIN`, `ON TRUE`, `ON a.x > b.y`) of `kind`.
+    fn keyless_join(kind: JoinKind, filter: Option<PhysExpr>) -> Join {
+        let output = Arc::new(Schema::new([side_schema().fields().to_vec(), side_schema().fields().to_vec()].concat()));
+        Join::try_new(kind, side_schema(), side_schema(), vec![], vec![], [2, 2], filter, None, None, output).unwrap()
+    }
+
+    /// The emitted rows as (kind, left id, right id), NULL ids as `None`.
+    fn changes(out: &Output) -> Vec<(RowKind, Option<i64>, Option<i64>)> {
+        let mut changes = Vec::new();
+        for item in &out.items {
+            let Emitted::Batch(b) = item else { continue };
+            let ids = |c: usize| b.data.column(c).as_any().downcast_ref::<Int64Array>().unwrap().clone();
+            let (left, right) = (ids(0), ids(2));
+            for r in 0..b.num_rows() {
+                let id = |a: &Int64Array| a.is_valid(r).then(|| a.value(r));
+                changes.push((b.kind(r), id(&left), id(&right)));
+            }
+        }
+        changes
+    }
+
+    #[test]
+    fn join_without_keys_matches_every_pair() {
+        let mut join = keyless_join(JoinKind::Inner, None);
+        let mut out = Output::default();
+        join.process(0, batch(1, 0), &mut out).unwrap();
+        join.process(0, batch(2, 0), &mut out).unwrap();
+        join.process(1, batch(10, 0), &mut out).unwrap();
+        join.process(1, batch(20, 0), &mut out).unwrap();
+        let mut pairs: Vec<_> = changes(&out).into_iter().map(|(_, l, r)| (l.unwrap(), r.unwrap())).collect();
+        pairs.sort();
+        assert_eq!(pairs, vec![(1, 10), (1, 20), (2, 10), (2, 20)]);
+    }
+
+    #[test]
+    fn outer_join_without_keys_pads_and_retracts() {
+        use datafusion_physical_expr::expressions::{BinaryExpr, Column};
+        // LEFT JOIN … ON l.id > r.id
+        let greater: PhysExpr = Arc::new(BinaryExpr::new(
+            Arc::new(Column::new("id", 0)),
+            datafusion_expr::Operator::Gt,
+            Arc::new(Column::new("id", 2)),
+        ));
+        let mut join = keyless_join(JoinKind::Left, Some(greater));
+        let mut out = Output::default();
+        join.process(0, batch(5, 0), &mut out).unwrap();
+        join.process(1, batch(7, 0), &mut out).unwrap();
+        join.process(1, batch(3, 0), &mut out).unwrap();
+        assert_eq!(
+            changes(&out),
+            vec![
+                (RowKind::Insert, Some(5), None),
+                (RowKind::Delete, Some(5), None),
+                (RowKind::Insert, Some(5), Some(3)),
+            ]
+        );
     }
 
     fn rows(out: &Output) -> usize {
