@@ -38,7 +38,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use weir_dataflow::ids::{CheckpointId, JobId, VertexId, WorkerId};
+use weir_dataflow::ids::{CheckpointId, JobAttempt, JobId, VertexId, WorkerId};
 use weir_dataflow::wire::{
     self, AttemptRef, AttemptReport, Deploy, DeployPart, ErrorCode, Failure, Heartbeat, HeartbeatReply, NotLeader,
     Problem, RunEnd, SavepointAsk, SavepointTaken, VertexMetrics,
@@ -293,7 +293,7 @@ impl Workers {
             if report.end.is_some() {
                 reply.forget.push(attempt.clone());
             } else {
-                tracing::info!(job_id = %attempt.job, attempt = attempt.attempt, worker = %beat.worker, "cancelling an attempt that is not its job's current one");
+                tracing::info!(job_id = %attempt.job, attempt = %attempt.attempt, worker = %beat.worker, "cancelling an attempt that is not its job's current one");
                 reply.cancel.push(attempt.clone());
             }
         }
@@ -383,7 +383,10 @@ impl Workers {
             let inner = self.lock();
             self.placement(&inner, &job.id, parallelism).map_err(|why| Failure::new(ErrorCode::NoFreeSlots, why))?
         };
-        let attempt = AttemptRef { job: job.id.clone(), attempt: job.deployment.as_ref().map_or(1, |d| d.attempt + 1) };
+        let attempt = AttemptRef {
+            job: job.id.clone(),
+            attempt: job.deployment.as_ref().map_or(JobAttempt(1), |d| d.attempt.next()),
+        };
         let lead = placed[0].clone();
         let deployment = JobDeployment {
             attempt: attempt.attempt,
@@ -448,7 +451,7 @@ impl Workers {
             }
         }
         let workers: Vec<String> = placed.iter().map(|p| format!("{} {:?}", p.worker, p.subtasks)).collect();
-        tracing::info!(job_id = %job.id, attempt = attempt.attempt, parallelism, ?workers, "attempt deployed");
+        tracing::info!(job_id = %job.id, attempt = %attempt.attempt, parallelism, ?workers, "attempt deployed");
         Ok(Arc::new(run))
     }
 
@@ -680,7 +683,7 @@ impl RemoteRun {
                 .call::<_, serde_json::Value>(address, wire::CANCEL_PATH, &self.attempt, Duration::from_secs(15))
                 .await;
             if let Err(error) = cancelled {
-                tracing::warn!(job_id = %self.attempt.job, attempt = self.attempt.attempt, %error, "cancel not delivered");
+                tracing::warn!(job_id = %self.attempt.job, attempt = %self.attempt.attempt, %error, "cancel not delivered");
             }
         }
     }

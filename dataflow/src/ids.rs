@@ -29,11 +29,13 @@ id_newtype!(
     /// A checkpoint; ids increase monotonically within a job.
     CheckpointId(u64), "chk-");
 id_newtype!(
-    /// A fencing generation: a newer epoch always wins over an older one.
-    Epoch(u64), "epoch-");
-id_newtype!(
-    /// An attempt of a subtask; a restart makes a new attempt.
+    /// A generation of a subtask's state database: each run of a subtask writes its own, so an
+    /// old run and a new one never share a writer.
     AttemptNumber(u32), "attempt-");
+id_newtype!(
+    /// One attempt of a job on workers, numbered from 1 by the leader: a new attempt is always
+    /// higher than any before it, which fences the older ones.
+    JobAttempt(u64), "attempt-");
 
 /// A job, named by a string the control plane hands out (or `local` for `weir run`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -82,5 +84,12 @@ pub struct ChannelId {
 impl fmt::Display for ChannelId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}->{}", self.partition, self.consumer)
+    }
+}
+
+impl JobAttempt {
+    /// The attempt after this one.
+    pub fn next(self) -> JobAttempt {
+        JobAttempt(self.0 + 1)
     }
 }

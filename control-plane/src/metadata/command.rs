@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use weir_dataflow::ids::{CheckpointId, JobId, WorkerId};
+use weir_dataflow::ids::{CheckpointId, JobAttempt, JobId, WorkerId};
 use weir_dataflow::wire::ErrorCode;
 
 use super::ids::{SavepointId, TenantId, TokenDigest, TokenId, UnixMillis};
@@ -115,7 +115,7 @@ impl fmt::Display for Command {
                 write!(f, "set-desired-parallelism {job} {parallelism}")
             }
             Command::SetJobDeployment { job, deployment } => {
-                write!(f, "set-job-deployment {job} attempt={} worker={}", deployment.attempt, deployment.worker)
+                write!(f, "set-job-deployment {job} {} worker={}", deployment.attempt, deployment.worker)
             }
             Command::CommitCheckpoint { job, checkpoint, .. } => {
                 write!(f, "commit-checkpoint {job} {}", checkpoint.id)
@@ -185,8 +185,8 @@ pub enum Rejection {
     JobNotRunning { job: JobId, status: JobStatus },
     #[error("checkpoint {offered} of job {job} is not newer than the committed {latest}")]
     StaleCheckpoint { job: JobId, latest: CheckpointId, offered: CheckpointId },
-    #[error("attempt {offered} of job {job} is not newer than its attempt {latest}")]
-    StaleAttempt { job: JobId, latest: u64, offered: u64 },
+    #[error("{offered} of job {job} is not newer than its {latest}")]
+    StaleAttempt { job: JobId, latest: JobAttempt, offered: JobAttempt },
     #[error("savepoint {savepoint} already exists")]
     SavepointExists { savepoint: SavepointId },
     #[error("savepoint {savepoint} does not exist")]

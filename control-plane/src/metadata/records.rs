@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use weir_dataflow::ids::{CheckpointId, JobId, WorkerId};
+use weir_dataflow::ids::{CheckpointId, JobAttempt, JobId, WorkerId};
 use weir_dataflow::wire::CheckpointDone;
 
 use super::ids::{SavepointId, TenantId, TokenDigest, TokenId, UnixMillis};
@@ -164,7 +164,7 @@ pub struct JobRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobDeployment {
     /// Numbered from 1; every new attempt of the job has a higher number.
-    pub attempt: u64,
+    pub attempt: JobAttempt,
     /// The worker of the attempt's lead part (all of it, unless it is spread).
     pub worker: WorkerId,
     /// The workers of its other parts, when it is spread over several.

@@ -279,7 +279,7 @@ impl MetadataState {
 
 #[cfg(test)]
 mod tests {
-    use weir_dataflow::ids::CheckpointId;
+    use weir_dataflow::ids::{CheckpointId, JobAttempt};
 
     use super::*;
     use crate::metadata::ids::UnixMillis;
@@ -378,7 +378,11 @@ mod tests {
         state.apply(&submit("j1", "acme"));
         let deploy = |attempt, worker: &str| Command::SetJobDeployment {
             job: JobId("j1".into()),
-            deployment: JobDeployment { attempt, worker: WorkerId(worker.into()), members: Vec::new() },
+            deployment: JobDeployment {
+                attempt: JobAttempt(attempt),
+                worker: WorkerId(worker.into()),
+                members: Vec::new(),
+            },
         };
         assert_eq!(state.apply(&deploy(1, "w1")), Response::Done);
         assert_eq!(state.apply(&deploy(2, "w2")), Response::Done);
@@ -387,7 +391,7 @@ mod tests {
         let job = state.job(&JobId("j1".into())).expect("submitted");
         assert_eq!(
             job.deployment,
-            Some(JobDeployment { attempt: 2, worker: WorkerId("w2".into()), members: Vec::new() })
+            Some(JobDeployment { attempt: JobAttempt(2), worker: WorkerId("w2".into()), members: Vec::new() })
         );
     }
 

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{ErrorCode, Failure, PROBLEM_CONTENT_TYPE, Problem};
 
-use crate::ids::{CheckpointId, JobId, VertexId, WorkerId};
+use crate::ids::{CheckpointId, JobAttempt, JobId, VertexId, WorkerId};
 
 pub const DEPLOY_PATH: &str = "/tasks";
 pub const CANCEL_PATH: &str = "/tasks/cancel";
@@ -66,7 +66,7 @@ pub enum RunEnd {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AttemptRef {
     pub job: JobId,
-    pub attempt: u64,
+    pub attempt: JobAttempt,
 }
 
 /// Run an attempt of a job: the worker plans `sql` itself (the planner is deterministic), at
