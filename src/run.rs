@@ -1,7 +1,8 @@
 //! `weir run`: plan a script, run it in this process, show or write its result. It sets a run
-//! up as any attempt is (`weir_workers::attempt::setup`), and adds what a terminal needs: the
-//! result table, progress, `weir savepoint PID`, and restarts from the latest checkpoint when a
-//! remote exchange is lost.
+//! up as any attempt is (`weir_workers::attempt::setup`), hands restarting to the runtime
+//! (`weir_workers::runtime::InProcessRestarts`: stages re-run, or a restart from the latest
+//! checkpoint, when an exchange is lost), and adds what a terminal needs: the result table,
+//! progress and `weir savepoint PID`.
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -24,7 +25,7 @@ use weir_workers::attempt::setup::{self, Checkpointing, base_config, job_graph, 
 use weir_workers::checkpoint::coordinator::SavepointRequest;
 use weir_workers::error::TaskError;
 use weir_workers::output::{write_changelog_json, write_plain};
-use weir_workers::runtime::{JobCounters, LocalJob, RestartStrategy, run_local};
+use weir_workers::runtime::{InProcessRestarts, JobCounters, LocalJob, run_local};
 
 /// Outcome of a local run, for reporting.
 pub struct RunStats {
@@ -268,82 +269,53 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
     let graph = job_graph(&plan, &planned.config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let job_id = JobId(planned.config.pipeline_name().unwrap_or(&options.job_name).to_string());
-    let mut checkpointing = runtime
+    let checkpointing = runtime
         .block_on(setup::checkpointing(&plan, &planned.config, &job_id, options.resume))?
         .map(|c| report(c, &job_id));
     let counters = Arc::new(JobCounters::default());
     // One namespace per run (and per attempt), so runs sharing a server never meet each
     // other's channels.
     let namespace = format!("run-{}-{}", std::process::id(), unix_nanos());
-    let shuffle_for = |attempt: u32| -> Arc<dyn ShuffleService> {
-        match shuffle_server {
+    let server = shuffle_server.map(str::to_string);
+    let shuffle_for_attempt = move |attempt: u32| -> Arc<dyn ShuffleService> {
+        match &server {
             None => Arc::new(LocalShuffle::new()),
             Some(addr) => remote_shuffle(addr, &namespace, attempt),
         }
     };
-    let restart_strategy = planned.config.restart_strategy();
-    // A checkpointed streaming job restarts as its strategy says (fixed or exponential delay).
-    let mut backoff = weir_dataflow::restart::RestartBackoff::new(planned.config.restart_policy());
-    let (plan, graph) = (Arc::new(plan), Arc::new(graph));
+    // `weir savepoint PID` (SIGUSR1) stops a checkpointed job with a savepoint.
+    let (savepoint_requests, savepoints) = match &checkpointing {
+        Some(setup) => {
+            let (send, receive) = tokio::sync::mpsc::unbounded_channel();
+            (Some((send, savepoints_dir(&planned.config, &setup.config))), Some(receive))
+        }
+        None => (None, None),
+    };
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let graph = Arc::new(graph);
+    let job = LocalJob {
+        plan: Arc::new(plan),
+        graph: graph.clone(),
+        shuffle: shuffle_for_attempt(0),
+        collect: Some(sender),
+        counters: counters.clone(),
+        checkpointing,
+        restart: Some(InProcessRestarts {
+            strategy: planned.config.restart_strategy(),
+            shuffle_for_attempt: Box::new(shuffle_for_attempt),
+            // Only a remote exchange loses data a batch job can re-create by re-running stages.
+            region_failover: shuffle_server.is_some(),
+            job_config: planned.config.clone(),
+        }),
+        savepoints,
+        checkpoint_listener: None,
+        part: None,
+    };
     let started = Instant::now();
     let show_progress = progress && std::io::stderr().is_terminal();
-    let mut attempt = 0;
-    let result = loop {
-        // Only a remote exchange loses data a batch job can re-create by re-running stages.
-        let restart = match (shuffle_server, restart_strategy) {
-            (Some(addr), Some((attempts, delay))) if plan.batch => {
-                let (addr, namespace) = (addr.to_string(), namespace.clone());
-                Some(RestartStrategy {
-                    attempts,
-                    delay,
-                    shuffle_for_attempt: Box::new(move |attempt| remote_shuffle(&addr, &namespace, attempt)),
-                })
-            }
-            _ => None,
-        };
-        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-        let restarts_from_checkpoint = checkpointing.is_some();
-        // `weir savepoint PID` (SIGUSR1) stops a checkpointed job with a savepoint.
-        let (savepoint_requests, savepoints) = match &checkpointing {
-            Some(setup) => {
-                let (send, receive) = tokio::sync::mpsc::unbounded_channel();
-                (Some((send, savepoints_dir(&planned.config, &setup.config))), Some(receive))
-            }
-            None => (None, None),
-        };
-        let job = LocalJob {
-            savepoints,
-            restart,
-            plan: plan.clone(),
-            graph: graph.clone(),
-            shuffle: shuffle_for(attempt),
-            collect: Some(sender),
-            counters: counters.clone(),
-            checkpointing: checkpointing.take(),
-            checkpoint_listener: None,
-            part: None,
-        };
-        let outcome =
-            runtime.block_on(drive(job, receiver, sink, &counters, started, show_progress, savepoint_requests));
-        match outcome {
-            // A streaming job whose exchange broke (a shuffle server went away) starts again
-            // from its latest checkpoint, as Flink's restart strategy does.
-            Ok(Err(e)) if restarts_from_checkpoint && e.is_lost_exchange() => {
-                let Some(delay) = backoff.on_failure_now() else {
-                    break Err(e.into());
-                };
-                attempt += 1;
-                eprintln!("warning: {e}; restarting from the latest checkpoint in {delay:?} (attempt {attempt})");
-                std::thread::sleep(delay);
-                let config = planned.config.checkpointing().expect("the job is checkpointed");
-                let setup = runtime.block_on(setup::checkpoint_setup(config, &planned.config, &job_id, true))?;
-                checkpointing = Some(report(setup, &job_id));
-            }
-            Ok(Err(e)) => break Err(e.into()),
-            Ok(Ok(())) => break Ok(()),
-            Err(e) => break Err(e),
-        }
-    };
+    let result = runtime
+        .block_on(drive(job, receiver, sink, &counters, started, show_progress, savepoint_requests))
+        .and_then(|outcome| outcome.map_err(anyhow::Error::from));
     if show_progress {
         eprint!("\r\x1b[2K");
     }

@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use crate::graph::ExchangeMode;
 use crate::keygroup::{UPPER_BOUND_MAX_PARALLELISM, default_max_parallelism};
+use crate::restart::{ExponentialDelay, RestartStrategy};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -142,7 +143,7 @@ impl JobConfig {
             "execution.batch-shuffle-mode" => {
                 ExchangeMode::parse_batch_shuffle_mode(value).map_err(|e| invalid(&e))?;
             }
-            "restart-strategy.type" if crate::restart::RestartStrategy::kind(value).is_none() => {
+            "restart-strategy.type" if RestartStrategy::kind(value).is_none() => {
                 return Err(invalid("expected none, fixed-delay or exponential-delay"));
             }
             "restart-strategy.exponential-delay.initial-backoff"
@@ -317,55 +318,51 @@ impl JobConfig {
         self.get("execution.runtime-mode").and_then(|v| RuntimeMode::parse(v).ok()).unwrap_or(RuntimeMode::Streaming)
     }
 
-    /// `restart-strategy.*`: restarts allowed and the delay before each, or `None` for no
-    /// restarts. Unset, a job restarts up to 3 times after 1 s (Flink restarts only
-    /// checkpointed jobs by default; Weir's batch jobs re-run stages, so restarting is cheap).
-    pub fn restart_strategy(&self) -> Option<(u32, Duration)> {
-        let kind = self.get("restart-strategy.type").map(|v| v.trim().to_ascii_lowercase());
-        if matches!(kind.as_deref(), Some("none" | "off" | "disable")) {
-            return None;
+    /// `restart-strategy.*`: `none`, `fixed-delay` (the default when unset: 3 attempts, 1 s
+    /// apart; Flink restarts only checkpointed jobs by default, but Weir's batch jobs re-run
+    /// stages, so restarting is cheap) or `exponential-delay`, with Flink's defaults for what is
+    /// not set. A [`RestartBackoff`](crate::restart::RestartBackoff) applies it. Values were
+    /// validated when set.
+    pub fn restart_strategy(&self) -> RestartStrategy {
+        let option = |name: &str| self.get(&format!("restart-strategy.{name}"));
+        match self.get("restart-strategy.type").and_then(RestartStrategy::kind) {
+            Some("none") => RestartStrategy::None,
+            Some("exponential-delay") => {
+                let mut e = ExponentialDelay::default();
+                let duration = |name: &str, d: &mut Duration| {
+                    if let Some(v) = option(name).and_then(|v| parse_duration(v).ok()) {
+                        *d = v;
+                    }
+                };
+                duration("exponential-delay.initial-backoff", &mut e.initial);
+                duration("exponential-delay.max-backoff", &mut e.max);
+                duration("exponential-delay.reset-backoff-threshold", &mut e.reset_threshold);
+                if let Some(v) = option("exponential-delay.backoff-multiplier").and_then(|v| v.trim().parse().ok()) {
+                    e.multiplier = v;
+                }
+                if let Some(v) = option("exponential-delay.jitter-factor").and_then(|v| v.trim().parse().ok()) {
+                    e.jitter = v;
+                }
+                if let Some(v) =
+                    option("exponential-delay.attempts-before-reset-backoff").and_then(|v| v.trim().parse().ok())
+                {
+                    e.attempts_before_reset = v;
+                }
+                RestartStrategy::ExponentialDelay(e)
+            }
+            _ => RestartStrategy::FixedDelay {
+                attempts: option("fixed-delay.attempts").and_then(|v| v.trim().parse().ok()).unwrap_or(3),
+                delay: option("fixed-delay.delay")
+                    .and_then(|v| parse_duration(v).ok())
+                    .unwrap_or(Duration::from_secs(1)),
+            },
         }
-        let attempts =
-            self.get("restart-strategy.fixed-delay.attempts").and_then(|v| v.trim().parse().ok()).unwrap_or(3);
-        let delay = self
-            .get("restart-strategy.fixed-delay.delay")
-            .and_then(|v| parse_duration(v).ok())
-            .unwrap_or(Duration::from_secs(1));
-        Some((attempts, delay))
     }
 
-    /// `restart-strategy.*` as a [`RestartStrategy`](crate::restart::RestartStrategy): `none`,
-    /// `fixed-delay` (the default when unset: 3 attempts, 1 s apart) or `exponential-delay` with
-    /// Flink's defaults for what is not set. Values were validated when set.
-    pub fn restart_policy(&self) -> crate::restart::RestartStrategy {
-        use crate::restart::RestartStrategy;
-        let kind = self.get("restart-strategy.type").and_then(RestartStrategy::kind);
-        if kind != Some("exponential-delay") {
-            return match self.restart_strategy() {
-                Some((attempts, delay)) => RestartStrategy::FixedDelay { attempts, delay },
-                None => RestartStrategy::None,
-            };
-        }
-        let mut e = crate::restart::ExponentialDelay::default();
-        let option = |name: &str| self.get(&format!("restart-strategy.exponential-delay.{name}"));
-        let duration = |name: &str, d: &mut Duration| {
-            if let Some(v) = option(name).and_then(|v| parse_duration(v).ok()) {
-                *d = v;
-            }
-        };
-        duration("initial-backoff", &mut e.initial);
-        duration("max-backoff", &mut e.max);
-        duration("reset-backoff-threshold", &mut e.reset_threshold);
-        if let Some(v) = option("backoff-multiplier").and_then(|v| v.trim().parse().ok()) {
-            e.multiplier = v;
-        }
-        if let Some(v) = option("jitter-factor").and_then(|v| v.trim().parse().ok()) {
-            e.jitter = v;
-        }
-        if let Some(v) = option("attempts-before-reset-backoff").and_then(|v| v.trim().parse().ok()) {
-            e.attempts_before_reset = v;
-        }
-        RestartStrategy::ExponentialDelay(e)
+    /// The same as [`Self::restart_strategy`], by the name the control plane's dispatcher still
+    /// calls it (the dispatcher is being rewritten); new code calls `restart_strategy`.
+    pub fn restart_policy(&self) -> RestartStrategy {
+        self.restart_strategy()
     }
 
     /// `execution.batch-shuffle-mode`: how a batch job's exchanges keep their data; blocking
@@ -427,21 +424,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exponential_delay_takes_flinks_option_names_and_defaults() {
-        use crate::restart::{ExponentialDelay, RestartStrategy};
+    fn restart_strategy_is_fixed_delay_unless_set_otherwise() {
         let mut config = JobConfig::default();
-        assert!(matches!(config.restart_policy(), RestartStrategy::FixedDelay { attempts: 3, .. }));
+        let flinks = RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_secs(1) };
+        assert_eq!(config.restart_strategy(), flinks);
+        config.set("restart-strategy.fixed-delay.attempts", "5").unwrap();
+        config.set("restart-strategy.fixed-delay.delay", "200 ms").unwrap();
+        let fixed = RestartStrategy::FixedDelay { attempts: 5, delay: Duration::from_millis(200) };
+        assert_eq!(config.restart_strategy(), fixed);
+        config.set("restart-strategy.type", "fixed-delay").unwrap();
+        assert_eq!(config.restart_strategy(), fixed);
+        for none in ["none", "off", "disable"] {
+            config.set("restart-strategy.type", none).unwrap();
+            assert_eq!(config.restart_strategy(), RestartStrategy::None);
+        }
+    }
+
+    #[test]
+    fn exponential_delay_takes_flinks_option_names_and_defaults() {
+        let mut config = JobConfig::default();
         config.set("restart-strategy.type", "exponential-delay").unwrap();
+        assert_eq!(config.restart_strategy(), RestartStrategy::ExponentialDelay(ExponentialDelay::default()));
         config.set("restart-strategy.exponential-delay.initial-backoff", "2 s").unwrap();
         config.set("restart-strategy.exponential-delay.backoff-multiplier", "2.0").unwrap();
         let expected =
             ExponentialDelay { initial: Duration::from_secs(2), multiplier: 2.0, ..ExponentialDelay::default() };
-        assert_eq!(config.restart_policy(), RestartStrategy::ExponentialDelay(expected));
+        assert_eq!(config.restart_strategy(), RestartStrategy::ExponentialDelay(expected));
         assert!(config.set("restart-strategy.exponential-delay.backoff-multiplier", "0.5").is_err());
         assert!(config.set("restart-strategy.exponential-delay.jitter-factor", "2").is_err());
         assert!(config.set("restart-strategy.type", "sometimes").is_err());
-        config.set("restart-strategy.type", "none").unwrap();
-        assert_eq!(config.restart_policy(), RestartStrategy::None);
     }
 
     #[test]

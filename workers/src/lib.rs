@@ -5,7 +5,8 @@
 //!   spread over several workers;
 //! - [`attempt`]: one attempt of a job in this process, from its SQL to its end, with the
 //!   checkpoint and savepoint set-up any local run shares ([`attempt::setup`]);
-//! - [`runtime`]: deploys a job graph's subtasks as tasks and runs them;
+//! - [`runtime`]: deploys a job graph's subtasks as tasks and runs them, restarting the job in
+//!   this process when its exchange is lost;
 //! - [`operators`]: the streaming operators; [`connectors`]: sources and sinks;
 //! - [`checkpoint`]: barriers, the checkpoint coordinator, and what operators snapshot.
 //!
