@@ -359,12 +359,6 @@ impl JobConfig {
         }
     }
 
-    /// The same as [`Self::restart_strategy`], by the name the control plane's dispatcher still
-    /// calls it (the dispatcher is being rewritten); new code calls `restart_strategy`.
-    pub fn restart_policy(&self) -> RestartStrategy {
-        self.restart_strategy()
-    }
-
     /// `execution.batch-shuffle-mode`: how a batch job's exchanges keep their data; blocking
     /// unless set, as in Flink.
     pub fn batch_shuffle_mode(&self) -> ExchangeMode {

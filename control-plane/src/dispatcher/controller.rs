@@ -397,7 +397,7 @@ fn restart_strategy(job: &JobRecord) -> weir_dataflow::restart::RestartStrategy 
         // Validated when the job was submitted; a value refused now is left at its default.
         let _ = config.set(key, value);
     }
-    config.restart_policy()
+    config.restart_strategy()
 }
 
 #[cfg(test)]
