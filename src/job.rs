@@ -3,10 +3,11 @@
 //!
 //! It talks to `--url` (default `http://127.0.0.1:8080`, where `weir standalone` listens) with
 //! the token from `--token`, `WEIR_TOKEN`, or `./weir-data/admin-token` (what `weir standalone`
-//! writes on first start). An API error (`application/problem+json`) is printed as its detail,
-//! a SQL error as `FILE:LINE:COLUMN: message`, and the command exits non-zero. Long actions
-//! wait and show progress on stderr: `submit` until the job runs, `cancel` until it is
-//! cancelled, `savepoint` until the savepoint's path is known.
+//! writes on first start). An API error (`application/problem+json`, a [`Problem`]) is printed
+//! as its detail with its code from the one table (`weir_dataflow::wire::ErrorCode`) and its
+//! HTTP status, a SQL error as `FILE:LINE:COLUMN: message`, and the command exits non-zero.
+//! Long actions wait and show progress on stderr: `submit` until the job runs, `cancel` until
+//! it is cancelled, `savepoint` until the savepoint's path is known.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
+use weir_dataflow::wire::{ErrorCode, Problem};
 
 use crate::standalone::{ADMIN_TOKEN_FILE, DEFAULT_DATA_DIR};
 
@@ -106,14 +108,16 @@ fn job_name(file: &Path) -> String {
     file.file_stem().map_or("job".into(), |s| s.to_string_lossy().into_owned())
 }
 
-/// An API error, as its problem+json body says.
+/// An error status from the API.
 #[derive(Debug, thiserror::Error)]
-#[error("{detail} ({code}, HTTP {status})")]
-struct Problem {
-    status: u16,
-    code: String,
-    detail: String,
-    body: Value,
+enum ApiError {
+    /// Weir's API refused: its problem+json body, whose code is from the one table (shown as
+    /// sent, so a code of a newer server shows too).
+    #[error("{} ({}, HTTP {})", .0.detail, .0.code, .0.status)]
+    Problem(Box<Problem>),
+    /// Something that is not Weir's API answered (a proxy, another server): no code to show.
+    #[error("HTTP {status} from {url}: {body}")]
+    NotWeir { url: String, status: u16, body: String },
 }
 
 struct Client {
@@ -138,7 +142,7 @@ impl Client {
         Ok(Client { http, base, token: token.trim().to_string() })
     }
 
-    /// Calls `METHOD /api/v1/PATH`; an error status is a [`Problem`] (inside the `anyhow`).
+    /// Calls `METHOD /api/v1/PATH`; an error status is an [`ApiError`] (inside the `anyhow`).
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
         let url = format!("{}/{path}", self.base);
         let mut request = self.http.request(method, &url).bearer_auth(&self.token);
@@ -149,14 +153,10 @@ impl Client {
             request.send().await.map_err(|e| anyhow!("cannot reach {url}: {e} (is `weir standalone` running?)"))?;
         let status = response.status();
         let text = response.text().await.with_context(|| format!("{url}: the answer broke off"))?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status.is_success() {
-            return Ok(body);
+            return Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)));
         }
-        let field = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
-        let detail = field("detail").or_else(|| body.as_str().map(str::to_string)).unwrap_or_default();
-        let code = field("code").unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
-        Err(Problem { status: status.as_u16(), code, detail, body }.into())
+        Err(api_error(&url, status, text).into())
     }
 
     async fn job(&self, id: &str) -> Result<Value> {
@@ -187,11 +187,26 @@ async fn submit(client: &Client, file: &Path, name: Option<String>, parallelism:
     Ok(())
 }
 
+/// The error of an answer with an error `status` and body `text`: the problem it holds, or,
+/// when it holds none, what it says.
+fn api_error(url: &str, status: reqwest::StatusCode, text: String) -> ApiError {
+    match serde_json::from_str::<Problem>(&text) {
+        Ok(problem) => ApiError::Problem(Box::new(problem)),
+        Err(_) => {
+            let body =
+                if text.trim().is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+            ApiError::NotWeir { url: url.to_string(), status: status.as_u16(), body }
+        }
+    }
+}
+
 /// A SQL error as `FILE:LINE:COLUMN: message`; any other error as it is.
 fn sql_error(error: anyhow::Error, file: &Path) -> anyhow::Error {
-    let Some(problem) = error.downcast_ref::<Problem>() else { return error };
-    let (line, column) = (&problem.body["line"], &problem.body["column"]);
-    if problem.code != "invalid-sql" || !line.is_u64() {
+    let Some(ApiError::Problem(problem)) = error.downcast_ref::<ApiError>() else { return error };
+    let (Some(line), Some(column)) = (problem.extensions.get("line"), problem.extensions.get("column")) else {
+        return error;
+    };
+    if problem.error_code() != Some(ErrorCode::InvalidSql) || !line.is_u64() {
         return error;
     }
     // The detail starts with the position; say it once, with the file in front.
@@ -296,5 +311,46 @@ async fn savepoint(client: &Client, id: &str, stop: bool) -> Result<()> {
             bail!("savepoint {savepoint} was not taken within {}s", WAIT.as_secs());
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn an_api_error_shows_its_detail_with_the_tables_code_and_status() {
+        let body = serde_json::to_string(&Problem::new(ErrorCode::UnknownJob, "job j-1 does not exist")).unwrap();
+        let error = api_error("http://x/api/v1/jobs/j-1", StatusCode::NOT_FOUND, body);
+        assert_eq!(error.to_string(), "job j-1 does not exist (unknown-job, HTTP 404)");
+        // A code this client does not know (a newer server's) is shown as sent.
+        let body = r#"{"type":"urn:weir:problem:new","title":"Conflict","status":409,"detail":"no","code":"new"}"#;
+        let error = api_error("http://x", StatusCode::CONFLICT, body.to_string());
+        assert_eq!(error.to_string(), "no (new, HTTP 409)");
+    }
+
+    #[test]
+    fn an_answer_that_is_not_a_problem_says_what_answered() {
+        let error = api_error("http://x/api/v1/jobs", StatusCode::BAD_GATEWAY, String::new());
+        assert_eq!(error.to_string(), "HTTP 502 from http://x/api/v1/jobs: Bad Gateway");
+        let error = api_error("http://x/api/v1/jobs", StatusCode::NOT_FOUND, "nothing here".to_string());
+        assert_eq!(error.to_string(), "HTTP 404 from http://x/api/v1/jobs: nothing here");
+    }
+
+    #[test]
+    fn an_invalid_sql_problem_reads_as_file_line_column() {
+        let problem = Problem::new(ErrorCode::InvalidSql, "2:15: expected SELECT").with("line", 2).with("column", 15);
+        let error = api_error("http://x", StatusCode::BAD_REQUEST, serde_json::to_string(&problem).unwrap());
+        let shown = sql_error(error.into(), Path::new("bad.sql")).to_string();
+        assert_eq!(shown, "bad.sql:2:15: expected SELECT");
+        // Any other problem stays as it is.
+        let other = api_error(
+            "http://x",
+            StatusCode::NOT_FOUND,
+            serde_json::to_string(&Problem::new(ErrorCode::UnknownJob, "gone")).unwrap(),
+        );
+        assert_eq!(sql_error(other.into(), Path::new("bad.sql")).to_string(), "gone (unknown-job, HTTP 404)");
     }
 }

@@ -10,17 +10,16 @@
 //! prints where the logs are and how each ends.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use weir_testkit::Cluster;
 
 mod common;
-use common::{ids, kill_9, published};
+use common::{ids, published};
 
 /// The operator's root token of every replica; workers authenticate to the replicas with it.
 const ROOT_TOKEN: &str = "weir-cluster-test-root-token-0123456789abcdef";
@@ -36,79 +35,15 @@ const POLL: Duration = Duration::from_millis(100);
 /// long enough to lose it, and a test would fail for a fault nobody injected.
 static ONE_SANDBOX_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A running `weir` process; killed (SIGKILL) when dropped.
-struct Process {
-    child: Child,
-    /// Kept open: the process prints more after its first line, and must never see a closed pipe.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        kill_9(&mut self.child);
-    }
-}
-
-/// Starts `weir ARGS` in `cwd` with `env`, its stderr appended to `log`. Answers the process
-/// and its first line of stdout, or `None` if it exited before printing one.
-fn spawn(args: &[&str], env: &[(&str, String)], cwd: &Path, log: &Path) -> Option<(Process, String)> {
-    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("a log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .envs(env.iter().map(|(name, value)| (name, value)))
-        // Credentials of the test endpoint only: a session token of the caller's would not fit.
-        .env_remove("AWS_SESSION_TOKEN")
-        .current_dir(cwd)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("weir starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let mut line = String::new();
-    if stdout.read_line(&mut line).unwrap_or(0) == 0 {
-        kill_9(&mut child);
-        return None;
-    }
-    Some((Process { child, _stdout: stdout }, line.trim().to_string()))
-}
-
-/// One control-plane replica.
-struct Replica {
-    address: String,
-    log: PathBuf,
-    /// What it was started with: a restart starts it again the same way, on the same data.
-    args: Vec<String>,
-    process: Option<Process>,
-}
-
-impl Replica {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
-    }
-}
-
-/// One worker, as it named itself in its first line.
-struct Worker {
-    id: String,
-    log: PathBuf,
-    process: Option<Process>,
-}
-
-/// Three replicas, the workers, and the tenant whose token the tests' jobs use.
+/// Three replicas and the workers (the harness's [`Cluster`], its directory and logs kept when a
+/// test fails), and the tenant whose token the tests' jobs use. What the harness answers as an
+/// error fails the test here.
 struct Sandbox {
-    replicas: BTreeMap<u64, Replica>,
-    workers: Vec<Worker>,
-    client: reqwest::Client,
+    cluster: Cluster,
     /// The tenant's admin token.
     token: String,
-    /// Where jobs checkpoint (`--state-dir`): a fresh S3 location.
-    state_dir: String,
-    /// Kept on failure, with the logs in it.
-    dir: Option<tempfile::TempDir>,
     /// When this sandbox's turn came: what the tests' timings count from.
     started: Instant,
-    /// The shuffle server the replicas name (`--shuffle`), if the sandbox has one.
-    shuffle: Option<common::ShuffleServer>,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -123,141 +58,54 @@ impl Sandbox {
     /// `shuffle`.
     async fn start_with(name: &str, workers: usize, slots: u32, shuffle: bool) -> Sandbox {
         let turn = ONE_SANDBOX_AT_A_TIME.lock().await;
-        let dir = tempfile::tempdir().expect("a temp dir");
-        std::fs::create_dir(dir.path().join("logs")).expect("a log folder");
+        let started = Instant::now();
+        // Jobs checkpoint to a fresh S3 location; every process gets its endpoint (an `s3://`
+        // location reads it from the usual AWS variables).
         let state_dir = weir_state_store::testing::s3_location(name).url().to_string();
-        let mut sandbox = Sandbox {
-            replicas: BTreeMap::new(),
-            workers: Vec::new(),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("an HTTP client"),
-            token: String::new(),
-            state_dir,
-            dir: Some(dir),
-            started: Instant::now(),
-            shuffle: shuffle.then(common::ShuffleServer::start),
-            _turn: turn,
-        };
-        eprintln!("sandbox {}; checkpoints in {}", sandbox.path("").display(), sandbox.state_dir);
-        sandbox.start_replicas();
-        let leader = sandbox.leader().await;
-        sandbox.write(leader, ROOT_TOKEN, "/api/v1/tenants", json!({"id": TENANT})).await;
-        let token = sandbox
-            .write(leader, ROOT_TOKEN, &format!("/api/v1/tenants/{TENANT}/tokens"), json!({"role": "admin"}))
-            .await;
-        sandbox.token = token["secret"].as_str().expect("the token's secret").to_string();
+        let s3 = weir_state_store::testing::s3_options();
+        let known = |value: Option<String>| value.expect("s3_options sets every field it is asked for here");
+        let cluster = common::weir()
+            .cluster()
+            .root_token(ROOT_TOKEN)
+            .log_filter("info,openraft=warn")
+            .state_dir(state_dir)
+            .env("AWS_ENDPOINT_URL_S3", known(s3.endpoint))
+            .env("AWS_REGION", known(s3.region))
+            .env("AWS_ACCESS_KEY_ID", known(s3.access_key_id))
+            .env("AWS_SECRET_ACCESS_KEY", known(s3.secret_access_key))
+            // Credentials of the test endpoint only: a session token of the caller's would not fit.
+            .env_remove("AWS_SESSION_TOKEN")
+            .shuffle(shuffle)
+            .wait(WAIT)
+            .start()
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("sandbox {}; checkpoints in {}", cluster.dir().display(), cluster.state_dir());
+        let mut sandbox = Sandbox { cluster, token: String::new(), started, _turn: turn };
+        sandbox.token = sandbox.cluster.tenant_admin(TENANT).await.unwrap_or_else(|e| panic!("{e}"));
         for index in 1..=workers {
-            sandbox.start_worker(index, slots);
+            let id = sandbox.cluster.start_worker(slots).unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("worker {index} is {id}");
         }
-        sandbox.wait_for_workers().await;
+        sandbox.cluster.wait_for_workers().await.unwrap_or_else(|e| panic!("{e}"));
         sandbox
     }
 
     /// A path in the sandbox's directory.
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.as_ref().expect("the sandbox's directory").path().join(name)
-    }
-
-    /// What every process gets: the root token, logs at info without colours, and the S3
-    /// endpoint of `state_dir` (an `s3://` location reads it from the usual AWS variables).
-    fn env(&self) -> Vec<(&'static str, String)> {
-        let s3 = weir_state_store::testing::s3_options();
-        let known = |value: Option<String>| value.expect("s3_options sets every field it is asked for here");
-        vec![
-            ("WEIR_ROOT_TOKEN", ROOT_TOKEN.to_string()),
-            ("WEIR_LOG", "info,openraft=warn".to_string()),
-            // Logs are files to read, not a terminal.
-            ("NO_COLOR", "1".to_string()),
-            ("AWS_ENDPOINT_URL_S3", known(s3.endpoint)),
-            ("AWS_REGION", known(s3.region)),
-            ("AWS_ACCESS_KEY_ID", known(s3.access_key_id)),
-            ("AWS_SECRET_ACCESS_KEY", known(s3.secret_access_key)),
-        ]
-    }
-
-    /// Three replicas on ports free a moment ago; if another process took one meanwhile, that
-    /// replica exits at once and all three start again on other ports.
-    fn start_replicas(&mut self) {
-        let env = self.env();
-        for attempt in 0..5 {
-            let addresses: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_port_address())).collect();
-            let peers = addresses.iter().map(|(id, address)| format!("{id}={address}")).collect::<Vec<_>>().join(",");
-            self.replicas.clear();
-            for (id, address) in addresses {
-                let data = self.path(&format!("replica-{id}-{attempt}"));
-                let log = self.path(&format!("logs/replica-{id}.log"));
-                let id_arg = id.to_string();
-                let data_arg = data.to_str().expect("a UTF-8 path");
-                let mut args = vec![
-                    "control-plane",
-                    "--id",
-                    &id_arg,
-                    "--listen",
-                    &address,
-                    "--peers",
-                    &peers,
-                    "--data",
-                    data_arg,
-                    "--state-dir",
-                    &self.state_dir,
-                ];
-                if let Some(shuffle) = &self.shuffle {
-                    args.extend(["--shuffle", shuffle.addr.as_str()]);
-                }
-                let process = spawn(&args, &env, &self.path(""), &log).map(|(process, line)| {
-                    assert!(line.contains("listening on"), "replica {id} printed {line:?}; log {}", log.display());
-                    process
-                });
-                let args = args.iter().map(|arg| arg.to_string()).collect();
-                self.replicas.insert(id, Replica { address, log, args, process });
-            }
-            if self.replicas.values().all(|replica| replica.process.is_some()) {
-                return;
-            }
-            eprintln!("a replica exited before listening (its port was taken?); starting all three again");
-        }
-        panic!("the replicas did not all start in 5 attempts; their logs say why");
-    }
-
-    /// Starts worker number `index` (its log and working directory are named after it).
-    fn start_worker(&mut self, index: usize, slots: u32) {
-        let control_plane = self.replicas.values().map(|r| r.url("")).collect::<Vec<_>>().join(",");
-        let log = self.path(&format!("logs/worker-{index}.log"));
-        let cwd = self.path(&format!("worker-{index}"));
-        std::fs::create_dir(&cwd).expect("the worker's directory");
-        let slots = slots.to_string();
-        let args = ["worker", "--control-plane", &control_plane, "--slots", &slots, "--listen", "127.0.0.1:0"];
-        let (process, line) = spawn(&args, &self.env(), &cwd, &log)
-            .unwrap_or_else(|| panic!("worker {index} exited before printing its address; log {}", log.display()));
-        // `weir worker <worker-id> listening on <addr>`
-        let id = match line.split(' ').collect::<Vec<_>>().as_slice() {
-            ["weir", "worker", id, "listening", "on", _address] => id.to_string(),
-            _ => panic!("worker {index} printed {line:?}, not `weir worker <id> listening on <address>`"),
-        };
-        eprintln!("worker {index} is {id}");
-        self.workers.push(Worker { id, log, process: Some(process) });
+        self.cluster.path(name)
     }
 
     fn kill_9_replica(&mut self, id: u64) {
-        let replica = self.replicas.get_mut(&id).expect("a known replica");
-        drop(replica.process.take().expect("the replica runs"));
+        self.cluster.kill_9_replica(id);
     }
 
     /// Starts a killed replica again, on its address and data.
     fn restart_replica(&mut self, id: u64) {
-        let env = self.env();
-        let cwd = self.path("");
-        let replica = self.replicas.get_mut(&id).expect("a known replica");
-        let args: Vec<&str> = replica.args.iter().map(String::as_str).collect();
-        let (process, line) = spawn(&args, &env, &cwd, &replica.log)
-            .unwrap_or_else(|| panic!("replica {id} did not start again; log {}", replica.log.display()));
-        assert!(line.contains("listening on"), "replica {id} printed {line:?}");
-        replica.process = Some(process);
+        self.cluster.restart_replica(id).unwrap_or_else(|e| panic!("{e}"));
     }
 
     fn kill_9_worker(&mut self, id: &str) {
-        let worker =
-            self.workers.iter_mut().find(|w| w.id == id).unwrap_or_else(|| panic!("no worker {id} was started"));
-        drop(worker.process.take().expect("the worker runs"));
+        self.cluster.kill_9_worker(id);
     }
 
     /// `method path` on `replica` with `token`: the status and the JSON body (null if it has
@@ -270,75 +118,18 @@ impl Sandbox {
         path: &str,
         body: Option<Value>,
     ) -> Option<(u16, Value)> {
-        let mut request = self.client.request(method, self.replicas[&replica].url(path)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.json().await.unwrap_or(Value::Null)))
+        self.cluster.call(method, replica, token, path, body).await
     }
 
     /// Waits until every running replica names the same running leader.
     async fn leader(&self) -> u64 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let mut views = Vec::new();
-            for (id, _) in self.replicas.iter().filter(|(_, r)| r.process.is_some()) {
-                let view = self.call(Method::GET, *id, ROOT_TOKEN, "/api/v1/cluster", None).await;
-                views.push(view.filter(|(status, _)| *status == 200).and_then(|(_, view)| view["leader"].as_u64()));
-            }
-            if let Some(Some(leader)) = views.first()
-                && views.iter().all(|view| *view == Some(*leader))
-                && self.replicas.get(leader).is_some_and(|r| r.process.is_some())
-            {
-                return *leader;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the running replicas agree on no running leader within {WAIT:?}: {views:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        self.cluster.leader().await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// POSTs `body` to `path` through `replica` until it is accepted (2xx); a refusal for now
     /// (503, or no answer: an election is under way) is retried, anything else fails the test.
     async fn write(&self, replica: u64, token: &str, path: &str, body: Value) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let answer = self.call(Method::POST, replica, token, path, Some(body.clone())).await;
-            match &answer {
-                Some((status, answer)) if (200..300).contains(status) => return answer.clone(),
-                Some((503, _)) | None => {}
-                Some((status, answer)) => panic!("POST {path} through replica {replica}: {status} {answer}"),
-            }
-            assert!(
-                Instant::now() < deadline,
-                "POST {path} through replica {replica} not accepted within {WAIT:?}: {answer:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Waits until the leader lists every worker started, by the id it printed.
-    async fn wait_for_workers(&self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let leader = self.leader().await;
-            let listed = self.call(Method::GET, leader, ROOT_TOKEN, "/api/v1/workers", None).await;
-            let ids: Vec<&str> = match &listed {
-                Some((200, answer)) => {
-                    answer["workers"].as_array().into_iter().flatten().filter_map(|w| w["id"].as_str()).collect()
-                }
-                _ => Vec::new(),
-            };
-            if self.workers.iter().all(|worker| ids.contains(&worker.id.as_str())) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "workers not all registered within {WAIT:?}: {listed:?}");
-            tokio::time::sleep(POLL).await;
-        }
+        self.cluster.write(replica, token, path, body).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Submits `sql` at `parallelism` through the leader; answers the job's id.
@@ -391,48 +182,6 @@ impl Sandbox {
             };
         format!("{glance}; exceptions {exceptions}")
     }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let failed = std::thread::panicking();
-        // A process that ended before the test killed it is a clue: say how it ended. Every
-        // process is killed before the logs are shown, so they are complete.
-        let processes = self
-            .replicas
-            .values_mut()
-            .map(|replica| (&replica.log, &mut replica.process))
-            .chain(self.workers.iter_mut().map(|worker| (&worker.log, &mut worker.process)));
-        for (log, process) in processes {
-            if let Some(mut process) = process.take()
-                && failed
-                && let Ok(Some(status)) = process.child.try_wait()
-            {
-                eprintln!("the process logging to {} ended before the sandbox stopped it: {status}", log.display());
-            }
-        }
-        if !failed {
-            return;
-        }
-        let logs: Vec<&PathBuf> =
-            self.replicas.values().map(|r| &r.log).chain(self.workers.iter().map(|w| &w.log)).collect();
-        for log in &logs {
-            let text = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("---- the last lines of {} ----", log.display());
-            for line in &lines[lines.len().saturating_sub(40)..] {
-                eprintln!("{line}");
-            }
-        }
-        if let Some(dir) = self.dir.take() {
-            eprintln!("the failed test's sandbox is kept: {}", dir.keep().display());
-        }
-    }
-}
-
-fn free_port_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.local_addr().expect("an address").to_string()
 }
 
 /// A job's `deployment`: its attempt and worker; `None` when it has none.
@@ -610,7 +359,7 @@ async fn a_worker_kill_9_moves_its_job_to_the_other_worker_with_exactly_once_out
     );
     sandbox.kill_9_worker(&victim);
     let killed_at = Instant::now();
-    let survivor = sandbox.workers.iter().find(|w| w.id != victim).expect("another worker").id.clone();
+    let survivor = sandbox.cluster.worker_ids().into_iter().find(|id| *id != victim).expect("another worker");
 
     // Every status and deployment the job goes through until it finishes.
     let mut statuses = vec!["RUNNING".to_string()];

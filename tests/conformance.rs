@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod common;
-use common::ShuffleServer;
+use common::shuffle_server;
 
 fn suite_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("WEIR_CONFORMANCE_DIR") {
@@ -275,7 +275,7 @@ fn cases_without_late_data() -> impl Iterator<Item = &'static &'static str> {
 /// changelogs, watermarks and ends of partitions cross real sockets, and results must not change.
 #[test]
 fn every_case_without_late_data_through_a_remote_shuffle_server() {
-    let server = ShuffleServer::start();
+    let server = shuffle_server();
     let failures: Vec<String> =
         cases_without_late_data().filter_map(|case| run_case_with(case, Some(2), Some(&server.addr)).err()).collect();
     assert!(

@@ -12,13 +12,13 @@ use weir_shuffle_service::remote::RemoteShuffle;
 use weir_shuffle_service::{GateId, PartitionKind, ShuffleError, ShuffleService};
 
 mod common;
-use common::{ShuffleServer as Server, published};
+use common::{published, shuffle_server, weir};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_server_mid_stream_fails_producer_and_consumer() {
-    let mut server = Server::start();
+    let mut server = shuffle_server();
     let shuffle: Arc<dyn ShuffleService> = Arc::new(RemoteShuffle::new(server.addr.clone(), "kill-test"));
     let channel =
         ChannelId { partition: PartitionId { edge: 0, producer: SubtaskIndex(0) }, consumer: SubtaskIndex(0) };
@@ -53,7 +53,7 @@ async fn killing_the_server_mid_stream_fails_producer_and_consumer() {
 
 #[test]
 fn a_job_whose_shuffle_server_dies_fails_with_a_clear_error() {
-    let mut server = Server::start();
+    let mut server = shuffle_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("job.sql");
     // Slow enough to be mid-stream when the server dies; keyed, so rows cross the exchange.
@@ -116,7 +116,7 @@ async fn read_until_error(gate: &mut Box<dyn weir_shuffle_service::InputGate>) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_server_during_a_blocking_write_fails_producer_and_waiting_consumer() {
-    let mut server = Server::start();
+    let mut server = shuffle_server();
     let shuffle: Arc<dyn ShuffleService> = Arc::new(RemoteShuffle::new(server.addr.clone(), "blocking-write"));
     let partition = PartitionId { edge: 0, producer: SubtaskIndex(0) };
     let mut writer = shuffle.create_partition(partition, 1, PartitionKind::Blocking).await.expect("partition");
@@ -147,7 +147,7 @@ async fn killing_the_server_during_a_blocking_write_fails_producer_and_waiting_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_server_during_a_blocking_read_fails_the_consumer() {
-    let mut server = Server::start();
+    let mut server = shuffle_server();
     let shuffle: Arc<dyn ShuffleService> = Arc::new(RemoteShuffle::new(server.addr.clone(), "blocking-read"));
     let partition = PartitionId { edge: 0, producer: SubtaskIndex(0) };
     let mut writer = shuffle.create_partition(partition, 1, PartitionKind::Blocking).await.expect("partition");
@@ -171,8 +171,8 @@ async fn killing_the_server_during_a_blocking_read_fails_the_consumer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_spills_to_its_data_directory_and_deletes_the_files_when_it_exits() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut server =
-        Server::start_with(&["--memory-budget".as_ref(), "64KiB".as_ref(), "--data".as_ref(), dir.path().as_os_str()]);
+    let flags = ["--memory-budget".as_ref(), "64KiB".as_ref(), "--data".as_ref(), dir.path().as_os_str()];
+    let mut server = weir().shuffle_server(&flags).expect("the shuffle server starts");
     let shuffle: Arc<dyn ShuffleService> = Arc::new(RemoteShuffle::new(server.addr.clone(), "spill"));
     let partition = PartitionId { edge: 0, producer: SubtaskIndex(0) };
     let mut writer = shuffle.create_partition(partition, 2, PartitionKind::Blocking).await.expect("partition");
@@ -193,9 +193,8 @@ async fn a_server_spills_to_its_data_directory_and_deletes_the_files_when_it_exi
         batches += matches!(event, StreamEvent::Data(_)) as usize;
     }
     assert_eq!(batches, 200);
-    let status = Command::new("kill").arg("-TERM").arg(server.child.id().to_string()).status().expect("kill runs");
-    assert!(status.success());
-    assert!(server.child.wait().expect("exits").success(), "a terminated server exits cleanly");
+    let status = server.terminate().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "a terminated server exits cleanly");
     let left = walk(dir.path());
     assert!(left.is_empty(), "spill files left after a clean exit: {left:?}");
     assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0, "its folder is removed too");
@@ -278,7 +277,7 @@ fn a_batch_job_gives_the_streaming_result_in_every_shuffle_mode() {
     let expected = final_rows(&streaming);
     assert!(expected.len() > 3, "q4 has a row per category: {expected:?}");
     assert!(streaming.iter().any(|(op, _)| op != "+I"), "the streaming run updates its result");
-    let server = Server::start();
+    let server = shuffle_server();
     let mut peaks = Vec::new();
     for mode in [
         "ALL_EXCHANGES_BLOCKING",
@@ -342,7 +341,7 @@ fn a_batch_job_whose_shuffle_server_dies_re_runs_its_stages_and_finishes() {
     let (expected, _) = run_to_rows(&bounded_q4_with(header, options), &["--parallelism", "2"]);
     assert!(expected.len() > 3, "{expected:?}");
 
-    let mut server = Server::start();
+    let mut server = shuffle_server();
     let addr = server.addr.clone();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("job.sql"), bounded_q4_with(header, options)).expect("script");
@@ -357,7 +356,7 @@ fn a_batch_job_whose_shuffle_server_dies_re_runs_its_stages_and_finishes() {
     std::thread::sleep(Duration::from_millis(1200));
     server.kill_9();
     // A new server on the same address: the job's restarted stages find it there.
-    let _standby = Server::start_on(&addr, &[]);
+    let _standby = weir().shuffle_server_on(&addr, &[]).expect("a shuffle server on the same address");
     let output = job.wait_with_output().expect("the job ends");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the job must recover: {stderr}");
@@ -402,7 +401,7 @@ FROM TABLE(TUMBLE(TABLE g, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND)) GROUP BY
     let expected = published(&reference.path().join("out"));
     assert!(expected.len() > 20, "{expected:?}");
 
-    let mut server = Server::start();
+    let mut server = shuffle_server();
     let addr = server.addr.clone();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("job.sql"), job(dir.path())).expect("script");
@@ -415,7 +414,7 @@ FROM TABLE(TUMBLE(TABLE g, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND)) GROUP BY
         .expect("weir run starts");
     std::thread::sleep(Duration::from_millis(1500));
     server.kill_9();
-    let _standby = Server::start_on(&addr, &[]);
+    let _standby = weir().shuffle_server_on(&addr, &[]).expect("a shuffle server on the same address");
     let output = run.wait_with_output().expect("the job ends");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the job must recover: {stderr}");

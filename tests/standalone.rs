@@ -2,24 +2,19 @@
 //! their end, commit checkpoints through Raft, cancel, refuse invalid SQL with its position, and
 //! survive a `kill -9` of the whole process with exactly-once output.
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::{ids, kill_9, published};
+use common::{ids, published};
 
-/// A `weir standalone` process on a free loopback port over `data`, killed when dropped.
+/// A `weir standalone` process on a free loopback port over `data` (the harness's), killed when
+/// dropped, and what the tests ask of it.
 struct Standalone {
-    child: Child,
-    /// Kept open: the process prints more after its address, and must never see a closed pipe.
-    _stdout: std::io::BufReader<std::process::ChildStdout>,
-    url: String,
-    token: String,
-    log: PathBuf,
+    process: weir_testkit::Standalone,
     client: reqwest::Client,
 }
 
@@ -31,38 +26,16 @@ impl Standalone {
 
     /// Starts it with more arguments (`--submit FILE`).
     fn start_with(data: &Path, log: &Path, extra: &[&str]) -> Standalone {
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["standalone", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(extra)
-            .env("WEIR_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("weir standalone starts");
-        let mut line = String::new();
-        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        stdout.read_line(&mut line).expect("its address");
-        let addr = line.trim().rsplit(' ').next().expect("an address").to_string();
-        assert!(line.starts_with("weir standalone listening on"), "unexpected first line {line:?}");
-        let token = std::fs::read_to_string(data.join("admin-token")).expect("the admin token is written");
-        Standalone {
-            child,
-            _stdout: stdout,
-            url: format!("http://{addr}"),
-            token: token.trim().to_string(),
-            log: log.to_path_buf(),
-            client: reqwest::Client::new(),
-        }
+        let process = common::weir().standalone(data, log, extra).unwrap_or_else(|e| panic!("{e}"));
+        Standalone { process, client: reqwest::Client::new() }
     }
 
     /// Runs `weir job ARGS` against this process.
     fn job(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["job", "--url", &self.url])
+            .args(["job", "--url", &self.process.url])
             .args(args)
-            .env("WEIR_TOKEN", &self.token)
+            .env("WEIR_TOKEN", &self.process.token)
             .output()
             .expect("weir job runs")
     }
@@ -77,8 +50,8 @@ impl Standalone {
     async fn get(&self, path: &str) -> Value {
         let response = self
             .client
-            .get(format!("{}/api/v1/{path}", self.url))
-            .bearer_auth(&self.token)
+            .get(format!("{}/api/v1/{path}", self.process.url))
+            .bearer_auth(&self.process.token)
             .send()
             .await
             .expect("the API answers");
@@ -101,7 +74,10 @@ impl Standalone {
             let terminal = matches!(status.as_str(), "FINISHED" | "FAILED" | "CANCELED");
             if terminal || Instant::now() > deadline {
                 let exceptions = self.get(&format!("jobs/{job}/exceptions")).await;
-                panic!("job {job} is {status}, not {wanted}; exceptions {exceptions}; log {}", self.log.display());
+                panic!(
+                    "job {job} is {status}, not {wanted}; exceptions {exceptions}; log {}",
+                    self.process.log.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -114,13 +90,7 @@ impl Standalone {
     }
 
     fn kill_9(&mut self) {
-        kill_9(&mut self.child);
-    }
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        kill_9(&mut self.child);
+        self.process.kill_9();
     }
 }
 
@@ -208,8 +178,8 @@ async fn an_unbounded_job_commits_checkpoints_takes_a_savepoint_rescales_and_can
     // The detail shows the desired parallelism at once; the run restarts from a savepoint.
     let restored = format!("restoring job '{job}' from savepoint");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&weir.log).expect("log").contains(&restored) {
-        assert!(Instant::now() < deadline, "not restarted from a savepoint; log {}", weir.log.display());
+    while !std::fs::read_to_string(&weir.process.log).expect("log").contains(&restored) {
+        assert!(Instant::now() < deadline, "not restarted from a savepoint; log {}", weir.process.log.display());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     weir.wait_for(&job, "RUNNING").await;
@@ -238,6 +208,18 @@ async fn invalid_sql_is_refused_with_its_file_line_and_column() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("{}:2:15: ", script.display())), "{stderr}");
     assert!(weir.get("jobs").await["jobs"].as_array().expect("a list").is_empty());
+}
+
+/// `weir job` names an API error's code from the one table, after its detail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_error_is_shown_with_its_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weir = Standalone::start(&dir.path().join("data"), &dir.path().join("standalone.log"));
+    let output = weir.job(&["status", "no-such-job"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("error: job no-such-job does not exist"), "{stderr}");
+    assert!(stderr.contains("(unknown-job, HTTP 404)"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,9 +13,9 @@
 //! (`posix_fadvise(DONTNEED)`), so the read-back comes from the disk, and the consumers read
 //! everything. `dd` measures the disk's sequential bandwidth in the same directory beside it.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use weir_dataflow::event::{ChangeBatch, StreamEvent};
 use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex, VertexId};
 use weir_shuffle_service::remote::RemoteShuffle;
 use weir_shuffle_service::{GateId, PartitionKind, ShuffleService};
+use weir_testkit::{ShuffleServer, Weir};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -94,33 +95,11 @@ impl Outcome {
     }
 }
 
-/// The server process, killed when the benchmark ends however it ends.
-struct ServerProcess(Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(extra: &[String]) -> Result<(ServerProcess, String)> {
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args(["shuffle", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start the shuffle server")?;
-    let stdout = child.stdout.take().context("the server's stdout")?;
-    let server = ServerProcess(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
-    if addr.is_empty() {
-        bail!("the shuffle server did not print its address");
-    }
-    Ok((server, addr))
+/// A `weir shuffle` server of this binary (the harness's), with `extra` flags; killed when the
+/// benchmark ends however it ends.
+fn start_server(extra: &[String]) -> Result<ShuffleServer> {
+    let flags: Vec<&OsStr> = extra.iter().map(OsStr::new).collect();
+    Ok(Weir::current_exe()?.shuffle_server(&flags)?)
 }
 
 pub fn run(args: ShuffleArgs) -> Result<()> {
@@ -133,8 +112,9 @@ pub fn run(args: ShuffleArgs) -> Result<()> {
     let (server, addr) = match &args.server {
         Some(addr) => (None, addr.clone()),
         None => {
-            let (process, addr) = start_server(&[])?;
-            (Some(process), addr)
+            let server = start_server(&[])?;
+            let addr = server.addr.clone();
+            (Some(server), addr)
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -163,8 +143,8 @@ pub fn run(args: ShuffleArgs) -> Result<()> {
             o.latency_percentile(1.0),
         );
     }
-    if let Some(ServerProcess(child)) = &server {
-        println!("server peak RSS: {} MiB", peak_rss_kib(child.id()).unwrap_or(0) / 1024);
+    if let Some(server) = &server {
+        println!("server peak RSS: {} MiB", peak_rss_kib(server.id()).unwrap_or(0) / 1024);
     }
     Ok(())
 }
@@ -269,12 +249,13 @@ fn blocking(args: ShuffleArgs) -> Result<()> {
     }
     let parent = args.data.clone().unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::Builder::new().prefix("weir-bench-shuffle-").tempdir_in(&parent)?;
-    let (server, addr) = start_server(&[
+    let server = start_server(&[
         "--data".into(),
         dir.path().display().to_string(),
         "--memory-budget".into(),
         args.memory_budget.to_string(),
     ])?;
+    let addr = server.addr.clone();
     let batch_bytes = (args.batch_rows * 32) as u64;
     let total_batches = ((args.gigabytes * 1e9) as u64).div_ceil(batch_bytes).max(1);
     let per_producer = total_batches.div_ceil(args.producers as u64);
@@ -374,7 +355,7 @@ fn blocking(args: ShuffleArgs) -> Result<()> {
     if read != written {
         bail!("read {read} bytes back of {written} written");
     }
-    let rss = peak_rss_kib(server.0.id()).unwrap_or(0) / 1024;
+    let rss = peak_rss_kib(server.id()).unwrap_or(0) / 1024;
     runtime.block_on(shuffle.release_all())?;
     drop(server);
 

@@ -27,6 +27,7 @@ use futures::future::BoxFuture;
 use thiserror::Error;
 use weir_dataflow::event::StreamEvent;
 use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex, VertexId};
+use weir_dataflow::wire::Failure;
 
 pub use local::LocalShuffle;
 
@@ -40,8 +41,11 @@ pub enum ShuffleError {
     SubpartitionOutOfRange { partition: PartitionId, subpartition: u32, count: u32 },
     #[error("the consumer of channel {0} has gone away")]
     ConsumerGone(ChannelId),
-    #[error("shuffle server {addr}: {message}")]
-    Remote { addr: String, message: String },
+    /// The shuffle server refused a request, or could not be reached or kept. `failure` carries
+    /// the code from the one table: the server's own for a refusal, `unreachable` for a lost
+    /// connection, `protocol-violation` for a message the client cannot read.
+    #[error("shuffle server {addr}: {failure}")]
+    Remote { addr: String, failure: Failure },
     #[error("channel {channel} failed: {message}")]
     ChannelFailed { channel: ChannelId, message: String },
     #[error("shuffle storage: {0}")]

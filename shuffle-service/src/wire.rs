@@ -19,8 +19,9 @@ use thiserror::Error;
 use weir_dataflow::event::{ChangeBatch, StreamEvent};
 use weir_dataflow::ids::CheckpointId;
 
-/// Bumped whenever the frame layout changes; peers with different versions refuse each other.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Bumped whenever the frame layout or a message of the connection protocol changes; peers with
+/// different versions refuse each other. (3: a refusal carries the error table's code string.)
+pub const PROTOCOL_VERSION: u16 = 3;
 
 const DATA: u8 = 1;
 const CHANGELOG: u8 = 2;

@@ -14,8 +14,9 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Notify, mpsc};
 use weir_dataflow::event::StreamEvent;
 use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex};
+use weir_dataflow::wire::{ErrorCode, Failure};
 
-use super::proto::{ClientMessage, ErrorCode, MessageReader, Outbound, ServerMessage, write_loop};
+use super::proto::{ClientMessage, MessageReader, Outbound, ProtoError, ServerMessage, write_loop};
 use crate::wire::{self, PROTOCOL_VERSION};
 use crate::{GateId, InputGate, PartitionKind, PartitionWriter, ShuffleError, ShuffleService, WithheldCredits};
 
@@ -42,13 +43,11 @@ impl RemoteShuffle {
         self
     }
 
-    fn remote_error(&self, message: impl std::fmt::Display) -> ShuffleError {
-        ShuffleError::Remote { addr: self.addr.clone(), message: message.to_string() }
-    }
-
     /// Connects and says hello; returns the reader and the writer task's queue.
     async fn connect(&self) -> Result<(MessageReader<OwnedReadHalf>, mpsc::UnboundedSender<Outbound>), ShuffleError> {
-        let stream = TcpStream::connect(&self.addr).await.map_err(|e| self.remote_error(e))?;
+        let stream = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| remote(&self.addr, ErrorCode::Unreachable, e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let (outbox, queue) = mpsc::unbounded_channel();
@@ -61,14 +60,24 @@ impl RemoteShuffle {
     }
 
     async fn expect_ok(&self, reader: &mut MessageReader<OwnedReadHalf>) -> Result<(), ShuffleError> {
-        match reader.next().await.map_err(|e| self.remote_error(e))? {
-            None => Err(self.remote_error("the server closed the connection")),
-            Some(body) => match ServerMessage::decode(body).map_err(|e| self.remote_error(e))? {
-                ServerMessage::Ok => Ok(()),
-                ServerMessage::Error { message, .. } => Err(self.remote_error(message)),
-                other => Err(self.remote_error(format!("unexpected reply {other:?}"))),
-            },
+        match self.reply(reader).await? {
+            ServerMessage::Ok => Ok(()),
+            ServerMessage::Error { code, message, .. } => Err(remote(&self.addr, code, message)),
+            other => Err(unexpected(&self.addr, &other)),
         }
+    }
+
+    /// The server's next message on a connection that waits for a reply.
+    async fn reply(&self, reader: &mut MessageReader<OwnedReadHalf>) -> Result<ServerMessage, ShuffleError> {
+        let failure = match reader.next().await {
+            Ok(Some(body)) => match ServerMessage::decode(body) {
+                Ok(message) => return Ok(message),
+                Err(e) => unreadable(e),
+            },
+            Ok(None) => closed(),
+            Err(e) => unreadable(e),
+        };
+        Err(ShuffleError::Remote { addr: self.addr.clone(), failure })
     }
 
     /// Sends one request on a fresh connection and waits for its `Ok`.
@@ -123,19 +132,14 @@ impl ShuffleService for RemoteShuffle {
         Box::pin(async move {
             let (mut reader, outbox) = self.connect().await?;
             let _ = outbox.send(ClientMessage::CreatePartition { partition, subpartitions, kind }.encode());
-            match reader.next().await.map_err(|e| self.remote_error(e))? {
-                None => return Err(self.remote_error("the server closed the connection")),
-                Some(body) => match ServerMessage::decode(body).map_err(|e| self.remote_error(e))? {
-                    ServerMessage::Ok => {}
-                    ServerMessage::Error { code: ErrorCode::UnknownChannel, detail, .. } => {
-                        return Err(ShuffleError::UnknownChannel(ChannelId {
-                            partition,
-                            consumer: SubtaskIndex(detail),
-                        }));
-                    }
-                    ServerMessage::Error { message, .. } => return Err(self.remote_error(message)),
-                    other => return Err(self.remote_error(format!("unexpected reply {other:?}"))),
-                },
+            match self.reply(&mut reader).await? {
+                ServerMessage::Ok => {}
+                // Its consumer has not registered yet: the caller may wait for it and try again.
+                ServerMessage::Error { code: ErrorCode::UnknownChannel, detail, .. } => {
+                    return Err(ShuffleError::UnknownChannel(ChannelId { partition, consumer: SubtaskIndex(detail) }));
+                }
+                ServerMessage::Error { code, message, .. } => return Err(remote(&self.addr, code, message)),
+                other => return Err(unexpected(&self.addr, &other)),
             }
             let credits = Arc::new(Credits {
                 state: Mutex::new(CreditState {
@@ -148,7 +152,7 @@ impl ShuffleService for RemoteShuffle {
                 }),
                 changed: Notify::new(),
             });
-            tokio::spawn(read_grants(reader, credits.clone(), self.addr.clone()));
+            tokio::spawn(read_grants(reader, credits.clone()));
             Ok(Box::new(RemoteWriter {
                 partition,
                 subpartitions,
@@ -164,6 +168,32 @@ impl ShuffleService for RemoteShuffle {
 
 type Delivery = Result<(usize, StreamEvent), ShuffleError>;
 
+/// The server (or the connection to it) failed with `code` of the one table.
+fn remote(addr: &str, code: ErrorCode, message: impl Into<String>) -> ShuffleError {
+    ShuffleError::Remote { addr: addr.to_string(), failure: Failure::new(code, message) }
+}
+
+/// The server sent a message the protocol does not allow here.
+fn unexpected(addr: &str, message: &ServerMessage) -> ShuffleError {
+    remote(addr, ErrorCode::ProtocolViolation, format!("unexpected message {message:?}"))
+}
+
+/// A message from the server that cannot be read: the connection broke, or the server sent
+/// what the protocol does not allow.
+fn unreadable(e: ProtoError) -> Failure {
+    let code = match e {
+        ProtoError::Io(_) | ProtoError::Truncated { .. } => ErrorCode::Unreachable,
+        ProtoError::TooLarge(_) | ProtoError::Malformed { .. } | ProtoError::UnknownTag(_) => {
+            ErrorCode::ProtocolViolation
+        }
+    };
+    Failure::new(code, e.to_string())
+}
+
+fn closed() -> Failure {
+    Failure::new(ErrorCode::Unreachable, "the server closed the connection")
+}
+
 /// Decodes what the server relays to a gate, in order, until the connection ends.
 async fn read_events(
     mut reader: MessageReader<OwnedReadHalf>,
@@ -171,7 +201,7 @@ async fn read_events(
     addr: String,
     channels: Vec<ChannelId>,
 ) {
-    let remote = |message: String| ShuffleError::Remote { addr: addr.clone(), message };
+    let lost = |failure: Failure| ShuffleError::Remote { addr: addr.clone(), failure };
     loop {
         let delivery = match reader.next().await {
             Ok(Some(body)) => match ServerMessage::decode(body) {
@@ -183,12 +213,12 @@ async fn read_events(
                 Ok(ServerMessage::ChannelFailed { channel, message }) if (channel as usize) < channels.len() => {
                     Err(ShuffleError::ChannelFailed { channel: channels[channel as usize], message })
                 }
-                Ok(ServerMessage::Error { message, .. }) => Err(remote(message)),
-                Ok(other) => Err(remote(format!("unexpected message {other:?}"))),
-                Err(e) => Err(remote(e.to_string())),
+                Ok(ServerMessage::Error { code, message, .. }) => Err(remote(&addr, code, message)),
+                Ok(other) => Err(unexpected(&addr, &other)),
+                Err(e) => Err(lost(unreadable(e))),
             },
-            Ok(None) => Err(remote("the server closed the connection".to_string())),
-            Err(e) => Err(remote(e.to_string())),
+            Ok(None) => Err(lost(closed())),
+            Err(e) => Err(lost(unreadable(e))),
         };
         let fatal = delivery.is_err();
         if events.send(delivery).is_err() || fatal {
@@ -212,9 +242,11 @@ impl InputGate for RemoteGate {
             if self.open_count == 0 {
                 return Ok(None);
             }
-            let delivery = self.queue.recv().await.unwrap_or_else(|| {
-                Err(ShuffleError::Remote { addr: String::new(), message: "the gate's reader stopped".into() })
-            });
+            let delivery = self
+                .queue
+                .recv()
+                .await
+                .unwrap_or_else(|| Err(remote("", ErrorCode::Internal, "the gate's reader stopped")));
             let (index, event) = delivery?;
             // The credit goes back as soon as the task has the event: the writer task batches
             // credits that pile up while it is busy into one write.
@@ -254,8 +286,8 @@ struct CreditState {
     sent: Vec<u64>,
     /// Set when a sub-partition's consumer went away.
     failed: Vec<Option<String>>,
-    /// Set when the connection to the server broke.
-    lost: Option<String>,
+    /// Set when the connection to the server broke, or the server failed the partition.
+    lost: Option<Failure>,
 }
 
 struct Credits {
@@ -264,7 +296,7 @@ struct Credits {
 }
 
 /// Applies the server's grants and failure notices to a partition's credit counts.
-async fn read_grants(mut reader: MessageReader<OwnedReadHalf>, credits: Arc<Credits>, addr: String) {
+async fn read_grants(mut reader: MessageReader<OwnedReadHalf>, credits: Arc<Credits>) {
     let lost = loop {
         match reader.next().await {
             Ok(Some(body)) => match ServerMessage::decode(body) {
@@ -285,16 +317,16 @@ async fn read_grants(mut reader: MessageReader<OwnedReadHalf>, credits: Arc<Cred
                         *f = Some(message);
                     }
                 }
-                Ok(ServerMessage::Error { message, .. }) => break message,
-                Ok(other) => break format!("unexpected message {other:?}"),
-                Err(e) => break e.to_string(),
+                Ok(ServerMessage::Error { code, message, .. }) => break Failure::new(code, message),
+                Ok(other) => break Failure::new(ErrorCode::ProtocolViolation, format!("unexpected message {other:?}")),
+                Err(e) => break unreadable(e),
             },
-            Ok(None) => break "the server closed the connection".to_string(),
-            Err(e) => break e.to_string(),
+            Ok(None) => break closed(),
+            Err(e) => break unreadable(e),
         }
         credits.changed.notify_waiters();
     };
-    credits.state.lock().lost = Some(format!("shuffle server {addr}: {lost}"));
+    credits.state.lock().lost = Some(lost);
     credits.changed.notify_waiters();
 }
 
@@ -320,7 +352,7 @@ impl RemoteWriter {
             {
                 let mut state = self.credits.state.lock();
                 if let Some(lost) = &state.lost {
-                    return Err(ShuffleError::Remote { addr: self.addr.clone(), message: lost.clone() });
+                    return Err(ShuffleError::Remote { addr: self.addr.clone(), failure: lost.clone() });
                 }
                 if state.failed[subpartition as usize].is_some() {
                     return Err(ShuffleError::ConsumerGone(ChannelId {
@@ -355,16 +387,13 @@ impl PartitionWriter for RemoteWriter {
             }
             self.take_credit(subpartition).await?;
             let mut frame = Vec::with_capacity(self.frame_size_hint);
-            wire::encode(&event, &mut frame).map_err(|e| ShuffleError::Remote {
-                addr: self.addr.clone(),
-                message: format!("cannot encode an event: {e}"),
-            })?;
+            wire::encode(&event, &mut frame)
+                .map_err(|e| remote(&self.addr, ErrorCode::Internal, format!("cannot encode an event: {e}")))?;
             self.frame_size_hint = frame.len();
             let frame = Bytes::from(frame);
-            self.outbox.send(ClientMessage::Data { subpartition, frame }.encode()).map_err(|_| ShuffleError::Remote {
-                addr: self.addr.clone(),
-                message: "the connection is closed".into(),
-            })
+            self.outbox
+                .send(ClientMessage::Data { subpartition, frame }.encode())
+                .map_err(|_| remote(&self.addr, ErrorCode::Unreachable, "the connection is closed"))
         })
     }
 
@@ -385,7 +414,7 @@ impl PartitionWriter for RemoteWriter {
                 {
                     let state = self.credits.state.lock();
                     if let Some(lost) = &state.lost {
-                        return Err(ShuffleError::Remote { addr: self.addr.clone(), message: lost.clone() });
+                        return Err(ShuffleError::Remote { addr: self.addr.clone(), failure: lost.clone() });
                     }
                     if (0..state.sent.len()).all(|s| state.granted[s] >= state.sent[s]) {
                         return Ok(());

@@ -35,7 +35,9 @@ mod tests {
     use weir_dataflow::event::StreamEvent;
     use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex, VertexId};
 
-    use super::proto::{ClientMessage, ErrorCode, Outbound, ServerMessage};
+    use weir_dataflow::wire::{ErrorCode, Failure};
+
+    use super::proto::{ClientMessage, MessageReader, Outbound, SERVER_ERROR_CODES, ServerMessage};
     use crate::store::StoreConfig;
     use crate::wire::PROTOCOL_VERSION;
     use crate::{GateId, PartitionKind, ShuffleError};
@@ -77,7 +79,7 @@ mod tests {
         let mut raw = TcpStream::connect(&addr).await.expect("connect");
         send_raw(&mut raw, ClientMessage::Hello { version: PROTOCOL_VERSION + 1, namespace: "x".into() }).await;
         match reply(&mut raw).await {
-            ServerMessage::Error { code: ErrorCode::VersionMismatch, message, .. } => {
+            ServerMessage::Error { code: ErrorCode::ProtocolVersion, message, .. } => {
                 assert!(message.contains(&format!("version {}", PROTOCOL_VERSION + 1)), "{message}");
                 assert!(message.contains(&format!("speaks version {PROTOCOL_VERSION}")), "{message}");
             }
@@ -88,6 +90,39 @@ mod tests {
         let shuffle = RemoteShuffle::new(addr, "after");
         crate::testing::batches_and_row_kinds_arrive_intact(Arc::new(shuffle)).await;
         server.abort();
+    }
+
+    async fn send_reply(stream: &mut tokio::net::tcp::OwnedWriteHalf, message: ServerMessage) {
+        let Outbound::Message(bytes) = message.encode() else { unreachable!("a reply is not a frame") };
+        stream.write_all(&bytes).await.expect("write");
+    }
+
+    /// Every code a shuffle server refuses with crosses the wire as the table's string and
+    /// reaches the client's caller as a `Failure` with that code and its retryability.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_shuffle_refusal_round_trips_through_the_error_table() {
+        for &code in SERVER_ERROR_CODES {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code), "{code} is in the table");
+            // A server that accepts the hello and refuses the request that follows.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr").to_string();
+            let server = tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.expect("accept");
+                let (read, mut write) = stream.into_split();
+                let mut reader = MessageReader::new(read);
+                reader.next().await.expect("a hello").expect("a hello");
+                send_reply(&mut write, ServerMessage::Ok).await;
+                reader.next().await.expect("a request").expect("a request");
+                let message = format!("refused with {code}");
+                send_reply(&mut write, ServerMessage::Error { code, detail: 0, message }).await;
+            });
+            let err = RemoteShuffle::new(addr.clone(), "refusals").release_all().await.expect_err("refused");
+            let ShuffleError::Remote { addr: from, failure } = err else { panic!("{code}: unexpected {err}") };
+            assert_eq!(from, addr);
+            assert_eq!(failure, Failure::new(code, format!("refused with {code}")));
+            assert_eq!(failure.retryable, code.retryable(), "{code}");
+            server.await.expect("the fake server");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex};
+use weir_dataflow::wire::ErrorCode;
 
 use crate::PartitionKind;
 
@@ -48,31 +49,17 @@ pub enum ProtoError {
     UnknownTag(u8),
 }
 
-/// Why a server refused a request. Stable numbers: clients of other versions read them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u16)]
-pub enum ErrorCode {
-    VersionMismatch = 1,
-    UnknownChannel = 2,
-    DuplicateChannel = 3,
-    Protocol = 4,
-    DuplicatePartition = 5,
-    /// The server's storage failed (a spill could not be written or read back).
-    Storage = 6,
-}
-
-impl ErrorCode {
-    fn from_u16(v: u16) -> ErrorCode {
-        match v {
-            1 => ErrorCode::VersionMismatch,
-            2 => ErrorCode::UnknownChannel,
-            3 => ErrorCode::DuplicateChannel,
-            5 => ErrorCode::DuplicatePartition,
-            6 => ErrorCode::Storage,
-            _ => ErrorCode::Protocol,
-        }
-    }
-}
+/// The codes a shuffle server refuses a request with, from the one table of error codes. On the
+/// wire a refusal carries the code's stable string, so a client maps it to the same code (and
+/// retryability) as every other part of Weir does.
+pub const SERVER_ERROR_CODES: &[ErrorCode] = &[
+    ErrorCode::ProtocolVersion,
+    ErrorCode::ProtocolViolation,
+    ErrorCode::UnknownChannel,
+    ErrorCode::DuplicateChannel,
+    ErrorCode::DuplicatePartition,
+    ErrorCode::ShuffleStorage,
+];
 
 #[derive(Debug)]
 pub enum ClientMessage {
@@ -111,7 +98,8 @@ pub enum ClientMessage {
 #[derive(Debug)]
 pub enum ServerMessage {
     Ok,
-    /// `detail` is the consumer index of the missing channel for `UnknownChannel`, else 0.
+    /// The request is refused. `detail` is the consumer index of the missing channel for
+    /// `UnknownChannel`, else 0.
     Error {
         code: ErrorCode,
         detail: u32,
@@ -285,9 +273,15 @@ impl ServerMessage {
         let at = match self {
             ServerMessage::Ok => start(&mut out, OK),
             ServerMessage::Error { code, detail, message } => {
+                // `[code length: u16][detail: u32][code][message]`. Protocol version 2 had a
+                // number private to this protocol where the length is: a version-2 client
+                // refused for its version still reads the detail, and the code and message as
+                // its message.
                 let at = start(&mut out, ERROR);
-                out.extend_from_slice(&(*code as u16).to_le_bytes());
+                let code = code.as_str().as_bytes();
+                out.extend_from_slice(&(code.len() as u16).to_le_bytes());
                 out.extend_from_slice(&detail.to_le_bytes());
+                out.extend_from_slice(code);
                 out.extend_from_slice(message.as_bytes());
                 at
             }
@@ -317,8 +311,15 @@ impl ServerMessage {
         Ok(match tag {
             OK => ServerMessage::Ok,
             ERROR => {
-                let code = ErrorCode::from_u16(take_u16(&mut body, "error")?);
+                let code_len = take_u16(&mut body, "error")? as usize;
                 let detail = take_u32(&mut body, "error")?;
+                if body.remaining() < code_len {
+                    return Err(ProtoError::Malformed { what: "error" });
+                }
+                let code = body.split_to(code_len);
+                // A code a newer server knows and this client does not reads as internal, as
+                // everywhere else the table's codes cross a process (`ErrorCode`'s serde).
+                let code = std::str::from_utf8(&code).ok().and_then(ErrorCode::parse).unwrap_or(ErrorCode::Internal);
                 ServerMessage::Error { code, detail, message: text(body) }
             }
             GRANT => {
@@ -481,6 +482,23 @@ mod tests {
         assert!(
             matches!(m, ServerMessage::Error { code: ErrorCode::UnknownChannel, detail: 5, ref message } if message == "no")
         );
+    }
+
+    #[test]
+    fn a_refusal_carries_the_tables_code_string() {
+        let encoded = body(
+            ServerMessage::Error { code: ErrorCode::ShuffleStorage, detail: 0, message: "disk full".into() }.encode(),
+        );
+        assert_eq!(&encoded[..], &b"\x0b\x0f\x00\x00\x00\x00\x00shuffle-storagedisk full"[..]);
+        // A code this side does not know reads as internal, its message kept.
+        let mut future = vec![ERROR, 4, 0, 0, 0, 0, 0];
+        future.extend_from_slice(b"nopesaid so");
+        let m = ServerMessage::decode(Bytes::from(future)).unwrap();
+        assert!(
+            matches!(m, ServerMessage::Error { code: ErrorCode::Internal, ref message, .. } if message == "said so")
+        );
+        // A code longer than the message is malformed, not a panic.
+        assert!(ServerMessage::decode(Bytes::from_static(&[ERROR, 9, 0, 0, 0, 0, 0, b'x'])).is_err());
     }
 
     #[test]

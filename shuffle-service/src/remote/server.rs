@@ -30,8 +30,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex};
+use weir_dataflow::wire::ErrorCode;
 
-use super::proto::{ClientMessage, ErrorCode, MessageReader, Outbound, ServerMessage, write_loop};
+use super::proto::{ClientMessage, MessageReader, Outbound, ServerMessage, write_loop};
 use crate::PartitionKind;
 use crate::store::{Partition, Store, StoreConfig, StoreError, SubpartitionReader};
 use crate::wire::{END_OF_PARTITION, PROTOCOL_VERSION};
@@ -161,7 +162,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, registry: Arc<Reg
         };
         let message = match ClientMessage::decode(body) {
             Ok(m) => m,
-            Err(e) => break Err(refuse(&outbox, ErrorCode::Protocol, 0, e.to_string())),
+            Err(e) => break Err(refuse(&outbox, ErrorCode::ProtocolViolation, 0, e.to_string())),
         };
         let step = match (message, &namespace) {
             (ClientMessage::Hello { version, namespace: ns }, None) => {
@@ -169,13 +170,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, registry: Arc<Reg
                     let message = format!(
                         "protocol version {version} is not supported: this server speaks version {PROTOCOL_VERSION}"
                     );
-                    break Err(refuse(&outbox, ErrorCode::VersionMismatch, 0, message));
+                    break Err(refuse(&outbox, ErrorCode::ProtocolVersion, 0, message));
                 }
                 namespace = Some(ns.into());
                 let _ = outbox.send(ServerMessage::Ok.encode());
                 Ok(())
             }
-            (_, None) => Err((ErrorCode::Protocol, 0, "a connection must start with hello".to_string())),
+            (_, None) => Err((ErrorCode::ProtocolViolation, 0, "a connection must start with hello".to_string())),
             (ClientMessage::RegisterGate { channels, credits }, Some(ns)) if matches!(role, Role::Unknown) => {
                 register_gate(&registry, ns, channels, credits, &outbox, connection)
                     .map(|keys| role = Role::Consumer(keys))
@@ -222,15 +223,19 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, registry: Arc<Reg
                     }
                     // The channel has ended and been retired; a late credit is harmless.
                     None if (channel as usize) < keys.len() => Ok(()),
-                    None => Err((ErrorCode::Protocol, 0, format!("credit for unknown channel index {channel}"))),
+                    None => {
+                        Err((ErrorCode::ProtocolViolation, 0, format!("credit for unknown channel index {channel}")))
+                    }
                 },
-                _ => Err((ErrorCode::Protocol, 0, "credit on a connection that is not a consumer".to_string())),
+                _ => {
+                    Err((ErrorCode::ProtocolViolation, 0, "credit on a connection that is not a consumer".to_string()))
+                }
             },
             (ClientMessage::Data { subpartition, frame }, Some(_)) => match &role {
                 Role::Producer(keys) => match keys.get(subpartition as usize) {
                     Some(key) => accept_frame(&registry, key, frame, config.channel_capacity),
                     None => Err((
-                        ErrorCode::Protocol,
+                        ErrorCode::ProtocolViolation,
                         0,
                         format!("sub-partition {subpartition} out of range: the partition has {}", keys.len()),
                     )),
@@ -238,7 +243,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, registry: Arc<Reg
                 Role::RetainedProducer(partition) => {
                     if subpartition >= partition.num_subpartitions() {
                         Err((
-                            ErrorCode::Protocol,
+                            ErrorCode::ProtocolViolation,
                             0,
                             format!(
                                 "sub-partition {subpartition} out of range: the partition has {}",
@@ -251,13 +256,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, registry: Arc<Reg
                                 let _ = outbox.send(ServerMessage::Grant { subpartition, n: 1 }.encode());
                                 Ok(())
                             }
-                            Err(e) => Err((ErrorCode::Storage, 0, e.to_string())),
+                            Err(e) => Err((ErrorCode::ShuffleStorage, 0, e.to_string())),
                         }
                     }
                 }
-                _ => Err((ErrorCode::Protocol, 0, "data on a connection that is not a producer".to_string())),
+                _ => Err((ErrorCode::ProtocolViolation, 0, "data on a connection that is not a producer".to_string())),
             },
-            (other, Some(_)) => Err((ErrorCode::Protocol, 0, format!("unexpected {}", message_name(&other)))),
+            (other, Some(_)) => Err((ErrorCode::ProtocolViolation, 0, format!("unexpected {}", message_name(&other)))),
         };
         if let Err((code, detail, message)) = step {
             break Err(refuse(&outbox, code, detail, message));
@@ -367,7 +372,7 @@ fn create_retained(
     let map = registry.channels.lock();
     let partition = registry.store.create(namespace, id, subpartitions, kind).map_err(|e| match e {
         StoreError::DuplicatePartition(_) => (ErrorCode::DuplicatePartition, 0, e.to_string()),
-        e => (ErrorCode::Storage, 0, e.to_string()),
+        e => (ErrorCode::ShuffleStorage, 0, e.to_string()),
     })?;
     for s in 0..subpartitions {
         let channel = ChannelId { partition: id, consumer: SubtaskIndex(s) };
@@ -454,7 +459,7 @@ fn accept_frame(registry: &Registry, key: &ChannelKey, frame: Bytes, capacity: u
     let Some(channel) = lookup(registry, key) else { return Ok(()) };
     let mut c = channel.lock();
     if c.queue.len() >= capacity as usize {
-        return Err((ErrorCode::Protocol, 0, format!("channel {} sent a frame without credit", key.1)));
+        return Err((ErrorCode::ProtocolViolation, 0, format!("channel {} sent a frame without credit", key.1)));
     }
     if frame.first() == Some(&END_OF_PARTITION) {
         c.producer_done = true;

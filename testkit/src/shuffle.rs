@@ -1,0 +1,53 @@
+//! A `weir shuffle` server process.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+
+use crate::{Error, Process, Result, Weir};
+
+/// A `weir shuffle` process; killed when dropped.
+pub struct ShuffleServer {
+    process: Process,
+    /// Where it listens (`host:port`), as it printed.
+    pub addr: String,
+}
+
+impl ShuffleServer {
+    /// Starts it on `addr`; its stderr goes to `log` (appended) if given, else to the caller's.
+    pub(crate) fn start_on(weir: &Weir, addr: &str, flags: &[&OsStr], log: Option<&Path>) -> Result<ShuffleServer> {
+        let mut command = Command::new(weir.exe());
+        command.args(["shuffle", "--listen", addr]).args(flags);
+        if let Some(log) = log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_err(|e| Error::new(format!("cannot open the log {}: {e}", log.display())))?;
+            command.env("NO_COLOR", "1").stderr(file);
+        }
+        let process = Process::spawn(&mut command, "weir shuffle")?
+            .ok_or_else(|| Error::new(format!("weir shuffle on {addr} exited before printing its address")))?;
+        // `shuffle server listening on <addr>`
+        let addr = match process.first_line().rsplit(' ').next() {
+            Some(printed) if !printed.is_empty() => printed.to_string(),
+            _ => return Err(Error::new(format!("weir shuffle printed {:?}, not its address", process.first_line()))),
+        };
+        Ok(ShuffleServer { process, addr })
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// `kill -9`.
+    pub fn kill_9(&mut self) {
+        self.process.kill_9();
+    }
+
+    /// SIGTERM, and how it exited.
+    pub fn terminate(&mut self) -> Result<ExitStatus> {
+        self.process.terminate()
+    }
+}
