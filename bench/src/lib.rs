@@ -1,6 +1,6 @@
 //! Weir's benchmarks, kept out of the roles: `weir bench nexmark`, `weir bench shuffle`
 //! ([`shuffle`]), `weir bench recovery` ([`recovery`]), `weir bench api` and `weir bench failover`
-//! ([`control_plane`]), and `weir nexmark-gen`. The `weir` binary links this crate behind its
+//! ([`control_plane`]), `weir bench plan` ([`plan`]), and `weir nexmark-gen`. The `weir` binary links this crate behind its
 //! default feature `bench`; a production build leaves it out (`--no-default-features`).
 //!
 //! Each query runs in its own `weir run` process, which reports its own CPU time and peak RSS
@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 mod control_plane;
+mod plan;
 mod recovery;
 mod shuffle;
 
@@ -59,6 +60,8 @@ pub enum BenchCommand {
     Api(control_plane::ApiArgs),
     /// Time from `kill -9` of the control plane's leader to the first successful API write.
     Failover(control_plane::FailoverArgs),
+    /// Planning time of deep and long scripts (chained views, long OR, UNION ALL, ||).
+    Plan(plan::PlanArgs),
 }
 
 #[derive(Args)]
@@ -97,7 +100,15 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Recovery(args) => recovery::run(args),
         BenchCommand::Api(args) => control_plane::api(args),
         BenchCommand::Failover(args) => control_plane::failover(args),
+        BenchCommand::Plan(args) => plan::run(args),
     }
+}
+
+/// A process's peak resident set (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[derive(serde::Deserialize)]

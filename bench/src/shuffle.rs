@@ -144,7 +144,7 @@ pub fn run(args: ShuffleArgs) -> Result<()> {
         );
     }
     if let Some(server) = &server {
-        println!("server peak RSS: {} MiB", peak_rss_kib(server.id()).unwrap_or(0) / 1024);
+        println!("server peak RSS: {} MiB", crate::peak_rss_kib(server.id()).unwrap_or(0) / 1024);
     }
     Ok(())
 }
@@ -154,12 +154,6 @@ pub fn run(args: ShuffleArgs) -> Result<()> {
 fn batch_parts(rows: usize) -> (Arc<Schema>, ArrayRef) {
     let fields = (0..4).map(|i| Field::new(format!("c{i}"), DataType::Int64, false)).collect::<Vec<_>>();
     (Arc::new(Schema::new(fields)), Arc::new(Int64Array::from_iter_values(0..rows as i64)))
-}
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 async fn measure(args: &ShuffleArgs, addr: &str, namespace: &str, rate_mb: Option<f64>) -> Result<Outcome> {
@@ -355,7 +349,7 @@ fn blocking(args: ShuffleArgs) -> Result<()> {
     if read != written {
         bail!("read {read} bytes back of {written} written");
     }
-    let rss = peak_rss_kib(server.id()).unwrap_or(0) / 1024;
+    let rss = crate::peak_rss_kib(server.id()).unwrap_or(0) / 1024;
     runtime.block_on(shuffle.release_all())?;
     drop(server);
 

@@ -92,13 +92,8 @@ pub async fn start(
         Failure::new(ErrorCode::NoSink, "the script has no INSERT INTO: a job writes to a sink table")
     })?;
     let mut job_config = planned.config;
-    // A script that starts from a savepoint (`SET 'execution.savepoint.path'`) does so once:
-    // once the job has checkpoints of its own, a restart resumes from them.
-    if restore == Restore::LatestCheckpoint
-        && job_config.savepoint_path().is_some()
-        && setup::has_checkpoints(&job_config, &job).await?
-    {
-        job_config.values.remove("execution.savepoint.path");
+    if restore == Restore::LatestCheckpoint {
+        setup::start_from_savepoint_once(&mut job_config, &job).await?;
     }
     let graph = setup::job_graph(&plan, &job_config);
     // Without checkpoints there is nothing to resume from: the job starts over.

@@ -135,6 +135,15 @@ pub async fn checkpoint_setup(
     Ok(Checkpointing { setup, restored, skipped })
 }
 
+/// A script that starts from a savepoint (`SET 'execution.savepoint.path'`) does so once: once
+/// the job has checkpoints of its own, a restart resumes from them, so the path is dropped.
+pub async fn start_from_savepoint_once(config: &mut JobConfig, job: &JobId) -> Result<(), Failure> {
+    if config.savepoint_path().is_some() && has_checkpoints(config, job).await? {
+        config.values.remove("execution.savepoint.path");
+    }
+    Ok(())
+}
+
 /// Whether the job already committed a checkpoint under its `state.checkpoints.dir`.
 pub async fn has_checkpoints(config: &JobConfig, job: &JobId) -> Result<bool, Failure> {
     let Some(checkpoints) = config.checkpointing() else { return Ok(false) };

@@ -22,7 +22,7 @@ use weir_dataflow::restart::{RestartBackoff, RestartStrategy};
 use weir_shuffle_service::ShuffleService;
 
 use super::driver::LocalJob;
-use crate::attempt::setup::checkpoint_setup;
+use crate::attempt::setup::{checkpoint_setup, start_from_savepoint_once};
 use crate::error::{TaskError, TaskResult};
 
 /// How a job run in this process restarts after a lost exchange.
@@ -85,7 +85,9 @@ impl Restarts {
             }
             Recovery::FromLatestCheckpoint => {
                 let setup = job.checkpointing.as_ref().expect("only a checkpointed job restarts from a checkpoint");
-                let checkpointing = checkpoint_setup(setup.config.clone(), &self.config.job_config, &setup.job, true)
+                let mut job_config = self.config.job_config.clone();
+                start_from_savepoint_once(&mut job_config, &setup.job).await.map_err(TaskError::Failed)?;
+                let checkpointing = checkpoint_setup(setup.config.clone(), &job_config, &setup.job, true)
                     .await
                     .map_err(TaskError::Failed)?;
                 for skipped in &checkpointing.skipped {
