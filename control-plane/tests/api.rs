@@ -499,6 +499,12 @@ async fn malformed_requests_are_problems_not_panics() {
         rescale.assert_problem(400, "invalid-parallelism");
     }
     fixture.submit(admin, json!({ "name": " ", "sql": VALID_SQL })).await.assert_problem(400, "invalid-name");
+    // Names are printable: `weir job list` must not print a terminal's escapes, line breaks or
+    // text reversed by a bidirectional override.
+    for name in ["red\u{1b}[31mjob", "two\nlines", "tab\there", "evil\u{202e}txt.exe", "bell\u{7}", &"n".repeat(201)] {
+        let refused = fixture.submit(admin, json!({ "name": name, "sql": VALID_SQL })).await;
+        refused.assert_problem(400, "invalid-name");
+    }
     fixture.submit(admin, json!({ "name": "q", "sql": "" })).await.assert_problem(400, "invalid-sql");
     server.post(&format!("/api/v1/jobs/{job}/rescale"), admin, json!({})).await.assert_problem(400, "invalid-request");
 

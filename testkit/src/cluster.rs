@@ -266,15 +266,7 @@ impl Cluster {
             command.env_remove(name);
         }
         match log {
-            Some(log) => {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .map_err(|e| Error::new(format!("cannot open the log {}: {e}", log.display())))?;
-                // Logs are files to read, not a terminal.
-                command.env("NO_COLOR", "1").stderr(file);
-            }
+            Some(log) => crate::process::log_stderr_to(&mut command, log)?,
             None => {
                 command.stderr(Stdio::inherit());
             }

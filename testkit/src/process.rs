@@ -83,3 +83,15 @@ pub fn free_loopback_address() -> Result<String> {
     let address = listener.local_addr().map_err(|e| Error::new(format!("a bound listener's address: {e}")))?;
     Ok(address.to_string())
 }
+
+/// Sends `command`'s stderr to the file `log` (appended; created if missing), without colours:
+/// logs are files to read, not a terminal.
+pub(crate) fn log_stderr_to(command: &mut Command, log: &std::path::Path) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| Error::new(format!("cannot open the log {}: {e}", log.display())))?;
+    command.env("NO_COLOR", "1").stderr(file);
+    Ok(())
+}

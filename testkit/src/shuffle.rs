@@ -19,12 +19,7 @@ impl ShuffleServer {
         let mut command = Command::new(weir.exe());
         command.args(["shuffle", "--listen", addr]).args(flags);
         if let Some(log) = log {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .map_err(|e| Error::new(format!("cannot open the log {}: {e}", log.display())))?;
-            command.env("NO_COLOR", "1").stderr(file);
+            crate::process::log_stderr_to(&mut command, log)?;
         }
         let process = Process::spawn(&mut command, "weir shuffle")?
             .ok_or_else(|| Error::new(format!("weir shuffle on {addr} exited before printing its address")))?;

@@ -36,7 +36,7 @@ use crate::metadata::Command;
 use crate::metadata::records::JobRecord;
 
 /// The longest job name accepted; names are labels, not documents.
-const MAX_NAME_CHARS: usize = 200;
+pub(super) const MAX_NAME_CHARS: usize = 200;
 
 /// Where a parallelism is pinned when planning, so that the script's own `SET` cannot change it.
 const PARALLELISM_KEY: &str = "parallelism.default";
@@ -55,6 +55,26 @@ pub(crate) struct SubmitJob {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Rescale {
     parallelism: u32,
+}
+
+/// A job name as listings show it: 1 to [`MAX_NAME_CHARS`] characters, not all blank, and
+/// printable: no control characters (a terminal would act on ANSI escapes and newlines in `weir
+/// job list`) and no bidirectional overrides (which make text read other than it is). Answers
+/// the name without its surrounding blanks.
+fn check_name(name: &str) -> Result<&str, ApiError> {
+    let refuse = |detail: String| Err(ApiError::new(ErrorCode::InvalidName, detail));
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return refuse(format!("a job name has 1 to {MAX_NAME_CHARS} characters, not all blank"));
+    }
+    let unprintable = |c: char| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if let Some((at, c)) = name.chars().enumerate().find(|(_, c)| unprintable(*c)) {
+        return refuse(format!(
+            "a job name is printable text; character {} is U+{:04X}, a control character",
+            at + 1,
+            u32::from(c)
+        ));
+    }
+    Ok(name.trim())
 }
 
 fn check_parallelism(parallelism: u32) -> Result<u32, ApiError> {
@@ -156,10 +176,7 @@ pub(crate) async fn submit(
     TenantWriter(caller): TenantWriter,
     ApiJson(request): ApiJson<SubmitJob>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::new(ErrorCode::InvalidName, format!("a job name has 1 to {MAX_NAME_CHARS} characters")));
-    }
+    let name = check_name(&request.name)?;
     if request.sql.trim().is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidSql, "the script is empty"));
     }

@@ -149,6 +149,13 @@ fn schemas() -> Value {
     let integer = json!({ "type": "integer", "minimum": 0 });
     let nullable_integer = json!({ "type": ["integer", "null"] });
     let parallelism = json!({ "type": "integer", "minimum": 1, "maximum": super::MAX_PARALLELISM });
+    // As the server checks them: a name of printable text, not all blank; a script not blank.
+    let printable = r"[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]";
+    let job_name = json!({
+        "type": "string", "minLength": 1, "maxLength": super::jobs::MAX_NAME_CHARS,
+        "pattern": format!(r"^{printable}*[^\s\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]{printable}*$"),
+    });
+    let script = json!({ "type": "string", "pattern": r"\S" });
     let status = json!({ "type": "string", "enum": ["CREATED", "RUNNING", "FAILING", "RESTARTING", "CANCELLING", "CANCELED", "FINISHED", "FAILED"] });
     let object = |required: &[&str], properties: Value| json!({ "type": "object", "required": required, "properties": properties });
     let list = |key: &str, item: Value| object(&[key], json!({ key: { "type": "array", "items": item } }));
@@ -169,7 +176,7 @@ fn schemas() -> Value {
         })),
         "SubmitJob": {
             "type": "object", "required": ["name", "sql"], "additionalProperties": false,
-            "properties": { "name": string, "sql": string, "parallelism": parallelism },
+            "properties": { "name": job_name, "sql": script, "parallelism": parallelism },
         },
         "JobCreated": object(&["id"], json!({ "id": string })),
         "JobSummary": object(&["id", "name", "status", "parallelism", "submitted_at"], json!({
