@@ -10,6 +10,8 @@ pub mod limits;
 pub mod nodes;
 pub mod parser;
 pub mod planner;
+#[cfg(test)]
+mod planning_tests;
 pub mod rewrite;
 pub mod translate;
 pub mod types;

@@ -11,6 +11,8 @@
 //! partitioned worker does not keep writing beside the attempt that replaces its own.
 
 mod endpoint;
+#[cfg(test)]
+mod endpoint_tests;
 pub mod parts;
 
 use std::collections::BTreeMap;

@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 use weir_dataflow::wire::{self, ErrorCode, PROBLEM_CONTENT_TYPE};
-use weir_workers::service::parts::{COMPLETE_PATH, REPORT_PATH, TRIGGER_PATH};
-use weir_workers::service::{BoundWorker, WorkerConfig};
+
+use crate::service::parts::{COMPLETE_PATH, REPORT_PATH, TRIGGER_PATH};
+use crate::service::{BoundWorker, WorkerConfig};
 
 const SECRET: &str = "cluster-secret-for-tests-0123456789";
 

@@ -2,9 +2,9 @@
 //! error says so. Every script is planned in this process, as the server plans submissions: a
 //! script must plan or fail with an error, never abort the process.
 
-use weir_dataflow::config::JobConfig;
-use weir_dataflow::plan::{OperatorSpec, Partitioning, StreamPlan};
-use weir_dataflow::sql::{PlannedScript, SqlError, plan_script};
+use crate::config::JobConfig;
+use crate::plan::{OperatorSpec, Partitioning, StreamPlan};
+use crate::sql::{PlannedScript, SqlError, plan_script};
 
 const TABLES: &str = "CREATE TABLE orders (id INT, amount INT, note STRING, price DECIMAL(10, 2), ts TIMESTAMP(3),
     WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
