@@ -11,7 +11,6 @@
 //! job FAILED at once; a retryable one waits out the job's restart strategy.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use weir_dataflow::config::JobConfig;
 use weir_dataflow::restart::RestartBackoff;
@@ -371,9 +370,10 @@ impl JobControl {
         vec![Action::End(status)]
     }
 
-    /// When the job may start again (a restart delay), for tests and diagnostics.
-    pub fn restart_delay_left(&self, now: i64) -> Option<Duration> {
-        self.restart_at.filter(|at| *at > now).map(|at| Duration::from_millis((at - now) as u64))
+    /// How long the job still waits out a restart delay.
+    #[cfg(test)]
+    fn restart_delay_left(&self, now: i64) -> Option<std::time::Duration> {
+        self.restart_at.filter(|at| *at > now).map(|at| std::time::Duration::from_millis((at - now) as u64))
     }
 }
 
@@ -403,6 +403,7 @@ fn restart_strategy(job: &JobRecord) -> weir_dataflow::restart::RestartStrategy 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     use weir_dataflow::ids::{CheckpointId, JobAttempt, JobId, WorkerId};
 
