@@ -1,13 +1,16 @@
 //! `weir control-plane`: one replica of the control plane in its own process, and what
 //! `weir standalone` shares with it: the root token, and serving a replica until a signal.
-//! `weir worker` is served from here too (the role itself is `weir_workers::service`).
+//! `weir worker` is served from here too (the role itself is `weir_workers::service`), and
+//! `weir key`.
 //!
-//! A replica serves the Raft routes (`/raft/…`, see `weir_control_plane::node`), the HTTP API
-//! (`/api/v1/…`) and the routes workers call (`/internal/v1/…`) on one listener. Its
-//! dispatcher, while it leads, runs jobs on the workers (`weir_control_plane::workers`). The
-//! root token is also the cluster's secret, which workers present; without one, no worker can
-//! join and job actions are only recorded as desired state. It stops on ctrl-c or SIGTERM: the
-//! listener drains, then Raft stops; the data directory keeps everything a restart needs.
+//! A replica serves the HTTP API (`/api/v1/…`) on `--listen`, and on `--internal-listen` the
+//! Raft routes (`/raft/…`, see `weir_control_plane::node`) and the routes workers call
+//! (`/internal/v1/…`). The root token is required: it opens the API's operator routes, and the
+//! keys the parts of the cluster present to each other are derived from it (peers, workers, the
+//! shuffle server; `weir_dataflow::auth::ClusterKey`); workers and the shuffle server are given
+//! their key, never the root token. Its dispatcher, while it leads, runs jobs on the workers
+//! (`weir_control_plane::workers`). It stops on ctrl-c or SIGTERM: the listeners drain, then
+//! Raft stops; the data directory keeps everything a restart needs.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,45 +19,115 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use axum::Router;
-use weir_control_plane::api::{self, ApiState, RootToken};
+use weir_control_plane::api::{self, ApiState, RootToken, Sandbox};
 use weir_control_plane::dispatcher::Dispatcher;
 use weir_control_plane::metadata::ids::ReplicaId;
-use weir_control_plane::node::{Replica, ReplicaConfig};
+use weir_control_plane::node::{InternalConfig, Replica, ReplicaConfig};
 use weir_control_plane::workers::{RemoteExecutor, WorkerOptions, Workers, internal_router};
+use weir_dataflow::auth::{ClusterKey, KeyPurpose};
 use weir_workers::service::{BoundWorker, WorkerConfig};
 
-pub fn serve(
-    id: u64,
-    listen: &str,
-    peers: BTreeMap<ReplicaId, String>,
-    data: PathBuf,
-    root_token_file: Option<&Path>,
-    options: WorkerOptions,
-) -> Result<()> {
-    let secret = root_secret(root_token_file)?;
+/// Where a replica listens.
+pub struct Listeners {
+    /// The HTTP API.
+    pub api: String,
+    /// Raft, forwarding between replicas, workers' heartbeats.
+    pub internal: String,
+}
+
+/// A replica's own flags.
+pub struct ReplicaOptions {
+    pub id: u64,
+    pub listeners: Listeners,
+    pub peers: BTreeMap<ReplicaId, String>,
+    pub data: PathBuf,
+    /// Root templates of the tenant sandbox (`{tenant}` for the tenant's id).
+    pub storage_roots: Vec<String>,
+}
+
+pub fn serve(replica: ReplicaOptions, root_token_file: Option<&Path>, options: WorkerOptions) -> Result<()> {
+    let ReplicaOptions { id, listeners, peers, data, storage_roots } = replica;
+    let secret = root_secret(root_token_file)?.ok_or_else(|| {
+        anyhow!(
+            "a control-plane replica needs the root token (--root-token-file, or WEIR_ROOT_TOKEN): the keys its \
+             peers, workers and shuffle server present are derived from it; make one with `openssl rand -hex 32`"
+        )
+    })?;
+    let root = RootToken::from_secret(&secret).map_err(|e| anyhow!("root token: {e}"))?;
+    let derive = |purpose| ClusterKey::derive(&secret, purpose).map_err(|e| anyhow!("root token: {e}"));
+    let (peer_key, worker_key) = (derive(KeyPurpose::Peer)?, derive(KeyPurpose::Worker)?);
+    let options = WorkerOptions { shuffle_key: Some(derive(KeyPurpose::Shuffle)?), ..options };
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let _lock = crate::standalone::lock_data_dir(&data)?;
+    // Relative paths mean nothing on the workers: refused. The data directory is never a job's.
+    let sandbox = Sandbox::new(storage_roots, None).forbid(&data);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let mut config = ReplicaConfig::new(ReplicaId(id), listen, data);
+        let mut config = ReplicaConfig::new(ReplicaId(id), listeners.api, data);
+        config.internal = Some(InternalConfig { listen: listeners.internal, key: peer_key.clone() });
         config.peers = peers;
         let replica = Replica::start(config).await.context("the control-plane replica does not start")?;
         let handle = replica.handle();
-        let Some(secret) = secret else {
-            tracing::warn!("no root token: workers cannot join, so jobs are recorded but not run");
-            let api = api::router(ApiState::metadata_only(handle));
-            return serve_until_stopped(replica, api, &format!("control-plane replica {id}"), &[]).await;
-        };
-        let root = RootToken::from_secret(&secret).map_err(|e| anyhow!("root token: {e}"))?;
-        let workers = Workers::new(handle.clone(), &secret, options).map_err(|e| anyhow!(e))?;
+        let workers = Workers::new(handle.clone(), worker_key, options).map_err(|e| anyhow!(e))?;
         let dispatcher = Dispatcher::new(handle.clone(), Arc::new(RemoteExecutor(workers.clone())));
-        let state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_root_token(root);
+        let state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_root_token(root).with_sandbox(sandbox);
         tokio::spawn(workers.clone().watch());
-        let live = dispatcher.live_router();
+        let internal = internal_router(workers).merge(dispatcher.live_router(peer_key));
         tokio::spawn(dispatcher.run());
-        let routes = api::router(state).merge(internal_router(workers)).merge(live);
-        serve_until_stopped(replica, routes, &format!("control-plane replica {id}"), &[]).await
+        let notes = match replica.internal_addr() {
+            Some(address) => vec![format!("internal listener on {address}")],
+            None => Vec::new(),
+        };
+        serve_until_stopped(replica, api::router(state), internal, &format!("control-plane replica {id}"), &notes).await
     })
+}
+
+/// The parts of a cluster whose key `weir key` prints.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum KeyName {
+    /// What workers present (`weir worker --key-file`, WEIR_WORKER_KEY).
+    Worker,
+    /// What the shuffle server signs namespace tokens with (`weir shuffle --key-file`,
+    /// WEIR_SHUFFLE_KEY).
+    Shuffle,
+    /// What replicas present to each other (for an operator calling an internal route).
+    Peer,
+}
+
+impl KeyName {
+    fn purpose(self) -> KeyPurpose {
+        match self {
+            KeyName::Worker => KeyPurpose::Worker,
+            KeyName::Shuffle => KeyPurpose::Shuffle,
+            KeyName::Peer => KeyPurpose::Peer,
+        }
+    }
+}
+
+/// `weir key NAME`: prints the key derived from the root token.
+pub fn print_key(name: KeyName, root_token_file: Option<&Path>) -> Result<()> {
+    let secret = root_secret(root_token_file)?
+        .ok_or_else(|| anyhow!("`weir key` derives from the root token: --root-token-file, or WEIR_ROOT_TOKEN"))?;
+    let key = ClusterKey::derive(&secret, name.purpose()).map_err(|e| anyhow!("root token: {e}"))?;
+    println!("{}", key.reveal());
+    Ok(())
+}
+
+/// The key of `purpose` a worker or the shuffle server is given: the contents of `file`, else
+/// `WEIR_<PURPOSE>_KEY`.
+pub fn cluster_key(purpose: KeyPurpose, file: Option<&Path>) -> Result<ClusterKey> {
+    let variable = format!("WEIR_{}_KEY", purpose.name().to_ascii_uppercase());
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the {} key {}", purpose.name(), path.display()))?,
+        None => std::env::var(&variable).map_err(|_| {
+            anyhow!(
+                "the {name} key is missing: --key-file, or {variable} (`weir key {name}` prints it from the root token)",
+                name = purpose.name()
+            )
+        })?,
+    };
+    ClusterKey::from_text(&text).map_err(|e| anyhow!("the {} key: {e}", purpose.name()))
 }
 
 /// Runs a worker (`weir worker`) until ctrl-c or SIGTERM; prints `weir worker ID listening on
@@ -100,11 +173,17 @@ pub fn root_secret(file: Option<&Path>) -> Result<Option<String>> {
     Ok(secret.map(|s| s.trim().to_string()))
 }
 
-/// Serves `api` beside the replica's Raft routes, prints `NAME listening on ADDR` as the first
-/// line of stdout (scripts and tests that asked for port 0 read it) and then `notes`, and runs
-/// until ctrl-c or SIGTERM.
-pub async fn serve_until_stopped(mut replica: Replica, api: Router, name: &str, notes: &[String]) -> Result<()> {
-    replica.serve(api)?;
+/// Serves `api` and `internal` (beside the replica's Raft routes), prints `NAME listening on
+/// ADDR` (the API's) as the first line of stdout (scripts and tests that asked for port 0 read
+/// it) and then `notes`, and runs until ctrl-c or SIGTERM.
+pub async fn serve_until_stopped(
+    mut replica: Replica,
+    api: Router,
+    internal: Router,
+    name: &str,
+    notes: &[String],
+) -> Result<()> {
+    replica.serve(api, internal)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{name} listening on {}", replica.local_addr())?;
     out.flush()?;

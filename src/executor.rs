@@ -10,8 +10,9 @@ use weir_control_plane::dispatcher::{ExecutionRequest, Failure, JobExecutor, Run
 use weir_control_plane::handle::BoxFuture;
 use weir_control_plane::metadata::records::CompletedCheckpoint;
 use weir_dataflow::ids::VertexId;
-use weir_dataflow::wire::{SavepointTaken, VertexMetrics};
+use weir_dataflow::wire::{ErrorCode, SavepointTaken, VertexMetrics};
 use weir_workers::attempt::{self, AttemptEvent, AttemptRequest, RunningAttempt};
+use weir_workers::connectors::sinks::PrintTo;
 
 /// Runs jobs as tasks of this process's tokio runtime.
 pub struct InProcessExecutor {
@@ -30,8 +31,18 @@ impl InProcessExecutor {
         reporter: RunReporter,
     ) -> Result<Arc<dyn RunningJob>, Failure> {
         let ExecutionRequest { job, parallelism, restore } = request;
-        let state_dir = self.state_dir.clone();
-        let request = AttemptRequest { job: job.id, sql: job.sql, parallelism, restore, state_dir, part: None };
+        let state_dir = weir_dataflow::wire::tenant_state_dir(&self.state_dir, &job.tenant.0)
+            .ok_or_else(|| Failure::new(ErrorCode::InvalidRequest, format!("`{}` is not a tenant id", job.tenant)))?;
+        let request = AttemptRequest {
+            job: job.id,
+            sql: job.sql.as_str().to_owned(),
+            parallelism,
+            restore,
+            state_dir,
+            part: None,
+            // `weir standalone`'s terminal is its user's, as for `weir run`.
+            print: PrintTo::Terminal,
+        };
         let (run, mut events) = attempt::start(request).await?;
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {

@@ -7,8 +7,9 @@
 //! - `weir standalone [--listen ADDR] [--data DIR]` runs all of Weir in one process: the control
 //!   plane (one Raft replica), its HTTP API, and jobs in this process.
 //! - `weir job submit|list|status|cancel|savepoint|rescale` is the client of that API.
-//! - `weir control-plane --id N --listen ADDR [--peers …] --data DIR` runs a control-plane replica;
-//!   `weir worker --control-plane URL,… --slots N` runs the jobs its leader deploys.
+//! - `weir control-plane --id N --listen ADDR --internal-listen ADDR [--peers …] --data DIR` runs a
+//!   control-plane replica; `weir worker --control-plane URL,… --slots N` runs the jobs its leader
+//!   deploys; `weir key worker|shuffle|peer` prints the key a part of the cluster presents.
 //! - `weir bench nexmark` measures the Nexmark queries; `weir bench shuffle` the remote shuffle.
 //! - `weir nexmark-gen` writes Nexmark events as newline-delimited JSON.
 
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use weir_dataflow::auth::KeyPurpose;
 use weir_workers::service::WorkerConfig;
 
 #[derive(Parser)]
@@ -42,7 +44,8 @@ enum Command {
         #[arg(long, short = 'p')]
         parallelism: Option<u32>,
         /// Route every exchange through this remote shuffle server (`weir shuffle`) instead of
-        /// handing batches over in-process.
+        /// handing batches over in-process; the run's namespace token is signed with
+        /// WEIR_SHUFFLE_KEY when the server has a key.
         #[arg(long, value_name = "ADDR")]
         shuffle_server: Option<String>,
         /// Start from the job's latest completed checkpoint under `state.checkpoints.dir`.
@@ -88,6 +91,14 @@ enum Command {
         /// (credentials, region and endpoint from the AWS_* environment variables).
         #[arg(long, value_name = "URL")]
         spill_url: Option<String>,
+        /// File holding the shuffle key (`weir key shuffle`), which every connection's namespace
+        /// token must be signed with; default: WEIR_SHUFFLE_KEY.
+        #[arg(long, value_name = "PATH")]
+        key_file: Option<PathBuf>,
+        /// Take any client for any namespace, without a key: only on a machine where every
+        /// process that can reach the port is trusted.
+        #[arg(long, conflicts_with = "key_file")]
+        insecure_no_auth: bool,
     },
     /// Run Weir in one process: a one-replica control plane, the HTTP API, and the jobs it runs.
     /// On first start it creates tenant `default` and writes an admin token to DATA/admin-token.
@@ -104,6 +115,10 @@ enum Command {
         /// earlier start (it resumes instead), and keep serving.
         #[arg(long, value_name = "FILE.sql")]
         submit: Option<PathBuf>,
+        /// More storage jobs may read and write, besides the current directory (repeatable;
+        /// `{tenant}` stands for the tenant's id): `s3://BUCKET/PREFIX/`, or a folder.
+        #[arg(long, value_name = "URL")]
+        storage_root: Vec<String>,
     },
     /// Manage jobs of a running `weir standalone` (or control plane) through its HTTP API.
     Job {
@@ -117,19 +132,26 @@ enum Command {
         /// This replica's id (a positive integer, unique in the cluster).
         #[arg(long)]
         id: u64,
-        /// Address to listen on for Raft and HTTP; port 0 picks a free port (printed).
+        /// Address the HTTP API listens on; port 0 picks a free port (printed).
         #[arg(long, default_value = "127.0.0.1:7400")]
         listen: String,
-        /// The voters of a fresh cluster: `1=host:port,2=host:port,3=host:port`, this one
-        /// included. The smallest id initializes the cluster; omitted: this replica alone. A list
-        /// without this id means it joins an existing cluster (added with `POST /raft/members`).
+        /// Address the internal listener (Raft, forwarding between replicas, workers' heartbeats)
+        /// listens on; every request to it presents a key derived from the root token. Port 0
+        /// picks a free port (printed).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7401")]
+        internal_listen: String,
+        /// The voters of a fresh cluster by internal address: `1=host:port,2=host:port,…`, this
+        /// one included. The smallest id initializes the cluster; omitted: this replica alone. A
+        /// list without this id means it joins an existing cluster (added with `POST
+        /// /raft/members` on a member's internal listener).
         #[arg(long, value_name = "ID=ADDR,...", value_parser = weir_control_plane::node::parse_peers)]
         peers: Option<std::collections::BTreeMap<weir_control_plane::metadata::ids::ReplicaId, String>>,
         /// Directory of the replica's Raft log and snapshots (created if missing).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
-        /// File holding the operator's root token (creates tenants and their tokens); default:
-        /// the WEIR_ROOT_TOKEN environment variable, else none.
+        /// File holding the operator's root token (creates tenants and their tokens; the keys of
+        /// peers, workers and the shuffle server derive from it); default: the WEIR_ROOT_TOKEN
+        /// environment variable. Required.
         #[arg(long, value_name = "PATH")]
         root_token_file: Option<PathBuf>,
         /// The default `state.checkpoints.dir` of jobs on workers: storage every worker reaches
@@ -140,11 +162,17 @@ enum Command {
         /// slots runs spread over several; without one, such a job waits.
         #[arg(long, value_name = "ADDR")]
         shuffle: Option<String>,
+        /// Storage a tenant's jobs may read and write, as a template in which `{tenant}`
+        /// stands for the tenant's id: `s3://BUCKET/tenants/{tenant}/` (repeatable). A job
+        /// naming a location outside its tenant's roots is refused. Default: none (jobs use
+        /// only --state-dir).
+        #[arg(long, value_name = "URL")]
+        storage_root: Vec<String>,
     },
-    /// A worker: runs the job attempts the control plane's leader deploys (the root token,
-    /// from --token-file or WEIR_ROOT_TOKEN, authenticates it to the cluster).
+    /// A worker: runs the job attempts the control plane's leader deploys (the worker key, from
+    /// --key-file or WEIR_WORKER_KEY, authenticates it to the cluster; `weir key worker`).
     Worker {
-        /// The control plane's replicas: http://HOST:PORT, comma-separated.
+        /// The control plane's replicas, by internal address: http://HOST:PORT, comma-separated.
         #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
         control_plane: Vec<String>,
         /// How many subtask indices it runs at once (a job at parallelism N takes N slots);
@@ -157,9 +185,18 @@ enum Command {
         /// The state folder of jobs when the control plane names none.
         #[arg(long, value_name = "URL", default_value = "weir-worker-state")]
         state_dir: String,
-        /// File holding the cluster's root token; default: WEIR_ROOT_TOKEN.
+        /// File holding the worker key (`weir key worker`); default: WEIR_WORKER_KEY.
         #[arg(long, value_name = "PATH")]
-        token_file: Option<PathBuf>,
+        key_file: Option<PathBuf>,
+    },
+    /// Print the key a part of the cluster presents, derived from the root token (from
+    /// --root-token-file or WEIR_ROOT_TOKEN): give workers the `worker` key and the shuffle
+    /// server the `shuffle` key, never the root token itself.
+    Key {
+        #[arg(value_enum)]
+        purpose: control_plane::KeyName,
+        #[arg(long, value_name = "PATH")]
+        root_token_file: Option<PathBuf>,
     },
     /// Benchmarks.
     #[cfg(feature = "bench")]
@@ -198,27 +235,62 @@ fn main() -> ExitCode {
             quiet,
             stats_json.as_deref(),
         ),
-        Command::Shuffle { listen, channel_capacity, data, memory_budget, disk_budget, spill_url } => {
-            shuffle::serve(&listen, channel_capacity, data, memory_budget, disk_budget, spill_url.as_deref())
+        Command::Shuffle {
+            listen,
+            channel_capacity,
+            data,
+            memory_budget,
+            disk_budget,
+            spill_url,
+            key_file,
+            insecure_no_auth,
+        } => {
+            let key = if insecure_no_auth {
+                Ok(None)
+            } else {
+                control_plane::cluster_key(KeyPurpose::Shuffle, key_file.as_deref()).map(Some)
+            };
+            key.and_then(|key| {
+                shuffle::serve(&listen, channel_capacity, data, memory_budget, disk_budget, spill_url.as_deref(), key)
+            })
         }
-        Command::ControlPlane { id, listen, peers, data, root_token_file, state_dir, shuffle } => {
+        Command::ControlPlane {
+            id,
+            listen,
+            internal_listen,
+            peers,
+            data,
+            root_token_file,
+            state_dir,
+            shuffle,
+            storage_root,
+        } => {
             let options = weir_control_plane::workers::WorkerOptions { state_dir, shuffle, ..Default::default() };
-            control_plane::serve(id, &listen, peers.unwrap_or_default(), data, root_token_file.as_deref(), options)
+            let listeners = control_plane::Listeners { api: listen, internal: internal_listen };
+            let replica = control_plane::ReplicaOptions {
+                id,
+                listeners,
+                peers: peers.unwrap_or_default(),
+                data,
+                storage_roots: storage_root,
+            };
+            control_plane::serve(replica, root_token_file.as_deref(), options)
         }
-        Command::Worker { control_plane, slots, listen, state_dir, token_file } => {
-            control_plane::root_secret(token_file.as_deref()).and_then(|secret| {
-                let secret = secret
-                    .ok_or_else(|| anyhow::anyhow!("a worker needs the root token: --token-file or WEIR_ROOT_TOKEN"))?;
+        Command::Worker { control_plane, slots, listen, state_dir, key_file } => {
+            control_plane::cluster_key(KeyPurpose::Worker, key_file.as_deref()).and_then(|key| {
                 control_plane::serve_worker(WorkerConfig {
                     control_planes: control_plane,
                     slots,
                     listen,
                     state_dir,
-                    secret,
+                    key,
                 })
             })
         }
-        Command::Standalone { listen, data, submit } => standalone::serve(&listen, data, submit),
+        Command::Key { purpose, root_token_file } => control_plane::print_key(purpose, root_token_file.as_deref()),
+        Command::Standalone { listen, data, submit, storage_root } => {
+            standalone::serve(&listen, data, submit, storage_root)
+        }
         Command::Job { command, connection } => job::run(command, connection),
         #[cfg(feature = "bench")]
         Command::Bench { bench } => weir_bench::run(bench),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc::UnboundedSender;
+use weir_dataflow::auth::ClusterKey;
 use weir_dataflow::clock::unix_nanos;
 use weir_dataflow::event::ChangeBatch;
 use weir_dataflow::ids::JobId;
@@ -23,6 +24,7 @@ use weir_shuffle_service::{LocalShuffle, ShuffleService};
 use weir_state_store::CompletedCheckpoint;
 use weir_workers::attempt::setup::{self, Checkpointing, base_config, job_graph, savepoint_target, savepoints_dir};
 use weir_workers::checkpoint::coordinator::SavepointRequest;
+use weir_workers::connectors::sinks::PrintTo;
 use weir_workers::error::TaskError;
 use weir_workers::output::{write_changelog_json, write_plain};
 use weir_workers::runtime::{InProcessRestarts, JobCounters, LocalJob, run_local};
@@ -276,11 +278,19 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
     // One namespace per run (and per attempt), so runs sharing a server never meet each
     // other's channels.
     let namespace = format!("run-{}-{}", std::process::id(), unix_nanos());
+    // A server with a key opens a namespace to its token: sign ours with the shuffle key, when
+    // this process was given it (WEIR_SHUFFLE_KEY).
+    let key = match (shuffle_server, std::env::var("WEIR_SHUFFLE_KEY")) {
+        (Some(_), Ok(text)) => {
+            Some(ClusterKey::from_text(&text).map_err(|e| anyhow::anyhow!("WEIR_SHUFFLE_KEY: {e}"))?)
+        }
+        _ => None,
+    };
     let server = shuffle_server.map(str::to_string);
     let shuffle_for_attempt = move |attempt: u32| -> Arc<dyn ShuffleService> {
         match &server {
             None => Arc::new(LocalShuffle::new()),
-            Some(addr) => remote_shuffle(addr, &namespace, attempt),
+            Some(addr) => remote_shuffle(addr, &namespace, attempt, key.as_ref()),
         }
     };
     // `weir savepoint PID` (SIGUSR1) stops a checkpointed job with a savepoint.
@@ -294,6 +304,7 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     let graph = Arc::new(graph);
     let job = LocalJob {
+        print: PrintTo::Terminal,
         plan: Arc::new(plan),
         graph: graph.clone(),
         shuffle: shuffle_for_attempt(0),
@@ -336,9 +347,12 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
 }
 
 /// The exchange of one attempt of a run through a shuffle server: a namespace of its own, so
-/// nothing of a failed attempt (or another run on the server) is mistaken for its data.
-fn remote_shuffle(addr: &str, run: &str, attempt: u32) -> Arc<dyn ShuffleService> {
-    Arc::new(RemoteShuffle::new(addr, format!("{run}-{attempt}")))
+/// nothing of a failed attempt (or another run on the server) is mistaken for its data, opened
+/// with its token when there is a `key`.
+fn remote_shuffle(addr: &str, run: &str, attempt: u32, key: Option<&ClusterKey>) -> Arc<dyn ShuffleService> {
+    let namespace = format!("{run}-{attempt}");
+    let token = key.map(|key| key.sign(&namespace)).unwrap_or_default();
+    Arc::new(RemoteShuffle::new(addr, namespace).with_token(token))
 }
 
 /// Runs a job to its end, handing its result rows to `sink` as they come. The outer error is

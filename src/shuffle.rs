@@ -1,9 +1,11 @@
-//! `weir shuffle`: a remote shuffle server in its own process.
+//! `weir shuffle`: a remote shuffle server in its own process. With the shuffle key (the
+//! default), a connection opens only the namespace whose token it presents.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use weir_dataflow::auth::ClusterKey;
 use weir_shuffle_service::remote::{ServerConfig, ShuffleServer};
 use weir_shuffle_service::store::{SpillTarget, StoreConfig};
 
@@ -14,6 +16,7 @@ pub fn serve(
     memory_budget: Option<u64>,
     disk_budget: Option<u64>,
     spill_url: Option<&str>,
+    key: Option<ClusterKey>,
 ) -> Result<()> {
     if channel_capacity == 0 {
         bail!("--channel-capacity must be at least 1");
@@ -27,7 +30,7 @@ pub fn serve(
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let server = ShuffleServer::bind(listen, ServerConfig { channel_capacity, store })
+        let server = ShuffleServer::bind(listen, ServerConfig { channel_capacity, store, key })
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = server.local_addr()?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use weir_control_plane::api::{self, ApiState};
+use weir_control_plane::api::{self, ApiState, Sandbox};
 use weir_control_plane::bootstrap::ensure_tenant_admin;
 use weir_control_plane::dispatcher::Dispatcher;
 use weir_control_plane::handle::ReplicaHandle;
@@ -30,9 +30,15 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// The data directory when none is given.
 pub const DEFAULT_DATA_DIR: &str = "weir-data";
 
-pub fn serve(listen: &str, data: PathBuf, submit: Option<PathBuf>) -> Result<()> {
+pub fn serve(listen: &str, data: PathBuf, submit: Option<PathBuf>, storage_roots: Vec<String>) -> Result<()> {
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let data = data.canonicalize().with_context(|| format!("cannot read {}", data.display()))?;
+    // Jobs run in this process, in its current directory: that is their storage, the data
+    // directory excepted.
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mut roots = vec![cwd.display().to_string()];
+    roots.extend(storage_roots);
+    let sandbox = Sandbox::new(roots, Some(cwd)).forbid(&data);
     let _lock = lock_data_dir(&data)?;
     let root_token = root_token(None)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -46,7 +52,7 @@ pub fn serve(listen: &str, data: PathBuf, submit: Option<PathBuf>) -> Result<()>
         bootstrap_admin_token(handle.as_ref(), &token_file).await?;
         let executor = Arc::new(InProcessExecutor::new(&data.join("state")));
         let dispatcher = Dispatcher::new(handle.clone(), executor);
-        let mut state = ApiState::new(handle, Arc::new(dispatcher.runtime()));
+        let mut state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_sandbox(sandbox);
         if let Some(root_token) = root_token {
             state = state.with_root_token(root_token);
         }
@@ -67,7 +73,7 @@ pub fn serve(listen: &str, data: PathBuf, submit: Option<PathBuf>) -> Result<()>
                 }
             });
         }
-        serve_until_stopped(replica, api::router(state), "weir standalone", &notes).await
+        serve_until_stopped(replica, api::router(state), axum::Router::new(), "weir standalone", &notes).await
     })
 }
 

@@ -51,12 +51,12 @@ impl Sandbox {
     /// Three replicas, a tenant with an admin token, and `workers` workers of `slots` slots
     /// each, registered with the leader. `name` names the test's S3 bucket.
     async fn start(name: &str, workers: usize, slots: u32) -> Sandbox {
-        Self::start_with(name, workers, slots, false).await
+        Self::start_with(name, workers, slots, false, &[]).await
     }
 
     /// As [`Sandbox::start`], with a shuffle server for jobs spread over several workers when
-    /// `shuffle`.
-    async fn start_with(name: &str, workers: usize, slots: u32, shuffle: bool) -> Sandbox {
+    /// `shuffle`, and `env` set for every process (after the S3 variables: it may override them).
+    async fn start_with(name: &str, workers: usize, slots: u32, shuffle: bool, env: &[(&str, &str)]) -> Sandbox {
         let turn = ONE_SANDBOX_AT_A_TIME.lock().await;
         let started = Instant::now();
         // Jobs checkpoint to a fresh S3 location; every process gets its endpoint (an `s3://`
@@ -64,7 +64,7 @@ impl Sandbox {
         let state_dir = weir_state_store::testing::s3_location(name).url().to_string();
         let s3 = weir_state_store::testing::s3_options();
         let known = |value: Option<String>| value.expect("s3_options sets every field it is asked for here");
-        let cluster = common::weir()
+        let mut builder = common::weir()
             .cluster()
             .root_token(ROOT_TOKEN)
             .log_filter("info,openraft=warn")
@@ -76,9 +76,11 @@ impl Sandbox {
             // Credentials of the test endpoint only: a session token of the caller's would not fit.
             .env_remove("AWS_SESSION_TOKEN")
             .shuffle(shuffle)
-            .wait(WAIT)
-            .start()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .wait(WAIT);
+        for (name, value) in env {
+            builder = builder.env(*name, *value);
+        }
+        let cluster = builder.start().unwrap_or_else(|e| panic!("{e}"));
         eprintln!("sandbox {}; checkpoints in {}", cluster.dir().display(), cluster.state_dir());
         let mut sandbox = Sandbox { cluster, token: String::new(), started, _turn: turn };
         sandbox.token = sandbox.cluster.tenant_admin(TENANT).await.unwrap_or_else(|e| panic!("{e}"));
@@ -512,7 +514,7 @@ fn bounded_nexmark_job(out: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_larger_than_a_worker_runs_spread_over_workers_and_survives_the_kill_of_one() {
-    let mut sandbox = Sandbox::start_with("spread", 3, 2, true).await;
+    let mut sandbox = Sandbox::start_with("spread", 3, 2, true, &[]).await;
     let out = sandbox.path("out");
     let script = bounded_nexmark_job(&out);
     assert!(script.contains("'events.num' = '60000'"), "the script is bounded: {script}");
@@ -557,4 +559,58 @@ async fn a_job_larger_than_a_worker_runs_spread_over_workers_and_survives_the_ki
         want.values().sum::<u32>()
     );
     eprintln!("the test took {:?} once its turn came", sandbox.started.elapsed());
+}
+
+/// A secret an operator put in the environment of every process (the S3 secret key, which moto
+/// takes whatever it is).
+const PLANTED_IN_ENV: &str = "planted-env-secret-7f3a9c";
+/// A secret a user put in a job's options.
+const PLANTED_IN_JOB: &str = "planted-job-secret-b81e44";
+
+/// A secret planted in a job's options and in every process's environment shows up in no API
+/// answer (the job's detail shows it as `******`) and in no log line of any process, at debug
+/// level for Weir's own crates and openraft; the job runs with it all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_a_jobs_options_and_the_environment_show_up_in_no_answer_and_no_log() {
+    let env = [
+        ("AWS_SECRET_ACCESS_KEY", PLANTED_IN_ENV),
+        ("WEIR_LOG", "info,weir=debug,weir_control_plane=debug,weir_workers=debug,openraft=debug"),
+    ];
+    let sandbox = Sandbox::start_with("planted-secrets", 1, 2, false, &env).await;
+    let out = sandbox.path("out");
+    let sql = format!("SET 's3.secret-key' = '{PLANTED_IN_JOB}';\n{}", datagen_job(300, 300, 200, &out));
+    let job = sandbox.submit("planted", &sql, 1).await;
+    let detail = sandbox.wait_for_job(&job, "finished", WAIT, |detail| detail["status"] == "FINISHED").await;
+    assert_every_id_once(&out, 300);
+    let shown = detail["sql"].as_str().expect("the job's script");
+    assert!(shown.contains("'s3.secret-key' = '******'"), "{shown}");
+    assert_eq!(detail["config"]["s3.secret-key"], "******", "{detail}");
+
+    let leader = sandbox.leader().await;
+    let mut answers = vec![detail.to_string()];
+    let reads = ["/api/v1/jobs", "/api/v1/cluster", "/api/v1/workers", "/api/v1/metrics", "/api/v1/healthz"];
+    let job_reads = ["exceptions", "checkpoints", "savepoints"].map(|what| format!("/api/v1/jobs/{job}/{what}"));
+    for path in reads.iter().map(|p| p.to_string()).chain(job_reads) {
+        for replica in sandbox.cluster.replica_ids() {
+            let answer = sandbox.call(Method::GET, replica, &sandbox.token, &path, None).await;
+            answers.push(format!("{path} on {replica} (leader {leader}): {answer:?}"));
+        }
+    }
+    for answer in &answers {
+        for planted in [PLANTED_IN_ENV, PLANTED_IN_JOB] {
+            assert!(!answer.contains(planted), "{planted} in {answer}");
+        }
+    }
+    let logs = sandbox.path("logs");
+    let mut lines = 0;
+    for entry in std::fs::read_dir(&logs).expect("the logs") {
+        let path = entry.expect("a log").path();
+        let text = std::fs::read_to_string(&path).expect("a log reads");
+        lines += text.lines().count();
+        for planted in [PLANTED_IN_ENV, PLANTED_IN_JOB] {
+            let line = text.lines().find(|line| line.contains(planted));
+            assert!(line.is_none(), "{planted} in {}: {line:?}", path.display());
+        }
+    }
+    assert!(lines > 100, "the processes logged at debug level ({lines} lines)");
 }

@@ -2,7 +2,7 @@
 //! leader takes writes within seconds, a restarted replica catches up, a lone survivor refuses
 //! writes with `no-quorum` in bounded time and takes them again once a peer is back.
 //!
-//! Writes go through the internal `POST /raft/propose`; leadership and what each replica has
+//! Writes go through the internal `POST /raft/propose` (internal listener, peer key); leadership and what each replica has
 //! applied are read from `GET /api/v1/cluster`. The processes are the harness's
 //! (`weir_testkit::Cluster`).
 
@@ -39,9 +39,11 @@ async fn caught_up(cluster: &Cluster, id: u64, leader: u64) {
 /// Proposes creating `tenant` through replica `via`: the status and the JSON answer.
 async fn create_tenant(cluster: &Cluster, via: u64, tenant: &str) -> (u16, Value) {
     let command = json!({"kind": "create-tenant", "tenant": tenant, "display_name": tenant, "at": 1});
+    let peer_key = cluster.key("peer").expect("weir key peer");
     let answer = cluster
         .client()
-        .post(cluster.url(via, "/raft/propose"))
+        .post(cluster.internal_url(via, "/raft/propose"))
+        .bearer_auth(peer_key)
         .json(&command)
         .timeout(Duration::from_secs(10))
         .send()
@@ -137,3 +139,134 @@ async fn three_replica_processes_survive_kill_9_of_the_leader_and_refuse_writes_
     let status = cluster.terminate_replica(second).unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "a replica exits 0 on SIGTERM");
 }
+
+/// The routes a replica serves on its internal listener, as an attacker would probe them, with
+/// the key that opens each (the rest take the peer key).
+const INTERNAL_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/raft/append"),
+    ("POST", "/raft/vote"),
+    ("POST", "/raft/pre-vote"),
+    ("POST", "/raft/snapshot"),
+    ("POST", "/raft/propose"),
+    ("POST", "/raft/read-index"),
+    ("POST", "/raft/members"),
+    ("DELETE", "/raft/members/2"),
+    ("GET", "/raft/cluster"),
+    ("GET", "/raft/jobs/job-x/live"),
+    ("POST", "/internal/v1/heartbeat"),
+];
+
+/// Every route of both listeners of a replica process, probed with every kind of credential: no
+/// internal route answers on the API listener (404), none answers on the internal listener
+/// without the key that opens it (401, before its body is read), the API answers nothing on the
+/// internal listener, and the cluster keys open no API route. Nothing is created, nor a member
+/// added, by any refused request. (Who may do what within the API: `control-plane/tests/api.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_of_both_listeners_takes_only_its_own_credential() {
+    let cluster = common::weir().cluster().replicas(3).wait(WAIT).start().unwrap_or_else(|e| panic!("{e}"));
+    let leader = agreed_leader(&cluster).await;
+    let admin = cluster.tenant_admin("acme").await.unwrap_or_else(|e| panic!("{e}"));
+    let other = cluster.tenant_admin("globex").await.unwrap_or_else(|e| panic!("{e}"));
+    let reader = cluster
+        .write(leader, cluster.root_token(), "/api/v1/tenants/acme/tokens", json!({"role": "read-only"}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))["secret"]
+        .as_str()
+        .expect("a secret")
+        .to_string();
+    let job = cluster
+        .write(leader, &admin, "/api/v1/jobs", json!({"name": "probe", "sql": PROBE_SQL}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))["id"]
+        .as_str()
+        .expect("a job id")
+        .to_string();
+    let peer = cluster.key("peer").expect("weir key peer");
+    let worker = cluster.key("worker").expect("weir key worker");
+    let credentials: [(&str, Option<&str>); 7] = [
+        ("none", None),
+        ("other tenant", Some(&other)),
+        ("read-only", Some(&reader)),
+        ("admin", Some(&admin)),
+        ("root", Some(cluster.root_token())),
+        ("peer key", Some(&peer)),
+        ("worker key", Some(&worker)),
+    ];
+    let evil_tenant = json!({"kind": "create-tenant", "tenant": "evil", "display_name": "evil", "at": 1});
+    let evil_member = json!({"id": 9, "address": "127.0.0.1:1"});
+    let send = |url: String, method: &str, token: Option<&str>, body: Option<Value>| {
+        let mut request = cluster.client().request(method.parse().expect("a method"), url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let answer = request.send().await.expect("the replica answers");
+            let status = answer.status().as_u16();
+            (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let mut probes = 0;
+    for replica in cluster.replica_ids() {
+        for (method, path) in INTERNAL_ROUTES {
+            let body = match *path {
+                "/raft/propose" => Some(evil_tenant.clone()),
+                "/raft/members" => Some(evil_member.clone()),
+                _ => None,
+            };
+            let opener = if path.starts_with("/internal/") { "worker key" } else { "peer key" };
+            for (who, token) in credentials {
+                let (status, answer) = send(cluster.url(replica, path), method, token, body.clone()).await;
+                assert_eq!(status, 404, "{method} {path} on the API listener as {who}: {answer}");
+                if who == opener {
+                    continue; // Opens the route: probed below without a body that would do harm.
+                }
+                let (status, answer) = send(cluster.internal_url(replica, path), method, token, body.clone()).await;
+                assert_eq!(status, 401, "{method} {path} on the internal listener as {who}: {answer}");
+                assert_eq!(answer["code"], "unauthorized", "{answer}");
+                probes += 2;
+            }
+        }
+        for route in weir_control_plane::api::routes() {
+            let path = route.path.replace("{id}", &job).replace("{tenant}", "acme").replace("{token}", "tok-x");
+            for (who, token) in credentials {
+                let (status, answer) =
+                    send(cluster.internal_url(replica, &path), route.method.as_str(), token, None).await;
+                let want = if who == "peer key" { 404 } else { 401 };
+                assert_eq!(status, want, "{} {path} on the internal listener as {who}: {answer}", route.method);
+                probes += 1;
+            }
+            for (who, token) in [("peer key", Some(peer.as_str())), ("worker key", Some(worker.as_str()))] {
+                let (status, anonymous) = send(cluster.url(replica, &path), route.method.as_str(), None, None).await;
+                let (keyed, answer) = send(cluster.url(replica, &path), route.method.as_str(), token, None).await;
+                assert_eq!(
+                    keyed, status,
+                    "{} {path} on the API as {who} answers as to no one: {answer} {anonymous}",
+                    route.method
+                );
+                probes += 1;
+            }
+        }
+    }
+    eprintln!("{probes} refused probes");
+    // The peer key opens the replicas' routes (a harmless read), the worker key the heartbeat.
+    let (status, view) = send(cluster.internal_url(leader, "/raft/cluster"), "GET", Some(&peer), None).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["members"].as_array().map(Vec::len), Some(3), "no member was added: {view}");
+    let beat = json!({"worker": "worker-probe", "address": "127.0.0.1:9", "slots": 0, "attempts": []});
+    let (status, answer) =
+        send(cluster.internal_url(leader, "/internal/v1/heartbeat"), "POST", Some(&worker), Some(beat)).await;
+    assert_ne!(status, 401, "{answer}");
+    // Nothing a refused request asked for happened.
+    let (_, jobs) = send(cluster.url(leader, "/api/v1/jobs"), "GET", Some(&admin), None).await;
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(1), "{jobs}");
+    let evil = cluster.write(leader, cluster.root_token(), "/api/v1/tenants", json!({"id": "evil"})).await;
+    assert!(evil.is_ok(), "tenant evil did not exist before: {evil:?}");
+}
+
+/// A job that needs no storage: it passes any sandbox.
+const PROBE_SQL: &str = "CREATE TABLE g (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '10');
+CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT id FROM g;";

@@ -93,6 +93,45 @@ fn a_job_whose_shuffle_server_dies_fails_with_a_clear_error() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// A keyed shuffle server (`weir shuffle` with its key) opens a run's namespace only to the
+/// token signed with that key: `weir run` without WEIR_SHUFFLE_KEY (or with another cluster's
+/// key) fails at once naming the refusal; with it, the job runs through the server.
+#[test]
+fn a_keyed_shuffle_server_takes_only_runs_that_sign_with_its_key() {
+    let weir = weir();
+    let key = weir.key("shuffle", "shuffle-e2e-root-token-0123456789abcdef").expect("weir key shuffle");
+    let other = weir.key("shuffle", "another-root-token-0123456789abcdef0").expect("weir key shuffle");
+    let server = weir.keyed_shuffle_server(&key, &[]).expect("the keyed shuffle server starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("job.sql");
+    std::fs::write(
+        &script,
+        "CREATE TABLE s (k INT) WITH ('connector' = 'datagen', 'number-of-rows' = '1000',
+           'fields.k.min' = '1', 'fields.k.max' = '10');
+         SELECT k, COUNT(*) AS n FROM s GROUP BY k;",
+    )
+    .expect("script");
+    let run = |key: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command.args(["run", "--parallelism", "2", "--shuffle-server", &server.addr]).arg(&script);
+        command.env_remove("WEIR_SHUFFLE_KEY");
+        if let Some(key) = key {
+            command.env("WEIR_SHUFFLE_KEY", key);
+        }
+        command.output().expect("weir run runs")
+    };
+    for refused in [None, Some(other.as_str())] {
+        let output = run(refused);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains("unauthorized") && stderr.contains("does not open namespace"), "{stderr}");
+    }
+    let output = run(Some(&key));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("| +I |") || stdout.contains("+I"), "{stdout}");
+}
+
 fn data(values: usize) -> StreamEvent {
     use arrow::array::{Int64Array, RecordBatch};
     use arrow::datatypes::{DataType, Field, Schema};

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +36,7 @@ pub enum ProposeError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub id: ReplicaId,
-    /// Where its HTTP endpoint (API and Raft) listens.
+    /// Where its internal listener (Raft, forwarding, workers) is reached.
     pub address: String,
     /// A voter (false: a learner).
     pub voter: bool,
@@ -69,6 +70,14 @@ pub trait ReplicaHandle: Send + Sync + 'static {
 
     /// Members, leader and term as this replica knows them.
     fn cluster(&self) -> ClusterView;
+
+    /// Gets `path` from the leader's internal listener, presenting this replica's peer key, and
+    /// answers the body of a 200. `None` when there is no other leader to ask (this replica
+    /// leads, or has no peers), or it did not answer 200 within `timeout`.
+    fn ask_leader(&self, path: String, timeout: Duration) -> BoxFuture<'_, Option<Vec<u8>>> {
+        let _ = (path, timeout);
+        Box::pin(async { None })
+    }
 
     /// Whether this replica is the leader now.
     fn is_leader(&self) -> bool {

@@ -10,8 +10,10 @@
 //! - [`handle`]: what the API and the leader's services need of a replica ([`handle::ReplicaHandle`]).
 //! - [`raft`]: openraft wiring: durable log and snapshot storage on a local `redb` file, the
 //!   state machine, the HTTP transport between replica processes, and an in-process network.
-//! - [`node`]: a replica as a process ([`node::Replica`]): bootstrap, its HTTP listener, writes
-//!   and reads routed to the leader, membership changes.
+//! - [`node`]: a replica as a process ([`node::Replica`]): bootstrap, its two HTTP listeners
+//!   (the API, and the internal one), writes and reads routed to the leader, membership changes.
+//! - [`internal`]: the internal listener's door: every route takes a cluster key, and every call
+//!   to another part of the cluster presents one.
 //! - [`workers`]: the leader's worker registry (heartbeats, liveness) and the executor that
 //!   deploys jobs on workers, adopting a previous leader's attempts.
 //!
@@ -22,6 +24,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod dispatcher;
 pub mod handle;
+pub mod internal;
 pub mod metadata;
 pub mod node;
 pub mod raft;

@@ -1,13 +1,17 @@
-//! A control-plane replica as a process: its Raft node on a local data directory, its HTTP
-//! listener, the bootstrap of a fresh cluster, leader routing of writes and reads, and
+//! A control-plane replica as a process: its Raft node on a local data directory, its two HTTP
+//! listeners, the bootstrap of a fresh cluster, leader routing of writes and reads, and
 //! membership changes.
 //!
 //! [`Replica::start`] opens the `redb` store, starts openraft with the HTTP transport
-//! ([`crate::raft::http`]) and binds the listener; [`Replica::serve`] then serves the Raft routes
-//! merged with the caller's own router (the API) on it. [`Replica::handle`] is the
-//! [`ReplicaHandle`] the API and the leader's services use.
+//! ([`crate::raft::http`]) and binds the listeners: the public one (the API) and, for a replica
+//! that has or may get peers, the internal one ([`InternalConfig`]). [`Replica::serve`] then
+//! serves the caller's API router on the first, and the Raft routes (taking the peer key, see
+//! [`crate::internal`]) merged with the caller's internal routes on the second. The API listener
+//! serves no internal route. [`Replica::handle`] is the [`ReplicaHandle`] the API and the
+//! leader's services use.
 //!
-//! Replica endpoints besides the Raft protocol (internal, not part of the versioned API):
+//! Replica endpoints besides the Raft protocol (internal listener, not part of the versioned
+//! API; every one takes the peer key):
 //! - `POST /raft/propose` — a [`Command`] as JSON; answers the [`Response`] (200) once applied,
 //!   or a [`ProposeError`] (503). Sent to a follower, it is forwarded to the leader.
 //! - `POST /raft/read-index` — on the leader, the log index a linearizable read must wait for.
@@ -38,8 +42,10 @@ use openraft::{BasicNode, ChangeMembers, Config, RaftMetrics, ReadPolicy, Snapsh
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
+use weir_dataflow::auth::ClusterKey;
 
 use crate::handle::{BoxFuture, ClusterView, Member, ProposeError, ReplicaHandle};
+use crate::internal;
 use crate::metadata::ids::ReplicaId;
 use crate::metadata::{Command, Response};
 use crate::raft::http::{self, JsonBody, SendError};
@@ -60,11 +66,14 @@ const HTTP_DRAIN: Duration = Duration::from_secs(3);
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
     pub id: ReplicaId,
-    /// The address to listen on (`host:port`; port 0 picks a free one).
+    /// The address the API listens on (`host:port`; port 0 picks a free one).
     pub listen: String,
-    /// The voters of a fresh cluster, with the address each is reached at (this one included).
-    /// Empty: this replica alone. Not containing `id`: this replica joins an existing cluster and
-    /// waits to be added (`POST /raft/members` on a member).
+    /// The internal listener. `None`: a replica alone for good (`weir standalone`), which serves
+    /// no internal route at all and can have no peers.
+    pub internal: Option<InternalConfig>,
+    /// The voters of a fresh cluster, with the internal address each is reached at (this one
+    /// included). Empty: this replica alone. Not containing `id`: this replica joins an existing
+    /// cluster and waits to be added (`POST /raft/members` on a member).
     pub peers: BTreeMap<ReplicaId, String>,
     /// Holds `raft.redb`: the Raft log, vote and latest snapshot.
     pub data_dir: PathBuf,
@@ -80,6 +89,7 @@ impl ReplicaConfig {
         Self {
             id,
             listen: listen.into(),
+            internal: None,
             peers: BTreeMap::new(),
             data_dir: data_dir.into(),
             leader_timeout: Duration::from_secs(2),
@@ -87,6 +97,15 @@ impl ReplicaConfig {
             raft: default_raft_config(),
         }
     }
+}
+
+/// The internal listener of a replica: Raft, forwarding between replicas, workers' heartbeats.
+#[derive(Clone, Debug)]
+pub struct InternalConfig {
+    /// The address to listen on (`host:port`; port 0 picks a free one).
+    pub listen: String,
+    /// The peer key: what replicas present to each other's internal routes.
+    pub key: ClusterKey,
 }
 
 /// Raft timings for replicas on one network: a heartbeat every 100 ms and an election after
@@ -132,6 +151,8 @@ pub enum NodeError {
     Config(String),
     #[error("cannot listen on {address}: {source}")]
     Listen { address: String, source: std::io::Error },
+    #[error("a replica with peers needs an internal listener (--internal-listen)")]
+    NoInternalListener,
     #[error("raft failed: {0}")]
     Raft(String),
     #[error("the replica is already serving")]
@@ -158,12 +179,44 @@ impl From<ProposeError> for MembershipError {
     }
 }
 
-/// A running replica: Raft started, listener bound, serving once [`Replica::serve`] is called.
+/// A running replica: Raft started, listeners bound, serving once [`Replica::serve`] is called.
 pub struct Replica {
     core: Arc<ReplicaCore>,
-    local_addr: SocketAddr,
+    api: Bound,
+    internal: Option<(Bound, ClusterKey)>,
+    servers: Vec<(tokio::sync::oneshot::Sender<()>, JoinHandle<std::io::Result<()>>)>,
+}
+
+/// A listener, until it is served.
+struct Bound {
+    addr: SocketAddr,
     listener: Option<tokio::net::TcpListener>,
-    server: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<std::io::Result<()>>)>,
+}
+
+impl Bound {
+    async fn bind(address: &str) -> Result<Bound, NodeError> {
+        let listen_error = |source| NodeError::Listen { address: address.to_owned(), source };
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(listen_error)?;
+        let addr = listener.local_addr().map_err(listen_error)?;
+        Ok(Bound { addr, listener: Some(listener) })
+    }
+
+    /// Serves `app` in the background until the returned sender is used or dropped.
+    fn serve(
+        &mut self,
+        app: Router,
+    ) -> Result<(tokio::sync::oneshot::Sender<()>, JoinHandle<std::io::Result<()>>), NodeError> {
+        let listener = self.listener.take().ok_or(NodeError::AlreadyServing)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok((stop, server))
+    }
 }
 
 impl Replica {
@@ -175,18 +228,28 @@ impl Replica {
     /// with `--peers`: it would not know it had been a member.
     pub async fn start(config: ReplicaConfig) -> Result<Replica, NodeError> {
         let raft_config = Arc::new(config.raft.clone().validate().map_err(|e| NodeError::Config(e.to_string()))?);
+        if config.internal.is_none() && !config.peers.is_empty() {
+            return Err(NodeError::NoInternalListener);
+        }
         let store = RaftStore::open(&config.data_dir).await?;
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| NodeError::Listen { address: config.listen.clone(), source })?;
-        let local_addr =
-            listener.local_addr().map_err(|source| NodeError::Listen { address: config.listen.clone(), source })?;
-        let address = config.peers.get(&config.id).cloned().unwrap_or_else(|| local_addr.to_string());
+        let api = Bound::bind(&config.listen).await?;
+        let internal = match &config.internal {
+            Some(internal) => Some((Bound::bind(&internal.listen).await?, internal.key.clone())),
+            None => None,
+        };
+        // The address Raft knows this replica by: the internal one (a replica alone for good is
+        // never called, and is named by its API address).
+        let own = internal.as_ref().map_or(api.addr, |(bound, _)| bound.addr);
+        let address = config.peers.get(&config.id).cloned().unwrap_or_else(|| own.to_string());
 
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
-            .build()
-            .map_err(|e| NodeError::Raft(format!("cannot build the HTTP client: {e}")))?;
+        let connect_timeout = Duration::from_millis(500);
+        let client = match &internal {
+            Some((_, key)) => internal::client(key, connect_timeout).map_err(NodeError::Raft)?,
+            None => reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .build()
+                .map_err(|e| NodeError::Raft(format!("cannot build the HTTP client: {e}")))?,
+        };
         let reader = store.state_machine.reader();
         let network = http::HttpNetwork::new(config.id, client.clone());
         let raft = MetadataRaft::new(config.id, raft_config, network, store.log, store.state_machine)
@@ -205,17 +268,22 @@ impl Replica {
             let _ = core.raft.shutdown().await;
             return Err(error);
         }
-        tracing::info!(replica = %config.id, %local_addr, %address, "control-plane replica started");
-        Ok(Replica { core, local_addr, listener: Some(listener), server: None })
+        tracing::info!(replica = %config.id, api = %api.addr, %address, "control-plane replica started");
+        Ok(Replica { core, api, internal, servers: Vec::new() })
     }
 
     pub fn id(&self) -> ReplicaId {
         self.core.id
     }
 
-    /// Where the listener is bound (the chosen port when `listen` asked for port 0).
+    /// Where the API listener is bound (the chosen port when `listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.api.addr
+    }
+
+    /// Where the internal listener is bound, if the replica has one.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal.as_ref().map(|(bound, _)| bound.addr)
     }
 
     /// The replica as the API and the leader's services use it.
@@ -227,26 +295,25 @@ impl Replica {
         &self.core.raft
     }
 
-    /// The Raft transport and the replica endpoints (module docs), without a listener: for a
-    /// caller that serves them itself. [`Replica::serve`] serves them merged with its router.
-    pub fn router(&self) -> Router {
-        http::transport_routes(self.core.raft.clone()).merge(replica_routes(self.core.clone()))
-    }
-
-    /// Serves [`Replica::router`] merged with `extra` (the API) on the bound listener, in the
-    /// background until [`Replica::shutdown`]. `extra` must not use the `/raft/` paths.
-    pub fn serve(&mut self, extra: Router) -> Result<(), NodeError> {
-        let listener = self.listener.take().ok_or(NodeError::AlreadyServing)?;
-        let app = self.router().merge(extra);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        self.server = Some((stop, server));
+    /// Serves `api` on the API listener, and on the internal one the Raft transport and the
+    /// replica endpoints (module docs; they take the peer key) merged with `internal`, in the
+    /// background until [`Replica::shutdown`]. Every route of `internal` must check a key
+    /// itself ([`internal::require_key`]); a replica without an internal listener refuses a
+    /// non-empty one.
+    pub fn serve(&mut self, api: Router, internal: Router) -> Result<(), NodeError> {
+        match &mut self.internal {
+            Some((bound, key)) => {
+                // Unknown paths too take the key: a caller without one learns nothing of the routes.
+                let own = http::transport_routes(self.core.raft.clone())
+                    .merge(replica_routes(self.core.clone()))
+                    .fallback(internal::not_found);
+                let app = internal::require_key(own, key.clone(), "replicas").merge(internal);
+                self.servers.push(bound.serve(app)?);
+            }
+            None if internal.has_routes() => return Err(NodeError::NoInternalListener),
+            None => {}
+        }
+        self.servers.push(self.api.serve(api)?);
         Ok(())
     }
 
@@ -265,8 +332,15 @@ impl Replica {
     /// Stops serving (in-flight requests get a moment to finish), then stops Raft.
     pub async fn shutdown(mut self) -> Result<(), NodeError> {
         let mut outcome = Ok(());
-        if let Some((stop, mut server)) = self.server.take() {
-            let _ = stop.send(());
+        // Both listeners stop taking connections at once, then drain.
+        let running: Vec<_> = std::mem::take(&mut self.servers)
+            .into_iter()
+            .map(|(stop, server)| {
+                let _ = stop.send(());
+                server
+            })
+            .collect();
+        for mut server in running {
             match tokio::time::timeout(HTTP_DRAIN, &mut server).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => outcome = Err(NodeError::Serve(e)),
@@ -550,6 +624,19 @@ impl ReplicaHandle for ReplicaCore {
 
     fn cluster(&self) -> ClusterView {
         self.view()
+    }
+
+    fn ask_leader(&self, path: String, timeout: Duration) -> BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let metrics = self.metrics();
+            let leader = metrics.current_leader.filter(|leader| *leader != self.id)?;
+            let node = metrics.membership_config.membership().get_node(&leader)?.clone();
+            let url = format!("{}{path}", http::base_url(&node.addr));
+            match http::send(&self.client, reqwest::Method::GET, &url, None::<&()>, &[], timeout).await {
+                Ok((StatusCode::OK, body)) => Some(body.to_vec()),
+                _ => None,
+            }
+        })
     }
 }
 

@@ -32,20 +32,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use weir_dataflow::auth::ClusterKey;
 use weir_dataflow::ids::{CheckpointId, JobAttempt, JobId, VertexId, WorkerId};
 use weir_dataflow::wire::{
     self, AttemptRef, AttemptReport, Deploy, DeployPart, ErrorCode, Failure, Heartbeat, HeartbeatReply, NotLeader,
     Problem, RunEnd, SavepointAsk, SavepointTaken, VertexMetrics,
 };
 
+use crate::api::ApiError;
 use crate::api::ids::now;
-use crate::api::{ApiError, RootToken};
 use crate::dispatcher::{Adoption, Capacity, ExecutionRequest, JobExecutor, RunReporter, RunningJob};
 use crate::handle::{BoxFuture, ReplicaHandle};
 use crate::metadata::Command;
@@ -62,11 +63,14 @@ pub struct WorkerOptions {
     /// The shuffle server (`host:port`) through which attempts spread over several workers
     /// exchange; `None`: an attempt runs on one worker.
     pub shuffle: Option<String>,
+    /// The shuffle server's key, which signs each attempt's namespace token; `None`: the
+    /// server takes any client (`weir shuffle --insecure-no-auth`).
+    pub shuffle_key: Option<ClusterKey>,
 }
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        WorkerOptions { heartbeat_timeout: Duration::from_secs(3), state_dir: None, shuffle: None }
+        WorkerOptions { heartbeat_timeout: Duration::from_secs(3), state_dir: None, shuffle: None, shuffle_key: None }
     }
 }
 
@@ -74,9 +78,9 @@ impl Default for WorkerOptions {
 pub struct Workers {
     replica: Arc<dyn ReplicaHandle>,
     client: reqwest::Client,
-    /// The cluster secret: workers present it to the internal routes, and the leader to theirs.
-    secret: String,
-    root: RootToken,
+    /// The worker key: workers present it to the heartbeat route, and the leader to theirs
+    /// (every request of `client` carries it).
+    key: ClusterKey,
     options: WorkerOptions,
     inner: Mutex<Inner>,
 }
@@ -112,20 +116,10 @@ struct Attached {
 }
 
 impl Workers {
-    pub fn new(replica: Arc<dyn ReplicaHandle>, secret: &str, options: WorkerOptions) -> Result<Arc<Self>, String> {
-        let root = RootToken::from_secret(secret).map_err(|e| e.to_string())?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Arc::new(Workers {
-            replica,
-            client,
-            secret: secret.trim().to_string(),
-            root,
-            options,
-            inner: Mutex::default(),
-        }))
+    /// The registry of a replica whose workers present `key` (the worker key).
+    pub fn new(replica: Arc<dyn ReplicaHandle>, key: ClusterKey, options: WorkerOptions) -> Result<Arc<Self>, String> {
+        let client = crate::internal::client(&key, Duration::from_secs(2))?;
+        Ok(Arc::new(Workers { replica, client, key, options, inner: Mutex::default() }))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -410,16 +404,22 @@ impl Workers {
         };
         // Members first: the lead's coordinator talks to them as soon as it starts.
         let spread = placed.len() > 1;
+        // The attempt's channels on the shuffle server, opened to its parts only.
+        let namespace = format!("{}-attempt-{}", attempt.job, attempt.attempt);
+        let token = self.options.shuffle_key.as_ref().map(|key| key.sign(&namespace)).unwrap_or_default();
         for (index, part) in placed.iter().enumerate().rev() {
             let part_of = |lead_address: Option<String>, members: Vec<String>| DeployPart {
                 subtasks: part.subtasks.clone(),
                 shuffle: self.options.shuffle.clone().unwrap_or_default(),
+                namespace: namespace.clone(),
+                token: token.clone(),
                 lead: lead_address,
                 members,
             };
             let deploy = Deploy {
                 attempt: attempt.clone(),
-                sql: job.sql.clone(),
+                tenant: job.tenant.0.clone(),
+                sql: job.sql.as_str().to_owned(),
                 parallelism,
                 restore: restore.clone(),
                 state_dir: self.options.state_dir.clone(),
@@ -520,7 +520,6 @@ impl Workers {
         let response = self
             .client
             .post(format!("http://{address}{path}"))
-            .bearer_auth(&self.secret)
             .timeout(timeout)
             .json(body)
             .send()
@@ -719,16 +718,17 @@ impl RunningJob for RemoteRun {
     }
 }
 
-/// The routes workers call, served beside the API on every replica.
+/// The routes workers call, on every replica's internal listener; they take the worker key.
 pub fn internal_router(workers: Arc<Workers>) -> Router {
-    Router::new().route(wire::HEARTBEAT_PATH, post(heartbeat)).with_state(workers)
+    let key = workers.key.clone();
+    crate::internal::require_key(
+        Router::new().route(wire::HEARTBEAT_PATH, post(heartbeat)).with_state(workers),
+        key,
+        "workers",
+    )
 }
 
-async fn heartbeat(State(workers): State<Arc<Workers>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if !authorized(&headers, &workers.root) {
-        return ApiError::new(ErrorCode::Unauthorized, "workers authenticate with the cluster's root token")
-            .into_response();
-    }
+async fn heartbeat(State(workers): State<Arc<Workers>>, body: axum::body::Bytes) -> Response {
     let beat: Heartbeat = match serde_json::from_slice(&body) {
         Ok(beat) => beat,
         Err(e) => return ApiError::new(ErrorCode::InvalidRequest, format!("invalid heartbeat: {e}")).into_response(),
@@ -737,9 +737,4 @@ async fn heartbeat(State(workers): State<Arc<Workers>>, headers: HeaderMap, body
         Ok(reply) => Json(reply).into_response(),
         Err(response) => response,
     }
-}
-
-/// Whether the request carries the cluster's secret as its bearer token.
-fn authorized(headers: &HeaderMap, root: &RootToken) -> bool {
-    root.accepts_header(headers.get(axum::http::header::AUTHORIZATION).and_then(|value| value.to_str().ok()))
 }

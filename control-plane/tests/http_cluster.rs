@@ -1,6 +1,7 @@
 //! Replicas in one test process talking real HTTP on loopback: bootstrap, writes and reads
-//! through a follower, membership changes over the internal endpoints, bad RPC bodies, and a
-//! single replica restarting from its disk. (Killing processes: the root `tests/control_plane.rs`.)
+//! through a follower, membership changes over the internal endpoints (which take the peer key
+//! and are not served on the API listener), bad RPC bodies, and a single replica restarting from
+//! its disk. (Killing processes: the root `tests/control_plane.rs`.)
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -12,7 +13,8 @@ use weir_control_plane::handle::{ProposeError, ReplicaHandle};
 use weir_control_plane::metadata::Command;
 use weir_control_plane::metadata::Response;
 use weir_control_plane::metadata::ids::{ReplicaId, TenantId, UnixMillis};
-use weir_control_plane::node::{NodeError, Replica, ReplicaConfig};
+use weir_control_plane::node::{InternalConfig, NodeError, Replica, ReplicaConfig};
+use weir_dataflow::auth::{ClusterKey, KeyPurpose};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -31,12 +33,46 @@ fn has_tenant(handle: &dyn ReplicaHandle, name: &str) -> bool {
     handle.reader().read(|state| state.tenant(&TenantId::from(name)).is_some())
 }
 
-async fn start(id: u64, listen: &str, peers: &BTreeMap<ReplicaId, String>, data: &Path) -> Result<Replica, NodeError> {
-    let mut config = ReplicaConfig::new(ReplicaId(id), listen, data.join(id.to_string()));
+const ROOT: &str = "http-cluster-root-secret-0123456789";
+
+fn key(purpose: KeyPurpose) -> ClusterKey {
+    ClusterKey::derive(ROOT, purpose).expect("long enough")
+}
+
+/// Starts replica `id` with its internal listener on `internal` (its API on any free port).
+async fn start(
+    id: u64,
+    internal: &str,
+    peers: &BTreeMap<ReplicaId, String>,
+    data: &Path,
+) -> Result<Replica, NodeError> {
+    let mut config = ReplicaConfig::new(ReplicaId(id), "127.0.0.1:0", data.join(id.to_string()));
+    config.internal = Some(InternalConfig { listen: internal.into(), key: key(KeyPurpose::Peer) });
     config.peers = peers.clone();
     let mut replica = Replica::start(config).await?;
-    replica.serve(axum::Router::new())?;
+    replica.serve(axum::Router::new(), axum::Router::new())?;
     Ok(replica)
+}
+
+/// Sends only the headers of a POST to `path` declaring a body of `length` bytes, and answers
+/// the status line and headers the server sends back without the body.
+async fn declaring_a_body(base: &str, path: &str, length: u64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects");
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("sends the headers");
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(WAIT, stream.read(&mut answer)).await.expect("answered without the body");
+    String::from_utf8_lossy(&answer[..read.expect("reads")]).into_owned()
+}
+
+/// A client presenting the peer key, as replicas do.
+fn peer_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = key(KeyPurpose::Peer).bearer().parse().expect("a header value");
+    headers.insert(reqwest::header::AUTHORIZATION, bearer);
+    reqwest::Client::builder().default_headers(headers).build().expect("a client")
 }
 
 /// Starts replicas `ids` as one fresh cluster on free ports.
@@ -110,10 +146,38 @@ async fn three_replicas_over_http_forward_writes_serve_linearizable_reads_and_ch
     assert!(view.members.iter().all(|m| m.voter && m.address.starts_with("127.0.0.1:")));
     assert!(view.last_applied.is_some());
 
-    // Malformed RPC bodies are answered 400, and the replica carries on.
-    let client = reqwest::Client::new();
-    let base = format!("http://{}", replicas[&follower].local_addr());
-    for path in ["/raft/append", "/raft/vote", "/raft/snapshot", "/raft/propose", "/raft/members"] {
+    // Without the peer key (none, another key, the root secret itself) every internal route is
+    // 401 before its body is read; the API listener serves none of them. With the key, malformed
+    // RPC bodies are answered 400, and the replica carries on.
+    let anonymous = reqwest::Client::new();
+    let client = peer_client();
+    let base = format!("http://{}", replicas[&follower].internal_addr().expect("an internal listener"));
+    let api = format!("http://{}", replicas[&follower].local_addr());
+    let wrong = [None, Some(key(KeyPurpose::Worker).bearer()), Some(format!("Bearer {ROOT}"))];
+    let posts = ["/raft/append", "/raft/vote", "/raft/pre-vote", "/raft/snapshot", "/raft/propose", "/raft/members"];
+    for path in posts.iter().chain(&["/raft/read-index"]) {
+        for bearer in &wrong {
+            let mut request = anonymous.post(format!("{base}{path}")).body("{}");
+            if let Some(bearer) = bearer {
+                request = request.header("authorization", bearer);
+            }
+            let answer = request.send().await.expect("answers");
+            assert_eq!(answer.status(), 401, "{path} with {bearer:?}");
+        }
+        let answer = client.post(format!("{api}{path}")).json(&create_tenant("evil")).send().await.expect("answers");
+        assert_eq!(answer.status(), 404, "{path} on the API listener");
+    }
+    // A request that declares a snapshot-sized body is refused from its headers alone: nothing
+    // of the body is awaited or read before the caller is known.
+    let declared = declaring_a_body(&base, "/raft/snapshot", 1 << 30).await;
+    assert!(declared.starts_with("HTTP/1.1 401"), "{declared}");
+    for path in ["/raft/cluster", "/raft/jobs/job-1/live"] {
+        assert_eq!(anonymous.get(format!("{base}{path}")).send().await.expect("answers").status(), 401, "{path}");
+    }
+    let answer = anonymous.delete(format!("{base}/raft/members/2")).send().await.expect("answers");
+    assert_eq!(answer.status(), 401);
+    assert!(!has_tenant(replicas[&leader].handle().as_ref(), "evil"));
+    for path in posts {
         let answer = client.post(format!("{base}{path}")).body("{not json").send().await.expect("answers");
         assert_eq!(answer.status(), 400, "{path}");
     }
@@ -129,7 +193,8 @@ async fn three_replicas_over_http_forward_writes_serve_linearizable_reads_and_ch
     // A new replica joins: it is not among the peers, so it waits; adding it through a follower
     // makes it a learner, then a voter, and it receives the metadata.
     let newcomer_address = free_address();
-    let peers: BTreeMap<ReplicaId, String> = replicas.values().map(|r| (r.id(), r.local_addr().to_string())).collect();
+    let peers: BTreeMap<ReplicaId, String> =
+        replicas.values().map(|r| (r.id(), r.internal_addr().expect("internal").to_string())).collect();
     let newcomer = start(4, &newcomer_address, &peers, data.path()).await.expect("replica 4 starts");
     let view =
         replicas[&follower].add_member(ReplicaId(4), newcomer_address.clone()).await.expect("replica 4 is added");

@@ -150,7 +150,7 @@ fn submit_job(job: &str) -> Command {
         tenant: TenantId::from("acme"),
         name: job.into(),
         sql: "INSERT INTO out SELECT * FROM bids".into(),
-        config: BTreeMap::new(),
+        config: BTreeMap::new().into(),
         parallelism: 2,
         at: UnixMillis(2),
     }

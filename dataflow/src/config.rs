@@ -23,6 +23,17 @@ pub enum ConfigError {
     ParallelismTooLarge { parallelism: u32 },
 }
 
+/// The options that name storage: where a job's state goes and where it restores from.
+pub const LOCATION_KEYS: &[&str] = &["state.checkpoints.dir", "state.savepoints.dir", "execution.savepoint.path"];
+
+/// A storage location a job names, and the option that names it (as an error would say it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedLocation {
+    /// `'state.checkpoints.dir'`, or `table 'orders' option 'path'`.
+    pub option: String,
+    pub location: String,
+}
+
 /// The options Weir understands. Others are kept (so scripts written for Flink run unchanged)
 /// and reported by [`JobConfig::unknown_keys`].
 pub const KNOWN_KEYS: &[&str] = &[
@@ -261,6 +272,17 @@ impl JobConfig {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0),
         })
+    }
+
+    /// The storage locations the job's options name ([`LOCATION_KEYS`]).
+    pub fn locations(&self) -> Vec<NamedLocation> {
+        LOCATION_KEYS
+            .iter()
+            .filter_map(|key| {
+                let value = self.get(key).map(str::trim).filter(|value| !value.is_empty())?;
+                Some(NamedLocation { option: format!("'{key}'"), location: value.to_string() })
+            })
+            .collect()
     }
 
     /// `execution.savepoint.path`: the checkpoint or savepoint to start from.

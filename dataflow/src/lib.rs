@@ -23,5 +23,6 @@ pub mod ids;
 pub mod keygroup;
 pub mod plan;
 pub mod restart;
+pub mod secrets;
 pub mod sql;
 pub mod wire;

@@ -92,7 +92,32 @@ pub struct StreamPlan {
     pub batch: bool,
 }
 
+/// Table options that name storage (the filesystem connector's `path`).
+pub const TABLE_LOCATION_OPTIONS: &[&str] = &["path"];
+
 impl StreamPlan {
+    /// The storage locations the job's source and sink tables name ([`TABLE_LOCATION_OPTIONS`]).
+    pub fn table_locations(&self) -> Vec<crate::config::NamedLocation> {
+        let tables = self.nodes.iter().filter_map(|node| match &node.op {
+            OperatorSpec::Source(source) => Some((&source.table, &source.options)),
+            OperatorSpec::Sink(SinkSpec::Table { table, options, .. }) => Some((table, options)),
+            _ => None,
+        });
+        let mut locations = Vec::new();
+        for (table, options) in tables {
+            for key in TABLE_LOCATION_OPTIONS {
+                if let Some(value) = options.get(*key) {
+                    let option = format!("table '{table}' option '{key}'");
+                    let named = crate::config::NamedLocation { option, location: value.clone() };
+                    if !locations.contains(&named) {
+                        locations.push(named);
+                    }
+                }
+            }
+        }
+        locations
+    }
+
     /// Nodes that read the output of `id`.
     pub fn consumers(&self, id: NodeId) -> impl Iterator<Item = &PlanNode> {
         self.nodes.iter().filter(move |n| n.inputs.iter().any(|i| i.node == id))

@@ -20,8 +20,9 @@ use weir_dataflow::event::{ChangeBatch, StreamEvent};
 use weir_dataflow::ids::CheckpointId;
 
 /// Bumped whenever the frame layout or a message of the connection protocol changes; peers with
-/// different versions refuse each other. (3: a refusal carries the error table's code string.)
-pub const PROTOCOL_VERSION: u16 = 3;
+/// different versions refuse each other. (3: a refusal carries the error table's code string;
+/// 4: hello carries the namespace's token.)
+pub const PROTOCOL_VERSION: u16 = 4;
 
 const DATA: u8 = 1;
 const CHANGELOG: u8 = 2;

@@ -1,6 +1,9 @@
 //! A cluster on loopback: `weir control-plane` replicas, `weir worker`s, and optionally a
 //! `weir shuffle` server the replicas name, all in one temporary directory.
 //!
+//! Replicas get the root token; workers get only the worker key, which the harness asks
+//! `weir key worker` for, as an operator would.
+//!
 //! Every process logs to its own file under `logs/` there (or to the caller's stderr). When the
 //! thread that owns a cluster panics (a failing test), dropping it says which processes had
 //! ended on their own, prints the end of every log, and keeps the directory.
@@ -126,7 +129,8 @@ impl ClusterBuilder {
         let state_dir = self.state_dir.clone().unwrap_or_else(|| dir.path().join("state").display().to_string());
         let shuffle_log = (self.logs == Logs::Files).then(|| dir.path().join("logs/shuffle.log"));
         let shuffle = if self.shuffle {
-            Some(ShuffleServer::start_on(&self.weir, "127.0.0.1:0", &[], shuffle_log.as_deref())?)
+            let key = self.weir.key("shuffle", &self.root_token)?;
+            Some(ShuffleServer::start_on(&self.weir, "127.0.0.1:0", &[], shuffle_log.as_deref(), Some(&key))?)
         } else {
             None
         };
@@ -134,8 +138,10 @@ impl ClusterBuilder {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Error::new(format!("an HTTP client: {e}")))?;
+        let worker_key = self.weir.key("worker", &self.root_token)?;
         let mut cluster = Cluster {
             replica_count: self.replicas,
+            worker_key,
             weir: self.weir,
             root_token: self.root_token,
             log_filter: self.log_filter,
@@ -161,7 +167,10 @@ impl ClusterBuilder {
 
 /// One control-plane replica.
 struct Replica {
+    /// Its API listener.
     address: String,
+    /// Its internal listener (Raft, forwarding, workers).
+    internal: String,
     log: Option<PathBuf>,
     /// What it was started with: a restart starts it again the same way, on the same data.
     args: Vec<String>,
@@ -180,6 +189,8 @@ pub struct Cluster {
     weir: Weir,
     replica_count: u64,
     root_token: String,
+    /// What workers are given instead of the root token (`weir key worker`).
+    worker_key: String,
     log_filter: String,
     logs: Logs,
     state_dir: String,
@@ -230,9 +241,19 @@ impl Cluster {
         self.replicas.keys().copied().collect()
     }
 
-    /// `http://ADDRESS{path}` of replica `id`.
+    /// `http://ADDRESS{path}` of replica `id`'s API listener.
     pub fn url(&self, id: u64, path: &str) -> String {
         format!("http://{}{path}", self.replica(id).address)
+    }
+
+    /// `http://ADDRESS{path}` of replica `id`'s internal listener.
+    pub fn internal_url(&self, id: u64, path: &str) -> String {
+        format!("http://{}{path}", self.replica(id).internal)
+    }
+
+    /// The key `weir key NAME` prints for this cluster's root token (`peer`, `worker`, `shuffle`).
+    pub fn key(&self, name: &str) -> Result<String> {
+        self.weir.key(name, &self.root_token)
     }
 
     /// The shuffle server's address, if the cluster has one.
@@ -253,12 +274,14 @@ impl Cluster {
         self.replicas.get_mut(&id).unwrap_or_else(|| panic!("replica {id} is not one of the cluster's"))
     }
 
-    /// A `weir ARGS` command with the cluster's environment, run in `cwd`, logging to `log`.
-    fn command(&self, args: &[String], cwd: &Path, log: Option<&Path>) -> Result<Command> {
+    /// A `weir ARGS` command with the cluster's environment, run in `cwd`, logging to `log`;
+    /// `credential` is the variable that gives it its credential (root token or worker key).
+    fn command(&self, args: &[String], cwd: &Path, log: Option<&Path>, credential: (&str, &str)) -> Result<Command> {
         let mut command = Command::new(self.weir.exe());
         command
             .args(args)
-            .env("WEIR_ROOT_TOKEN", &self.root_token)
+            .env_remove("WEIR_ROOT_TOKEN")
+            .env(credential.0, credential.1)
             .env("WEIR_LOG", &self.log_filter)
             .envs(self.env.iter().map(|(name, value)| (name, value)))
             .current_dir(cwd);
@@ -284,11 +307,13 @@ impl Cluster {
 
     fn start_replicas(&mut self) -> Result<()> {
         for attempt in 0..START_ATTEMPTS {
-            let addresses: BTreeMap<u64, String> =
-                (1..=self.replica_count).map(|id| Ok((id, free_loopback_address()?))).collect::<Result<_>>()?;
-            let peers = addresses.iter().map(|(id, address)| format!("{id}={address}")).collect::<Vec<_>>().join(",");
+            let addresses: BTreeMap<u64, (String, String)> = (1..=self.replica_count)
+                .map(|id| Ok((id, (free_loopback_address()?, free_loopback_address()?))))
+                .collect::<Result<_>>()?;
+            let peers =
+                addresses.iter().map(|(id, (_, internal))| format!("{id}={internal}")).collect::<Vec<_>>().join(",");
             self.replicas.clear();
-            for (id, address) in addresses {
+            for (id, (address, internal)) in addresses {
                 let data = self.path(&format!("replica-{id}-{attempt}"));
                 let mut args = vec![
                     "control-plane".to_string(),
@@ -296,19 +321,25 @@ impl Cluster {
                     id.to_string(),
                     "--listen".to_string(),
                     address.clone(),
+                    "--internal-listen".to_string(),
+                    internal.clone(),
                     "--peers".to_string(),
                     peers.clone(),
                     "--data".to_string(),
                     data.display().to_string(),
                     "--state-dir".to_string(),
                     self.state_dir.clone(),
+                    // Jobs of every tenant may use the cluster's folder (tests put their
+                    // sources and sinks there).
+                    "--storage-root".to_string(),
+                    self.dir().display().to_string(),
                 ];
                 if let Some(shuffle) = self.shuffle_addr() {
                     args.extend(["--shuffle".to_string(), shuffle.to_string()]);
                 }
                 let log = self.log_path(&format!("replica-{id}"));
                 let process = self.spawn_replica(id, &args, log.as_deref())?;
-                self.replicas.insert(id, Replica { address, log, args, process });
+                self.replicas.insert(id, Replica { address, internal, log, args, process });
             }
             if self.replicas.values().all(|replica| replica.process.is_some()) {
                 return Ok(());
@@ -320,7 +351,7 @@ impl Cluster {
 
     /// Starts replica `id`; `None` when it exited before listening.
     fn spawn_replica(&self, id: u64, args: &[String], log: Option<&Path>) -> Result<Option<Process>> {
-        let mut command = self.command(args, self.dir(), log)?;
+        let mut command = self.command(args, self.dir(), log, ("WEIR_ROOT_TOKEN", &self.root_token))?;
         let Some(process) = Process::spawn(&mut command, &format!("replica {id}"))? else { return Ok(None) };
         if !process.first_line().contains("listening on") {
             let line = process.first_line();
@@ -358,7 +389,8 @@ impl Cluster {
     /// number); answers its id. [`Cluster::wait_for_workers`] waits until the leader lists it.
     pub fn start_worker(&mut self, slots: u32) -> Result<String> {
         let index = self.workers.len() + 1;
-        let control_plane = self.replica_ids().iter().map(|id| self.url(*id, "")).collect::<Vec<_>>().join(",");
+        let control_plane =
+            self.replica_ids().iter().map(|id| self.internal_url(*id, "")).collect::<Vec<_>>().join(",");
         let log = self.log_path(&format!("worker-{index}"));
         let cwd = self.path(&format!("worker-{index}"));
         std::fs::create_dir(&cwd).map_err(|e| Error::new(format!("the worker's directory {}: {e}", cwd.display())))?;
@@ -366,7 +398,7 @@ impl Cluster {
             ["worker", "--control-plane", &control_plane, "--slots", &slots.to_string(), "--listen", "127.0.0.1:0"]
                 .map(str::to_string)
                 .into();
-        let mut command = self.command(&args, &cwd, log.as_deref())?;
+        let mut command = self.command(&args, &cwd, log.as_deref(), ("WEIR_WORKER_KEY", &self.worker_key))?;
         let process = Process::spawn(&mut command, &format!("worker {index}"))?.ok_or_else(|| {
             Error::new(format!(
                 "worker {index} exited before printing its address; {}",

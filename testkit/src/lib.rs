@@ -75,15 +75,35 @@ impl Weir {
         &self.exe
     }
 
-    /// A `weir shuffle` server on a free loopback port, with extra `weir shuffle` flags; its
-    /// stderr is the caller's.
-    pub fn shuffle_server(&self, flags: &[&OsStr]) -> Result<ShuffleServer> {
-        ShuffleServer::start_on(self, "127.0.0.1:0", flags, None)
+    /// What `weir key NAME` prints for `root_token` (`peer`, `worker`, `shuffle`).
+    pub fn key(&self, name: &str, root_token: &str) -> Result<String> {
+        let output = std::process::Command::new(&self.exe)
+            .args(["key", name])
+            .env("WEIR_ROOT_TOKEN", root_token)
+            .output()
+            .map_err(|e| Error::new(format!("`weir key {name}` does not run: {e}")))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(Error::new(format!("`weir key {name}` failed: {stderr}")));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
-    /// A `weir shuffle` server listening on `addr` (a killed server's, to stand in for it).
+    /// A `weir shuffle` server open to any client (`--insecure-no-auth`) on a free loopback
+    /// port, with extra `weir shuffle` flags; its stderr is the caller's.
+    pub fn shuffle_server(&self, flags: &[&OsStr]) -> Result<ShuffleServer> {
+        ShuffleServer::start_on(self, "127.0.0.1:0", flags, None, None)
+    }
+
+    /// A `weir shuffle` server that opens a namespace only to a token signed with `key` (`weir
+    /// key shuffle`), on a free loopback port.
+    pub fn keyed_shuffle_server(&self, key: &str, flags: &[&OsStr]) -> Result<ShuffleServer> {
+        ShuffleServer::start_on(self, "127.0.0.1:0", flags, None, Some(key))
+    }
+
+    /// An open `weir shuffle` server listening on `addr` (a killed server's, to stand in for it).
     pub fn shuffle_server_on(&self, addr: &str, flags: &[&OsStr]) -> Result<ShuffleServer> {
-        ShuffleServer::start_on(self, addr, flags, None)
+        ShuffleServer::start_on(self, addr, flags, None, None)
     }
 
     /// `weir standalone` on a free loopback port over `data`, its stderr appended to `log`,

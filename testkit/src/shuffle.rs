@@ -1,4 +1,5 @@
-//! A `weir shuffle` server process.
+//! A `weir shuffle` server process: keyed (it opens a namespace only to its token, as in a
+//! cluster), or open to any client on this machine (`--insecure-no-auth`, for `weir run`).
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -14,10 +15,21 @@ pub struct ShuffleServer {
 }
 
 impl ShuffleServer {
-    /// Starts it on `addr`; its stderr goes to `log` (appended) if given, else to the caller's.
-    pub(crate) fn start_on(weir: &Weir, addr: &str, flags: &[&OsStr], log: Option<&Path>) -> Result<ShuffleServer> {
+    /// Starts it on `addr` with the shuffle key `key` (`weir key shuffle`), or open without one;
+    /// its stderr goes to `log` (appended) if given, else to the caller's.
+    pub(crate) fn start_on(
+        weir: &Weir,
+        addr: &str,
+        flags: &[&OsStr],
+        log: Option<&Path>,
+        key: Option<&str>,
+    ) -> Result<ShuffleServer> {
         let mut command = Command::new(weir.exe());
-        command.args(["shuffle", "--listen", addr]).args(flags);
+        command.args(["shuffle", "--listen", addr]).args(flags).env_remove("WEIR_SHUFFLE_KEY");
+        match key {
+            Some(key) => command.env("WEIR_SHUFFLE_KEY", key),
+            None => command.arg("--insecure-no-auth"),
+        };
         if let Some(log) = log {
             crate::process::log_stderr_to(&mut command, log)?;
         }

@@ -24,6 +24,11 @@ impl Standalone {
             .open(log)
             .map_err(|e| Error::new(format!("cannot open the log {}: {e}", log.display())))?;
         let mut command = Command::new(weir.exe());
+        // Run from the folder that holds the data directory, as an operator would from a
+        // project's folder: that folder is where the jobs' storage may be (the sandbox's root).
+        if let Some(folder) = data.parent().filter(|_| data.is_absolute()) {
+            command.current_dir(folder);
+        }
         command
             .args(["standalone", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)

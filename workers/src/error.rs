@@ -95,12 +95,13 @@ impl TaskError {
     /// again, with the data re-created, can succeed.
     pub fn is_lost_exchange(&self) -> bool {
         use weir_shuffle_service::ShuffleError;
-        matches!(
-            self,
-            TaskError::Shuffle(
-                ShuffleError::Remote { .. } | ShuffleError::ChannelFailed { .. } | ShuffleError::ConsumerGone(_)
-            )
-        )
+        match self {
+            // A refusal that running again cannot mend (a namespace token the server does not
+            // take, a protocol version it does not speak) is not a lost exchange.
+            TaskError::Shuffle(ShuffleError::Remote { failure, .. }) => failure.retryable,
+            TaskError::Shuffle(ShuffleError::ChannelFailed { .. } | ShuffleError::ConsumerGone(_)) => true,
+            _ => false,
+        }
     }
 }
 

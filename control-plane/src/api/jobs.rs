@@ -19,10 +19,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use weir_dataflow::config::JobConfig;
+use weir_dataflow::config::{JobConfig, NamedLocation};
 use weir_dataflow::graph::JobGraph;
 use weir_dataflow::ids::{JobId, VertexId};
 use weir_dataflow::plan::{OperatorSpec, SinkSpec, StreamPlan};
+use weir_dataflow::secrets::Script;
 use weir_dataflow::sql::plan_script;
 use weir_dataflow::wire::ErrorCode;
 
@@ -93,6 +94,8 @@ struct Planned {
     parallelism: u32,
     config: BTreeMap<String, String>,
     vertices: Vec<VertexView>,
+    /// Every storage location the job names, for the tenant sandbox.
+    locations: Vec<NamedLocation>,
 }
 
 /// One vertex of the job graph, with its live figures once known.
@@ -137,9 +140,11 @@ fn plan_blocking(sql: &str, parallelism: Option<u32>) -> Result<Planned, ApiErro
         ));
     };
     let parallelism = check_parallelism(planned.config.parallelism)?;
+    let mut locations = plan.table_locations();
+    locations.extend(planned.config.locations());
     let mut options = planned.config.values;
     options.remove(PARALLELISM_KEY);
-    Ok(Planned { parallelism, config: options, vertices: vertices(&plan) })
+    Ok(Planned { parallelism, config: options, vertices: vertices(&plan), locations })
 }
 
 /// A bare `SELECT` becomes a collect sink, which hands rows to a terminal: a managed job has none.
@@ -182,13 +187,14 @@ pub(crate) async fn submit(
     }
     let requested = request.parallelism.map(check_parallelism).transpose()?;
     let planned = plan(request.sql.clone(), requested).await?;
+    state.sandbox.check(&caller.tenant, &planned.locations)?;
     let job = JobId(fresh_id("job")?);
     let command = Command::SubmitJob {
         job: job.clone(),
         tenant: caller.tenant.clone(),
         name: name.to_owned(),
-        sql: request.sql,
-        config: planned.config,
+        sql: Script::new(request.sql),
+        config: planned.config.into(),
         parallelism: planned.parallelism,
         at: now(),
     };
@@ -223,7 +229,7 @@ pub(crate) async fn detail(
     let job = owned_job(&state, &caller, &id)?;
     // The script planned when it was submitted; if a newer planner refuses it, the job's record
     // is still worth showing, with the reason instead of the graph.
-    let (vertices, graph_error) = match plan(job.sql.clone(), Some(job.desired_parallelism)).await {
+    let (vertices, graph_error) = match plan(job.sql.as_str().to_owned(), Some(job.desired_parallelism)).await {
         Ok(planned) => (Some(planned.vertices), None),
         Err(error) => {
             tracing::warn!(job_id = %job.id, detail = %error.detail(), "a stored job no longer plans");
@@ -245,8 +251,9 @@ pub(crate) async fn detail(
         "name": job.name,
         "status": job.status,
         "parallelism": job.desired_parallelism,
-        "sql": job.sql,
-        "config": job.config,
+        // Shown with secret option values hidden; the job runs with the real ones.
+        "sql": job.sql.redacted(),
+        "config": job.config.redacted(),
         "submitted_at": job.submitted_at,
         "status_changed_at": job.status_changed_at,
         "vertices": vertices,

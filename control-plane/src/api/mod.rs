@@ -26,6 +26,7 @@ mod metrics;
 mod openapi;
 mod problem;
 pub mod runtime;
+mod sandbox;
 mod tenants;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 pub use auth::{RootToken, RootTokenError, digest_secret};
 pub use problem::{ApiError, PROBLEM_CONTENT_TYPE};
 pub use runtime::{JobRuntime, MetadataOnlyRuntime};
+pub use sandbox::Sandbox;
 
 use crate::handle::{ProposeError, ReplicaHandle};
 use crate::metadata::Command;
@@ -68,18 +70,21 @@ pub struct ApiState {
     /// How long a write waits for its proposal before answering 503 (the write may still be
     /// committed later; the client retries with the same intent).
     pub propose_timeout: Duration,
+    /// Where each tenant's jobs may read and write; a job naming anything else is refused.
+    pub sandbox: Arc<Sandbox>,
     metrics: Arc<metrics::ApiMetrics>,
 }
 
 impl ApiState {
-    /// A state with `runtime` for job information and actions, no root token, and a 10 s
-    /// proposal timeout.
+    /// A state with `runtime` for job information and actions, no root token, a 10 s proposal
+    /// timeout, and a sandbox without roots (a job may name no storage of its own).
     pub fn new(replica: Arc<dyn ReplicaHandle>, runtime: Arc<dyn JobRuntime>) -> Self {
         Self {
             replica,
             runtime,
             root_token: None,
             propose_timeout: Duration::from_secs(10),
+            sandbox: Arc::new(Sandbox::default()),
             metrics: Arc::new(metrics::ApiMetrics::default()),
         }
     }
@@ -98,6 +103,11 @@ impl ApiState {
 
     pub fn with_propose_timeout(mut self, timeout: Duration) -> Self {
         self.propose_timeout = timeout;
+        self
+    }
+
+    pub fn with_sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = Arc::new(sandbox);
         self
     }
 }

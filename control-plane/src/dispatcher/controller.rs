@@ -393,7 +393,7 @@ impl RunState {
 /// The job's `restart-strategy.*`, from the options it was submitted with.
 fn restart_strategy(job: &JobRecord) -> weir_dataflow::restart::RestartStrategy {
     let mut config = JobConfig::default();
-    for (key, value) in &job.config {
+    for (key, value) in job.config.iter() {
         // Validated when the job was submitted; a value refused now is left at its default.
         let _ = config.set(key, value);
     }
@@ -406,6 +406,7 @@ mod tests {
     use std::time::Duration;
 
     use weir_dataflow::ids::{CheckpointId, JobAttempt, JobId, WorkerId};
+    use weir_dataflow::secrets::Script;
 
     use super::*;
     use crate::metadata::ids::UnixMillis;
@@ -417,8 +418,8 @@ mod tests {
             id: JobId("job-1".into()),
             tenant: "acme".into(),
             name: "job-1".into(),
-            sql: String::new(),
-            config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            sql: Script::default(),
+            config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>().into(),
             desired_parallelism: 2,
             status,
             submitted_at: UnixMillis(0),

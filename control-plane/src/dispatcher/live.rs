@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use weir_dataflow::auth::ClusterKey;
 use weir_dataflow::ids::{JobId, VertexId};
 
 use super::Shared;
@@ -37,9 +38,10 @@ impl Shared {
     }
 }
 
-/// The route [`LIVE_PATH`] over `shared`.
-pub(super) fn router(shared: Arc<Shared>) -> axum::Router {
-    axum::Router::new().route(LIVE_PATH, axum::routing::get(live)).with_state(shared)
+/// The route [`LIVE_PATH`] over `shared`, for replicas presenting the peer key.
+pub(super) fn router(shared: Arc<Shared>, peer_key: ClusterKey) -> axum::Router {
+    let route = axum::Router::new().route(LIVE_PATH, axum::routing::get(live)).with_state(shared);
+    crate::internal::require_key(route, peer_key, "replicas")
 }
 
 async fn live(
@@ -56,34 +58,21 @@ pub struct DispatcherRuntime {
     metadata: MetadataOnlyRuntime,
     replica: Arc<dyn ReplicaHandle>,
     shared: Arc<Shared>,
-    client: reqwest::Client,
 }
 
 impl DispatcherRuntime {
     pub(super) fn new(replica: Arc<dyn ReplicaHandle>, shared: Arc<Shared>) -> DispatcherRuntime {
-        DispatcherRuntime {
-            metadata: MetadataOnlyRuntime::new(replica.clone()),
-            replica,
-            shared,
-            client: reqwest::Client::builder().timeout(LIVE_TIMEOUT).build().unwrap_or_default(),
-        }
+        DispatcherRuntime { metadata: MetadataOnlyRuntime::new(replica.clone()), replica, shared }
     }
 
     /// The job's live figures and exceptions: this replica's if it leads, else the leader's
     /// (unknown, i.e. empty, when the leader does not answer within [`LIVE_TIMEOUT`]).
     async fn live(&self, job: &JobId) -> LiveJob {
-        let view = self.replica.cluster();
-        if view.leader == Some(view.id) {
+        if self.replica.is_leader() {
             return self.shared.live(job);
         }
-        let Some(leader) = view.leader.and_then(|id| view.members.into_iter().find(|m| m.id == id)) else {
-            return LiveJob::default();
-        };
-        let url = format!("http://{}{}", leader.address, LIVE_PATH.replace("{id}", &job.0));
-        match self.client.get(url).send().await {
-            Ok(response) if response.status().is_success() => response.json().await.unwrap_or_default(),
-            _ => LiveJob::default(),
-        }
+        let answer = self.replica.ask_leader(LIVE_PATH.replace("{id}", &job.0), LIVE_TIMEOUT).await;
+        answer.and_then(|body| serde_json::from_slice(&body).ok()).unwrap_or_default()
     }
 }
 

@@ -239,10 +239,10 @@ impl Dispatcher {
     }
 
     /// The route through which followers read the leader's live figures and exceptions of a
-    /// job. Cluster-private and unauthenticated, like the Raft routes beside it: the API
-    /// authorizes the caller on the follower before it asks.
-    pub fn live_router(&self) -> axum::Router {
-        live::router(self.shared.clone())
+    /// job, for the internal listener: it takes the peer key, and the API authorizes the
+    /// caller on the follower before the follower asks.
+    pub fn live_router(&self, peer_key: weir_dataflow::auth::ClusterKey) -> axum::Router {
+        live::router(self.shared.clone(), peer_key)
     }
 
     /// Dispatches until the process ends.

@@ -4,11 +4,11 @@
 //! deterministic. A command that breaks a rule is not an error of the log: it is applied as a
 //! no-op and answered with a [`Rejection`] that the proposer turns into an API error.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use weir_dataflow::ids::{CheckpointId, JobAttempt, JobId, WorkerId};
+use weir_dataflow::secrets::{Options, Script};
 use weir_dataflow::wire::ErrorCode;
 
 use super::ids::{SavepointId, TenantId, TokenDigest, TokenId, UnixMillis};
@@ -48,8 +48,9 @@ pub enum Command {
         job: JobId,
         tenant: TenantId,
         name: String,
-        sql: String,
-        config: BTreeMap<String, String>,
+        /// `Debug` hides secret option values, as does the `Debug` of the options.
+        sql: Script,
+        config: Options,
         parallelism: u32,
         at: UnixMillis,
     },

@@ -1,11 +1,11 @@
 //! The records the replicated metadata holds: tenants, tokens, workers, jobs, checkpoints and
 //! savepoints. Plain serde data; the rules that change them live in `state`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use weir_dataflow::ids::{CheckpointId, JobAttempt, JobId, WorkerId};
+use weir_dataflow::secrets::{Options, Script};
 use weir_dataflow::wire::CheckpointDone;
 
 use super::ids::{SavepointId, TenantId, TokenDigest, TokenId, UnixMillis};
@@ -141,8 +141,9 @@ pub struct JobRecord {
     pub id: JobId,
     pub tenant: TenantId,
     pub name: String,
-    pub sql: String,
-    pub config: BTreeMap<String, String>,
+    /// Kept as submitted; `Debug` and the API show it with secret option values hidden.
+    pub sql: Script,
+    pub config: Options,
     /// The parallelism the user or the autoscaler wants; the job master converges to it.
     pub desired_parallelism: u32,
     pub status: JobStatus,

@@ -280,6 +280,7 @@ impl MetadataState {
 #[cfg(test)]
 mod tests {
     use weir_dataflow::ids::{CheckpointId, JobAttempt};
+    use weir_dataflow::secrets::Script;
 
     use super::*;
     use crate::metadata::ids::UnixMillis;
@@ -294,8 +295,8 @@ mod tests {
             job: JobId(job.into()),
             tenant: TenantId::from(tenant),
             name: format!("{job} name"),
-            sql: "INSERT INTO sink SELECT * FROM source".into(),
-            config: BTreeMap::from([("parallelism.default".into(), "2".into())]),
+            sql: Script::new("INSERT INTO sink SELECT * FROM source"),
+            config: BTreeMap::from([("parallelism.default".to_string(), "2".to_string())]).into(),
             parallelism: 2,
             at: UnixMillis(2),
         }

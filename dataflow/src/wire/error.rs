@@ -80,6 +80,8 @@ error_codes! {
     TenantTokenRequired = ("tenant-token-required", 403, false),
     /// A tenant's token asked for what only the operator may do.
     RootTokenRequired = ("root-token-required", 403, false),
+    /// A job names a storage location outside its tenant's storage roots.
+    ForbiddenLocation = ("forbidden-location", 403, false),
 
     // What the request names does not exist (for a caller who may see it).
     /// No route has this path.

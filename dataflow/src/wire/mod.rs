@@ -74,6 +74,9 @@ pub struct AttemptRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deploy {
     pub attempt: AttemptRef,
+    /// The job's tenant: its state goes to the tenant's own folder of the default state dir
+    /// ([`tenant_state_dir`]).
+    pub tenant: String,
     pub sql: String,
     pub parallelism: u32,
     pub restore: Restore,
@@ -85,6 +88,15 @@ pub struct Deploy {
     pub part: Option<DeployPart>,
 }
 
+/// The default state folder of `tenant`'s jobs under the server's state dir `base`: one folder
+/// per tenant, so a job naming another tenant's job (`pipeline.name` names its folder) can never
+/// reach that job's checkpoints. `None` for a tenant id that is not `[a-z0-9-]+` (it could climb
+/// out of `base`).
+pub fn tenant_state_dir(base: &str, tenant: &str) -> Option<String> {
+    let plain = !tenant.is_empty() && tenant.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    plain.then(|| format!("{}/tenants/{tenant}", base.trim_end_matches('/')))
+}
+
 /// A worker's part of an attempt spread over several: slot sharing, so it runs subtask `i` of
 /// every vertex for each `i` in `subtasks`; every exchange goes through the shuffle server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +104,10 @@ pub struct DeployPart {
     pub subtasks: Vec<u32>,
     /// The shuffle server's address (`host:port`).
     pub shuffle: String,
+    /// The attempt's namespace on the shuffle server, and the token that opens it there (the
+    /// shuffle key's signature of it; empty when the server has no key).
+    pub namespace: String,
+    pub token: String,
     /// The lead part's task endpoint (`host:port`); `None`: this part leads (it runs the
     /// attempt's checkpoint coordinator).
     pub lead: Option<String>,

@@ -27,6 +27,8 @@ pub const DEFAULT_CONSUMER_CREDITS: u32 = 4;
 pub struct RemoteShuffle {
     addr: String,
     namespace: String,
+    /// The namespace's token (the shuffle key's signature of it); empty for an open server.
+    token: String,
     consumer_credits: u32,
 }
 
@@ -34,7 +36,19 @@ impl RemoteShuffle {
     /// Channels live in `namespace` on the server (one job attempt), so jobs sharing a server
     /// never see each other's channels.
     pub fn new(addr: impl Into<String>, namespace: impl Into<String>) -> Self {
-        RemoteShuffle { addr: addr.into(), namespace: namespace.into(), consumer_credits: DEFAULT_CONSUMER_CREDITS }
+        RemoteShuffle {
+            addr: addr.into(),
+            namespace: namespace.into(),
+            token: String::new(),
+            consumer_credits: DEFAULT_CONSUMER_CREDITS,
+        }
+    }
+
+    /// Presents `token` for the namespace (what the control plane issued for this attempt, or
+    /// `ClusterKey::sign` of the namespace with the shuffle key).
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = token.into();
+        self
     }
 
     pub fn with_consumer_credits(mut self, credits: u32) -> Self {
@@ -53,7 +67,11 @@ impl RemoteShuffle {
         let (outbox, queue) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(write, queue));
         let mut reader = MessageReader::new(read);
-        let hello = ClientMessage::Hello { version: PROTOCOL_VERSION, namespace: self.namespace.clone() };
+        let hello = ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            namespace: self.namespace.clone(),
+            token: self.token.clone(),
+        };
         let _ = outbox.send(hello.encode());
         self.expect_ok(&mut reader).await?;
         Ok((reader, outbox))

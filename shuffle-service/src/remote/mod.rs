@@ -77,7 +77,11 @@ mod tests {
     async fn a_wrong_protocol_version_is_refused_and_the_server_stays_up() {
         let (addr, server) = start(2).await;
         let mut raw = TcpStream::connect(&addr).await.expect("connect");
-        send_raw(&mut raw, ClientMessage::Hello { version: PROTOCOL_VERSION + 1, namespace: "x".into() }).await;
+        send_raw(
+            &mut raw,
+            ClientMessage::Hello { version: PROTOCOL_VERSION + 1, namespace: "x".into(), token: String::new() },
+        )
+        .await;
         match reply(&mut raw).await {
             ServerMessage::Error { code: ErrorCode::ProtocolVersion, message, .. } => {
                 assert!(message.contains(&format!("version {}", PROTOCOL_VERSION + 1)), "{message}");
@@ -88,6 +92,28 @@ mod tests {
         // The server closes that connection and serves the next client.
         assert_eq!(raw.read(&mut [0u8; 1]).await.expect("read"), 0);
         let shuffle = RemoteShuffle::new(addr, "after");
+        crate::testing::batches_and_row_kinds_arrive_intact(Arc::new(shuffle)).await;
+        server.abort();
+    }
+
+    /// A server with the shuffle key opens a namespace only to its token: no token, another
+    /// namespace's token, or a token of another key is refused with `unauthorized` (and nothing
+    /// is created or released), while the right token works.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_keyed_server_opens_a_namespace_only_to_its_token() {
+        use weir_dataflow::auth::{ClusterKey, KeyPurpose};
+        let key = ClusterKey::derive("shuffle-test-root-secret-0123456789", KeyPurpose::Shuffle).expect("long enough");
+        let other = ClusterKey::derive("another-root-secret-0123456789abcd", KeyPurpose::Shuffle).expect("long enough");
+        let (addr, server) = start_with(ServerConfig { key: Some(key.clone()), ..ServerConfig::default() }).await;
+        for token in [String::new(), key.sign("job-b"), other.sign("job-a")] {
+            let refused = RemoteShuffle::new(addr.clone(), "job-a").with_token(&token);
+            let err = refused.release_all().await.expect_err("refused");
+            let ShuffleError::Remote { failure, .. } = err else { panic!("unexpected {err}") };
+            assert_eq!(failure.code, ErrorCode::Unauthorized, "{failure:?}");
+            let err = refused.open_gate(gate(0), vec![channel(0, 0, 0)]).await.err().expect("refused");
+            assert!(err.to_string().contains("does not open namespace `job-a`"), "{err}");
+        }
+        let shuffle = RemoteShuffle::new(addr, "job-a").with_token(key.sign("job-a"));
         crate::testing::batches_and_row_kinds_arrive_intact(Arc::new(shuffle)).await;
         server.abort();
     }
@@ -137,7 +163,11 @@ mod tests {
             .expect("partition");
         // A producer that promises 1000 bytes, sends 10 and hangs up.
         let mut raw = TcpStream::connect(&addr).await.expect("connect");
-        send_raw(&mut raw, ClientMessage::Hello { version: PROTOCOL_VERSION, namespace: "job".into() }).await;
+        send_raw(
+            &mut raw,
+            ClientMessage::Hello { version: PROTOCOL_VERSION, namespace: "job".into(), token: String::new() },
+        )
+        .await;
         assert!(matches!(reply(&mut raw).await, ServerMessage::Ok));
         let partition = PartitionId { edge: 0, producer: SubtaskIndex(0) };
         send_raw(
@@ -232,7 +262,7 @@ mod tests {
                 as Arc<dyn ShuffleService>
         };
         let store = StoreConfig { memory_budget: 16 << 10, ..StoreConfig::default() };
-        let (spilling_addr, spilling_server) = start_with(ServerConfig { channel_capacity: 1, store }).await;
+        let (spilling_addr, spilling_server) = start_with(ServerConfig { channel_capacity: 1, store, key: None }).await;
         let make_spilling = || {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Arc::new(RemoteShuffle::new(spilling_addr.clone(), format!("spill-{n}")).with_consumer_credits(1))

@@ -1,8 +1,9 @@
 //! The messages between shuffle clients and a shuffle server, and how they are framed on a TCP
 //! connection: `[length: u32 LE][tag: u8][body]`, little-endian throughout.
 //!
-//! A connection starts with `Hello` (protocol version and the namespace — one job attempt — its
-//! channels live in) and then has one role: a *consumer* registers its gate's channels and
+//! A connection starts with `Hello` (protocol version, the namespace — one job attempt — its
+//! channels live in, and the namespace's token, which a server with a key checks) and then has
+//! one role: a *consumer* registers its gate's channels and
 //! returns credits as its task takes events; a *producer* creates one partition and sends data
 //! frames, one per credit the server has granted. Event frames are the [`crate::wire`] frames,
 //! relayed by the server without being parsed. A connection may instead ask the server to
@@ -55,6 +56,7 @@ pub enum ProtoError {
 pub const SERVER_ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::ProtocolVersion,
     ErrorCode::ProtocolViolation,
+    ErrorCode::Unauthorized,
     ErrorCode::UnknownChannel,
     ErrorCode::DuplicateChannel,
     ErrorCode::DuplicatePartition,
@@ -66,6 +68,8 @@ pub enum ClientMessage {
     Hello {
         version: u16,
         namespace: String,
+        /// The namespace's token, signed by the shuffle key (empty for a server without one).
+        token: String,
     },
     /// A consumer's gate: its channels in order, each starting with `credits`.
     RegisterGate {
@@ -161,10 +165,15 @@ impl ClientMessage {
     pub fn encode(&self) -> Outbound {
         let mut out = Vec::new();
         let at = match self {
-            ClientMessage::Hello { version, namespace } => {
+            ClientMessage::Hello { version, namespace, token } => {
                 let at = start(&mut out, HELLO);
                 out.extend_from_slice(&version.to_le_bytes());
-                out.extend_from_slice(namespace.as_bytes());
+                // A namespace names a job attempt, far below 64 KiB; a longer one is cut, and then
+                // its token does not match: the server refuses it.
+                let namespace_len = u16::try_from(namespace.len()).unwrap_or(u16::MAX);
+                out.extend_from_slice(&namespace_len.to_le_bytes());
+                out.extend_from_slice(&namespace.as_bytes()[..usize::from(namespace_len)]);
+                out.extend_from_slice(token.as_bytes());
                 at
             }
             ClientMessage::RegisterGate { channels, credits } => {
@@ -214,9 +223,15 @@ impl ClientMessage {
         Ok(match tag {
             HELLO => {
                 let version = take_u16(&mut body, "hello")?;
-                let namespace =
-                    String::from_utf8(body.to_vec()).map_err(|_| ProtoError::Malformed { what: "hello" })?;
-                ClientMessage::Hello { version, namespace }
+                let namespace_len = usize::from(take_u16(&mut body, "hello")?);
+                if body.len() < namespace_len {
+                    return Err(ProtoError::Malformed { what: "hello" });
+                }
+                let text = |bytes: Bytes| {
+                    String::from_utf8(bytes.to_vec()).map_err(|_| ProtoError::Malformed { what: "hello" })
+                };
+                let namespace = text(body.split_to(namespace_len))?;
+                ClientMessage::Hello { version, namespace, token: text(body)? }
             }
             REGISTER_GATE => {
                 let credits = take_u32(&mut body, "register-gate")?;
@@ -449,6 +464,13 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
+        let hello = ClientMessage::Hello { version: 4, namespace: "job-1-attempt-2".into(), token: "ab12".into() };
+        let m = ClientMessage::decode(body(hello.encode())).unwrap();
+        assert!(matches!(m, ClientMessage::Hello { version: 4, ref namespace, ref token }
+            if namespace == "job-1-attempt-2" && token == "ab12"));
+        // A namespace length beyond the body is malformed, not a panic.
+        let short = Bytes::from_static(&[HELLO, 4, 0, 200, 0, b'x']);
+        assert!(matches!(ClientMessage::decode(short), Err(ProtoError::Malformed { what: "hello" })));
         let c = ChannelId { partition: PartitionId { edge: 3, producer: SubtaskIndex(1) }, consumer: SubtaskIndex(2) };
         let m = ClientMessage::decode(body(ClientMessage::RegisterGate { channels: vec![c, c], credits: 4 }.encode()))
             .unwrap();

@@ -14,6 +14,12 @@
 //! sub-partition from the store against the consumer's credits. A gate may be registered before
 //! the retained partition exists, and again (a restarted consumer) to read it from the start.
 //!
+//! With a key ([`ServerConfig::key`], the cluster's shuffle key), a connection's hello must
+//! present its namespace's token — the key's signature of the namespace, which the control
+//! plane hands to the workers of that one attempt — or it is refused with `unauthorized`. Every
+//! later message of the connection (channels, partitions, releases) is within that namespace, so
+//! a token opens one attempt's channels and nothing else.
+//!
 //! One connection going wrong touches only its own channels: a consumer that leaves fails its
 //! producers' sub-partitions, a producer that leaves (or sends a truncated or malformed message)
 //! fails its consumers' channels (a retained partition it had not finished is marked failed),
@@ -29,6 +35,7 @@ use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use weir_dataflow::auth::ClusterKey;
 use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex};
 use weir_dataflow::wire::ErrorCode;
 
@@ -44,11 +51,14 @@ pub struct ServerConfig {
     pub channel_capacity: u32,
     /// Budgets and places of retained partitions.
     pub store: StoreConfig,
+    /// The shuffle key: a hello must present its namespace's token signed with it. `None`: any
+    /// client may use any namespace (`weir shuffle --insecure-no-auth`, for a trusted machine).
+    pub key: Option<ClusterKey>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { channel_capacity: 4, store: StoreConfig::default() }
+        ServerConfig { channel_capacity: 4, store: StoreConfig::default(), key: None }
     }
 }
 
@@ -165,12 +175,16 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, registry: Arc<Reg
             Err(e) => break Err(refuse(&outbox, ErrorCode::ProtocolViolation, 0, e.to_string())),
         };
         let step = match (message, &namespace) {
-            (ClientMessage::Hello { version, namespace: ns }, None) => {
+            (ClientMessage::Hello { version, namespace: ns, token }, None) => {
                 if version != PROTOCOL_VERSION {
                     let message = format!(
                         "protocol version {version} is not supported: this server speaks version {PROTOCOL_VERSION}"
                     );
                     break Err(refuse(&outbox, ErrorCode::ProtocolVersion, 0, message));
+                }
+                if config.key.as_ref().is_some_and(|key| !key.verifies(&ns, &token)) {
+                    let message = format!("the token does not open namespace `{ns}` on this shuffle server");
+                    break Err(refuse(&outbox, ErrorCode::Unauthorized, 0, message));
                 }
                 namespace = Some(ns.into());
                 let _ = outbox.send(ServerMessage::Ok.encode());

@@ -32,6 +32,7 @@ use weir_shuffle_service::{LocalShuffle, ShuffleService};
 use weir_state_store::CompletedCheckpoint;
 
 use crate::checkpoint::coordinator::SavepointRequest;
+use crate::connectors::sinks::PrintTo;
 use crate::error::TaskResult;
 use crate::runtime::{JobCounters, JobPart, LocalJob, PartLink, run_local};
 
@@ -52,15 +53,19 @@ pub struct AttemptRequest {
     pub state_dir: String,
     /// When the attempt's subtasks are spread over several processes: this one's part.
     pub part: Option<AttemptPart>,
+    /// Where `print` tables write: the job's log on a cluster's worker.
+    pub print: PrintTo,
 }
 
 /// This process's part of an attempt spread over several (see [`crate::runtime::JobPart`]).
 pub struct AttemptPart {
     pub subtasks: BTreeSet<u32>,
     pub link: PartLink,
-    /// The shuffle server every part exchanges through, and the attempt's namespace there.
+    /// The shuffle server every part exchanges through, the attempt's namespace there, and the
+    /// token that opens it.
     pub shuffle: String,
     pub namespace: String,
+    pub token: String,
 }
 
 /// Plans and starts an attempt in this process; its checkpoints and end arrive on the receiver.
@@ -69,7 +74,7 @@ pub struct AttemptPart {
 pub async fn start(
     request: AttemptRequest,
 ) -> Result<(Arc<RunningAttempt>, mpsc::UnboundedReceiver<AttemptEvent>), Failure> {
-    let AttemptRequest { job, sql, parallelism, restore, state_dir, part } = request;
+    let AttemptRequest { job, sql, parallelism, restore, state_dir, part, print } = request;
     let mut config = setup::base_config(Some(parallelism))?;
     // Defaults, not pinned: a script's own `SET`s win. Savepoints go in a folder per job, so
     // two jobs' savepoints taken in the same millisecond never meet.
@@ -126,8 +131,9 @@ pub async fn start(
     let graph = Arc::new(graph);
     let (shuffle, part): (Arc<dyn ShuffleService>, _) = match part {
         None => (Arc::new(LocalShuffle::new()), None),
-        Some(AttemptPart { subtasks, link, shuffle, namespace }) => {
-            (Arc::new(RemoteShuffle::new(shuffle, namespace)), Some(JobPart { subtasks, link: Some(link) }))
+        Some(AttemptPart { subtasks, link, shuffle, namespace, token }) => {
+            let shuffle = RemoteShuffle::new(shuffle, namespace).with_token(token);
+            (Arc::new(shuffle), Some(JobPart { subtasks, link: Some(link) }))
         }
     };
     let local = LocalJob {
@@ -136,6 +142,7 @@ pub async fn start(
         shuffle,
         part,
         collect: None,
+        print,
         counters: counters.clone(),
         checkpointing,
         restart: None,

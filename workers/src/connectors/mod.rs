@@ -177,6 +177,7 @@ pub fn create_sink(
     subtask: u32,
     collect: Option<UnboundedSender<ChangeBatch>>,
     exactly_once_attempt: Option<u32>,
+    print: &sinks::PrintTo,
     counters: Arc<JobCounters>,
 ) -> TaskResult<Box<dyn Operator>> {
     match spec {
@@ -186,7 +187,7 @@ pub fn create_sink(
         }
         SinkSpec::Table { table, connector, options } => match connector.as_str() {
             "blackhole" => Ok(Box::new(sinks::BlackholeSink::new(counters))),
-            "print" => Ok(Box::new(sinks::PrintSink::new(options, subtask, node.parallelism, counters))),
+            "print" => Ok(Box::new(sinks::PrintSink::new(options, subtask, node.parallelism, print.clone(), counters))),
             "filesystem" => {
                 Ok(Box::new(sinks::FileSink::try_new(table, options, node, subtask, exactly_once_attempt, counters)?))
             }

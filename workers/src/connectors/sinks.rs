@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc::UnboundedSender;
 use weir_dataflow::event::ChangeBatch;
-use weir_dataflow::ids::CheckpointId;
+use weir_dataflow::ids::{CheckpointId, JobId};
 use weir_dataflow::plan::{ChangelogMode, OperatorSpec, PlanNode, SinkSpec, StreamPlan};
 use weir_state_store::CompletedCheckpoint;
 
@@ -72,15 +72,35 @@ impl Operator for BlackholeSink {
     }
 }
 
-/// Flink's `print` connector: `[identifier:][subtask>] +I[…]` lines on stdout (or stderr).
+/// Where the `print` connector's rows go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PrintTo {
+    /// This process's stdout (stderr with `'standard-error' = 'true'`): `weir run` and `weir
+    /// standalone`, whose terminal is the user's.
+    #[default]
+    Terminal,
+    /// The job's log: log events of target `weir::job_output` with the job's id, at info level.
+    /// A cluster's worker is shared by tenants; its stdout is nobody's.
+    JobLog(JobId),
+}
+
+/// Flink's `print` connector: `[identifier:][subtask>] +I[…]` lines on stdout (or stderr), or
+/// in the job's log on a cluster ([`PrintTo`]).
 pub struct PrintSink {
     prefix: String,
     to_stderr: bool,
+    to: PrintTo,
     counters: Arc<JobCounters>,
 }
 
 impl PrintSink {
-    pub fn new(options: &BTreeMap<String, String>, subtask: u32, parallelism: u32, counters: Arc<JobCounters>) -> Self {
+    pub fn new(
+        options: &BTreeMap<String, String>,
+        subtask: u32,
+        parallelism: u32,
+        to: PrintTo,
+        counters: Arc<JobCounters>,
+    ) -> Self {
         let mut prefix = String::new();
         if let Some(id) = options.get("print-identifier") {
             prefix.push_str(id);
@@ -92,7 +112,7 @@ impl PrintSink {
             prefix.push(' ');
         }
         let to_stderr = options.get("standard-error").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        PrintSink { prefix, to_stderr, counters }
+        PrintSink { prefix, to_stderr, to, counters }
     }
 }
 
@@ -109,10 +129,15 @@ impl Operator for PrintSink {
             write_print_row(&mut text, &batch, row);
             text.push('\n');
         }
-        let written = if self.to_stderr {
-            std::io::stderr().lock().write_all(text.as_bytes())
-        } else {
-            std::io::stdout().lock().write_all(text.as_bytes())
+        let written = match &self.to {
+            PrintTo::JobLog(job) => {
+                for line in text.lines() {
+                    tracing::info!(target: "weir::job_output", job_id = %job, "{line}");
+                }
+                Ok(())
+            }
+            PrintTo::Terminal if self.to_stderr => std::io::stderr().lock().write_all(text.as_bytes()),
+            PrintTo::Terminal => std::io::stdout().lock().write_all(text.as_bytes()),
         };
         written.map_err(|e| TaskError::Io { path: "stdout".into(), source: e })
     }

@@ -23,6 +23,7 @@ use super::restart::{InProcessRestarts, Restarts};
 use crate::checkpoint::CheckpointSetup;
 use crate::checkpoint::coordinator::{Coordinator, SavepointRequest};
 use crate::connectors;
+use crate::connectors::sinks::PrintTo;
 use crate::error::{TaskError, TaskResult};
 
 /// Everything a local job needs besides its plan.
@@ -34,6 +35,8 @@ pub struct LocalJob {
     pub shuffle: Arc<dyn ShuffleService>,
     /// Where the rows of a `Collect` sink go.
     pub collect: Option<UnboundedSender<ChangeBatch>>,
+    /// Where the rows of a `print` table go.
+    pub print: PrintTo,
     pub counters: Arc<JobCounters>,
     /// Checkpointing, when `execution.checkpointing.interval` is set.
     pub checkpointing: Option<CheckpointSetup>,

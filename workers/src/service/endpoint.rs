@@ -1,5 +1,5 @@
 //! The task endpoint: what the control plane's leader asks of this worker (deploy, cancel,
-//! savepoint), each request authenticated with the cluster's secret, each error a problem+json
+//! savepoint), each request authenticated with the cluster's worker key, each error a problem+json
 //! with a code from the one table (`weir_dataflow::wire::ErrorCode`).
 
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use weir_dataflow::wire::{
 
 use super::{Attempt, LEASE, Worker, parts};
 use crate::attempt::{self, AttemptEvent, AttemptRequest};
+use crate::connectors::sinks::PrintTo;
 
 /// An error answered as problem+json.
 pub(crate) struct EndpointError(Box<Problem>);
@@ -53,8 +54,8 @@ pub(crate) fn request<T: DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, EndpointError> {
     let authorization = headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok());
-    if !worker.root.accepts_header(authorization) {
-        return Err(EndpointError::new(ErrorCode::Unauthorized, "the task endpoint takes the cluster's root token"));
+    if !worker.key.accepts_header(authorization) {
+        return Err(EndpointError::new(ErrorCode::Unauthorized, "the task endpoint takes the cluster's worker key"));
     }
     serde_json::from_slice(body)
         .map_err(|e| EndpointError::new(ErrorCode::InvalidRequest, format!("invalid request body: {e}")))
@@ -91,13 +92,19 @@ pub(super) async fn deploy(
         }
         None => (None, None),
     };
+    let base = deploy.state_dir.unwrap_or_else(|| worker.state_dir.clone());
+    let state_dir = weir_dataflow::wire::tenant_state_dir(&base, &deploy.tenant).ok_or_else(|| {
+        EndpointError::new(ErrorCode::InvalidRequest, format!("`{}` is not a tenant id", deploy.tenant))
+    })?;
     let request = AttemptRequest {
         job: attempt.job.clone(),
         sql: deploy.sql,
         parallelism: deploy.parallelism,
         restore: deploy.restore,
-        state_dir: deploy.state_dir.unwrap_or_else(|| worker.state_dir.clone()),
+        state_dir,
         part,
+        // The worker's stdout is nobody's: print tables go to the job's log.
+        print: PrintTo::JobLog(attempt.job.clone()),
     };
     let (run, mut events) = attempt::start(request).await?;
     tracing::info!(job_id = %attempt.job, attempt = %attempt.attempt, parallelism = deploy.parallelism, "attempt started");

@@ -7,12 +7,18 @@
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
+use weir_dataflow::auth::{ClusterKey, KeyPurpose};
 use weir_dataflow::wire::{self, ErrorCode, PROBLEM_CONTENT_TYPE};
 
 use crate::service::parts::{COMPLETE_PATH, REPORT_PATH, TRIGGER_PATH};
 use crate::service::{BoundWorker, WorkerConfig};
 
-const SECRET: &str = "cluster-secret-for-tests-0123456789";
+const ROOT: &str = "cluster-secret-for-tests-0123456789";
+
+/// The worker key of the root secret above, as `weir key worker` prints it.
+fn key() -> ClusterKey {
+    ClusterKey::derive(ROOT, KeyPurpose::Worker).expect("long enough")
+}
 
 /// A worker whose control plane is nowhere (its heartbeats fail, which is fine here).
 async fn worker() -> (String, tokio::sync::oneshot::Sender<()>) {
@@ -22,7 +28,7 @@ async fn worker() -> (String, tokio::sync::oneshot::Sender<()>) {
         slots: 2,
         listen: "127.0.0.1:0".into(),
         state_dir: state.path().display().to_string(),
-        secret: SECRET.into(),
+        key: key(),
     };
     let worker = BoundWorker::bind(config).await.expect("the worker binds");
     let address = worker.address().to_string();
@@ -75,7 +81,7 @@ async fn every_error_of_the_task_endpoint_comes_from_the_error_table() {
     let well_formed = [
         (
             wire::DEPLOY_PATH,
-            json!({ "attempt": unknown, "sql": "SELEC 1", "parallelism": 1, "restore": { "kind": "nothing" }, "state_dir": null }),
+            json!({ "attempt": unknown, "tenant": "acme", "sql": "SELEC 1", "parallelism": 1, "restore": { "kind": "nothing" }, "state_dir": null }),
         ),
         (wire::CANCEL_PATH, unknown.clone()),
         (wire::SAVEPOINT_PATH, json!({ "attempt": unknown, "stop": false })),
@@ -87,17 +93,18 @@ async fn every_error_of_the_task_endpoint_comes_from_the_error_table() {
     let mut seen = BTreeSet::new();
     for (path, body) in &well_formed {
         let url = format!("{base}{path}");
-        for token in [None, Some("not-the-secret")] {
+        // The root secret itself is refused: workers take only the key derived from it.
+        for token in [None, Some("not-the-secret"), Some(ROOT)] {
             let answer = post(&client, &url, token, &body.to_string()).await;
             answer.assert_from_the_table();
             seen.insert(answer.code().to_owned());
         }
         for malformed in ["{", "[]", "{\"attempt\": 5}"] {
-            let answer = post(&client, &url, Some(SECRET), malformed).await;
+            let answer = post(&client, &url, Some(key().reveal()), malformed).await;
             answer.assert_from_the_table();
             seen.insert(answer.code().to_owned());
         }
-        let answer = post(&client, &url, Some(SECRET), &body.to_string()).await;
+        let answer = post(&client, &url, Some(key().reveal()), &body.to_string()).await;
         if answer.status >= 400 {
             answer.assert_from_the_table();
             seen.insert(answer.code().to_owned());
@@ -107,7 +114,8 @@ async fn every_error_of_the_task_endpoint_comes_from_the_error_table() {
         assert!(seen.contains(code), "{code} not met; met {seen:?}");
     }
     let refused =
-        post(&client, &format!("{base}{}", wire::DEPLOY_PATH), Some(SECRET), &well_formed[0].1.to_string()).await;
+        post(&client, &format!("{base}{}", wire::DEPLOY_PATH), Some(key().reveal()), &well_formed[0].1.to_string())
+            .await;
     assert_eq!(refused.code(), "invalid-sql", "{}", refused.body);
     assert!(!ErrorCode::InvalidSql.retryable());
 }

@@ -24,7 +24,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 use tokio::sync::Notify;
-use weir_dataflow::auth::{NoRandomness, RootToken, RootTokenError, fresh_id};
+use weir_dataflow::auth::{ClusterKey, NoRandomness, fresh_id};
 use weir_dataflow::ids::WorkerId;
 use weir_dataflow::wire::{
     self, AttemptRef, AttemptReport, CheckpointDone, Heartbeat, HeartbeatReply, NotLeader, RunEnd,
@@ -54,8 +54,9 @@ pub struct WorkerConfig {
     pub listen: String,
     /// The default `state.checkpoints.dir` when the control plane names none.
     pub state_dir: String,
-    /// The cluster's secret (the root token).
-    pub secret: String,
+    /// The worker key (`weir key worker`): presented to the control plane and other workers, and
+    /// taken by the task endpoint. A worker never holds the root token.
+    pub key: ClusterKey,
 }
 
 /// Why a worker could not start.
@@ -63,8 +64,6 @@ pub struct WorkerConfig {
 pub enum WorkerError {
     #[error("a worker needs at least one control-plane URL")]
     NoControlPlane,
-    #[error("the cluster's root token: {0}")]
-    RootToken(#[from] RootTokenError),
     #[error(transparent)]
     NoRandomness(#[from] NoRandomness),
     #[error("cannot listen on {address}: {source}")]
@@ -86,7 +85,6 @@ impl BoundWorker {
         if config.control_planes.is_empty() {
             return Err(WorkerError::NoControlPlane);
         }
-        let root = RootToken::from_secret(&config.secret)?;
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|source| WorkerError::Listen { address: config.listen.clone(), source })?;
@@ -103,8 +101,7 @@ impl BoundWorker {
             id: WorkerId(fresh_id("worker")?),
             address,
             slots: config.slots,
-            secret: config.secret.trim().to_string(),
-            root,
+            key: config.key,
             state_dir: config.state_dir,
             attempts: Mutex::default(),
             nudge: Notify::new(),
@@ -152,8 +149,7 @@ pub(crate) struct Worker {
     id: WorkerId,
     address: String,
     slots: u32,
-    secret: String,
-    root: RootToken,
+    key: ClusterKey,
     state_dir: String,
     attempts: Mutex<BTreeMap<AttemptRef, Attempt>>,
     /// Wakes the heartbeat loop early (an attempt checkpointed or ended).
@@ -242,7 +238,7 @@ async fn heartbeats(worker: Arc<Worker>, control_planes: Vec<String>) {
         let url = leader.clone().unwrap_or_else(|| control_planes[next % control_planes.len()].clone());
         let sent = client
             .post(format!("{}{}", url.trim_end_matches('/'), wire::HEARTBEAT_PATH))
-            .bearer_auth(&worker.secret)
+            .bearer_auth(worker.key.reveal())
             .timeout(Duration::from_secs(3))
             .json(&worker.heartbeat())
             .send()

@@ -2,7 +2,7 @@
 //! attempt's checkpoint coordinator for every subtask; a member sends it its tasks' reports
 //! (`POST` [`REPORT_PATH`] [`PartReport`]) and receives its checkpoint triggers and completions
 //! (`POST` [`TRIGGER_PATH`], [`COMPLETE_PATH`] [`CheckpointNote`]). Every message carries the
-//! cluster's secret as its bearer, as the control plane's do. Both ends are workers, so these
+//! worker key as its bearer, as the control plane's do. Both ends are workers, so these
 //! types are the workers' own; the runtime sees them as channels ([`PartLink`]).
 
 use std::sync::Arc;
@@ -62,7 +62,6 @@ pub(super) fn routes() -> axum::Router<Arc<Worker>> {
 /// Wires this worker's part of a spread attempt: channels for its runtime, and tasks that carry
 /// what goes out to the other parts over HTTP.
 pub(super) fn link(worker: &Arc<Worker>, attempt: &AttemptRef, part: DeployPart) -> (AttemptPart, Inbound) {
-    let namespace = format!("{}-attempt-{}", attempt.job, attempt.attempt);
     let subtasks = part.subtasks.iter().copied().collect();
     let (link, inbound) = match part.lead {
         None => {
@@ -98,7 +97,7 @@ pub(super) fn link(worker: &Arc<Worker>, attempt: &AttemptRef, part: DeployPart)
             (link, Inbound::Member { triggers, completed })
         }
     };
-    (AttemptPart { subtasks, link, shuffle: part.shuffle, namespace }, inbound)
+    (AttemptPart { subtasks, link, shuffle: part.shuffle, namespace: part.namespace, token: part.token }, inbound)
 }
 
 impl Worker {
@@ -107,7 +106,7 @@ impl Worker {
     async fn send_to_part<B: Serialize>(&self, address: &str, path: &str, body: &B) {
         let url = format!("http://{address}{path}");
         for _ in 0..50 {
-            let sent = self.client.post(&url).bearer_auth(&self.secret).json(body).send().await;
+            let sent = self.client.post(&url).bearer_auth(self.key.reveal()).json(body).send().await;
             match sent {
                 Ok(response) if response.status().is_success() => return,
                 Ok(response) => tracing::debug!(%url, status = %response.status(), "a part refused a message"),

@@ -90,6 +90,7 @@ impl Task {
                         subtask,
                         job.collect.clone(),
                         job.checkpointing.as_ref().map(|c| c.attempt.0),
+                        &job.print,
                         job.counters.clone(),
                     )?);
                 }
