@@ -124,7 +124,7 @@ fn a_keyed_shuffle_server_takes_only_runs_that_sign_with_its_key() {
         let output = run(refused);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{stderr}");
-        assert!(stderr.contains("unauthorized") && stderr.contains("does not open namespace"), "{stderr}");
+        assert!(stderr.contains("the token does not open namespace `run-"), "{stderr}");
     }
     let output = run(Some(&key));
     let stdout = String::from_utf8_lossy(&output.stdout);
