@@ -19,6 +19,7 @@ use axum::Router;
 use weir_control_plane::api::{self, ApiState, RootToken};
 use weir_control_plane::dispatcher::Dispatcher;
 use weir_control_plane::metadata::ids::ReplicaId;
+use weir_control_plane::metadata::records::Quota;
 use weir_control_plane::node::{Replica, ReplicaConfig};
 use weir_control_plane::workers::{RemoteExecutor, WorkerOptions, Workers, internal_router};
 use weir_workers::service::{BoundWorker, WorkerConfig};
@@ -30,6 +31,7 @@ pub fn serve(
     data: PathBuf,
     root_token_file: Option<&Path>,
     options: WorkerOptions,
+    quota: Quota,
 ) -> Result<()> {
     let secret = root_secret(root_token_file)?;
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
@@ -42,13 +44,13 @@ pub fn serve(
         let handle = replica.handle();
         let Some(secret) = secret else {
             tracing::warn!("no root token: workers cannot join, so jobs are recorded but not run");
-            let api = api::router(ApiState::metadata_only(handle));
+            let api = api::router(ApiState::metadata_only(handle).with_quota(quota));
             return serve_until_stopped(replica, api, &format!("control-plane replica {id}"), &[]).await;
         };
         let root = RootToken::from_secret(&secret).map_err(|e| anyhow!("root token: {e}"))?;
         let workers = Workers::new(handle.clone(), &secret, options).map_err(|e| anyhow!(e))?;
         let dispatcher = Dispatcher::new(handle.clone(), Arc::new(RemoteExecutor(workers.clone())));
-        let state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_root_token(root);
+        let state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_root_token(root).with_quota(quota);
         tokio::spawn(workers.clone().watch());
         let live = dispatcher.live_router();
         tokio::spawn(dispatcher.run());

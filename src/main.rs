@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use weir_control_plane::metadata::records::Quota;
 use weir_workers::service::WorkerConfig;
 
 #[derive(Parser)]
@@ -104,6 +105,12 @@ enum Command {
         /// earlier start (it resumes instead), and keep serving.
         #[arg(long, value_name = "FILE.sql")]
         submit: Option<PathBuf>,
+        /// File holding the operator's root token (creates tenants and sets their quotas);
+        /// default: the WEIR_ROOT_TOKEN environment variable, else none.
+        #[arg(long, value_name = "PATH")]
+        root_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        quota: QuotaFlags,
     },
     /// Manage jobs of a running `weir standalone` (or control plane) through its HTTP API.
     Job {
@@ -140,6 +147,8 @@ enum Command {
         /// slots runs spread over several; without one, such a job waits.
         #[arg(long, value_name = "ADDR")]
         shuffle: Option<String>,
+        #[command(flatten)]
+        quota: QuotaFlags,
     },
     /// A worker: runs the job attempts the control plane's leader deploys (the root token,
     /// from --token-file or WEIR_ROOT_TOKEN, authenticates it to the cluster).
@@ -182,6 +191,32 @@ enum Command {
     },
 }
 
+/// The operator's default quota of every tenant; the root token sets a tenant's own with
+/// `PUT /api/v1/tenants/{tenant}/quota`.
+#[derive(clap::Args)]
+struct QuotaFlags {
+    /// Jobs a tenant may have that have not ended.
+    #[arg(long, default_value_t = Quota::default().max_running_jobs)]
+    max_running_jobs: u32,
+    /// Task slots a tenant's unended jobs may take together (a job at parallelism N takes N).
+    #[arg(long, default_value_t = Quota::default().max_slots)]
+    max_slots: u32,
+    /// Job submissions a tenant may make a minute on each replica, up to a sixth of them at once.
+    #[arg(long, default_value_t = Quota::default().submissions_per_minute,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    submissions_per_minute: u32,
+}
+
+impl QuotaFlags {
+    fn quota(&self) -> Quota {
+        Quota {
+            max_running_jobs: self.max_running_jobs,
+            max_slots: self.max_slots,
+            submissions_per_minute: self.submissions_per_minute,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "warn".into()))
@@ -201,9 +236,10 @@ fn main() -> ExitCode {
         Command::Shuffle { listen, channel_capacity, data, memory_budget, disk_budget, spill_url } => {
             shuffle::serve(&listen, channel_capacity, data, memory_budget, disk_budget, spill_url.as_deref())
         }
-        Command::ControlPlane { id, listen, peers, data, root_token_file, state_dir, shuffle } => {
+        Command::ControlPlane { id, listen, peers, data, root_token_file, state_dir, shuffle, quota } => {
             let options = weir_control_plane::workers::WorkerOptions { state_dir, shuffle, ..Default::default() };
-            control_plane::serve(id, &listen, peers.unwrap_or_default(), data, root_token_file.as_deref(), options)
+            let peers = peers.unwrap_or_default();
+            control_plane::serve(id, &listen, peers, data, root_token_file.as_deref(), options, quota.quota())
         }
         Command::Worker { control_plane, slots, listen, state_dir, token_file } => {
             control_plane::root_secret(token_file.as_deref()).and_then(|secret| {
@@ -218,7 +254,9 @@ fn main() -> ExitCode {
                 })
             })
         }
-        Command::Standalone { listen, data, submit } => standalone::serve(&listen, data, submit),
+        Command::Standalone { listen, data, submit, root_token_file, quota } => {
+            standalone::serve(&listen, data, submit, root_token_file.as_deref(), quota.quota())
+        }
         Command::Job { command, connection } => job::run(command, connection),
         #[cfg(feature = "bench")]
         Command::Bench { bench } => weir_bench::run(bench),

@@ -13,6 +13,7 @@
 //! working without a quorum, and a follower may be a moment behind the leader.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -176,6 +177,7 @@ pub(crate) async fn submit(
     TenantWriter(caller): TenantWriter,
     ApiJson(request): ApiJson<SubmitJob>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    admit_submission(&state, &caller)?;
     let name = check_name(&request.name)?;
     if request.sql.trim().is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidSql, "the script is empty"));
@@ -191,10 +193,30 @@ pub(crate) async fn submit(
         config: planned.config,
         parallelism: planned.parallelism,
         at: now(),
+        quota: Some(state.quota),
     };
     propose(&state, command).await?;
     tracing::info!(job_id = %job, tenant = %caller.tenant, token = %caller.token, "job submitted");
     Ok((StatusCode::CREATED, Json(json!({ "id": job }))))
+}
+
+/// Takes one of the tenant's submissions on this replica, or answers 429 with when to retry.
+fn admit_submission(state: &ApiState, caller: &TenantCaller) -> Result<(), ApiError> {
+    let quota = state.quota_of(&caller.tenant);
+    state.submissions.admit(&caller.tenant, quota, Instant::now()).map_err(|wait| {
+        // Whole seconds, rounded up: retrying at the announced time must succeed.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "tenant {} may submit {} jobs a minute (up to {} at once); retry in {seconds} s",
+                caller.tenant,
+                quota.submissions_per_minute,
+                quota.submission_burst()
+            ),
+        )
+        .retry_after(seconds)
+    })
 }
 
 pub(crate) async fn list(State(state): State<ApiState>, TenantReader(caller): TenantReader) -> Json<Value> {
@@ -310,7 +332,7 @@ pub(crate) async fn rescale(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let parallelism = check_parallelism(request.parallelism)?;
     let job = owned_job(&state, &caller, &id)?;
-    bounded_write(&state, state.runtime.rescale(job.id.clone(), parallelism)).await?;
+    bounded_write(&state, state.runtime.rescale(job.id.clone(), parallelism, state.quota)).await?;
     tracing::info!(job_id = %job.id, token = %caller.token, parallelism, "rescale requested");
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": job.id, "parallelism": parallelism }))))
 }

@@ -13,6 +13,8 @@
 //! - `auth`: bearer tokens → a caller (the operator's root token, or a tenant's token and role).
 //! - `problem`: the error body and how every failure maps to a status and code.
 //! - `jobs`, `cluster`, `tenants`: the handlers.
+//! - `rate_limit`: how fast each tenant may submit (per replica); the quotas of running jobs and
+//!   task slots are the replicated metadata's (`crate::metadata::records::Quota`).
 //! - [`runtime`]: the [`JobRuntime`] trait and its metadata-only implementation.
 //! - `metrics`: the Prometheus exposition and the request counters.
 //! - `openapi`: the OpenAPI 3.1 document, written by hand.
@@ -25,6 +27,7 @@ mod jobs;
 mod metrics;
 mod openapi;
 mod problem;
+mod rate_limit;
 pub mod runtime;
 mod tenants;
 
@@ -34,7 +37,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 pub use auth::{RootToken, RootTokenError, digest_secret};
 pub use problem::{ApiError, PROBLEM_CONTENT_TYPE};
@@ -42,6 +45,8 @@ pub use runtime::{JobRuntime, MetadataOnlyRuntime};
 
 use crate::handle::{ProposeError, ReplicaHandle};
 use crate::metadata::Command;
+use crate::metadata::ids::TenantId;
+use crate::metadata::records::Quota;
 
 /// The prefix of every route.
 pub const API_PREFIX: &str = "/api/v1";
@@ -68,6 +73,11 @@ pub struct ApiState {
     /// How long a write waits for its proposal before answering 503 (the write may still be
     /// committed later; the client retries with the same intent).
     pub propose_timeout: Duration,
+    /// The operator's quota for tenants without their own (`--max-running-jobs`, `--max-slots`,
+    /// `--submissions-per-minute`); the root token sets a tenant's own with
+    /// `PUT /tenants/{tenant}/quota`.
+    pub quota: Quota,
+    submissions: Arc<rate_limit::SubmissionLimiter>,
     metrics: Arc<metrics::ApiMetrics>,
 }
 
@@ -80,6 +90,8 @@ impl ApiState {
             runtime,
             root_token: None,
             propose_timeout: Duration::from_secs(10),
+            quota: Quota::default(),
+            submissions: Arc::new(rate_limit::SubmissionLimiter::default()),
             metrics: Arc::new(metrics::ApiMetrics::default()),
         }
     }
@@ -99,6 +111,17 @@ impl ApiState {
     pub fn with_propose_timeout(mut self, timeout: Duration) -> Self {
         self.propose_timeout = timeout;
         self
+    }
+
+    /// The operator's default quota (instead of [`Quota::default`]).
+    pub fn with_quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// The limits in force for `tenant`, as this replica has applied the metadata.
+    pub(crate) fn quota_of(&self, tenant: &TenantId) -> Quota {
+        self.replica.reader().read(|metadata| metadata.quota_of(tenant, self.quota))
     }
 }
 
@@ -172,6 +195,8 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/api/v1/tenants", Root, || post(tenants::create_tenant)),
         route(Method::POST, "/api/v1/tenants/{tenant}/tokens", Root, || post(tenants::create_token)),
         route(Method::DELETE, "/api/v1/tenants/{tenant}/tokens/{token}", Root, || delete(tenants::revoke_token)),
+        route(Method::GET, "/api/v1/tenants/{tenant}/quota", Root, || get(tenants::quota)),
+        route(Method::PUT, "/api/v1/tenants/{tenant}/quota", Root, || put(tenants::set_quota)),
         route(Method::GET, "/api/v1/healthz", Public, || get(cluster::healthz)),
         route(Method::GET, "/api/v1/metrics", Public, || get(metrics::exposition)),
         route(Method::GET, "/api/v1/openapi.json", Public, || get(openapi::document)),

@@ -74,7 +74,24 @@ pub(crate) fn openapi() -> Value {
         ("204", json!({ "description": "Revoked" })),
         &["403", "404"],
     );
-    revoke_token["parameters"] = json!([tenant_parameter, token_parameter]);
+    revoke_token["parameters"] = json!([tenant_parameter.clone(), token_parameter]);
+    let mut quota = operation(
+        "A tenant's quota: the limits in force, its own among them, and what its jobs hold (root token only)",
+        false,
+        ("200", json_response("OK", "TenantQuota")),
+        &["403", "404"],
+    );
+    quota["parameters"] = json!([tenant_parameter.clone()]);
+    let mut set_quota = with_body(
+        operation(
+            "Set a tenant's own quota; an absent limit is the operator's default (root token only)",
+            false,
+            ("200", json_response("OK", "TenantQuota")),
+            &["400", "403", "404", "413", "415"],
+        ),
+        "SetQuota",
+    );
+    set_quota["parameters"] = json!([tenant_parameter]);
     let mut rescale = job_action("Ask for the job to run at another parallelism", "RescaleAccepted");
     rescale["requestBody"] = json_body("Rescale");
     if let Some(responses) = rescale["responses"].as_object_mut() {
@@ -96,7 +113,7 @@ pub(crate) fn openapi() -> Value {
             "/jobs": {
                 "post": with_body(
                     operation("Submit a SQL job (admin token)", false, ("201", json_response("Created", "JobCreated")),
-                        &["400", "403", "409", "413", "415"]),
+                        &["400", "403", "409", "413", "415", "429"]),
                     "SubmitJob",
                 ),
                 "get": operation("The caller's tenant's jobs", false, ("200", json_response("OK", "JobList")), &["403"]),
@@ -122,6 +139,7 @@ pub(crate) fn openapi() -> Value {
             },
             "/tenants/{tenant}/tokens": { "post": create_token },
             "/tenants/{tenant}/tokens/{token}": { "delete": revoke_token },
+            "/tenants/{tenant}/quota": { "get": quota, "put": set_quota },
             "/healthz": { "get": operation("200 when this replica knows a leader, 503 otherwise", true, ("200", json_response("OK", "Health")), &[]) },
             "/metrics": {
                 "get": operation("Prometheus text exposition", true,
@@ -149,6 +167,9 @@ fn schemas() -> Value {
     let integer = json!({ "type": "integer", "minimum": 0 });
     let nullable_integer = json!({ "type": ["integer", "null"] });
     let parallelism = json!({ "type": "integer", "minimum": 1, "maximum": super::MAX_PARALLELISM });
+    // A tenant's own limit, or null for the operator's default; a rate of zero would never refill.
+    let limit = json!({ "type": ["integer", "null"], "minimum": 0, "maximum": u32::MAX });
+    let rate = json!({ "type": ["integer", "null"], "minimum": 1, "maximum": u32::MAX });
     // As the server checks them: a name of printable text, not all blank; a script not blank.
     let printable = r"[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]";
     let job_name = json!({
@@ -241,6 +262,20 @@ fn schemas() -> Value {
             "properties": { "id": { "type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" }, "display_name": string },
         },
         "TenantCreated": object(&["id"], json!({ "id": string })),
+        "SetQuota": {
+            "type": "object", "additionalProperties": false,
+            "properties": { "max_running_jobs": limit, "max_slots": limit, "submissions_per_minute": rate },
+        },
+        "TenantQuota": object(
+            &["tenant", "max_running_jobs", "max_slots", "submissions_per_minute", "submission_burst", "own", "running_jobs", "slots"],
+            json!({
+                "tenant": string, "max_running_jobs": integer, "max_slots": integer,
+                "submissions_per_minute": integer, "submission_burst": integer,
+                "own": { "type": "object", "additionalProperties": false, "description": "The tenant's own limits; the others are the operator's default",
+                    "properties": { "max_running_jobs": integer, "max_slots": integer, "submissions_per_minute": integer } },
+                "running_jobs": integer, "slots": integer,
+            }),
+        ),
         "CreateToken": {
             "type": "object", "required": ["role"], "additionalProperties": false,
             "properties": { "role": { "type": "string", "enum": ["admin", "read-only"] } },

@@ -5,6 +5,12 @@
 //! to create tenants and their tokens. A token's secret is drawn here, answered once, and only
 //! its digest is proposed: it is never stored, replicated or logged. A lost secret is replaced by
 //! creating a new token and revoking the old one.
+//!
+//! The root token also sets a tenant's own quota (`PUT /tenants/{tenant}/quota`), replicated in
+//! the tenant's record so every replica enforces the same; what it leaves unset is the
+//! operator's default of each replica's flags.
+
+use std::num::NonZeroU32;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -20,7 +26,7 @@ use super::problem::ApiError;
 use super::{ApiState, propose};
 use crate::metadata::Command;
 use crate::metadata::ids::{TenantId, TokenId};
-use crate::metadata::records::TokenRole;
+use crate::metadata::records::{QuotaOverride, TokenRole};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +39,19 @@ pub(crate) struct CreateTenant {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateToken {
     role: TokenRole,
+}
+
+/// A tenant's own limits; an absent or null one is the operator's default. A rate of zero would
+/// never refill (stop the tenant with `max_running_jobs: 0` instead), so it is refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetQuota {
+    #[serde(default)]
+    max_running_jobs: Option<u32>,
+    #[serde(default)]
+    max_slots: Option<u32>,
+    #[serde(default)]
+    submissions_per_minute: Option<NonZeroU32>,
 }
 
 /// Tenant ids appear in URLs, logs and metric labels: keep them to DNS-label characters.
@@ -97,4 +116,54 @@ pub(crate) async fn revoke_token(
     propose(&state, Command::RevokeToken { token: token.clone() }).await?;
     tracing::info!(%tenant, %token, "token revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tenant's quota: the limits in force, the tenant's own among them (`own`, when just set:
+/// a follower may not have applied it yet), and what its jobs hold now (as this replica has
+/// applied the metadata).
+fn quota_view(state: &ApiState, tenant: &TenantId, own: Option<QuotaOverride>) -> Result<Value, ApiError> {
+    state
+        .replica
+        .reader()
+        .read(|metadata| {
+            let own = own.unwrap_or(metadata.tenant(tenant)?.quota);
+            let quota = own.over(state.quota);
+            let (running_jobs, slots) = metadata.usage_of(tenant);
+            Some(json!({
+                "tenant": tenant,
+                "max_running_jobs": quota.max_running_jobs,
+                "max_slots": quota.max_slots,
+                "submissions_per_minute": quota.submissions_per_minute,
+                "submission_burst": quota.submission_burst(),
+                "own": own,
+                "running_jobs": running_jobs,
+                "slots": slots,
+            }))
+        })
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownTenant, format!("tenant {tenant} does not exist")))
+}
+
+pub(crate) async fn quota(
+    State(state): State<ApiState>,
+    _operator: Operator,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    quota_view(&state, &TenantId(tenant), None).map(Json)
+}
+
+pub(crate) async fn set_quota(
+    State(state): State<ApiState>,
+    _operator: Operator,
+    Path(tenant): Path<String>,
+    ApiJson(request): ApiJson<SetQuota>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = TenantId(tenant);
+    let quota = QuotaOverride {
+        max_running_jobs: request.max_running_jobs,
+        max_slots: request.max_slots,
+        submissions_per_minute: request.submissions_per_minute.map(NonZeroU32::get),
+    };
+    propose(&state, Command::SetTenantQuota { tenant: tenant.clone(), quota }).await?;
+    tracing::info!(%tenant, ?quota, "tenant quota set");
+    quota_view(&state, &tenant, Some(quota)).map(Json)
 }
