@@ -190,6 +190,17 @@ async fn answer(request: reqwest::RequestBuilder) -> Answer {
     Answer { status, content_type, headers, body }
 }
 
+/// The statuses the OpenAPI document lists for `method` on the route `path` (axum's template).
+async fn documented_statuses(server: &Server) -> impl Fn(&Method, &str) -> BTreeSet<u16> {
+    let document = server.send(Method::GET, "/api/v1/openapi.json", None, None).await.body;
+    move |method: &Method, path: &str| {
+        let path = path.strip_prefix(api::API_PREFIX).expect("under the prefix");
+        let operation = &document["paths"][path][method.as_str().to_lowercase()];
+        let responses = operation["responses"].as_object().unwrap_or_else(|| panic!("{method} {path} undocumented"));
+        responses.keys().map(|status| status.parse().expect("a status")).collect()
+    }
+}
+
 /// A running replica with its API, two tenants and their tokens.
 struct Fixture {
     replica: Arc<SingleReplica>,
@@ -363,6 +374,7 @@ fn expected(access: Access, job_route: bool, caller: &str) -> &'static str {
 async fn every_route_answers_each_caller_by_its_access() {
     let fixture = Fixture::start().await;
     let server = &fixture.server;
+    let documented = documented_statuses(server).await;
     let mut checked = 0;
     for route in api::routes() {
         // A fresh running job (and tenant, and token) per route: the admin's call may change it.
@@ -391,6 +403,14 @@ async fn every_route_answers_each_caller_by_its_access() {
         ];
         for (caller, token) in callers {
             let answer = server.send(route.method.clone(), &path, token, body.clone()).await;
+            let statuses = documented(&route.method, route.path);
+            assert!(
+                statuses.contains(&answer.status),
+                "{} {} answered {}, undocumented",
+                route.method,
+                route.path,
+                answer.status
+            );
             let want = expected(route.access, route.path.contains("{id}"), caller);
             let got = if (200..300).contains(&answer.status) { "2xx".to_owned() } else { answer.status.to_string() };
             assert_eq!(got, want, "{} {} as {caller}: {}", route.method, route.path, answer.body);
@@ -508,6 +528,11 @@ async fn malformed_requests_are_problems_not_panics() {
     ] {
         fixture.submit(admin, body).await.assert_problem(400, "invalid-request");
     }
+    // JSON Schema's integers include 2.0; the document says integer, so the server reads it.
+    let whole = fixture.submit(admin, json!({ "name": "q", "sql": VALID_SQL, "parallelism": 2.0 })).await;
+    assert_eq!(whole.status, 201, "{}", whole.body);
+    // A path that does not decode names nothing.
+    server.get("/api/v1/jobs/%FF", admin).await.assert_problem(404, "not-found");
     for parallelism in [0, 1025] {
         let body = json!({ "name": "q", "sql": VALID_SQL, "parallelism": parallelism });
         fixture.submit(admin, body).await.assert_problem(400, "invalid-parallelism");
@@ -591,6 +616,76 @@ async fn openapi_lists_every_route_with_its_security() {
     for reference in text.split("\"#/components/schemas/").skip(1) {
         let name = reference.split('"').next().expect("a name");
         assert!(document.body["components"]["schemas"][name].is_object(), "dangling schema {name}");
+    }
+    assert_openapi_is_as_strict_as_the_server(&document.body);
+}
+
+/// The rules every operation of the document keeps (see `openapi.rs`).
+fn assert_openapi_is_as_strict_as_the_server(document: &Value) {
+    let components = &document["components"];
+    assert_eq!(components["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let resolve = |value: &Value, kind: &str| -> Value {
+        match value["$ref"].as_str() {
+            Some(reference) => {
+                let name = reference.strip_prefix(&format!("#/components/{kind}/")).expect("a local reference");
+                components[kind][name].clone()
+            }
+            None => value.clone(),
+        }
+    };
+    // Objects are closed, request and response alike.
+    for (name, schema) in components["schemas"].as_object().expect("schemas") {
+        if schema["type"] == "object" {
+            assert_eq!(schema["additionalProperties"], false, "schema {name} is open");
+        }
+    }
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+    assert_eq!(components["schemas"]["Problem"]["properties"]["code"]["enum"], json!(codes));
+
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            let name = format!("{method} {path}");
+            let responses = operation["responses"].as_object().expect("responses");
+            let bearer = operation["security"] != json!([]);
+            let mut must: Vec<&str> = vec!["500", "503"];
+            if bearer {
+                must.push("401");
+            }
+            if operation["requestBody"].is_object() {
+                must.extend(["400", "413", "415"]);
+                let body = resolve(&operation["requestBody"]["content"]["application/json"]["schema"], "schemas");
+                assert_eq!(body["additionalProperties"], false, "{name}: the server refuses unknown fields");
+            }
+            for status in must {
+                assert!(responses.contains_key(status), "{name} does not document {status}");
+            }
+            for (status, response) in responses {
+                let response = resolve(response, "responses");
+                if status.as_str() >= "400" {
+                    let schema = &response["content"][PROBLEM_CONTENT_TYPE]["schema"]["$ref"];
+                    assert_eq!(schema, "#/components/schemas/Problem", "{name} {status}");
+                } else {
+                    assert!(response["content"].is_object() || status == "204", "{name} {status} has no schema");
+                }
+                let header = |header: &str| response["headers"][header]["required"] == true;
+                match status.as_str() {
+                    "401" => assert!(header("WWW-Authenticate"), "{name} 401"),
+                    "429" | "503" => assert!(header("Retry-After"), "{name} {status}"),
+                    _ => {}
+                }
+            }
+            // Path parameters are exactly the path's captures.
+            let captures: BTreeSet<&str> = path.split('{').skip(1).filter_map(|p| p.split('}').next()).collect();
+            let parameters: BTreeSet<&str> = operation["parameters"]
+                .as_array()
+                .map(|list| list.iter().filter_map(|p| p["name"].as_str()).collect())
+                .unwrap_or_default();
+            assert_eq!(parameters, captures, "{name}");
+        }
+    }
+    let submit = &document["paths"]["/jobs"]["post"]["responses"];
+    for status in ["201", "403", "429"] {
+        assert!(submit[status].is_object(), "POST /jobs does not document {status}");
     }
 }
 
@@ -747,6 +842,7 @@ async fn without_quorum_writes_answer_503_and_reads_still_work() {
 async fn every_error_of_every_route_comes_from_the_error_table() {
     let fixture = Fixture::start().await;
     let server = &fixture.server;
+    let documented = documented_statuses(server).await;
     let admin = fixture.acme_admin.as_str();
     let url = |path: &str| format!("{}{path}", server.base);
     let mut seen = BTreeSet::new();
@@ -770,6 +866,18 @@ async fn every_error_of_every_route_comes_from_the_error_table() {
                 }
                 answers.push(answer(request).await);
             }
+        }
+        // What the route's own method answered is in the document.
+        let statuses = documented(&route.method, route.path);
+        for got in &answers {
+            assert!(
+                statuses.contains(&got.status),
+                "{} {}: {} undocumented: {}",
+                route.method,
+                path,
+                got.status,
+                got.body
+            );
         }
         for wrong in [Method::PUT, Method::PATCH, Method::DELETE, Method::POST, Method::GET] {
             if wrong != route.method && !api::routes().iter().any(|r| r.path == route.path && r.method == wrong) {
