@@ -22,6 +22,7 @@ use axum::Router;
 use weir_control_plane::api::{self, ApiState, RootToken, Sandbox};
 use weir_control_plane::dispatcher::Dispatcher;
 use weir_control_plane::metadata::ids::ReplicaId;
+use weir_control_plane::metadata::records::Quota;
 use weir_control_plane::node::{InternalConfig, Replica, ReplicaConfig};
 use weir_control_plane::workers::{RemoteExecutor, WorkerOptions, Workers, internal_router};
 use weir_dataflow::auth::{ClusterKey, KeyPurpose};
@@ -43,10 +44,12 @@ pub struct ReplicaOptions {
     pub data: PathBuf,
     /// Root templates of the tenant sandbox (`{tenant}` for the tenant's id).
     pub storage_roots: Vec<String>,
+    /// The operator's default quota of a tenant.
+    pub quota: Quota,
 }
 
 pub fn serve(replica: ReplicaOptions, root_token_file: Option<&Path>, options: WorkerOptions) -> Result<()> {
-    let ReplicaOptions { id, listeners, peers, data, storage_roots } = replica;
+    let ReplicaOptions { id, listeners, peers, data, storage_roots, quota } = replica;
     let secret = root_secret(root_token_file)?.ok_or_else(|| {
         anyhow!(
             "a control-plane replica needs the root token (--root-token-file, or WEIR_ROOT_TOKEN): the keys its \
@@ -70,7 +73,10 @@ pub fn serve(replica: ReplicaOptions, root_token_file: Option<&Path>, options: W
         let handle = replica.handle();
         let workers = Workers::new(handle.clone(), worker_key, options).map_err(|e| anyhow!(e))?;
         let dispatcher = Dispatcher::new(handle.clone(), Arc::new(RemoteExecutor(workers.clone())));
-        let state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_root_token(root).with_sandbox(sandbox);
+        let state = ApiState::new(handle, Arc::new(dispatcher.runtime()))
+            .with_root_token(root)
+            .with_sandbox(sandbox)
+            .with_quota(quota);
         tokio::spawn(workers.clone().watch());
         let internal = internal_router(workers).merge(dispatcher.live_router(peer_key));
         tokio::spawn(dispatcher.run());

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use weir_control_plane::metadata::records::Quota;
 use weir_dataflow::auth::KeyPurpose;
 use weir_workers::service::WorkerConfig;
 
@@ -119,6 +120,12 @@ enum Command {
         /// `{tenant}` stands for the tenant's id): `s3://BUCKET/PREFIX/`, or a folder.
         #[arg(long, value_name = "URL")]
         storage_root: Vec<String>,
+        /// File holding the operator's root token (creates tenants and sets their quotas);
+        /// default: the WEIR_ROOT_TOKEN environment variable, else none.
+        #[arg(long, value_name = "PATH")]
+        root_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        quota: QuotaFlags,
     },
     /// Manage jobs of a running `weir standalone` (or control plane) through its HTTP API.
     Job {
@@ -168,6 +175,8 @@ enum Command {
         /// only --state-dir).
         #[arg(long, value_name = "URL")]
         storage_root: Vec<String>,
+        #[command(flatten)]
+        quota: QuotaFlags,
     },
     /// A worker: runs the job attempts the control plane's leader deploys (the worker key, from
     /// --key-file or WEIR_WORKER_KEY, authenticates it to the cluster; `weir key worker`).
@@ -219,6 +228,32 @@ enum Command {
     },
 }
 
+/// The operator's default quota of every tenant; the root token sets a tenant's own with
+/// `PUT /api/v1/tenants/{tenant}/quota`.
+#[derive(clap::Args)]
+struct QuotaFlags {
+    /// Jobs a tenant may have that have not ended.
+    #[arg(long, default_value_t = Quota::default().max_running_jobs)]
+    max_running_jobs: u32,
+    /// Task slots a tenant's unended jobs may take together (a job at parallelism N takes N).
+    #[arg(long, default_value_t = Quota::default().max_slots)]
+    max_slots: u32,
+    /// Job submissions a tenant may make a minute on each replica, up to a sixth of them at once.
+    #[arg(long, default_value_t = Quota::default().submissions_per_minute,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    submissions_per_minute: u32,
+}
+
+impl QuotaFlags {
+    fn quota(&self) -> Quota {
+        Quota {
+            max_running_jobs: self.max_running_jobs,
+            max_slots: self.max_slots,
+            submissions_per_minute: self.submissions_per_minute,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "warn".into()))
@@ -264,6 +299,7 @@ fn main() -> ExitCode {
             state_dir,
             shuffle,
             storage_root,
+            quota,
         } => {
             let options = weir_control_plane::workers::WorkerOptions { state_dir, shuffle, ..Default::default() };
             let listeners = control_plane::Listeners { api: listen, internal: internal_listen };
@@ -273,6 +309,7 @@ fn main() -> ExitCode {
                 peers: peers.unwrap_or_default(),
                 data,
                 storage_roots: storage_root,
+                quota: quota.quota(),
             };
             control_plane::serve(replica, root_token_file.as_deref(), options)
         }
@@ -288,8 +325,8 @@ fn main() -> ExitCode {
             })
         }
         Command::Key { purpose, root_token_file } => control_plane::print_key(purpose, root_token_file.as_deref()),
-        Command::Standalone { listen, data, submit, storage_root } => {
-            standalone::serve(&listen, data, submit, storage_root)
+        Command::Standalone { listen, data, submit, storage_root, root_token_file, quota } => {
+            standalone::serve(&listen, data, submit, storage_root, root_token_file.as_deref(), quota.quota())
         }
         Command::Job { command, connection } => job::run(command, connection),
         #[cfg(feature = "bench")]

@@ -6,7 +6,8 @@
 //! jobs that set no `state.checkpoints.dir`) and `admin-token`. On first start the tenant
 //! `default` and an admin token are created and the token's secret is written to
 //! `<data>/admin-token` (mode 0600), where `weir job` finds it; a later start keeps it, or makes
-//! a new one if the file is gone. `WEIR_ROOT_TOKEN` still enables the root token's routes.
+//! a new one if the file is gone. `--root-token-file` or `WEIR_ROOT_TOKEN` enables the root
+//! token's routes (tenants, their tokens and quotas).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use weir_control_plane::bootstrap::ensure_tenant_admin;
 use weir_control_plane::dispatcher::Dispatcher;
 use weir_control_plane::handle::ReplicaHandle;
 use weir_control_plane::metadata::ids::{ReplicaId, TenantId};
+use weir_control_plane::metadata::records::Quota;
 use weir_control_plane::node::{Replica, ReplicaConfig};
 
 use crate::control_plane::{root_token, serve_until_stopped};
@@ -30,7 +32,14 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// The data directory when none is given.
 pub const DEFAULT_DATA_DIR: &str = "weir-data";
 
-pub fn serve(listen: &str, data: PathBuf, submit: Option<PathBuf>, storage_roots: Vec<String>) -> Result<()> {
+pub fn serve(
+    listen: &str,
+    data: PathBuf,
+    submit: Option<PathBuf>,
+    storage_roots: Vec<String>,
+    root_token_file: Option<&Path>,
+    quota: Quota,
+) -> Result<()> {
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let data = data.canonicalize().with_context(|| format!("cannot read {}", data.display()))?;
     // Jobs run in this process, in its current directory: that is their storage, the data
@@ -40,7 +49,7 @@ pub fn serve(listen: &str, data: PathBuf, submit: Option<PathBuf>, storage_roots
     roots.extend(storage_roots);
     let sandbox = Sandbox::new(roots, Some(cwd)).forbid(&data);
     let _lock = lock_data_dir(&data)?;
-    let root_token = root_token(None)?;
+    let root_token = root_token(root_token_file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let replica = Replica::start(ReplicaConfig::new(ReplicaId(1), listen, &data))
@@ -52,7 +61,7 @@ pub fn serve(listen: &str, data: PathBuf, submit: Option<PathBuf>, storage_roots
         bootstrap_admin_token(handle.as_ref(), &token_file).await?;
         let executor = Arc::new(InProcessExecutor::new(&data.join("state")));
         let dispatcher = Dispatcher::new(handle.clone(), executor);
-        let mut state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_sandbox(sandbox);
+        let mut state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_sandbox(sandbox).with_quota(quota);
         if let Some(root_token) = root_token {
             state = state.with_root_token(root_token);
         }

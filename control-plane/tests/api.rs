@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use weir_control_plane::api::{self, Access, ApiState, PROBLEM_CONTENT_TYPE, RootToken};
 use weir_control_plane::handle::{BoxFuture, ClusterView, ProposeError, ReplicaHandle};
 use weir_control_plane::metadata::ids::UnixMillis;
-use weir_control_plane::metadata::records::{CompletedCheckpoint, JobStatus};
+use weir_control_plane::metadata::records::{CompletedCheckpoint, JobStatus, Quota};
 use weir_control_plane::metadata::{Command, Response};
 use weir_control_plane::raft::MetadataReader;
 use weir_dataflow::ids::{CheckpointId, JobId};
@@ -92,11 +92,20 @@ struct Server {
     client: reqwest::Client,
 }
 
+/// A quota no test but the quota tests meets: they submit dozens of jobs within a second.
+const ROOMY: Quota = Quota { max_running_jobs: 1000, max_slots: 100_000, submissions_per_minute: 100_000 };
+
 impl Server {
     async fn start(replica: Arc<dyn ReplicaHandle>) -> Server {
+        Self::start_with(replica, ROOMY).await
+    }
+
+    /// A server whose operator's default quota is `quota`.
+    async fn start_with(replica: Arc<dyn ReplicaHandle>, quota: Quota) -> Server {
         let state = ApiState::metadata_only(replica)
             .with_root_token(RootToken::from_secret(ROOT_SECRET).expect("long enough"))
-            .with_propose_timeout(WAIT);
+            .with_propose_timeout(WAIT)
+            .with_quota(quota);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
         let address = listener.local_addr().expect("bound address");
         tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
@@ -181,6 +190,17 @@ async fn answer(request: reqwest::RequestBuilder) -> Answer {
     Answer { status, content_type, headers, body }
 }
 
+/// The statuses the OpenAPI document lists for `method` on the route `path` (axum's template).
+async fn documented_statuses(server: &Server) -> impl Fn(&Method, &str) -> BTreeSet<u16> {
+    let document = server.send(Method::GET, "/api/v1/openapi.json", None, None).await.body;
+    move |method: &Method, path: &str| {
+        let path = path.strip_prefix(api::API_PREFIX).expect("under the prefix");
+        let operation = &document["paths"][path][method.as_str().to_lowercase()];
+        let responses = operation["responses"].as_object().unwrap_or_else(|| panic!("{method} {path} undocumented"));
+        responses.keys().map(|status| status.parse().expect("a status")).collect()
+    }
+}
+
 /// A running replica with its API, two tenants and their tokens.
 struct Fixture {
     replica: Arc<SingleReplica>,
@@ -193,8 +213,13 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Self::start_with(ROOMY).await
+    }
+
+    /// With `quota` as the operator's default quota.
+    async fn start_with(quota: Quota) -> Fixture {
         let replica = SingleReplica::start().await;
-        let server = Server::start(replica.clone()).await;
+        let server = Server::start_with(replica.clone(), quota).await;
         let mut tokens = Vec::new();
         for (tenant, role) in [("acme", "admin"), ("acme", "read-only"), ("globex", "admin")] {
             let created = server.post("/api/v1/tenants", ROOT_SECRET, json!({ "id": tenant })).await;
@@ -349,6 +374,7 @@ fn expected(access: Access, job_route: bool, caller: &str) -> &'static str {
 async fn every_route_answers_each_caller_by_its_access() {
     let fixture = Fixture::start().await;
     let server = &fixture.server;
+    let documented = documented_statuses(server).await;
     let mut checked = 0;
     for route in api::routes() {
         // A fresh running job (and tenant, and token) per route: the admin's call may change it.
@@ -363,6 +389,9 @@ async fn every_route_answers_each_caller_by_its_access() {
             ("POST", "/api/v1/jobs/{id}/rescale") => Some(json!({ "parallelism": 3 })),
             ("POST", "/api/v1/tenants") => Some(json!({ "id": tenant })),
             ("POST", "/api/v1/tenants/{tenant}/tokens") => Some(json!({ "role": "admin" })),
+            ("PUT", "/api/v1/tenants/{tenant}/quota") => {
+                Some(json!({ "max_running_jobs": 1000, "max_slots": 100_000 }))
+            }
             _ => None,
         };
         let callers = [
@@ -374,6 +403,14 @@ async fn every_route_answers_each_caller_by_its_access() {
         ];
         for (caller, token) in callers {
             let answer = server.send(route.method.clone(), &path, token, body.clone()).await;
+            let statuses = documented(&route.method, route.path);
+            assert!(
+                statuses.contains(&answer.status),
+                "{} {} answered {}, undocumented",
+                route.method,
+                route.path,
+                answer.status
+            );
             let want = expected(route.access, route.path.contains("{id}"), caller);
             let got = if (200..300).contains(&answer.status) { "2xx".to_owned() } else { answer.status.to_string() };
             assert_eq!(got, want, "{} {} as {caller}: {}", route.method, route.path, answer.body);
@@ -491,6 +528,11 @@ async fn malformed_requests_are_problems_not_panics() {
     ] {
         fixture.submit(admin, body).await.assert_problem(400, "invalid-request");
     }
+    // JSON Schema's integers include 2.0; the document says integer, so the server reads it.
+    let whole = fixture.submit(admin, json!({ "name": "q", "sql": VALID_SQL, "parallelism": 2.0 })).await;
+    assert_eq!(whole.status, 201, "{}", whole.body);
+    // A path that does not decode names nothing.
+    server.get("/api/v1/jobs/%FF", admin).await.assert_problem(404, "not-found");
     for parallelism in [0, 1025] {
         let body = json!({ "name": "q", "sql": VALID_SQL, "parallelism": parallelism });
         fixture.submit(admin, body).await.assert_problem(400, "invalid-parallelism");
@@ -519,6 +561,16 @@ async fn malformed_requests_are_problems_not_panics() {
     tenant.assert_problem(400, "invalid-tenant-id");
     let role = server.post("/api/v1/tenants/acme/tokens", ROOT_SECRET, json!({ "role": "owner" })).await;
     role.assert_problem(400, "invalid-request");
+    for quota in [
+        json!({ "submissions_per_minute": 0 }),
+        json!({ "max_slots": -1 }),
+        json!({ "max_slots": 4_294_967_296u64 }),
+        json!({ "max_running_jobs": "5" }),
+        json!({ "max_jobs": 5 }),
+    ] {
+        let refused = server.send(Method::PUT, "/api/v1/tenants/acme/quota", Some(ROOT_SECRET), Some(quota)).await;
+        refused.assert_problem(400, "invalid-request");
+    }
 
     server.get("/api/v1/nothing-here", admin).await.assert_problem(404, "not-found");
     server.send(Method::PUT, "/api/v1/jobs", Some(admin), None).await.assert_problem(405, "method-not-allowed");
@@ -564,6 +616,76 @@ async fn openapi_lists_every_route_with_its_security() {
     for reference in text.split("\"#/components/schemas/").skip(1) {
         let name = reference.split('"').next().expect("a name");
         assert!(document.body["components"]["schemas"][name].is_object(), "dangling schema {name}");
+    }
+    assert_openapi_is_as_strict_as_the_server(&document.body);
+}
+
+/// The rules every operation of the document keeps (see `openapi.rs`).
+fn assert_openapi_is_as_strict_as_the_server(document: &Value) {
+    let components = &document["components"];
+    assert_eq!(components["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let resolve = |value: &Value, kind: &str| -> Value {
+        match value["$ref"].as_str() {
+            Some(reference) => {
+                let name = reference.strip_prefix(&format!("#/components/{kind}/")).expect("a local reference");
+                components[kind][name].clone()
+            }
+            None => value.clone(),
+        }
+    };
+    // Objects are closed, request and response alike.
+    for (name, schema) in components["schemas"].as_object().expect("schemas") {
+        if schema["type"] == "object" {
+            assert_eq!(schema["additionalProperties"], false, "schema {name} is open");
+        }
+    }
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+    assert_eq!(components["schemas"]["Problem"]["properties"]["code"]["enum"], json!(codes));
+
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            let name = format!("{method} {path}");
+            let responses = operation["responses"].as_object().expect("responses");
+            let bearer = operation["security"] != json!([]);
+            let mut must: Vec<&str> = vec!["500", "503"];
+            if bearer {
+                must.push("401");
+            }
+            if operation["requestBody"].is_object() {
+                must.extend(["400", "413", "415"]);
+                let body = resolve(&operation["requestBody"]["content"]["application/json"]["schema"], "schemas");
+                assert_eq!(body["additionalProperties"], false, "{name}: the server refuses unknown fields");
+            }
+            for status in must {
+                assert!(responses.contains_key(status), "{name} does not document {status}");
+            }
+            for (status, response) in responses {
+                let response = resolve(response, "responses");
+                if status.as_str() >= "400" {
+                    let schema = &response["content"][PROBLEM_CONTENT_TYPE]["schema"]["$ref"];
+                    assert_eq!(schema, "#/components/schemas/Problem", "{name} {status}");
+                } else {
+                    assert!(response["content"].is_object() || status == "204", "{name} {status} has no schema");
+                }
+                let header = |header: &str| response["headers"][header]["required"] == true;
+                match status.as_str() {
+                    "401" => assert!(header("WWW-Authenticate"), "{name} 401"),
+                    "429" | "503" => assert!(header("Retry-After"), "{name} {status}"),
+                    _ => {}
+                }
+            }
+            // Path parameters are exactly the path's captures.
+            let captures: BTreeSet<&str> = path.split('{').skip(1).filter_map(|p| p.split('}').next()).collect();
+            let parameters: BTreeSet<&str> = operation["parameters"]
+                .as_array()
+                .map(|list| list.iter().filter_map(|p| p["name"].as_str()).collect())
+                .unwrap_or_default();
+            assert_eq!(parameters, captures, "{name}");
+        }
+    }
+    let submit = &document["paths"]["/jobs"]["post"]["responses"];
+    for status in ["201", "403", "429"] {
+        assert!(submit[status].is_object(), "POST /jobs does not document {status}");
     }
 }
 
@@ -720,6 +842,7 @@ async fn without_quorum_writes_answer_503_and_reads_still_work() {
 async fn every_error_of_every_route_comes_from_the_error_table() {
     let fixture = Fixture::start().await;
     let server = &fixture.server;
+    let documented = documented_statuses(server).await;
     let admin = fixture.acme_admin.as_str();
     let url = |path: &str| format!("{}{path}", server.base);
     let mut seen = BTreeSet::new();
@@ -744,6 +867,18 @@ async fn every_error_of_every_route_comes_from_the_error_table() {
                 answers.push(answer(request).await);
             }
         }
+        // What the route's own method answered is in the document.
+        let statuses = documented(&route.method, route.path);
+        for got in &answers {
+            assert!(
+                statuses.contains(&got.status),
+                "{} {}: {} undocumented: {}",
+                route.method,
+                path,
+                got.status,
+                got.body
+            );
+        }
         for wrong in [Method::PUT, Method::PATCH, Method::DELETE, Method::POST, Method::GET] {
             if wrong != route.method && !api::routes().iter().any(|r| r.path == route.path && r.method == wrong) {
                 answers.push(server.send(wrong, &path, Some(admin), None).await);
@@ -758,4 +893,158 @@ async fn every_error_of_every_route_comes_from_the_error_table() {
     for code in ["unauthorized", "invalid-request", "unknown-job", "method-not-allowed", "tenant-token-required"] {
         assert!(seen.contains(code), "{code} not met; met {seen:?}");
     }
+}
+
+/// The answer's `Retry-After` in seconds.
+fn retry_after(answer: &Answer) -> u64 {
+    let header = answer.headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok());
+    header.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("Retry-After {header:?}: {}", answer.body))
+}
+
+/// Asserts a 403 `quota-exceeded` naming the quota, its use, the request and the limit.
+fn assert_over_quota(answer: &Answer, quota: &str, used: u64, requested: u64, limit: u64) {
+    answer.assert_problem(403, "quota-exceeded");
+    let body = &answer.body;
+    assert_eq!((body["quota"].as_str(), body["used"].as_u64()), (Some(quota), Some(used)), "{body}");
+    assert_eq!((body["requested"].as_u64(), body["limit"].as_u64()), (Some(requested), Some(limit)), "{body}");
+    assert!(answer.headers.get(reqwest::header::RETRY_AFTER).is_none(), "waiting alone does not help: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_running_jobs_quota_is_refused_until_a_job_ends() {
+    let fixture = Fixture::start_with(Quota { max_running_jobs: 2, ..ROOMY }).await;
+    let admin = fixture.acme_admin.as_str();
+    let (first, _second) = (fixture.acme_job().await, fixture.acme_job().await);
+    let refused = fixture.submit(admin, json!({ "name": "third", "sql": VALID_SQL })).await;
+    assert_over_quota(&refused, "max_running_jobs", 2, 1, 2);
+    let detail = refused.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("tenant acme") && detail.contains("running jobs"), "{detail}");
+    // The quota is the tenant's: another tenant still submits.
+    let other = fixture.submit(&fixture.globex_admin, json!({ "name": "g", "sql": VALID_SQL })).await;
+    assert_eq!(other.status, 201, "{}", other.body);
+
+    // A job that ended frees its place, whatever ended it.
+    let cancelled = fixture.server.post(&format!("/api/v1/jobs/{first}/cancel"), admin, json!({})).await;
+    assert_eq!(cancelled.body["status"], "CANCELED");
+    let third = fixture.submit(admin, json!({ "name": "third", "sql": VALID_SQL })).await;
+    assert_eq!(third.status, 201, "{}", third.body);
+    let live = fixture.replica.reader().read(|m| m.jobs().filter(|j| !j.status.is_terminal()).count());
+    assert_eq!(live, 3, "two of acme's and one of globex's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_slot_quota_is_refused_and_cannot_rescale_past_it() {
+    let fixture = Fixture::start_with(Quota { max_slots: 5, ..ROOMY }).await;
+    let (server, admin) = (&fixture.server, fixture.acme_admin.as_str());
+    let job = fixture.acme_job().await; // parallelism 2
+    // The script's own SET counts as much as the request's parallelism.
+    let by_script = format!("SET 'parallelism.default' = '4';\n{VALID_SQL}");
+    let refused = fixture.submit(admin, json!({ "name": "wide", "sql": by_script })).await;
+    assert_over_quota(&refused, "max_slots", 2, 4, 5);
+    let three = fixture.submit(admin, json!({ "name": "three", "sql": VALID_SQL, "parallelism": 3 })).await;
+    assert_eq!(three.status, 201, "{}", three.body);
+    let refused = fixture.submit(admin, json!({ "name": "one", "sql": VALID_SQL, "parallelism": 1 })).await;
+    assert_over_quota(&refused, "max_slots", 5, 1, 5);
+
+    // A rescale may not raise the tenant past its slots; a lowering always passes.
+    fixture.set_status(&job, JobStatus::Running).await;
+    let path = format!("/api/v1/jobs/{job}/rescale");
+    let rescale = |parallelism: u32| server.post(&path, admin, json!({ "parallelism": parallelism }));
+    assert_over_quota(&rescale(3).await, "max_slots", 5, 1, 5);
+    assert_eq!(fixture.job_status(&job), Some((JobStatus::Running, 2)), "nothing changed");
+    assert_eq!(rescale(1).await.status, 202);
+    assert_eq!(fixture.job_status(&job), Some((JobStatus::Running, 1)));
+    let one = fixture.submit(admin, json!({ "name": "one", "sql": VALID_SQL, "parallelism": 1 })).await;
+    assert_eq!(one.status, 201, "the slot the rescale gave back: {}", one.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_past_the_rate_are_refused_with_when_to_retry() {
+    // 60 a minute: a burst of 10, then one a second.
+    let fixture = Fixture::start_with(Quota { submissions_per_minute: 60, ..ROOMY }).await;
+    let admin = fixture.acme_admin.as_str();
+    // A refused submission counts as much as an accepted one: planning it was the cost.
+    for n in 0..10 {
+        let sql = if n % 2 == 0 { VALID_SQL } else { "SELEC 1" };
+        let answer = fixture.submit(admin, json!({ "name": format!("j{n}"), "sql": sql })).await;
+        assert!([201, 400].contains(&answer.status), "submission {n}: {}", answer.body);
+    }
+    let limited = fixture.submit(admin, json!({ "name": "late", "sql": VALID_SQL })).await;
+    limited.assert_problem(429, "rate-limited");
+    let wait = retry_after(&limited);
+    assert_eq!(wait, 1, "one token a second: {}", limited.body);
+    assert!(limited.body["detail"].as_str().is_some_and(|d| d.contains("60 jobs a minute")), "{}", limited.body);
+    // Reads and other tenants are not limited.
+    assert_eq!(fixture.server.get("/api/v1/jobs", admin).await.status, 200);
+    let other = fixture.submit(&fixture.globex_admin, json!({ "name": "g", "sql": VALID_SQL })).await;
+    assert_eq!(other.status, 201, "{}", other.body);
+    // Retrying when told succeeds.
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    let retried = fixture.submit(admin, json!({ "name": "late", "sql": VALID_SQL })).await;
+    assert_eq!(retried.status, 201, "{}", retried.body);
+    assert_eq!(fixture.replica.reader().read(|m| m.jobs().count()), 7, "5 of acme's before, 1 after, 1 of globex's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_token_sets_a_tenants_own_quota_over_the_default() {
+    let fixture = Fixture::start_with(Quota { max_running_jobs: 1, max_slots: 64, submissions_per_minute: 6 }).await;
+    let (server, admin) = (&fixture.server, fixture.acme_admin.as_str());
+    let set = |body: Value| server.send(Method::PUT, "/api/v1/tenants/acme/quota", Some(ROOT_SECRET), Some(body));
+    let get = || server.send(Method::GET, "/api/v1/tenants/acme/quota", Some(ROOT_SECRET), None);
+    let shown = get().await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(
+        (&shown.body["max_running_jobs"], &shown.body["submissions_per_minute"], &shown.body["own"]),
+        (&json!(1), &json!(6), &json!({})),
+        "the default: {}",
+        shown.body
+    );
+
+    // A faster rate of its own: the default's burst is one submission.
+    assert_eq!(set(json!({ "submissions_per_minute": 600 })).await.body["submission_burst"], 100);
+    fixture.acme_job().await;
+    assert_over_quota(
+        &fixture.submit(admin, json!({ "name": "q", "sql": VALID_SQL })).await,
+        "max_running_jobs",
+        1,
+        1,
+        1,
+    );
+    // And three running jobs.
+    let own = json!({ "max_running_jobs": 3, "submissions_per_minute": 600 });
+    let answer = set(own.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["own"], own);
+    assert_eq!((&answer.body["max_running_jobs"], &answer.body["max_slots"]), (&json!(3), &json!(64)));
+    assert_eq!((&answer.body["running_jobs"], &answer.body["slots"]), (&json!(1), &json!(2)));
+    for name in ["second", "third"] {
+        let created = fixture.submit(admin, json!({ "name": name, "sql": VALID_SQL })).await;
+        assert_eq!(created.status, 201, "{name}: {}", created.body);
+    }
+    assert_over_quota(
+        &fixture.submit(admin, json!({ "name": "q", "sql": VALID_SQL })).await,
+        "max_running_jobs",
+        3,
+        1,
+        3,
+    );
+    // Other tenants keep the default.
+    let globex = |name: &str| fixture.submit(&fixture.globex_admin, json!({ "name": name, "sql": VALID_SQL }));
+    assert_eq!(globex("g1").await.status, 201);
+    let limited = globex("g2").await;
+    limited.assert_problem(429, "rate-limited");
+    assert_eq!(retry_after(&limited), 10, "6 a minute: {}", limited.body);
+
+    // An empty body gives the tenant the default again; tenants' tokens cannot set quotas, and
+    // an unknown tenant has none.
+    assert_eq!(set(json!({})).await.body["own"], json!({}));
+    assert_eq!(get().await.body["max_running_jobs"], 1);
+    let by_tenant = server.send(Method::PUT, "/api/v1/tenants/acme/quota", Some(admin), Some(own.clone())).await;
+    by_tenant.assert_problem(403, "root-token-required");
+    let nobody = server.send(Method::PUT, "/api/v1/tenants/nobody/quota", Some(ROOT_SECRET), Some(own)).await;
+    nobody.assert_problem(404, "unknown-tenant");
+    server
+        .send(Method::GET, "/api/v1/tenants/nobody/quota", Some(ROOT_SECRET), None)
+        .await
+        .assert_problem(404, "unknown-tenant");
 }

@@ -105,6 +105,7 @@ async fn submit_with(replica: &SingleReplica, job: &str, sql: &str, config: &[(&
         config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         parallelism: 2,
         at: UnixMillis(1),
+        quota: None,
     };
     propose(replica, command).await;
     id
@@ -165,7 +166,7 @@ async fn the_dispatcher_drives_jobs_through_their_lives() {
     assert_eq!(executor.runs_of(&job).len(), 1);
 
     // A new desired parallelism: stop with a savepoint, start from it at 3.
-    propose(&replica, Command::SetDesiredParallelism { job: job.clone(), parallelism: 3 }).await;
+    propose(&replica, Command::SetDesiredParallelism { job: job.clone(), parallelism: 3, quota: None }).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while executor.runs_of(&job).len() < 2 {
         assert!(tokio::time::Instant::now() < deadline, "no restart at the new parallelism");

@@ -153,6 +153,7 @@ fn submit_job(job: &str) -> Command {
         config: BTreeMap::new().into(),
         parallelism: 2,
         at: UnixMillis(2),
+        quota: None,
     }
 }
 

@@ -1,11 +1,19 @@
-//! JSON request bodies whose failures are problem+json like every other error: a wrong content
-//! type is 415, a body over [`super::MAX_BODY_BYTES`] 413, malformed JSON or a missing, unknown
-//! or mistyped field 400. (axum's own `Json` answers these in plain text.)
+//! What a request carries, read so that every failure is problem+json like every other error
+//! (axum's own extractors answer in plain text):
+//! - [`ApiJson`], a JSON body: a wrong content type is 415, a body over
+//!   [`super::MAX_BODY_BYTES`] 413, malformed JSON or a missing, unknown or mistyped field 400;
+//! - [`ApiPath`], the path's parameters: one that cannot be decoded (percent-encoded bytes that
+//!   are not UTF-8) names nothing, so it is 404 like any id that does not exist;
+//! - [`JsonU32`], a whole number as JSON Schema reads one: `7` and `7.0` alike.
+
+use std::fmt;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
-use serde::de::DeserializeOwned;
+use axum::http::request::Parts;
+use serde::de::{DeserializeOwned, Deserializer, Unexpected, Visitor};
+use serde::{Deserialize, Serialize};
 use weir_dataflow::wire::ErrorCode;
 
 use super::problem::ApiError;
@@ -50,4 +58,82 @@ fn body_error(rejection: &JsonRejection) -> ApiError {
 
 fn too_large() -> ApiError {
     ApiError::new(ErrorCode::BodyTooLarge, format!("request bodies are limited to {} bytes", super::MAX_BODY_BYTES))
+}
+
+/// The path's parameters, as axum's `Path` reads them.
+pub(crate) struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("the path names nothing this API knows ({})", rejection.body_text()),
+            )),
+        }
+    }
+}
+
+/// A `u32` in a JSON body. JSON Schema's `integer` is any number without a fractional part, so
+/// `7.0` is as much an integer as `7` to a client that validates against the OpenAPI document;
+/// the server reads both (serde's `u32` would refuse the first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub(crate) struct JsonU32(pub u32);
+
+impl<'de> Deserialize<'de> for JsonU32 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WholeNumber;
+
+        impl Visitor<'_> for WholeNumber {
+            type Value = JsonU32;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a whole number from 0 to {}", u32::MAX)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<JsonU32, E> {
+                u32::try_from(value).map(JsonU32).map_err(|_| E::invalid_value(Unexpected::Unsigned(value), &self))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<JsonU32, E> {
+                u32::try_from(value).map(JsonU32).map_err(|_| E::invalid_value(Unexpected::Signed(value), &self))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<JsonU32, E> {
+                if value.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&value) {
+                    // Whole and in range, so the cast is exact.
+                    Ok(JsonU32(value as u32))
+                } else {
+                    Err(E::invalid_value(Unexpected::Float(value), &self))
+                }
+            }
+        }
+
+        deserializer.deserialize_any(WholeNumber)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_are_read_as_json_schema_reads_them() {
+        let read = |json: &str| serde_json::from_str::<JsonU32>(json).map(|n| n.0).map_err(|e| e.to_string());
+        assert_eq!(read("7"), Ok(7));
+        assert_eq!(read("7.0"), Ok(7));
+        assert_eq!(read("1e3"), Ok(1000));
+        assert_eq!(read("4294967295"), Ok(u32::MAX));
+        for refused in ["7.5", "-1", "-1.0", "4294967296", "4294967296.0", "\"7\"", "null", "true", "1e400"] {
+            assert!(read(refused).is_err(), "{refused} was read");
+        }
+    }
 }

@@ -13,9 +13,10 @@
 //! working without a quorum, and a follower may be a moment behind the leader.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -28,7 +29,7 @@ use weir_dataflow::sql::plan_script;
 use weir_dataflow::wire::ErrorCode;
 
 use super::auth::{TenantCaller, TenantReader, TenantWriter};
-use super::body::ApiJson;
+use super::body::{ApiJson, ApiPath, JsonU32};
 use super::ids::{fresh_id, now};
 use super::problem::ApiError;
 use super::runtime::VertexMetrics;
@@ -47,35 +48,42 @@ const PARALLELISM_KEY: &str = "parallelism.default";
 pub(crate) struct SubmitJob {
     name: String,
     sql: String,
-    /// Default parallelism of the job's operators; absent: the script's `SET
+    /// Default parallelism of the job's operators; absent or null: the script's `SET
     /// 'parallelism.default'`, or 1.
-    parallelism: Option<u32>,
+    #[serde(default)]
+    parallelism: Option<JsonU32>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Rescale {
-    parallelism: u32,
+    parallelism: JsonU32,
 }
 
-/// A job name as listings show it: 1 to [`MAX_NAME_CHARS`] characters, not all blank, and
-/// printable: no control characters (a terminal would act on ANSI escapes and newlines in `weir
-/// job list`) and no bidirectional overrides (which make text read other than it is). Answers
-/// the name without its surrounding blanks.
-fn check_name(name: &str) -> Result<&str, ApiError> {
+/// A name as listings show it (a job's, a tenant's display name): 1 to [`MAX_NAME_CHARS`]
+/// characters, not all blank, and printable: no control characters (a terminal would act on ANSI
+/// escapes and newlines in `weir job list`) and no bidirectional overrides or isolates (which make
+/// text read other than it is). Answers the name without its surrounding blanks. The OpenAPI
+/// document's `Name` pattern says the same, and a test holds them to it.
+pub(super) fn check_name(name: &str) -> Result<&str, ApiError> {
     let refuse = |detail: String| Err(ApiError::new(ErrorCode::InvalidName, detail));
     if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return refuse(format!("a job name has 1 to {MAX_NAME_CHARS} characters, not all blank"));
+        return refuse(format!("a name has 1 to {MAX_NAME_CHARS} characters, not all blank"));
     }
-    let unprintable = |c: char| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
     if let Some((at, c)) = name.chars().enumerate().find(|(_, c)| unprintable(*c)) {
         return refuse(format!(
-            "a job name is printable text; character {} is U+{:04X}, a control character",
+            "a name is printable text; character {} is U+{:04X}, a control character or bidirectional override",
             at + 1,
             u32::from(c)
         ));
     }
     Ok(name.trim())
+}
+
+/// What a name may not hold anywhere: controls (C0, DEL, C1) and bidirectional overrides and
+/// isolates.
+pub(super) fn unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn check_parallelism(parallelism: u32) -> Result<u32, ApiError> {
@@ -181,11 +189,12 @@ pub(crate) async fn submit(
     TenantWriter(caller): TenantWriter,
     ApiJson(request): ApiJson<SubmitJob>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    admit_submission(&state, &caller)?;
     let name = check_name(&request.name)?;
     if request.sql.trim().is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidSql, "the script is empty"));
     }
-    let requested = request.parallelism.map(check_parallelism).transpose()?;
+    let requested = request.parallelism.map(|JsonU32(parallelism)| check_parallelism(parallelism)).transpose()?;
     let planned = plan(request.sql.clone(), requested).await?;
     state.sandbox.check(&caller.tenant, &planned.locations)?;
     let job = JobId(fresh_id("job")?);
@@ -197,10 +206,30 @@ pub(crate) async fn submit(
         config: planned.config.into(),
         parallelism: planned.parallelism,
         at: now(),
+        quota: Some(state.quota),
     };
     propose(&state, command).await?;
     tracing::info!(job_id = %job, tenant = %caller.tenant, token = %caller.token, "job submitted");
     Ok((StatusCode::CREATED, Json(json!({ "id": job }))))
+}
+
+/// Takes one of the tenant's submissions on this replica, or answers 429 with when to retry.
+fn admit_submission(state: &ApiState, caller: &TenantCaller) -> Result<(), ApiError> {
+    let quota = state.quota_of(&caller.tenant);
+    state.submissions.admit(&caller.tenant, quota, Instant::now()).map_err(|wait| {
+        // Whole seconds, rounded up: retrying at the announced time must succeed.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "tenant {} may submit {} jobs a minute (up to {} at once); retry in {seconds} s",
+                caller.tenant,
+                quota.submissions_per_minute,
+                quota.submission_burst()
+            ),
+        )
+        .retry_after(seconds)
+    })
 }
 
 pub(crate) async fn list(State(state): State<ApiState>, TenantReader(caller): TenantReader) -> Json<Value> {
@@ -224,7 +253,7 @@ pub(crate) async fn list(State(state): State<ApiState>, TenantReader(caller): Te
 pub(crate) async fn detail(
     State(state): State<ApiState>,
     TenantReader(caller): TenantReader,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let job = owned_job(&state, &caller, &id)?;
     // The script planned when it was submitted; if a newer planner refuses it, the job's record
@@ -267,7 +296,7 @@ pub(crate) async fn detail(
 pub(crate) async fn cancel(
     State(state): State<ApiState>,
     TenantWriter(caller): TenantWriter,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let job = owned_job(&state, &caller, &id)?;
     let status = bounded_write(&state, state.runtime.cancel(job.id.clone())).await?;
@@ -278,7 +307,7 @@ pub(crate) async fn cancel(
 pub(crate) async fn stop(
     State(state): State<ApiState>,
     TenantWriter(caller): TenantWriter,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     request_savepoint(&state, &caller, &id, true).await
 }
@@ -286,7 +315,7 @@ pub(crate) async fn stop(
 pub(crate) async fn trigger_savepoint(
     State(state): State<ApiState>,
     TenantWriter(caller): TenantWriter,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     request_savepoint(&state, &caller, &id, false).await
 }
@@ -312,12 +341,12 @@ async fn request_savepoint(
 pub(crate) async fn rescale(
     State(state): State<ApiState>,
     TenantWriter(caller): TenantWriter,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<Rescale>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let parallelism = check_parallelism(request.parallelism)?;
+    let parallelism = check_parallelism(request.parallelism.0)?;
     let job = owned_job(&state, &caller, &id)?;
-    bounded_write(&state, state.runtime.rescale(job.id.clone(), parallelism)).await?;
+    bounded_write(&state, state.runtime.rescale(job.id.clone(), parallelism, state.quota)).await?;
     tracing::info!(job_id = %job.id, token = %caller.token, parallelism, "rescale requested");
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": job.id, "parallelism": parallelism }))))
 }
@@ -325,7 +354,7 @@ pub(crate) async fn rescale(
 pub(crate) async fn checkpoints(
     State(state): State<ApiState>,
     TenantReader(caller): TenantReader,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let job = owned_job(&state, &caller, &id)?;
     // Newest first, as Flink's checkpoint history lists them.
@@ -336,7 +365,7 @@ pub(crate) async fn checkpoints(
 pub(crate) async fn savepoints(
     State(state): State<ApiState>,
     TenantReader(caller): TenantReader,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let job = owned_job(&state, &caller, &id)?;
     let taken: Vec<Value> =
@@ -347,7 +376,7 @@ pub(crate) async fn savepoints(
 pub(crate) async fn exceptions(
     State(state): State<ApiState>,
     TenantReader(caller): TenantReader,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let job = owned_job(&state, &caller, &id)?;
     let exceptions = state.runtime.exceptions(job.id.clone()).await;

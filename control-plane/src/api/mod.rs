@@ -13,6 +13,8 @@
 //! - `auth`: bearer tokens → a caller (the operator's root token, or a tenant's token and role).
 //! - `problem`: the error body and how every failure maps to a status and code.
 //! - `jobs`, `cluster`, `tenants`: the handlers.
+//! - `rate_limit`: how fast each tenant may submit (per replica); the quotas of running jobs and
+//!   task slots are the replicated metadata's (`crate::metadata::records::Quota`).
 //! - [`runtime`]: the [`JobRuntime`] trait and its metadata-only implementation.
 //! - `metrics`: the Prometheus exposition and the request counters.
 //! - `openapi`: the OpenAPI 3.1 document, written by hand.
@@ -25,6 +27,7 @@ mod jobs;
 mod metrics;
 mod openapi;
 mod problem;
+mod rate_limit;
 pub mod runtime;
 mod sandbox;
 mod tenants;
@@ -35,7 +38,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 pub use auth::{RootToken, RootTokenError, digest_secret};
 pub use problem::{ApiError, PROBLEM_CONTENT_TYPE};
@@ -44,6 +47,8 @@ pub use sandbox::Sandbox;
 
 use crate::handle::{ProposeError, ReplicaHandle};
 use crate::metadata::Command;
+use crate::metadata::ids::TenantId;
+use crate::metadata::records::Quota;
 
 /// The prefix of every route.
 pub const API_PREFIX: &str = "/api/v1";
@@ -72,6 +77,11 @@ pub struct ApiState {
     pub propose_timeout: Duration,
     /// Where each tenant's jobs may read and write; a job naming anything else is refused.
     pub sandbox: Arc<Sandbox>,
+    /// The operator's quota for tenants without their own (`--max-running-jobs`, `--max-slots`,
+    /// `--submissions-per-minute`); the root token sets a tenant's own with
+    /// `PUT /tenants/{tenant}/quota`.
+    pub quota: Quota,
+    submissions: Arc<rate_limit::SubmissionLimiter>,
     metrics: Arc<metrics::ApiMetrics>,
 }
 
@@ -85,6 +95,8 @@ impl ApiState {
             root_token: None,
             propose_timeout: Duration::from_secs(10),
             sandbox: Arc::new(Sandbox::default()),
+            quota: Quota::default(),
+            submissions: Arc::new(rate_limit::SubmissionLimiter::default()),
             metrics: Arc::new(metrics::ApiMetrics::default()),
         }
     }
@@ -109,6 +121,16 @@ impl ApiState {
     pub fn with_sandbox(mut self, sandbox: Sandbox) -> Self {
         self.sandbox = Arc::new(sandbox);
         self
+    }
+    /// The operator's default quota (instead of [`Quota::default`]).
+    pub fn with_quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// The limits in force for `tenant`, as this replica has applied the metadata.
+    pub(crate) fn quota_of(&self, tenant: &TenantId) -> Quota {
+        self.replica.reader().read(|metadata| metadata.quota_of(tenant, self.quota))
     }
 }
 
@@ -182,6 +204,8 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/api/v1/tenants", Root, || post(tenants::create_tenant)),
         route(Method::POST, "/api/v1/tenants/{tenant}/tokens", Root, || post(tenants::create_token)),
         route(Method::DELETE, "/api/v1/tenants/{tenant}/tokens/{token}", Root, || delete(tenants::revoke_token)),
+        route(Method::GET, "/api/v1/tenants/{tenant}/quota", Root, || get(tenants::quota)),
+        route(Method::PUT, "/api/v1/tenants/{tenant}/quota", Root, || put(tenants::set_quota)),
         route(Method::GET, "/api/v1/healthz", Public, || get(cluster::healthz)),
         route(Method::GET, "/api/v1/metrics", Public, || get(metrics::exposition)),
         route(Method::GET, "/api/v1/openapi.json", Public, || get(openapi::document)),

@@ -27,17 +27,26 @@ const RETRY_AFTER_SECONDS: u32 = 2;
 pub struct ApiError {
     /// Boxed: errors travel in `Result`s on every path, and should not make them wide.
     problem: Box<Problem>,
+    /// `Retry-After`, when the error knows better than its code's default.
+    retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        ApiError { problem: Box::new(Problem::new(code, detail)) }
+        ApiError { problem: Box::new(Problem::new(code, detail)), retry_after_seconds: None }
     }
 
     /// Adds an extension member (e.g. `line` and `column` of a SQL error); the standard members
     /// are never overwritten.
-    pub fn with(self, key: &str, value: impl Into<serde_json::Value>) -> Self {
-        ApiError { problem: Box::new((*self.problem).with(key, value)) }
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.problem = Box::new((*self.problem).with(key, value));
+        self
+    }
+
+    /// Answers with `Retry-After: seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -70,8 +79,10 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(self.problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
-        // 503s may succeed after about one election.
-        if code.http_status() == 503 {
+        if let Some(seconds) = self.retry_after_seconds {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        } else if code.http_status() == 503 {
+            // 503s may succeed after about one election.
             headers.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         // RFC 6750: a 401 names the scheme it wants.
@@ -90,7 +101,14 @@ impl From<Failure> for ApiError {
 
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> Self {
-        ApiError::new(rejection.error_code(), rejection.to_string())
+        let error = ApiError::new(rejection.error_code(), rejection.to_string());
+        match rejection {
+            // What a client needs to act on without parsing the detail.
+            Rejection::QuotaExceeded { kind, used, requested, limit, .. } => {
+                error.with("quota", kind.field()).with("used", used).with("requested", requested).with("limit", limit)
+            }
+            _ => error,
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use weir_dataflow::wire::ErrorCode;
 use super::ids::{fresh_id, now};
 use crate::handle::{BoxFuture, ProposeError, ReplicaHandle};
 use crate::metadata::ids::{SavepointId, UnixMillis};
-use crate::metadata::records::JobStatus;
+use crate::metadata::records::{JobStatus, Quota};
 use crate::metadata::{Command, Rejection};
 
 pub use weir_dataflow::wire::VertexMetrics;
@@ -69,8 +69,9 @@ pub trait JobRuntime: Send + Sync + 'static {
     fn trigger_savepoint(&self, job: JobId) -> BoxFuture<'_, Result<SavepointId, ActionError>>;
 
     /// Asks for the job to run at `parallelism` (the job master restarts it from a savepoint or
-    /// checkpoint at the new parallelism).
-    fn rescale(&self, job: JobId, parallelism: u32) -> BoxFuture<'_, Result<(), ActionError>>;
+    /// checkpoint at the new parallelism); refused if that raises its tenant's task slots past
+    /// the tenant's quota (`quota` is the operator's default, which the tenant's own overrides).
+    fn rescale(&self, job: JobId, parallelism: u32, quota: Quota) -> BoxFuture<'_, Result<(), ActionError>>;
 }
 
 /// The [`JobRuntime`] until job masters exist: actions record the desired change in the
@@ -129,7 +130,7 @@ impl JobRuntime for MetadataOnlyRuntime {
         Box::pin(self.request_savepoint(job, false))
     }
 
-    fn rescale(&self, job: JobId, parallelism: u32) -> BoxFuture<'_, Result<(), ActionError>> {
-        Box::pin(self.propose(Command::SetDesiredParallelism { job, parallelism }))
+    fn rescale(&self, job: JobId, parallelism: u32, quota: Quota) -> BoxFuture<'_, Result<(), ActionError>> {
+        Box::pin(self.propose(Command::SetDesiredParallelism { job, parallelism, quota: Some(quota) }))
     }
 }

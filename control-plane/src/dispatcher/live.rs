@@ -12,7 +12,7 @@ use super::Shared;
 use crate::api::runtime::{ActionError, JobException, JobRuntime, MetadataOnlyRuntime, VertexMetrics};
 use crate::handle::{BoxFuture, ReplicaHandle};
 use crate::metadata::ids::SavepointId;
-use crate::metadata::records::JobStatus;
+use crate::metadata::records::{JobStatus, Quota};
 
 /// Where a follower asks the leader for a job's live figures and exceptions.
 const LIVE_PATH: &str = "/raft/jobs/{id}/live";
@@ -97,7 +97,7 @@ impl JobRuntime for DispatcherRuntime {
         self.metadata.trigger_savepoint(job)
     }
 
-    fn rescale(&self, job: JobId, parallelism: u32) -> BoxFuture<'_, Result<(), ActionError>> {
-        self.metadata.rescale(job, parallelism)
+    fn rescale(&self, job: JobId, parallelism: u32, quota: Quota) -> BoxFuture<'_, Result<(), ActionError>> {
+        self.metadata.rescale(job, parallelism, quota)
     }
 }

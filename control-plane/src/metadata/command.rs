@@ -12,7 +12,9 @@ use weir_dataflow::secrets::{Options, Script};
 use weir_dataflow::wire::ErrorCode;
 
 use super::ids::{SavepointId, TenantId, TokenDigest, TokenId, UnixMillis};
-use super::records::{CompletedCheckpoint, JobDeployment, JobStatus, SavepointRecord, TokenRole};
+use super::records::{
+    CompletedCheckpoint, JobDeployment, JobStatus, Quota, QuotaKind, QuotaOverride, SavepointRecord, TokenRole,
+};
 
 /// One change to the replicated metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +34,11 @@ pub enum Command {
     },
     RevokeToken {
         token: TokenId,
+    },
+    /// Replaces the tenant's own limits (an unset one is the operator's default again).
+    SetTenantQuota {
+        tenant: TenantId,
+        quota: QuotaOverride,
     },
     /// Registers a worker, or updates it when it registers again (after a restart or a leader
     /// change).
@@ -53,6 +60,12 @@ pub enum Command {
         config: Options,
         parallelism: u32,
         at: UnixMillis,
+        /// The operator's default quota on the proposing replica, which the tenant's own limits
+        /// override; the job is refused if it would take the tenant over them. Checked where the
+        /// jobs are counted, so concurrent submissions cannot together pass the limit. `None`:
+        /// no quota (commands written before quotas existed).
+        #[serde(default)]
+        quota: Option<Quota>,
     },
     SetJobStatus {
         job: JobId,
@@ -62,6 +75,10 @@ pub enum Command {
     SetDesiredParallelism {
         job: JobId,
         parallelism: u32,
+        /// As for [`Command::SubmitJob`]: a raise past the tenant's slot quota is refused (a
+        /// lowering never is). `None`: no quota.
+        #[serde(default)]
+        quota: Option<Quota>,
     },
     /// Records where the job's new attempt runs, before it is deployed: a new leader reads it to
     /// adopt the attempt's tasks instead of restarting them. Attempt numbers only grow.
@@ -106,13 +123,14 @@ impl fmt::Display for Command {
                 write!(f, "create-token {token} of {tenant}")
             }
             Command::RevokeToken { token } => write!(f, "revoke-token {token}"),
+            Command::SetTenantQuota { tenant, .. } => write!(f, "set-tenant-quota {tenant}"),
             Command::RegisterWorker { worker, slots, .. } => {
                 write!(f, "register-worker {worker} slots={slots}")
             }
             Command::DeregisterWorker { worker } => write!(f, "deregister-worker {worker}"),
             Command::SubmitJob { job, tenant, .. } => write!(f, "submit-job {job} of {tenant}"),
             Command::SetJobStatus { job, status, .. } => write!(f, "set-job-status {job} {status}"),
-            Command::SetDesiredParallelism { job, parallelism } => {
+            Command::SetDesiredParallelism { job, parallelism, .. } => {
                 write!(f, "set-desired-parallelism {job} {parallelism}")
             }
             Command::SetJobDeployment { job, deployment } => {
@@ -192,6 +210,11 @@ pub enum Rejection {
     SavepointExists { savepoint: SavepointId },
     #[error("savepoint {savepoint} does not exist")]
     UnknownSavepoint { savepoint: SavepointId },
+    #[error(
+        "tenant {tenant} is over its quota of {kind}: {used} in use and {requested} more asked for, {limit} \
+         allowed; end or shrink a job, or ask the operator for a higher quota"
+    )]
+    QuotaExceeded { tenant: TenantId, kind: QuotaKind, used: u64, requested: u32, limit: u32 },
 }
 
 impl Rejection {
@@ -214,6 +237,7 @@ impl Rejection {
             Rejection::StaleAttempt { .. } => ErrorCode::StaleAttempt,
             Rejection::SavepointExists { .. } => ErrorCode::SavepointExists,
             Rejection::UnknownSavepoint { .. } => ErrorCode::UnknownSavepoint,
+            Rejection::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
         }
     }
 

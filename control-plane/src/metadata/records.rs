@@ -16,6 +16,86 @@ pub struct TenantRecord {
     pub id: TenantId,
     pub display_name: String,
     pub created_at: UnixMillis,
+    /// The operator's own limits for this tenant; what it leaves unset is the replica's default.
+    #[serde(default)]
+    pub quota: QuotaOverride,
+}
+
+/// What a tenant may hold at once and how fast it may submit: the limits in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// Jobs not in a terminal status (created, running, restarting, cancelling, …).
+    pub max_running_jobs: u32,
+    /// The sum of the desired parallelism of those jobs: a job at parallelism N takes N task
+    /// slots.
+    pub max_slots: u32,
+    /// Job submissions a minute, per replica; up to [`Quota::submission_burst`] at once.
+    pub submissions_per_minute: u32,
+}
+
+/// The operator's defaults unless `weir control-plane` or `weir standalone` is told others
+/// (`--max-running-jobs`, `--max-slots`, `--submissions-per-minute`).
+impl Default for Quota {
+    fn default() -> Self {
+        Quota { max_running_jobs: 20, max_slots: 64, submissions_per_minute: 60 }
+    }
+}
+
+impl Quota {
+    /// How many submissions may come at once after a quiet spell: ten seconds' worth of the
+    /// rate, at least one.
+    pub fn submission_burst(&self) -> u32 {
+        self.submissions_per_minute.div_ceil(6).max(1)
+    }
+}
+
+/// A tenant's own limits, each replacing the operator's default when set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running_jobs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_slots: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submissions_per_minute: Option<u32>,
+}
+
+impl QuotaOverride {
+    /// The limits in force: these where set, `default` elsewhere.
+    pub fn over(&self, default: Quota) -> Quota {
+        Quota {
+            max_running_jobs: self.max_running_jobs.unwrap_or(default.max_running_jobs),
+            max_slots: self.max_slots.unwrap_or(default.max_slots),
+            submissions_per_minute: self.submissions_per_minute.unwrap_or(default.submissions_per_minute),
+        }
+    }
+}
+
+/// Which limit of a [`Quota`] a request would exceed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuotaKind {
+    RunningJobs,
+    Slots,
+}
+
+impl QuotaKind {
+    /// As the quota's field is named in the API.
+    pub fn field(self) -> &'static str {
+        match self {
+            QuotaKind::RunningJobs => "max_running_jobs",
+            QuotaKind::Slots => "max_slots",
+        }
+    }
+}
+
+impl fmt::Display for QuotaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            QuotaKind::RunningJobs => "running jobs",
+            QuotaKind::Slots => "task slots",
+        })
+    }
 }
 
 /// What an API token may do.

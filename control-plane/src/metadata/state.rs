@@ -11,7 +11,7 @@ use weir_dataflow::ids::{JobId, WorkerId};
 use super::command::{Command, Rejection, Response};
 use super::ids::{SavepointId, TenantId, TokenDigest, TokenId};
 use super::records::{
-    JobRecord, JobStatus, SavepointRecord, SavepointRequest, TenantRecord, TokenRecord, WorkerRecord,
+    JobRecord, JobStatus, Quota, QuotaKind, SavepointRecord, SavepointRequest, TenantRecord, TokenRecord, WorkerRecord,
 };
 
 /// Everything the control plane replicates.
@@ -88,8 +88,19 @@ impl MetadataState {
                 }
                 self.tenants.insert(
                     tenant.clone(),
-                    TenantRecord { id: tenant.clone(), display_name: display_name.clone(), created_at: *at },
+                    TenantRecord {
+                        id: tenant.clone(),
+                        display_name: display_name.clone(),
+                        created_at: *at,
+                        quota: Default::default(),
+                    },
                 );
+                Ok(Response::Done)
+            }
+            Command::SetTenantQuota { tenant, quota } => {
+                let record =
+                    self.tenants.get_mut(tenant).ok_or_else(|| Rejection::UnknownTenant { tenant: tenant.clone() })?;
+                record.quota = *quota;
                 Ok(Response::Done)
             }
             Command::CreateToken { token, tenant, digest, role, at } => {
@@ -127,13 +138,16 @@ impl MetadataState {
                 Some(_) => Ok(Response::Done),
                 None => Err(Rejection::UnknownWorker { worker: worker.clone() }),
             },
-            Command::SubmitJob { job, tenant, name, sql, config, parallelism, at } => {
+            Command::SubmitJob { job, tenant, name, sql, config, parallelism, at, quota } => {
                 self.require_tenant(tenant)?;
                 if self.jobs.contains_key(job) {
                     return Err(Rejection::JobExists { job: job.clone() });
                 }
                 if *parallelism == 0 {
                     return Err(Rejection::InvalidParallelism);
+                }
+                if let Some(default) = quota {
+                    self.within_quota(tenant, *default, 1, *parallelism)?;
                 }
                 self.jobs.insert(
                     job.clone(),
@@ -165,9 +179,16 @@ impl MetadataState {
                 }
                 Ok(Response::Done)
             }
-            Command::SetDesiredParallelism { job, parallelism } => {
+            Command::SetDesiredParallelism { job, parallelism, quota } => {
                 if *parallelism == 0 {
                     return Err(Rejection::InvalidParallelism);
+                }
+                let record = self.live_job_mut(job)?;
+                let (tenant, raise) = (record.tenant.clone(), parallelism.saturating_sub(record.desired_parallelism));
+                if let Some(default) = quota
+                    && raise > 0
+                {
+                    self.within_quota(&tenant, *default, 0, raise)?;
                 }
                 self.live_job_mut(job)?.desired_parallelism = *parallelism;
                 Ok(Response::Done)
@@ -259,6 +280,41 @@ impl MetadataState {
             || self.jobs.values().any(|job| job.savepoint_requests.iter().any(|request| &request.id == id))
     }
 
+    /// The limits in force for `tenant`: its own where the operator set them, else `default`.
+    pub fn quota_of(&self, tenant: &TenantId, default: Quota) -> Quota {
+        self.tenants.get(tenant).map_or(default, |record| record.quota.over(default))
+    }
+
+    /// What `tenant`'s jobs hold now: how many are not terminal, and the sum of their
+    /// parallelism (their task slots).
+    pub fn usage_of(&self, tenant: &TenantId) -> (u64, u64) {
+        self.jobs_of(tenant)
+            .filter(|job| !job.status.is_terminal())
+            .fold((0, 0), |(jobs, slots), job| (jobs + 1, slots + u64::from(job.desired_parallelism)))
+    }
+
+    /// Whether `tenant` may take `more_jobs` more running jobs and `more_slots` more slots.
+    fn within_quota(
+        &self,
+        tenant: &TenantId,
+        default: Quota,
+        more_jobs: u32,
+        more_slots: u32,
+    ) -> Result<(), Rejection> {
+        let quota = self.quota_of(tenant, default);
+        let (jobs, slots) = self.usage_of(tenant);
+        let checks = [
+            (QuotaKind::RunningJobs, jobs, more_jobs, quota.max_running_jobs),
+            (QuotaKind::Slots, slots, more_slots, quota.max_slots),
+        ];
+        for (kind, used, requested, limit) in checks {
+            if requested > 0 && used + u64::from(requested) > u64::from(limit) {
+                return Err(Rejection::QuotaExceeded { tenant: tenant.clone(), kind, used, requested, limit });
+            }
+        }
+        Ok(())
+    }
+
     fn require_tenant(&self, tenant: &TenantId) -> Result<(), Rejection> {
         if self.tenants.contains_key(tenant) {
             Ok(())
@@ -284,7 +340,7 @@ mod tests {
 
     use super::*;
     use crate::metadata::ids::UnixMillis;
-    use crate::metadata::records::{CompletedCheckpoint, JobDeployment, TokenRole};
+    use crate::metadata::records::{CompletedCheckpoint, JobDeployment, QuotaOverride, TokenRole};
 
     fn tenant(name: &str) -> Command {
         Command::CreateTenant { tenant: TenantId::from(name), display_name: name.to_uppercase(), at: UnixMillis(1) }
@@ -299,6 +355,7 @@ mod tests {
             config: BTreeMap::from([("parallelism.default".to_string(), "2".to_string())]).into(),
             parallelism: 2,
             at: UnixMillis(2),
+            quota: None,
         }
     }
 
@@ -367,7 +424,7 @@ mod tests {
         assert_eq!(state.apply(&set_status("j1", JobStatus::Cancelled)), Response::Done);
         let before = state.clone();
         assert_eq!(rejected(state.apply(&set_status("j1", JobStatus::Running))), "job-terminated");
-        let parallelism = Command::SetDesiredParallelism { job: JobId("j1".into()), parallelism: 4 };
+        let parallelism = Command::SetDesiredParallelism { job: JobId("j1".into()), parallelism: 4, quota: None };
         assert_eq!(rejected(state.apply(&parallelism)), "job-terminated");
         assert_eq!(state, before, "a rejected command changes nothing");
     }
@@ -401,7 +458,7 @@ mod tests {
         let mut state = MetadataState::default();
         state.apply(&tenant("acme"));
         state.apply(&submit("j1", "acme"));
-        let set = |parallelism| Command::SetDesiredParallelism { job: JobId("j1".into()), parallelism };
+        let set = |parallelism| Command::SetDesiredParallelism { job: JobId("j1".into()), parallelism, quota: None };
         assert_eq!(rejected(state.apply(&set(0))), "invalid-parallelism");
         assert_eq!(state.apply(&set(5)), Response::Done);
         assert_eq!(state.job(&JobId("j1".into())).map(|j| j.desired_parallelism), Some(5));
@@ -498,6 +555,64 @@ mod tests {
         assert_eq!(rejected(state.apply(&request("sp-1", false))), "savepoint-exists");
         state.apply(&set_status("j1", JobStatus::Cancelled));
         assert_eq!(rejected(state.apply(&request("sp-3", false))), "job-terminated");
+    }
+
+    #[test]
+    fn quotas_count_live_jobs_and_their_slots_and_tenants_may_have_their_own() {
+        let mut state = MetadataState::default();
+        state.apply(&tenant("acme"));
+        state.apply(&tenant("globex"));
+        let default = Quota { max_running_jobs: 2, max_slots: 5, submissions_per_minute: 60 };
+        let submit_within = |job: &str, tenant: &str, parallelism| match submit(job, tenant) {
+            Command::SubmitJob { job, tenant, name, sql, config, at, .. } => {
+                Command::SubmitJob { job, tenant, name, sql, config, parallelism, at, quota: Some(default) }
+            }
+            other => other,
+        };
+        let quota_error = |response| match response {
+            Response::Rejected(Rejection::QuotaExceeded { kind, used, requested, limit, .. }) => {
+                (kind, used, requested, limit)
+            }
+            other => panic!("expected a quota rejection, got {other:?}"),
+        };
+        assert_eq!(state.apply(&submit_within("j1", "acme", 2)), Response::Done);
+        assert_eq!(
+            quota_error(state.apply(&submit_within("j2", "acme", 4))),
+            (QuotaKind::Slots, 2, 4, 5),
+            "2 + 4 slots is over 5"
+        );
+        assert_eq!(state.apply(&submit_within("j2", "acme", 3)), Response::Done);
+        assert_eq!(quota_error(state.apply(&submit_within("j3", "acme", 1))), (QuotaKind::RunningJobs, 2, 1, 2));
+        assert_eq!(state.apply(&submit_within("g1", "globex", 5)), Response::Done, "quotas are per tenant");
+
+        // A raise past the slots is refused, a lowering never; a terminal job frees its share.
+        let rescale = |job: &str, parallelism| Command::SetDesiredParallelism {
+            job: JobId(job.into()),
+            parallelism,
+            quota: Some(default),
+        };
+        assert_eq!(quota_error(state.apply(&rescale("j1", 3))), (QuotaKind::Slots, 5, 1, 5));
+        assert_eq!(state.apply(&rescale("j1", 1)), Response::Done);
+        assert_eq!(state.apply(&rescale("j1", 2)), Response::Done);
+        state.apply(&set_status("j1", JobStatus::Cancelled));
+        assert_eq!(state.usage_of(&TenantId::from("acme")), (1, 3));
+        assert_eq!(state.apply(&submit_within("j3", "acme", 2)), Response::Done);
+
+        // The tenant's own limits replace the default where set; unknown tenants have none.
+        let own = QuotaOverride { max_running_jobs: Some(3), ..Default::default() };
+        let set_own = |tenant: &str| Command::SetTenantQuota { tenant: TenantId::from(tenant), quota: own };
+        assert_eq!(rejected(state.apply(&set_own("nobody"))), "unknown-tenant");
+        assert_eq!(state.apply(&set_own("acme")), Response::Done);
+        assert_eq!(
+            state.quota_of(&TenantId::from("acme"), default),
+            Quota { max_running_jobs: 3, max_slots: 5, submissions_per_minute: 60 }
+        );
+        assert_eq!(quota_error(state.apply(&submit_within("j4", "acme", 1))), (QuotaKind::Slots, 5, 1, 5));
+        let own = QuotaOverride { max_running_jobs: Some(3), max_slots: Some(6), submissions_per_minute: None };
+        state.apply(&Command::SetTenantQuota { tenant: TenantId::from("acme"), quota: own });
+        assert_eq!(state.apply(&submit_within("j4", "acme", 1)), Response::Done);
+        // Without a quota in the command (older log entries), nothing is counted.
+        assert_eq!(state.apply(&submit("j5", "acme")), Response::Done);
     }
 
     #[test]

@@ -82,6 +82,12 @@ error_codes! {
     RootTokenRequired = ("root-token-required", 403, false),
     /// A job names a storage location outside its tenant's storage roots.
     ForbiddenLocation = ("forbidden-location", 403, false),
+    /// The tenant's jobs would hold more than its quota allows (running jobs, task slots). Not
+    /// a 429: waiting does not help by itself, only a job ending or a higher quota does (as
+    /// Kubernetes answers a `ResourceQuota` exceeded with 403).
+    QuotaExceeded = ("quota-exceeded", 403, false),
+    /// The tenant submits faster than its rate allows; `Retry-After` says when to try again.
+    RateLimited = ("rate-limited", 429, true),
 
     // What the request names does not exist (for a caller who may see it).
     /// No route has this path.
@@ -285,6 +291,7 @@ fn reason_phrase(status: u16) -> &'static str {
         413 => "Payload Too Large",
         415 => "Unsupported Media Type",
         422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Error",
@@ -317,6 +324,9 @@ mod tests {
         for &code in ErrorCode::ALL {
             if code.http_status() == 503 {
                 assert!(code.retryable(), "{code} is a 503 and must be retryable");
+            }
+            if code.http_status() == 429 {
+                assert!(code.retryable(), "{code} is a 429: the same request succeeds later");
             }
             if matches!(code.http_status(), 401 | 403 | 405 | 413 | 415) {
                 assert!(!code.retryable(), "{code}");
