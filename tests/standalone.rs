@@ -344,3 +344,95 @@ async fn a_second_process_on_the_same_data_directory_is_refused_clearly() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(first.get("jobs").await["jobs"].is_array(), "the first one still serves");
 }
+
+/// Where scripts/test.sh installs the pinned schemathesis (`pip install --target`):
+/// `WEIR_SCHEMATHESIS_DIR`, else `${XDG_CACHE_HOME:-$HOME/.cache}/weir/schemathesis`.
+fn schemathesis_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("WEIR_SCHEMATHESIS_DIR") {
+        return dir.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME is set");
+    cache.join("weir").join("schemathesis")
+}
+
+/// Schemathesis, with every check, fuzzes a real `weir standalone` from its own OpenAPI document:
+/// at most 50 cases an operation in each phase (examples, coverage, fuzzing, then stateful
+/// sequences along the links it infers), job routes with the tenant `default`'s admin token and
+/// tenant routes with the root token (`tests/schemathesis/schemathesis.toml`). Valid scripts come
+/// from `tests/schemathesis/hooks.py`, so the jobs it submits run. Any failure fails the test
+/// with schemathesis's report, whose seed replays it (`WEIR_SCHEMATHESIS_SEED=…`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_wrong_with_the_api() {
+    const ROOT_SECRET: &str = "root-secret-of-the-schemathesis-run-0123456789";
+    const LIMIT: Duration = Duration::from_secs(300);
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis");
+    let installed = schemathesis_dir();
+    let import = Command::new("python3")
+        .args(["-c", "import schemathesis"])
+        .env("PYTHONPATH", &installed)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        import.status.success(),
+        "schemathesis is not installed in {}: scripts/test.sh installs it (pip install --target); {}",
+        installed.display(),
+        String::from_utf8_lossy(&import.stderr)
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root_file = dir.path().join("root-token");
+    std::fs::write(&root_file, ROOT_SECRET).expect("root token written");
+    // Thousands of submissions in a minute: the rate limit is raised for the run (its default is
+    // tested in control-plane/tests/api.rs); the quotas stay low, so they are met.
+    let flags = [
+        "--root-token-file",
+        root_file.to_str().expect("a UTF-8 path"),
+        "--submissions-per-minute",
+        "1000000",
+        "--max-running-jobs",
+        "8",
+        "--max-slots",
+        "32",
+    ];
+    let weir = Standalone::start_with(&dir.path().join("data"), &dir.path().join("standalone.log"), &flags);
+
+    let report = dir.path().join("schemathesis.txt");
+    let output = std::fs::File::create(&report).expect("report file");
+    let mut command = Command::new("python3");
+    command
+        .args(["-m", "schemathesis.cli", "--config-file"])
+        .arg(suite.join("schemathesis.toml"))
+        .args(["run", &format!("{}/api/v1/openapi.json", weir.process.url)])
+        .args(["--checks", "all", "--workers", "2", "--no-color", "--request-timeout", "30"])
+        .current_dir(dir.path())
+        .env("PYTHONPATH", &installed)
+        .env("SCHEMATHESIS_HOOKS", suite.join("hooks.py"))
+        .env("WEIR_ADMIN_TOKEN", &weir.process.token)
+        .env("WEIR_ROOT_TOKEN", ROOT_SECRET)
+        .stdout(output.try_clone().expect("report file"))
+        .stderr(output);
+    if let Ok(seed) = std::env::var("WEIR_SCHEMATHESIS_SEED") {
+        command.args(["--seed", &seed]);
+    }
+    let started = Instant::now();
+    let mut child = command.spawn().expect("schemathesis starts");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("schemathesis runs") {
+            break Some(status);
+        }
+        if started.elapsed() > LIMIT {
+            weir_testkit::kill_9(&mut child);
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    match status {
+        Some(status) if status.success() => eprintln!("schemathesis passed in {:?}", started.elapsed()),
+        Some(status) => panic!("schemathesis found failures ({status}); log {}:\n{text}", weir.process.log.display()),
+        None => panic!("schemathesis did not finish within {LIMIT:?}:\n{text}"),
+    }
+}

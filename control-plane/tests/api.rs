@@ -525,6 +525,9 @@ async fn malformed_requests_are_problems_not_panics() {
         json!({ "name": "q", "sql": VALID_SQL, "parallelism": 1.5 }),
         json!({ "name": "q", "sql": VALID_SQL, "parallelism": 99_999_999_999u64 }),
         json!([1, 2]),
+        // serde would read a struct from an array of its fields; the API reads objects only.
+        json!(["q", VALID_SQL]),
+        json!(["q", VALID_SQL, 2]),
     ] {
         fixture.submit(admin, body).await.assert_problem(400, "invalid-request");
     }
@@ -683,6 +686,33 @@ fn assert_openapi_is_as_strict_as_the_server(document: &Value) {
             assert_eq!(parameters, captures, "{name}");
         }
     }
+    // Links name operations that exist, with exactly those operations' parameters.
+    let mut parameters_of = BTreeMap::new();
+    for item in document["paths"].as_object().expect("paths").values() {
+        for operation in item.as_object().expect("a path item").values() {
+            let id = operation["operationId"].as_str().expect("every operation has an id");
+            let names: BTreeSet<String> = operation["parameters"]
+                .as_array()
+                .map(|list| list.iter().filter_map(|p| p["name"].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            assert!(parameters_of.insert(id.to_owned(), names).is_none(), "operation id {id} twice");
+        }
+    }
+    let mut links = 0;
+    for item in document["paths"].as_object().expect("paths").values() {
+        for operation in item.as_object().expect("a path item").values() {
+            for response in operation["responses"].as_object().expect("responses").values() {
+                for (name, link) in response["links"].as_object().into_iter().flatten() {
+                    let target = link["operationId"].as_str().expect("a link names its operation");
+                    let given: BTreeSet<String> =
+                        link["parameters"].as_object().expect("parameters").keys().cloned().collect();
+                    assert_eq!(parameters_of.get(target), Some(&given), "link {name}");
+                    links += 1;
+                }
+            }
+        }
+    }
+    assert!(links >= 12, "{links} links");
     let submit = &document["paths"]["/jobs"]["post"]["responses"];
     for status in ["201", "403", "429"] {
         assert!(submit[status].is_object(), "POST /jobs does not document {status}");

@@ -1,7 +1,8 @@
 //! What a request carries, read so that every failure is problem+json like every other error
 //! (axum's own extractors answer in plain text):
-//! - [`ApiJson`], a JSON body: a wrong content type is 415, a body over
-//!   [`super::MAX_BODY_BYTES`] 413, malformed JSON or a missing, unknown or mistyped field 400;
+//! - [`ApiJson`], a JSON object: a wrong content type is 415, a body over
+//!   [`super::MAX_BODY_BYTES`] 413, malformed JSON, another JSON value than an object, or a
+//!   missing, unknown or mistyped field 400;
 //! - [`ApiPath`], the path's parameters: one that cannot be decoded (percent-encoded bytes that
 //!   are not UTF-8) names nothing, so it is 404 like any id that does not exist;
 //! - [`JsonU32`], a whole number as JSON Schema reads one: `7` and `7.0` alike.
@@ -35,10 +36,18 @@ where
         if declared.and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > super::MAX_BODY_BYTES as u64) {
             return Err(too_large());
         }
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(body_error(&rejection)),
+        let value = match axum::Json::<serde_json::Value>::from_request(request, state).await {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) => return Err(body_error(&rejection)),
+        };
+        // serde reads a struct from an array of its fields too (`["q", "INSERT …"]`); every body
+        // of this API is an object with named fields, and the document says so.
+        if !value.is_object() {
+            return Err(ApiError::new(ErrorCode::InvalidRequest, "the body must be a JSON object"));
         }
+        serde_json::from_value(value).map(ApiJson).map_err(|error| {
+            ApiError::new(ErrorCode::InvalidRequest, format!("the body does not fit this route: {error}"))
+        })
     }
 }
 

@@ -115,7 +115,7 @@ pub(crate) fn openapi() -> Value {
     let job_action =
         |id, summary, name: &str| op(id, summary, Bearer, accepted(name), &["403", "404", "409"], None, job);
 
-    json!({
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Weir control plane",
@@ -193,7 +193,39 @@ pub(crate) fn openapi() -> Value {
             "responses": responses(),
             "schemas": schemas(),
         },
-    })
+    });
+    add_links(&mut document);
+    document
+}
+
+/// OpenAPI links: what a created resource's id may be used for next (clients, and the stateful
+/// phase of a fuzzer, follow them).
+fn add_links(document: &mut Value) {
+    let link = |operation: &str, parameters: Value| json!({ "operationId": operation, "parameters": parameters });
+    let job = json!({ "id": "$response.body#/id" });
+    let job_links: Map<String, Value> = [
+        "getJob",
+        "cancelJob",
+        "stopJob",
+        "triggerSavepoint",
+        "listSavepoints",
+        "listCheckpoints",
+        "rescaleJob",
+        "listExceptions",
+    ]
+    .into_iter()
+    .map(|operation| (operation.to_owned(), link(operation, job.clone())))
+    .collect();
+    document["paths"]["/jobs"]["post"]["responses"]["201"]["links"] = Value::Object(job_links);
+    let tenant = json!({ "tenant": "$response.body#/id" });
+    document["paths"]["/tenants"]["post"]["responses"]["201"]["links"] = json!({
+        "createToken": link("createToken", tenant.clone()),
+        "getQuota": link("getQuota", tenant.clone()),
+        "setQuota": link("setQuota", tenant),
+    });
+    document["paths"]["/tenants/{tenant}/tokens"]["post"]["responses"]["201"]["links"] = json!({
+        "revokeToken": link("revokeToken", json!({ "tenant": "$request.path.tenant", "token": "$response.body#/id" })),
+    });
 }
 
 fn responses() -> Value {
@@ -268,7 +300,9 @@ fn schemas() -> Value {
         "SubmitJob": object(&["name", "sql"], json!({
             "name": schema("Name"),
             "sql": {
-                "type": "string", "format": "flink-sql", "pattern": r"\S",
+                // No pattern or length beside the format: whether a script plans is all there is
+                // to say, and a blank one does not.
+                "type": "string", "format": "flink-sql",
                 "description": "A Flink SQL script ending in INSERT INTO a sink table; one that does not plan is a 400 invalid-sql",
             },
             "parallelism": {
