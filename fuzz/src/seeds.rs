@@ -66,7 +66,8 @@ fn sample_batch() -> RecordBatch {
 }
 
 fn sample_events() -> Vec<(&'static str, StreamEvent)> {
-    let changelog = ChangeBatch::with_kinds(sample_batch(), vec![RowKind::Insert, RowKind::UpdateBefore, RowKind::Delete]);
+    let changelog =
+        ChangeBatch::with_kinds(sample_batch(), vec![RowKind::Insert, RowKind::UpdateBefore, RowKind::Delete]);
     vec![
         ("data", StreamEvent::Data(ChangeBatch::inserts(sample_batch()))),
         ("changelog", StreamEvent::Data(changelog)),
@@ -113,9 +114,13 @@ fn shuffle_message_seeds() -> Vec<(String, Vec<u8>)> {
     let hello = ClientMessage::Hello { version: wire::PROTOCOL_VERSION, namespace: "job-1/attempt-1".into() };
     let producer = [
         bytes_of(hello.encode()),
-        bytes_of(ClientMessage::CreatePartition { partition, subpartitions: 2, kind: PartitionKind::Pipelined }.encode()),
+        bytes_of(
+            ClientMessage::CreatePartition { partition, subpartitions: 2, kind: PartitionKind::Pipelined }.encode(),
+        ),
         bytes_of(ClientMessage::Data { subpartition: 0, frame: Bytes::from(frame(&sample_events()[0].1)) }.encode()),
-        bytes_of(ClientMessage::Data { subpartition: 1, frame: Bytes::from(frame(&StreamEvent::EndOfPartition)) }.encode()),
+        bytes_of(
+            ClientMessage::Data { subpartition: 1, frame: Bytes::from(frame(&StreamEvent::EndOfPartition)) }.encode(),
+        ),
     ]
     .concat();
     let consumer = [

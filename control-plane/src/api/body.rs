@@ -93,3 +93,31 @@ fn body_error(rejection: &JsonRejection) -> ApiError {
 fn too_large() -> ApiError {
     ApiError::new(ErrorCode::BodyTooLarge, format!("request bodies are limited to {} bytes", super::MAX_BODY_BYTES))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(kind: RequestBody, body: &str) -> Option<ErrorCode> {
+        check_request_body(kind, body.as_bytes()).err().map(|error| error.code())
+    }
+
+    #[test]
+    fn bodies_are_checked_as_the_handlers_check_them() {
+        let submit = r#"{"name":"j","sql":"CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen');
+            CREATE TABLE s (a BIGINT) WITH ('connector' = 'blackhole'); INSERT INTO s SELECT a FROM t;"}"#;
+        assert_eq!(code_of(RequestBody::SubmitJob, submit), None);
+        assert_eq!(code_of(RequestBody::SubmitJob, r#"{"name":"j","sql":"SELECT 1"}"#), Some(ErrorCode::NoSink));
+        assert_eq!(code_of(RequestBody::SubmitJob, r#"{"name":"j","sql":"SELEC"}"#), Some(ErrorCode::InvalidSql));
+        assert_eq!(code_of(RequestBody::SubmitJob, r#"{"name":"\u0007","sql":"x"}"#), Some(ErrorCode::InvalidName));
+        assert_eq!(code_of(RequestBody::SubmitJob, r#"{"name":"j","sql":"x","x":1}"#), Some(ErrorCode::InvalidRequest));
+        assert_eq!(code_of(RequestBody::Rescale, r#"{"parallelism":0}"#), Some(ErrorCode::InvalidParallelism));
+        assert_eq!(code_of(RequestBody::Rescale, r#"{"parallelism":4}"#), None);
+        assert_eq!(code_of(RequestBody::CreateTenant, r#"{"id":"-a"}"#), Some(ErrorCode::InvalidTenantId));
+        assert_eq!(code_of(RequestBody::CreateTenant, r#"{"id":"acme"}"#), None);
+        assert_eq!(code_of(RequestBody::CreateToken, r#"{"role":"root"}"#), Some(ErrorCode::InvalidRequest));
+        assert_eq!(code_of(RequestBody::CreateToken, "{"), Some(ErrorCode::InvalidRequest));
+        let huge = format!(r#"{{"role":"admin","pad":"{}"}}"#, " ".repeat(super::super::MAX_BODY_BYTES));
+        assert_eq!(code_of(RequestBody::CreateToken, &huge), Some(ErrorCode::BodyTooLarge));
+    }
+}
