@@ -104,8 +104,10 @@ mod tests {
 
     #[test]
     fn bodies_are_checked_as_the_handlers_check_them() {
-        let submit = r#"{"name":"j","sql":"CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen');
-            CREATE TABLE s (a BIGINT) WITH ('connector' = 'blackhole'); INSERT INTO s SELECT a FROM t;"}"#;
+        let submit = concat!(
+            r#"{"name":"j","sql":"CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen');\n"#,
+            r#"CREATE TABLE s (a BIGINT) WITH ('connector' = 'blackhole'); INSERT INTO s SELECT a FROM t;"}"#
+        );
         assert_eq!(code_of(RequestBody::SubmitJob, submit), None);
         assert_eq!(code_of(RequestBody::SubmitJob, r#"{"name":"j","sql":"SELECT 1"}"#), Some(ErrorCode::NoSink));
         assert_eq!(code_of(RequestBody::SubmitJob, r#"{"name":"j","sql":"SELEC"}"#), Some(ErrorCode::InvalidSql));
