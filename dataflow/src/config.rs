@@ -404,14 +404,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let n: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration such as '10 s' or '500 ms'"))?;
-    let ms = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => n,
-        "s" | "sec" | "secs" | "second" | "seconds" => n * 1000,
-        "min" | "m" | "minute" | "minutes" => n * 60_000,
-        "h" | "hour" | "hours" => n * 3_600_000,
-        "d" | "day" | "days" => n * 86_400_000,
+    let millis_per_unit: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1000,
+        "min" | "m" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
         other => return Err(format!("unknown time unit '{other}'")),
     };
+    // A script's `SET` is user input: a product past u64 must be refused, not wrap (or panic).
+    let ms = n.checked_mul(millis_per_unit).ok_or_else(|| format!("'{text}' is too long a duration"))?;
     Ok(Duration::from_millis(ms))
 }
 
@@ -477,6 +479,10 @@ mod tests {
         assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
         assert_eq!(parse_duration("250").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2 min").unwrap(), Duration::from_secs(120));
+        // Used to overflow (a panic with overflow checks, a wrong duration without).
+        assert!(parse_duration("18446744073709552 s").unwrap_err().contains("too long"));
+        assert!(parse_duration("213503982335 days").is_err());
+        assert_eq!(parse_duration("18446744073709551615 ms").unwrap(), Duration::from_millis(u64::MAX));
         assert!(parse_duration("soon").is_err());
     }
 

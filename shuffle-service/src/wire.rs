@@ -5,8 +5,9 @@
 //! carry the batch as an Arrow IPC stream (schema + one batch), with the row kinds as an extra
 //! trailing `Int8` column when the batch is a changelog. Control events travel as frames of
 //! their own, in order with the data. Decoding never panics: a truncated, corrupt or unknown
-//! frame is a [`WireError`] that says what was wrong (the Arrow IPC reader can panic on a
-//! malformed schema, so it runs behind `catch_unwind`).
+//! frame is a [`WireError`] that says what was wrong. The Arrow IPC reader trusts the lengths a
+//! stream declares, so they are checked against the frame first ([`check_ipc_lengths`]); it can
+//! still panic on a malformed schema, so it runs behind `catch_unwind`.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -117,6 +118,7 @@ fn decode_payload(kind: u8, payload: &[u8], frame_len: usize) -> Result<StreamEv
     };
     Ok(match kind {
         DATA | CHANGELOG => {
+            check_ipc_lengths(payload)?;
             let reader = StreamReader::try_new(Cursor::new(payload), None)?;
             let batches = reader.collect::<Result<Vec<_>, _>>()?;
             let [batch] = <[RecordBatch; 1]>::try_from(batches).map_err(|b| WireError::BatchCount(b.len()))?;
@@ -145,6 +147,54 @@ fn decode_payload(kind: u8, payload: &[u8], frame_len: usize) -> Result<StreamEv
         END_OF_PARTITION => StreamEvent::EndOfPartition,
         other => return Err(WireError::UnknownKind(other)),
     })
+}
+
+/// Checks that every message of the Arrow IPC stream `payload` lies within it, and that every
+/// buffer a batch names lies within its message's body. Arrow's reader trusts both: it
+/// allocates the body a message declares before reading it (a frame of a few hundred bytes
+/// could ask for terabytes, and a failed allocation aborts the process, which `catch_unwind`
+/// cannot stop), and it panics on a buffer outside the body. Found by the `shuffle_frame` and
+/// `shuffle_message` fuzz targets.
+fn check_ipc_lengths(payload: &[u8]) -> Result<(), WireError> {
+    let malformed =
+        |what: &str| WireError::Ipc(arrow::error::ArrowError::IpcError(format!("malformed IPC stream: {what}")));
+    let mut rest = payload;
+    while let Some((word, after)) = rest.split_first_chunk::<4>() {
+        // A message is `[0xFFFFFFFF][metadata length: i32][metadata][body]`; streams written
+        // before Arrow 0.15 have no continuation marker. A zero length ends the stream.
+        let (length, after) = if *word == [0xFF; 4] {
+            after.split_first_chunk::<4>().ok_or_else(|| malformed("a message ends after its continuation marker"))?
+        } else {
+            (word, after)
+        };
+        let metadata_len =
+            usize::try_from(i32::from_le_bytes(*length)).map_err(|_| malformed("a negative metadata length"))?;
+        if metadata_len == 0 {
+            return Ok(());
+        }
+        let metadata =
+            after.get(..metadata_len).ok_or_else(|| malformed("a message's metadata runs past the frame"))?;
+        let after = &after[metadata_len..];
+        let message = arrow::ipc::root_as_message(metadata).map_err(|_| malformed("unreadable message metadata"))?;
+        let body_len = usize::try_from(message.bodyLength())
+            .ok()
+            .filter(|len| *len <= after.len())
+            .ok_or_else(|| malformed("a message's body runs past the frame"))?;
+        let buffers = match message.header_as_record_batch() {
+            Some(batch) => batch.buffers(),
+            None => message.header_as_dictionary_batch().and_then(|d| d.data()).and_then(|batch| batch.buffers()),
+        };
+        for buffer in buffers.into_iter().flat_map(|buffers| buffers.iter()) {
+            let end = u64::try_from(buffer.offset()).ok().zip(u64::try_from(buffer.length()).ok());
+            let inside =
+                end.and_then(|(offset, len)| offset.checked_add(len)).is_some_and(|end| end <= body_len as u64);
+            if !inside {
+                return Err(malformed("a buffer lies outside its message's body"));
+            }
+        }
+        rest = &after[body_len..];
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -216,5 +266,28 @@ mod tests {
         frame.extend_from_slice(&crc32fast::hash(&garbage).to_le_bytes());
         frame.extend_from_slice(&garbage);
         assert!(decode(&frame).is_err());
+    }
+
+    /// Inputs the fuzz targets found: a batch message declaring a body far larger than the frame
+    /// (Arrow's reader allocated it: an abort, not an error), and a batch naming a buffer
+    /// outside its body (a panic in Arrow's reader). Both are errors before the reader runs.
+    #[test]
+    fn declared_lengths_beyond_the_frame_are_errors() {
+        for (name, frame) in [
+            ("ipc-body-length-beyond-frame", &include_bytes!("../testdata/ipc-body-length-beyond-frame.bin")[..]),
+            ("ipc-buffer-outside-body", &include_bytes!("../testdata/ipc-buffer-outside-body.bin")[..]),
+        ] {
+            let payload = &frame[5..];
+            assert!(check_ipc_lengths(payload).is_err(), "{name}: lengths not refused");
+            assert!(matches!(decode(frame), Err(WireError::Ipc(_))), "{name}: decoded");
+        }
+        // Every frame Weir writes passes the check.
+        let changelog =
+            ChangeBatch::with_kinds(sample(), vec![RowKind::Insert, RowKind::UpdateBefore, RowKind::Delete]);
+        for event in [StreamEvent::Data(ChangeBatch::inserts(sample())), StreamEvent::Data(changelog)] {
+            let mut bytes = Vec::new();
+            encode(&event, &mut bytes).unwrap();
+            check_ipc_lengths(&bytes[5..]).unwrap();
+        }
     }
 }

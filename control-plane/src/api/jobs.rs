@@ -184,17 +184,35 @@ fn owned_job(state: &ApiState, caller: &TenantCaller, id: &str) -> Result<JobRec
         .ok_or_else(|| ApiError::unknown_job(id))
 }
 
+/// The checks of a submission that come before planning: answers the name without its blanks
+/// and the parallelism asked for.
+fn check_submission(request: &SubmitJob) -> Result<(&str, Option<u32>), ApiError> {
+    let name = check_name(&request.name)?;
+    if request.sql.trim().is_empty() {
+        return Err(ApiError::new(ErrorCode::InvalidSql, "the script is empty"));
+    }
+    let requested = request.parallelism.map(|JsonU32(parallelism)| check_parallelism(parallelism)).transpose()?;
+    Ok((name, requested))
+}
+
+/// Every check of a submission before it is proposed, planning on the caller's thread.
+pub(super) fn check_submission_blocking(request: &SubmitJob) -> Result<(), ApiError> {
+    let (_, requested) = check_submission(request)?;
+    plan_blocking(&request.sql, requested).map(|_| ())
+}
+
+/// The checks of a rescale before the job is looked up.
+pub(super) fn check_rescale(request: &Rescale) -> Result<(), ApiError> {
+    check_parallelism(request.parallelism.0).map(|_| ())
+}
+
 pub(crate) async fn submit(
     State(state): State<ApiState>,
     TenantWriter(caller): TenantWriter,
     ApiJson(request): ApiJson<SubmitJob>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     admit_submission(&state, &caller)?;
-    let name = check_name(&request.name)?;
-    if request.sql.trim().is_empty() {
-        return Err(ApiError::new(ErrorCode::InvalidSql, "the script is empty"));
-    }
-    let requested = request.parallelism.map(|JsonU32(parallelism)| check_parallelism(parallelism)).transpose()?;
+    let (name, requested) = check_submission(&request)?;
     let planned = plan(request.sql.clone(), requested).await?;
     state.sandbox.check(&caller.tenant, &planned.locations)?;
     let job = JobId(fresh_id("job")?);

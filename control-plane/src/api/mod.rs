@@ -41,6 +41,7 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, post, put};
 
 pub use auth::{RootToken, RootTokenError, digest_secret};
+pub use body::{RequestBody, check_request_body};
 pub use problem::{ApiError, PROBLEM_CONTENT_TYPE};
 pub use runtime::{JobRuntime, MetadataOnlyRuntime};
 pub use sandbox::Sandbox;

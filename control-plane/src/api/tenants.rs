@@ -71,6 +71,11 @@ fn check_tenant_id(id: &str) -> Result<TenantId, ApiError> {
     }
 }
 
+/// The checks of a tenant's creation before it is proposed.
+pub(super) fn check_create_tenant(request: &CreateTenant) -> Result<(), ApiError> {
+    check_tenant_id(&request.id).map(|_| ())
+}
+
 pub(crate) async fn create_tenant(
     State(state): State<ApiState>,
     _operator: Operator,

@@ -385,6 +385,12 @@ pub struct MessageReader<R> {
 /// How much a reader asks the socket for at once: big reads keep syscalls per byte low.
 const READ_CHUNK: usize = 256 << 10;
 
+/// The most a reader reserves beyond the bytes it has buffered. A message's length prefix is
+/// the peer's word, not bytes that arrived: reserving the whole message up front let four bytes
+/// claiming 256 MiB make the reader allocate 256 MiB, per connection. A large message grows the
+/// buffer as it arrives instead (amortised doubling), so a peer costs memory only for what it sends.
+const MAX_RESERVE_AHEAD: usize = 4 << 20;
+
 impl<R: AsyncRead + Unpin> MessageReader<R> {
     pub fn new(inner: R) -> Self {
         MessageReader { inner, buf: BytesMut::with_capacity(READ_CHUNK) }
@@ -410,7 +416,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
     /// `n` is a length prefix, which is a clean end).
     async fn fill(&mut self, n: usize) -> Result<bool, ProtoError> {
         while self.buf.len() < n {
-            self.buf.reserve((n - self.buf.len()).max(READ_CHUNK));
+            self.buf.reserve((n - self.buf.len()).clamp(READ_CHUNK, MAX_RESERVE_AHEAD));
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 if self.buf.is_empty() || n > 4 {
                     return Ok(false);
@@ -548,5 +554,23 @@ mod tests {
         assert!(matches!(r.next().await, Err(ProtoError::Truncated { .. })));
         let mut r = MessageReader::new(&[0xff, 0xff, 0xff, 0x7f][..]);
         assert!(matches!(r.next().await, Err(ProtoError::TooLarge(_))));
+    }
+
+    /// Found by the `shuffle_message` fuzz target: a length prefix alone made the reader
+    /// reserve the whole claimed message.
+    #[tokio::test]
+    async fn a_length_prefix_alone_does_not_reserve_the_message() {
+        let claimed = (MAX_MESSAGE_BYTES as u32).to_le_bytes();
+        let mut r = MessageReader::new(&claimed[..]);
+        assert!(matches!(r.next().await, Err(ProtoError::Truncated { got: 0, .. })));
+        assert!(r.buf.capacity() <= 2 * MAX_RESERVE_AHEAD, "reserved {} bytes for 4 sent", r.buf.capacity());
+        // A message larger than the reservation still arrives whole.
+        let big = ClientMessage::Data { subpartition: 0, frame: Bytes::from(vec![7u8; 3 * MAX_RESERVE_AHEAD]) };
+        let Outbound::Frame { header, frame } = big.encode() else { unreachable!() };
+        let stream = [&header[..], &frame[..]].concat();
+        let mut r = MessageReader::new(&stream[..]);
+        let body = r.next().await.unwrap().expect("one message");
+        assert_eq!(body.len(), 5 + 3 * MAX_RESERVE_AHEAD);
+        assert!(r.next().await.unwrap().is_none());
     }
 }
