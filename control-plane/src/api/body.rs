@@ -109,7 +109,9 @@ mod tests {
             r#"CREATE TABLE s (a BIGINT) WITH ('connector' = 'blackhole'); INSERT INTO s SELECT a FROM t;"}"#
         );
         assert_eq!(code_of(RequestBody::SubmitJob, submit), None);
-        assert_eq!(code_of(RequestBody::SubmitJob, r#"{"name":"j","sql":"SELECT 1"}"#), Some(ErrorCode::NoSink));
+        let bare_select =
+            r#"{"name":"j","sql":"CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen'); SELECT a FROM t"}"#;
+        assert_eq!(code_of(RequestBody::SubmitJob, bare_select), Some(ErrorCode::NoSink));
         assert_eq!(code_of(RequestBody::SubmitJob, r#"{"name":"j","sql":"SELEC"}"#), Some(ErrorCode::InvalidSql));
         assert_eq!(code_of(RequestBody::SubmitJob, r#"{"name":"\u0007","sql":"x"}"#), Some(ErrorCode::InvalidName));
         assert_eq!(code_of(RequestBody::SubmitJob, r#"{"name":"j","sql":"x","x":1}"#), Some(ErrorCode::InvalidRequest));
