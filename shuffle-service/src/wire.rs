@@ -184,8 +184,10 @@ fn check_ipc_lengths(payload: &[u8]) -> Result<(), WireError> {
             None => message.header_as_dictionary_batch().and_then(|d| d.data()).and_then(|batch| batch.buffers()),
         };
         for buffer in buffers.into_iter().flat_map(|buffers| buffers.iter()) {
-            let end = u64::try_from(buffer.offset()).ok().zip(u64::try_from(buffer.length()).ok());
-            if !end.and_then(|(offset, len)| offset.checked_add(len)).is_some_and(|end| end <= body_len as u64) {
+            let offset = u64::try_from(buffer.offset()).ok();
+            let length = u64::try_from(buffer.length()).ok();
+            let end = offset.zip(length).and_then(|(offset, length)| offset.checked_add(length));
+            if end.is_none_or(|end| end > body_len as u64) {
                 return Err(malformed("a buffer lies outside its message's body"));
             }
         }
