@@ -280,6 +280,11 @@ mod tests {
             assert!(check_ipc_lengths(payload).is_err(), "{name}: lengths not refused");
             assert!(matches!(decode(frame), Err(WireError::Ipc(_))), "{name}: decoded");
         }
+        // A schema Arrow's conversion panics on (a missing field list) passes the length checks:
+        // the reader's panic is contained and becomes an error.
+        let frame = include_bytes!("../testdata/ipc-schema-arrow-panics-on.bin");
+        check_ipc_lengths(&frame[5..]).unwrap();
+        assert!(matches!(decode(frame), Err(WireError::Ipc(_))));
         // Every frame Weir writes passes the check.
         let changelog =
             ChangeBatch::with_kinds(sample(), vec![RowKind::Insert, RowKind::UpdateBefore, RowKind::Delete]);
