@@ -8,7 +8,9 @@
 //! target installs [`CappedAllocator`] instead.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::RefCell;
 use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub mod seeds;
 
@@ -69,4 +71,30 @@ pub fn checkpoint_metadata_with_checksum(body: &[u8]) -> Vec<u8> {
     let mut out = format!("weir-checkpoint-v1 crc32={:08x}\n", crc32fast::hash(body)).into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+thread_local! {
+    /// The message and place of the last panic on this thread, for [`report_escaped_panics`].
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// For targets whose code under test contains panics by design (`wire::decode` runs Arrow's IPC
+/// reader behind `catch_unwind`, because Arrow's schema conversion panics on malformed input):
+/// replaces libfuzzer-sys's panic hook, which aborts on every panic, with one that only records
+/// it. Wrap the target's body in [`report_escaped_panics`] so that a panic that is *not*
+/// contained still aborts with its message. Call it from the target's `init`.
+pub fn tolerate_contained_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = format!("{info}");
+        LAST_PANIC.with(|last| *last.borrow_mut() = Some(message));
+    }));
+}
+
+/// Runs `body`; if a panic escapes it, prints that panic and aborts (libFuzzer reports a crash).
+pub fn report_escaped_panics(body: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(body)).is_err() {
+        let message = LAST_PANIC.with(|last| last.borrow_mut().take()).unwrap_or_default();
+        eprintln!("weir-fuzz: a panic escaped the code under test: {message}");
+        std::process::abort();
+    }
 }

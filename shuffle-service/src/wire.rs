@@ -185,10 +185,10 @@ fn check_ipc_lengths(payload: &[u8]) -> Result<(), WireError> {
             None => message.header_as_dictionary_batch().and_then(|d| d.data()).and_then(|batch| batch.buffers()),
         };
         for buffer in buffers.into_iter().flat_map(|buffers| buffers.iter()) {
-            let end = u64::try_from(buffer.offset()).ok().zip(u64::try_from(buffer.length()).ok());
-            let inside =
-                end.and_then(|(offset, len)| offset.checked_add(len)).is_some_and(|end| end <= body_len as u64);
-            if !inside {
+            let offset = u64::try_from(buffer.offset()).ok();
+            let length = u64::try_from(buffer.length()).ok();
+            let end = offset.zip(length).and_then(|(offset, length)| offset.checked_add(length));
+            if end.is_none_or(|end| end > body_len as u64) {
                 return Err(malformed("a buffer lies outside its message's body"));
             }
         }
@@ -281,6 +281,11 @@ mod tests {
             assert!(check_ipc_lengths(payload).is_err(), "{name}: lengths not refused");
             assert!(matches!(decode(frame), Err(WireError::Ipc(_))), "{name}: decoded");
         }
+        // A schema Arrow's conversion panics on (a missing field list) passes the length checks:
+        // the reader's panic is contained and becomes an error.
+        let frame = include_bytes!("../testdata/ipc-schema-arrow-panics-on.bin");
+        check_ipc_lengths(&frame[5..]).unwrap();
+        assert!(matches!(decode(frame), Err(WireError::Ipc(_))));
         // Every frame Weir writes passes the check.
         let changelog =
             ChangeBatch::with_kinds(sample(), vec![RowKind::Insert, RowKind::UpdateBefore, RowKind::Delete]);
