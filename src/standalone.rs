@@ -1,9 +1,11 @@
 //! `weir standalone`: the whole of Weir in one process — a one-replica control plane (Raft on
-//! local disk), the HTTP API, the dispatcher and the in-process executor.
+//! local disk), the HTTP API, the dispatcher and the in-process executor. It serves the API only:
+//! with no peers and no workers, it has no internal listener. Its jobs may use the current
+//! directory (and `--storage-root`s), never the data directory (`api::Sandbox`).
 //!
 //! Everything lives in the data directory (default `./weir-data`, kept across restarts so jobs
-//! resume where they were): `raft.redb` (the metadata), `state/` (checkpoints and savepoints of
-//! jobs that set no `state.checkpoints.dir`) and `admin-token`. On first start the tenant
+//! resume where they were): `raft.redb` (the metadata), `state/tenants/<tenant>/` (checkpoints and
+//! savepoints of jobs that set no `state.checkpoints.dir`) and `admin-token`. On first start the tenant
 //! `default` and an admin token are created and the token's secret is written to
 //! `<data>/admin-token` (mode 0600), where `weir job` finds it; a later start keeps it, or makes
 //! a new one if the file is gone. `--root-token-file` or `WEIR_ROOT_TOKEN` enables the root

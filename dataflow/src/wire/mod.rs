@@ -2,7 +2,7 @@
 //! Both sides speak these types; they live here so that the control plane never imports the
 //! workers (DESIGN §2).
 //!
-//! Control plane → worker, on the worker's task endpoint (bearer: the cluster's root token):
+//! Control plane → worker, on the worker's task endpoint (bearer: the worker key, `auth::ClusterKey`):
 //! - `POST` [`DEPLOY_PATH`] [`Deploy`]: run an attempt of a job;
 //! - `POST` [`CANCEL_PATH`] [`AttemptRef`]: cancel it;
 //! - `POST` [`SAVEPOINT_PATH`] [`SavepointAsk`] → [`SavepointTaken`]: take a savepoint (and stop).
