@@ -111,7 +111,11 @@ fn bytes_of(outbound: Outbound) -> Vec<u8> {
 fn shuffle_message_seeds() -> Vec<(String, Vec<u8>)> {
     let partition = PartitionId { edge: 0, producer: SubtaskIndex(1) };
     let channel = ChannelId { partition, consumer: SubtaskIndex(0) };
-    let hello = ClientMessage::Hello { version: wire::PROTOCOL_VERSION, namespace: "job-1/attempt-1".into() };
+    let hello = ClientMessage::Hello {
+        version: wire::PROTOCOL_VERSION,
+        namespace: "job-1/attempt-1".into(),
+        token: "0f3a9c2b7d4e1f6a8b5c0d9e2f7a4b1c6d3e8f5a2b7c4d9e0f1a6b3c8d5e2f7a".into(),
+    };
     let producer = [
         bytes_of(hello.encode()),
         bytes_of(
@@ -170,11 +174,14 @@ fn worker_protocol_seeds() -> Vec<(String, Vec<u8>)> {
         parallelism: 2,
         restore: Restore::Savepoint { location: "file:///var/lib/weir/savepoints/sp-1".into() },
         state_dir: Some("file:///var/lib/weir/state".into()),
+        tenant: "acme".into(),
         part: Some(DeployPart {
             subtasks: vec![0, 1],
             shuffle: "127.0.0.1:7000".into(),
             lead: None,
             members: vec!["127.0.0.1:7101".into()],
+            namespace: "job-1/attempt-2".into(),
+            token: "3c8d5e2f7a0f3a9c2b7d4e1f6a8b5c0d9e2f7a4b1c6d3e8f5a2b7c4d9e0f1a6b".into(),
         }),
     };
     let heartbeat = Heartbeat {
