@@ -29,6 +29,10 @@ pub struct Connection {
     /// A tenant's API token (default: WEIR_TOKEN, else ./weir-data/admin-token).
     #[arg(long, global = true)]
     token: Option<String>,
+    /// PEM certificate(s) of the CA to trust for an https:// URL instead of the system's
+    /// roots (a cluster whose certificates a private CA signed).
+    #[arg(long, global = true, value_name = "PEM", env = "WEIR_CA_CERT")]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -88,8 +92,8 @@ pub fn run(command: JobCommand, connection: Connection) -> Result<()> {
 /// Submits `file` to the API at `url` with `token` and waits until it runs (what
 /// `weir standalone --submit` does once it listens), unless a job of the same name is still
 /// live: a restarted `weir standalone --submit` resumes its job rather than starting another.
-pub async fn submit_file(url: &str, token: &str, file: &Path) -> Result<()> {
-    let client = Client::new(Connection { url: url.to_string(), token: Some(token.to_string()) })?;
+pub async fn submit_file(url: &str, ca_cert: Option<PathBuf>, token: &str, file: &Path) -> Result<()> {
+    let client = Client::new(Connection { url: url.to_string(), token: Some(token.to_string()), ca_cert })?;
     let name = job_name(file);
     let answer = client.call(Method::GET, "jobs", None).await?;
     let live = answer["jobs"].as_array().into_iter().flatten().find(|job| {
@@ -137,7 +141,12 @@ impl Client {
                 })?
             }
         };
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        // A private CA replaces the system's roots; without one, a public certificate is trusted.
+        let builder = match &connection.ca_cert {
+            Some(ca) => weir_net::Transport::from_ca_file(Some(ca))?.http_client(),
+            None => reqwest::Client::builder(),
+        };
+        let http = builder.timeout(Duration::from_secs(30)).build()?;
         let base = format!("{}/api/v1", connection.url.trim_end_matches('/'));
         Ok(Client { http, base, token: token.trim().to_string() })
     }
