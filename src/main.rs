@@ -338,19 +338,12 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, parallelism, shuffle_server, internal_ca, resume, output, quiet, stats_json } => (|| {
-            run::run_file(
-                &file,
-                parallelism,
-                shuffle_server.as_deref(),
-                internal_ca.transport()?,
-                resume,
-                output.as_deref(),
-                quiet,
-                stats_json.as_deref(),
-            )
-        })(
-        ),
+        Command::Run { file, parallelism, shuffle_server, internal_ca, resume, output, quiet, stats_json } => {
+            internal_ca.transport().and_then(|transport| {
+                let shuffle = shuffle_server.as_deref().map(|address| (address, transport));
+                run::run_file(&file, parallelism, shuffle, resume, output.as_deref(), quiet, stats_json.as_deref())
+            })
+        }
         Command::Shuffle {
             listen,
             channel_capacity,
@@ -440,8 +433,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::Key { purpose, root_token_file } => control_plane::print_key(purpose, root_token_file.as_deref()),
         Command::Standalone { listen, data, submit, storage_root, root_token_file, quota, tls } => (|| {
-            let certificate = tls.server()?.zip(tls.tls_cert.clone());
-            let listener = standalone::ApiListener { address: listen, tls: certificate, plaintext: tls.plaintext() };
+            let listener = standalone::ApiListener { address: listen, tls: tls.server()?, plaintext: tls.plaintext() };
             standalone::serve(listener, data, submit, storage_root, root_token_file.as_deref(), quota.quota())
         })(),
         Command::Job { command, connection } => job::run(command, connection),

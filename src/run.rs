@@ -46,8 +46,7 @@ pub struct RunStats {
 pub fn run_file(
     file: &Path,
     parallelism: Option<u32>,
-    shuffle_server: Option<&str>,
-    shuffle_transport: Transport,
+    shuffle_server: Option<(&str, Transport)>,
     resume: bool,
     output: Option<&Path>,
     quiet: bool,
@@ -63,8 +62,8 @@ pub fn run_file(
         name: file.display().to_string(),
         job_name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into()),
         parallelism,
-        shuffle_server: shuffle_server.map(str::to_string),
-        shuffle_transport,
+        shuffle_transport: shuffle_server.as_ref().map(|(_, transport)| transport.clone()).unwrap_or_default(),
+        shuffle_server: shuffle_server.map(|(address, _)| address.to_string()),
         resume,
         progress: !quiet,
     };

@@ -39,7 +39,7 @@ pub const DEFAULT_DATA_DIR: &str = "weir-data";
 pub struct ApiListener {
     pub address: String,
     /// The certificate it presents (`--tls-cert`, `--tls-key`); `None`: plain HTTP.
-    pub tls: Option<(ServerTls, PathBuf)>,
+    pub tls: Option<ServerTls>,
     pub plaintext: Plaintext,
 }
 
@@ -64,7 +64,7 @@ pub fn serve(
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut config = ReplicaConfig::new(ReplicaId(1), &listener.address, &data);
-        config.tls = listener.tls.as_ref().map(|(tls, _)| tls.clone());
+        config.tls = listener.tls.clone();
         config.plaintext = listener.plaintext;
         let replica = Replica::start(config).await.context("the control plane does not start")?;
         let handle = replica.handle();
@@ -84,16 +84,12 @@ pub fn serve(
         ];
         if let Some(file) = submit {
             // Submitted through the API like any job, once the listener below is up.
-            // Over TLS, trusting the listener's own chain: its certificate must name the
-            // address it listens on.
-            let (url, ca) = match &listener.tls {
-                Some((_, chain)) => (format!("https://{}", replica.local_addr()), Some(chain.clone())),
-                None => (format!("http://{}", replica.local_addr()), None),
-            };
+            let scheme = if listener.tls.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://{}", replica.local_addr());
             let token = std::fs::read_to_string(&token_file)
                 .with_context(|| format!("cannot read {}", token_file.display()))?;
             tokio::spawn(async move {
-                match crate::job::submit_file(&url, ca, token.trim(), &file).await {
+                match crate::job::submit_file(&url, token.trim(), &file).await {
                     Ok(()) => eprintln!("submitted {}", file.display()),
                     Err(e) => eprintln!("error: submitting {}: {e:#}", file.display()),
                 }
