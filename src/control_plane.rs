@@ -26,14 +26,21 @@ use weir_control_plane::metadata::records::Quota;
 use weir_control_plane::node::{InternalConfig, Replica, ReplicaConfig};
 use weir_control_plane::workers::{RemoteExecutor, WorkerOptions, Workers, internal_router};
 use weir_dataflow::auth::{ClusterKey, KeyPurpose};
+use weir_net::{Plaintext, ServerTls, Transport};
 use weir_workers::service::{BoundWorker, WorkerConfig};
 
-/// Where a replica listens.
+/// Where a replica listens, and how it reaches the rest of the cluster.
 pub struct Listeners {
     /// The HTTP API.
     pub api: String,
+    pub api_tls: Option<ServerTls>,
     /// Raft, forwarding between replicas, workers' heartbeats.
     pub internal: String,
+    pub internal_tls: Option<ServerTls>,
+    /// How the replica calls its peers and the workers.
+    pub transport: Transport,
+    /// Where either listener may serve without TLS.
+    pub plaintext: Plaintext,
 }
 
 /// A replica's own flags.
@@ -67,7 +74,14 @@ pub fn serve(replica: ReplicaOptions, root_token_file: Option<&Path>, options: W
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut config = ReplicaConfig::new(ReplicaId(id), listeners.api, data);
-        config.internal = Some(InternalConfig { listen: listeners.internal, key: peer_key.clone() });
+        config.tls = listeners.api_tls;
+        config.plaintext = listeners.plaintext;
+        config.internal = Some(InternalConfig {
+            listen: listeners.internal,
+            key: peer_key.clone(),
+            tls: listeners.internal_tls,
+            transport: listeners.transport,
+        });
         config.peers = peers;
         let replica = Replica::start(config).await.context("the control-plane replica does not start")?;
         let handle = replica.handle();

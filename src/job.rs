@@ -29,6 +29,14 @@ pub struct Connection {
     /// A tenant's API token (default: WEIR_TOKEN, else ./weir-data/admin-token).
     #[arg(long, global = true)]
     token: Option<String>,
+    /// PEM certificate(s) of the CA to trust for an https:// URL instead of the system's
+    /// roots (a cluster whose certificates a private CA signed).
+    #[arg(long, global = true, value_name = "PEM", env = "WEIR_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// The URL is this process's own listener (`weir standalone --submit`): its certificate is
+    /// not checked, as nothing but this process holds that socket.
+    #[arg(skip)]
+    own_listener: bool,
 }
 
 #[derive(Subcommand)]
@@ -88,8 +96,11 @@ pub fn run(command: JobCommand, connection: Connection) -> Result<()> {
 /// Submits `file` to the API at `url` with `token` and waits until it runs (what
 /// `weir standalone --submit` does once it listens), unless a job of the same name is still
 /// live: a restarted `weir standalone --submit` resumes its job rather than starting another.
+/// Submits `file` to this process's own API at `url` (`weir standalone --submit`).
 pub async fn submit_file(url: &str, token: &str, file: &Path) -> Result<()> {
-    let client = Client::new(Connection { url: url.to_string(), token: Some(token.to_string()) })?;
+    let connection =
+        Connection { url: url.to_string(), token: Some(token.to_string()), ca_cert: None, own_listener: true };
+    let client = Client::new(connection)?;
     let name = job_name(file);
     let answer = client.call(Method::GET, "jobs", None).await?;
     let live = answer["jobs"].as_array().into_iter().flatten().find(|job| {
@@ -137,7 +148,13 @@ impl Client {
                 })?
             }
         };
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        // A private CA replaces the system's roots; without one, a public certificate is trusted.
+        let builder = match &connection.ca_cert {
+            Some(ca) => weir_net::Transport::from_ca_file(Some(ca))?.http_client(),
+            None if connection.own_listener => reqwest::Client::builder().tls_danger_accept_invalid_certs(true),
+            None => reqwest::Client::builder(),
+        };
+        let http = builder.timeout(Duration::from_secs(30)).build()?;
         let base = format!("{}/api/v1", connection.url.trim_end_matches('/'));
         Ok(Client { http, base, token: token.trim().to_string() })
     }

@@ -49,6 +49,8 @@ enum Command {
         /// WEIR_SHUFFLE_KEY when the server has a key.
         #[arg(long, value_name = "ADDR")]
         shuffle_server: Option<String>,
+        #[command(flatten)]
+        internal_ca: InternalCaFlag,
         /// Start from the job's latest completed checkpoint under `state.checkpoints.dir`.
         #[arg(long)]
         resume: bool,
@@ -100,6 +102,8 @@ enum Command {
         /// process that can reach the port is trusted.
         #[arg(long, conflicts_with = "key_file")]
         insecure_no_auth: bool,
+        #[command(flatten)]
+        tls: TlsFlags,
     },
     /// Run Weir in one process: a one-replica control plane, the HTTP API, and the jobs it runs.
     /// On first start it creates tenant `default` and writes an admin token to DATA/admin-token.
@@ -126,6 +130,8 @@ enum Command {
         root_token_file: Option<PathBuf>,
         #[command(flatten)]
         quota: QuotaFlags,
+        #[command(flatten)]
+        tls: TlsFlags,
     },
     /// Manage jobs of a running `weir standalone` (or control plane) through its HTTP API.
     Job {
@@ -177,11 +183,22 @@ enum Command {
         storage_root: Vec<String>,
         #[command(flatten)]
         quota: QuotaFlags,
+        #[command(flatten)]
+        tls: TlsFlags,
+        /// PEM certificate chain the internal listener presents (leaf first); with
+        /// --internal-tls-key, the internal listener serves TLS.
+        #[arg(long, value_name = "PEM", requires = "internal_tls_key")]
+        internal_tls_cert: Option<PathBuf>,
+        /// PEM private key of --internal-tls-cert.
+        #[arg(long, value_name = "PEM", requires = "internal_tls_cert")]
+        internal_tls_key: Option<PathBuf>,
+        #[command(flatten)]
+        internal_ca: InternalCaFlag,
     },
     /// A worker: runs the job attempts the control plane's leader deploys (the worker key, from
     /// --key-file or WEIR_WORKER_KEY, authenticates it to the cluster; `weir key worker`).
     Worker {
-        /// The control plane's replicas, by internal address: http://HOST:PORT, comma-separated.
+        /// The control plane's replicas, by internal address (HOST:PORT, or a URL), comma-separated.
         #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
         control_plane: Vec<String>,
         /// How many subtask indices it runs at once (a job at parallelism N takes N slots);
@@ -197,6 +214,21 @@ enum Command {
         /// File holding the worker key (`weir key worker`); default: WEIR_WORKER_KEY.
         #[arg(long, value_name = "PATH")]
         key_file: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TlsFlags,
+        #[command(flatten)]
+        internal_ca: InternalCaFlag,
+    },
+    /// Write a CA and a certificate it signed for the given hosts into a folder (`ca.pem`,
+    /// `cert.pem`, `key.pem`), for a development or test cluster whose every process presents
+    /// that certificate (--tls-cert, --internal-tls-cert) and trusts that CA (--internal-ca).
+    /// The CA's key is not kept. A production cluster takes its certificates from its PKI.
+    DevCerts {
+        /// The folder (created if missing).
+        dir: PathBuf,
+        /// A host name or IP address the certificate is valid for (repeatable).
+        #[arg(long = "host", value_name = "HOST", required = true)]
+        hosts: Vec<String>,
     },
     /// Print the key a part of the cluster presents, derived from the root token (from
     /// --root-token-file or WEIR_ROOT_TOKEN): give workers the `worker` key and the shuffle
@@ -226,6 +258,51 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+}
+
+/// A listener's TLS. Without a certificate, a listener serves plain text, and only on loopback
+/// unless --insecure-plaintext says otherwise.
+#[derive(clap::Args)]
+struct TlsFlags {
+    /// PEM certificate chain this listener presents (leaf first); with --tls-key, it serves TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve without TLS on addresses other than loopback (TLS ends in front of the process,
+    /// or the network is the operator's alone).
+    #[arg(long)]
+    insecure_plaintext: bool,
+}
+
+impl TlsFlags {
+    fn server(&self) -> anyhow::Result<Option<weir_net::ServerTls>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(weir_net::ServerTls::from_pem_files(cert, key)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn plaintext(&self) -> weir_net::Plaintext {
+        if self.insecure_plaintext { weir_net::Plaintext::Anywhere } else { weir_net::Plaintext::LoopbackOnly }
+    }
+}
+
+/// The CA of the cluster's internal traffic.
+#[derive(clap::Args)]
+struct InternalCaFlag {
+    /// PEM certificate(s) of the CA that signed the cluster's internal certificates: calls to
+    /// replicas' internal listeners, workers and the shuffle server use TLS and trust only it.
+    /// Without it, they use plain text.
+    #[arg(long, value_name = "PEM")]
+    internal_ca: Option<PathBuf>,
+}
+
+impl InternalCaFlag {
+    fn transport(&self) -> anyhow::Result<weir_net::Transport> {
+        Ok(weir_net::Transport::from_ca_file(self.internal_ca.as_deref())?)
+    }
 }
 
 /// The operator's default quota of every tenant; the root token sets a tenant's own with
@@ -261,15 +338,12 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, parallelism, shuffle_server, resume, output, quiet, stats_json } => run::run_file(
-            &file,
-            parallelism,
-            shuffle_server.as_deref(),
-            resume,
-            output.as_deref(),
-            quiet,
-            stats_json.as_deref(),
-        ),
+        Command::Run { file, parallelism, shuffle_server, internal_ca, resume, output, quiet, stats_json } => {
+            internal_ca.transport().and_then(|transport| {
+                let shuffle = shuffle_server.as_deref().map(|address| (address, transport));
+                run::run_file(&file, parallelism, shuffle, resume, output.as_deref(), quiet, stats_json.as_deref())
+            })
+        }
         Command::Shuffle {
             listen,
             channel_capacity,
@@ -279,6 +353,7 @@ fn main() -> ExitCode {
             spill_url,
             key_file,
             insecure_no_auth,
+            tls,
         } => {
             let key = if insecure_no_auth {
                 Ok(None)
@@ -286,7 +361,8 @@ fn main() -> ExitCode {
                 control_plane::cluster_key(KeyPurpose::Shuffle, key_file.as_deref()).map(Some)
             };
             key.and_then(|key| {
-                shuffle::serve(&listen, channel_capacity, data, memory_budget, disk_budget, spill_url.as_deref(), key)
+                let store = shuffle::StoreFlags { data, memory_budget, disk_budget, spill_url };
+                shuffle::serve(&listen, channel_capacity, store, key, tls.server()?, tls.plaintext())
             })
         }
         Command::ControlPlane {
@@ -300,9 +376,30 @@ fn main() -> ExitCode {
             shuffle,
             storage_root,
             quota,
-        } => {
-            let options = weir_control_plane::workers::WorkerOptions { state_dir, shuffle, ..Default::default() };
-            let listeners = control_plane::Listeners { api: listen, internal: internal_listen };
+            tls,
+            internal_tls_cert,
+            internal_tls_key,
+            internal_ca,
+        } => (|| {
+            let transport = internal_ca.transport()?;
+            let internal_tls = match (internal_tls_cert, internal_tls_key) {
+                (Some(cert), Some(key)) => Some(weir_net::ServerTls::from_pem_files(&cert, &key)?),
+                _ => None,
+            };
+            let options = weir_control_plane::workers::WorkerOptions {
+                state_dir,
+                shuffle,
+                transport: transport.clone(),
+                ..Default::default()
+            };
+            let listeners = control_plane::Listeners {
+                api: listen,
+                api_tls: tls.server()?,
+                internal: internal_listen,
+                internal_tls,
+                transport,
+                plaintext: tls.plaintext(),
+            };
             let replica = control_plane::ReplicaOptions {
                 id,
                 listeners,
@@ -312,22 +409,33 @@ fn main() -> ExitCode {
                 quota: quota.quota(),
             };
             control_plane::serve(replica, root_token_file.as_deref(), options)
-        }
-        Command::Worker { control_plane, slots, listen, state_dir, key_file } => {
+        })(),
+        Command::Worker { control_plane, slots, listen, state_dir, key_file, tls, internal_ca } => {
             control_plane::cluster_key(KeyPurpose::Worker, key_file.as_deref()).and_then(|key| {
                 control_plane::serve_worker(WorkerConfig {
                     control_planes: control_plane,
                     slots,
                     listen,
+                    tls: tls.server()?,
+                    plaintext: tls.plaintext(),
+                    transport: internal_ca.transport()?,
                     state_dir,
                     key,
                 })
             })
         }
+        Command::DevCerts { dir, hosts } => weir_net::dev_certs::write(&dir, &hosts)
+            .map(|files| {
+                println!("CA certificate (--internal-ca): {}", files.ca.display());
+                println!("certificate (--tls-cert, --internal-tls-cert): {}", files.certificate.display());
+                println!("private key (--tls-key, --internal-tls-key): {}", files.key.display());
+            })
+            .map_err(anyhow::Error::from),
         Command::Key { purpose, root_token_file } => control_plane::print_key(purpose, root_token_file.as_deref()),
-        Command::Standalone { listen, data, submit, storage_root, root_token_file, quota } => {
-            standalone::serve(&listen, data, submit, storage_root, root_token_file.as_deref(), quota.quota())
-        }
+        Command::Standalone { listen, data, submit, storage_root, root_token_file, quota, tls } => (|| {
+            let listener = standalone::ApiListener { address: listen, tls: tls.server()?, plaintext: tls.plaintext() };
+            standalone::serve(listener, data, submit, storage_root, root_token_file.as_deref(), quota.quota())
+        })(),
         Command::Job { command, connection } => job::run(command, connection),
         #[cfg(feature = "bench")]
         Command::Bench { bench } => weir_bench::run(bench),

@@ -19,6 +19,7 @@ use weir_dataflow::clock::unix_nanos;
 use weir_dataflow::event::ChangeBatch;
 use weir_dataflow::ids::JobId;
 use weir_dataflow::sql::plan_script;
+use weir_net::Transport;
 use weir_shuffle_service::remote::RemoteShuffle;
 use weir_shuffle_service::{LocalShuffle, ShuffleService};
 use weir_state_store::CompletedCheckpoint;
@@ -45,7 +46,7 @@ pub struct RunStats {
 pub fn run_file(
     file: &Path,
     parallelism: Option<u32>,
-    shuffle_server: Option<&str>,
+    shuffle_server: Option<(&str, Transport)>,
     resume: bool,
     output: Option<&Path>,
     quiet: bool,
@@ -61,7 +62,8 @@ pub fn run_file(
         name: file.display().to_string(),
         job_name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into()),
         parallelism,
-        shuffle_server: shuffle_server.map(str::to_string),
+        shuffle_transport: shuffle_server.as_ref().map(|(_, transport)| transport.clone()).unwrap_or_default(),
+        shuffle_server: shuffle_server.map(|(address, _)| address.to_string()),
         resume,
         progress: !quiet,
     };
@@ -238,6 +240,8 @@ pub struct RunOptions {
     pub job_name: String,
     pub parallelism: Option<u32>,
     pub shuffle_server: Option<String>,
+    /// How to reach the shuffle server: TLS trusting `--internal-ca`, or plain.
+    pub shuffle_transport: Transport,
     /// Start from the latest completed checkpoint of this job, if there is one.
     pub resume: bool,
     pub progress: bool,
@@ -287,10 +291,11 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         _ => None,
     };
     let server = shuffle_server.map(str::to_string);
+    let transport = options.shuffle_transport.clone();
     let shuffle_for_attempt = move |attempt: u32| -> Arc<dyn ShuffleService> {
         match &server {
             None => Arc::new(LocalShuffle::new()),
-            Some(addr) => remote_shuffle(addr, &namespace, attempt, key.as_ref()),
+            Some(addr) => remote_shuffle(addr, &transport, &namespace, attempt, key.as_ref()),
         }
     };
     // `weir savepoint PID` (SIGUSR1) stops a checkpointed job with a savepoint.
@@ -349,10 +354,16 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
 /// The exchange of one attempt of a run through a shuffle server: a namespace of its own, so
 /// nothing of a failed attempt (or another run on the server) is mistaken for its data, opened
 /// with its token when there is a `key`.
-fn remote_shuffle(addr: &str, run: &str, attempt: u32, key: Option<&ClusterKey>) -> Arc<dyn ShuffleService> {
+fn remote_shuffle(
+    addr: &str,
+    transport: &Transport,
+    run: &str,
+    attempt: u32,
+    key: Option<&ClusterKey>,
+) -> Arc<dyn ShuffleService> {
     let namespace = format!("{run}-{attempt}");
     let token = key.map(|key| key.sign(&namespace)).unwrap_or_default();
-    Arc::new(RemoteShuffle::new(addr, namespace).with_token(token))
+    Arc::new(RemoteShuffle::new(addr, namespace).with_token(token).with_transport(transport.clone()))
 }
 
 /// Runs a job to its end, handing its result rows to `sink` as they come. The outer error is

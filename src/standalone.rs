@@ -24,6 +24,7 @@ use weir_control_plane::handle::ReplicaHandle;
 use weir_control_plane::metadata::ids::{ReplicaId, TenantId};
 use weir_control_plane::metadata::records::Quota;
 use weir_control_plane::node::{Replica, ReplicaConfig};
+use weir_net::{Plaintext, ServerTls};
 
 use crate::control_plane::{root_token, serve_until_stopped};
 use crate::executor::InProcessExecutor;
@@ -34,8 +35,16 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// The data directory when none is given.
 pub const DEFAULT_DATA_DIR: &str = "weir-data";
 
+/// Where the API listens, and how.
+pub struct ApiListener {
+    pub address: String,
+    /// The certificate it presents (`--tls-cert`, `--tls-key`); `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
+    pub plaintext: Plaintext,
+}
+
 pub fn serve(
-    listen: &str,
+    listener: ApiListener,
     data: PathBuf,
     submit: Option<PathBuf>,
     storage_roots: Vec<String>,
@@ -54,9 +63,10 @@ pub fn serve(
     let root_token = root_token(root_token_file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let replica = Replica::start(ReplicaConfig::new(ReplicaId(1), listen, &data))
-            .await
-            .context("the control plane does not start")?;
+        let mut config = ReplicaConfig::new(ReplicaId(1), &listener.address, &data);
+        config.tls = listener.tls.clone();
+        config.plaintext = listener.plaintext;
+        let replica = Replica::start(config).await.context("the control plane does not start")?;
         let handle = replica.handle();
         wait_until_leader(handle.as_ref()).await?;
         let token_file = data.join(ADMIN_TOKEN_FILE);
@@ -74,7 +84,8 @@ pub fn serve(
         ];
         if let Some(file) = submit {
             // Submitted through the API like any job, once the listener below is up.
-            let url = format!("http://{}", replica.local_addr());
+            let scheme = if listener.tls.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://{}", replica.local_addr());
             let token = std::fs::read_to_string(&token_file)
                 .with_context(|| format!("cannot read {}", token_file.display()))?;
             tokio::spawn(async move {

@@ -47,16 +47,25 @@ struct Sandbox {
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
+/// What a sandbox has besides replicas and workers.
+#[derive(Clone, Copy, Default)]
+struct Extras {
+    /// A shuffle server, for jobs spread over several workers.
+    shuffle: bool,
+    /// TLS on every listener (`weir dev-certs`), every process trusting its CA.
+    tls: bool,
+}
+
 impl Sandbox {
     /// Three replicas, a tenant with an admin token, and `workers` workers of `slots` slots
     /// each, registered with the leader. `name` names the test's S3 bucket.
     async fn start(name: &str, workers: usize, slots: u32) -> Sandbox {
-        Self::start_with(name, workers, slots, false, &[]).await
+        Self::start_with(name, workers, slots, Extras::default(), &[]).await
     }
 
-    /// As [`Sandbox::start`], with a shuffle server for jobs spread over several workers when
-    /// `shuffle`, and `env` set for every process (after the S3 variables: it may override them).
-    async fn start_with(name: &str, workers: usize, slots: u32, shuffle: bool, env: &[(&str, &str)]) -> Sandbox {
+    /// As [`Sandbox::start`], with `extras`, and `env` set for every process (after the S3
+    /// variables: it may override them).
+    async fn start_with(name: &str, workers: usize, slots: u32, extras: Extras, env: &[(&str, &str)]) -> Sandbox {
         let turn = ONE_SANDBOX_AT_A_TIME.lock().await;
         let started = Instant::now();
         // Jobs checkpoint to a fresh S3 location; every process gets its endpoint (an `s3://`
@@ -75,7 +84,8 @@ impl Sandbox {
             .env("AWS_SECRET_ACCESS_KEY", known(s3.secret_access_key))
             // Credentials of the test endpoint only: a session token of the caller's would not fit.
             .env_remove("AWS_SESSION_TOKEN")
-            .shuffle(shuffle)
+            .shuffle(extras.shuffle)
+            .tls(extras.tls)
             .wait(WAIT);
         for (name, value) in env {
             builder = builder.env(*name, *value);
@@ -514,7 +524,9 @@ fn bounded_nexmark_job(out: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_larger_than_a_worker_runs_spread_over_workers_and_survives_the_kill_of_one() {
-    let mut sandbox = Sandbox::start_with("spread", 3, 2, true, &[]).await;
+    // Over TLS everywhere: the API, Raft and forwarding between replicas, heartbeats, the
+    // leader's deploys, the parts' checkpoint notes to each other and the shuffle.
+    let mut sandbox = Sandbox::start_with("spread", 3, 2, Extras { shuffle: true, tls: true }, &[]).await;
     let out = sandbox.path("out");
     let script = bounded_nexmark_job(&out);
     assert!(script.contains("'events.num' = '60000'"), "the script is bounded: {script}");
@@ -526,6 +538,14 @@ async fn a_job_larger_than_a_worker_runs_spread_over_workers_and_survives_the_ki
     let members = running["deployment"]["members"].as_array().cloned().unwrap_or_default();
     assert_eq!(members.len(), 1, "spread over two workers: {}", running["deployment"]);
     let (attempt, lead) = deployment(&running["deployment"]).expect("waited for a deployment");
+    // Neither listener of a replica answers plain HTTP.
+    let plain = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("an HTTP client");
+    let leader = sandbox.leader().await;
+    for url in [sandbox.cluster.url(leader, "/api/v1/jobs"), sandbox.cluster.internal_url(leader, "/raft/cluster")] {
+        let url = url.replacen("https://", "http://", 1);
+        let answer = plain.get(&url).bearer_auth(&sandbox.token).send().await;
+        assert!(answer.is_err(), "{url} answered plain HTTP: {answer:?}");
+    }
 
     // The lead part holds the coordinator: its loss fails the attempt, which starts again,
     // spread over the two workers left, from the latest checkpoint.
@@ -576,7 +596,7 @@ async fn secrets_in_a_jobs_options_and_the_environment_show_up_in_no_answer_and_
         ("AWS_SECRET_ACCESS_KEY", PLANTED_IN_ENV),
         ("WEIR_LOG", "info,weir=debug,weir_control_plane=debug,weir_workers=debug,openraft=debug"),
     ];
-    let sandbox = Sandbox::start_with("planted-secrets", 1, 2, false, &env).await;
+    let sandbox = Sandbox::start_with("planted-secrets", 1, 2, Extras::default(), &env).await;
     let out = sandbox.path("out");
     let sql = format!("SET 's3.secret-key' = '{PLANTED_IN_JOB}';\n{}", datagen_job(300, 300, 200, &out));
     let job = sandbox.submit("planted", &sql, 1).await;

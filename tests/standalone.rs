@@ -309,6 +309,72 @@ async fn standalone_submit_runs_the_job_and_a_restart_resumes_it_without_a_secon
     assert_eq!(wait_for_jobs(&weir, 1).await, vec![job]);
 }
 
+/// With a certificate, `weir standalone` serves its API over TLS only: its own `--submit`
+/// reaches it, `weir job --ca-cert` lists the job (and without the CA does not trust the
+/// server), plain HTTP gets no answer. Without a certificate it refuses to serve plain text on
+/// an address other than loopback, and says how to allow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_serves_tls_with_a_certificate_and_plain_text_only_on_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("tls");
+    let made = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("dev-certs")
+        .arg(&certs)
+        .args(["--host", "127.0.0.1"])
+        .output()
+        .expect("weir dev-certs runs");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let path = |name: &str| certs.join(name).to_str().expect("a UTF-8 path").to_string();
+    let (certificate, key, ca) = (path("cert.pem"), path("key.pem"), path("ca.pem"));
+    let (data, log, out) = (dir.path().join("data"), dir.path().join("standalone.log"), dir.path().join("out"));
+    let script = dir.path().join("over-tls.sql");
+    std::fs::write(&script, datagen_job(0, 500, 300, &out)).expect("script");
+    let flags = ["--tls-cert", &certificate, "--tls-key", &key, "--submit", script.to_str().expect("a UTF-8 path")];
+    let weir = common::weir().standalone(&data, &log, &flags).unwrap_or_else(|e| panic!("{e}"));
+    assert!(weir.url.starts_with("https://"), "{}", weir.url);
+
+    let job = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["job", "--url", &weir.url])
+            .args(extra)
+            .arg("list")
+            .env("WEIR_TOKEN", &weir.token)
+            .env_remove("WEIR_CA_CERT")
+            .output()
+            .expect("weir job runs")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = job(&["--ca-cert", &ca]);
+        assert!(listed.status.success(), "weir job list failed: {}", String::from_utf8_lossy(&listed.stderr));
+        if String::from_utf8_lossy(&listed.stdout).contains("over-tls") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the submitted job is not listed: {}",
+            String::from_utf8_lossy(&listed.stdout)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let untrusting = job(&[]);
+    assert!(!untrusting.status.success(), "a client without the CA trusted the server");
+    let plain = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("an HTTP client");
+    let url = format!("{}/api/v1/jobs", weir.url.replacen("https://", "http://", 1));
+    let answer = plain.get(&url).bearer_auth(&weir.token).send().await;
+    assert!(answer.is_err(), "plain HTTP got an answer: {answer:?}");
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["standalone", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path().join("other-data"))
+        .current_dir(dir.path())
+        .output()
+        .expect("weir standalone runs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "plain text on every address was served");
+    assert!(stderr.contains("--tls-cert") && stderr.contains("--insecure-plaintext"), "{stderr}");
+}
+
 /// Waits until the tenant has `n` jobs; answers their ids.
 async fn wait_for_jobs(weir: &Standalone, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -19,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use weir_dataflow::auth::ClusterKey;
 use weir_dataflow::wire::ErrorCode;
+use weir_net::Transport;
 
 use crate::api::ApiError;
 
@@ -52,13 +53,15 @@ pub async fn not_found() -> Response {
     ApiError::new(ErrorCode::NotFound, "no such internal route").into_response()
 }
 
-/// An HTTP client whose every request presents `key` (marked sensitive, so it is never logged).
-pub fn client(key: &ClusterKey, connect_timeout: Duration) -> Result<reqwest::Client, String> {
+/// An HTTP client whose every request presents `key` (marked sensitive, so it is never logged),
+/// over `transport` (TLS trusting the cluster's CA only, or plain).
+pub fn client(key: &ClusterKey, transport: &Transport, connect_timeout: Duration) -> Result<reqwest::Client, String> {
     let mut value = reqwest::header::HeaderValue::from_str(&key.bearer())
         .map_err(|e| format!("the cluster key is not a valid header value: {e}"))?;
     value.set_sensitive(true);
     let headers = reqwest::header::HeaderMap::from_iter([(AUTHORIZATION, value)]);
-    reqwest::Client::builder()
+    transport
+        .http_client()
         .connect_timeout(connect_timeout)
         .default_headers(headers)
         .build()

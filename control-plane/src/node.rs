@@ -43,6 +43,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use weir_dataflow::auth::ClusterKey;
+use weir_net::{Listener, NetError, Plaintext, ServerTls, Transport};
 
 use crate::handle::{BoxFuture, ClusterView, Member, ProposeError, ReplicaHandle};
 use crate::internal;
@@ -68,6 +69,10 @@ pub struct ReplicaConfig {
     pub id: ReplicaId,
     /// The address the API listens on (`host:port`; port 0 picks a free one).
     pub listen: String,
+    /// The certificate the API listener presents; `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
+    /// Where plain HTTP may be served (on either listener).
+    pub plaintext: Plaintext,
     /// The internal listener. `None`: a replica alone for good (`weir standalone`), which serves
     /// no internal route at all and can have no peers.
     pub internal: Option<InternalConfig>,
@@ -89,6 +94,8 @@ impl ReplicaConfig {
         Self {
             id,
             listen: listen.into(),
+            tls: None,
+            plaintext: Plaintext::LoopbackOnly,
             internal: None,
             peers: BTreeMap::new(),
             data_dir: data_dir.into(),
@@ -106,6 +113,17 @@ pub struct InternalConfig {
     pub listen: String,
     /// The peer key: what replicas present to each other's internal routes.
     pub key: ClusterKey,
+    /// The certificate the internal listener presents; `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
+    /// How this replica reaches its peers and the workers: over TLS, trusting the cluster's CA.
+    pub transport: Transport,
+}
+
+impl InternalConfig {
+    /// An internal listener on `listen` taking `key`, plain HTTP (for loopback clusters).
+    pub fn plain(listen: impl Into<String>, key: ClusterKey) -> Self {
+        InternalConfig { listen: listen.into(), key, tls: None, transport: Transport::Plain }
+    }
 }
 
 /// Raft timings for replicas on one network: a heartbeat every 100 ms and an election after
@@ -149,8 +167,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("invalid raft configuration: {0}")]
     Config(String),
-    #[error("cannot listen on {address}: {source}")]
-    Listen { address: String, source: std::io::Error },
+    #[error(transparent)]
+    Listen(#[from] NetError),
     #[error("a replica with peers needs an internal listener (--internal-listen)")]
     NoInternalListener,
     #[error("raft failed: {0}")]
@@ -190,15 +208,18 @@ pub struct Replica {
 /// A listener, until it is served.
 struct Bound {
     addr: SocketAddr,
-    listener: Option<tokio::net::TcpListener>,
+    listener: Option<Listener>,
 }
 
 impl Bound {
-    async fn bind(address: &str) -> Result<Bound, NodeError> {
-        let listen_error = |source| NodeError::Listen { address: address.to_owned(), source };
-        let listener = tokio::net::TcpListener::bind(address).await.map_err(listen_error)?;
-        let addr = listener.local_addr().map_err(listen_error)?;
-        Ok(Bound { addr, listener: Some(listener) })
+    async fn bind(
+        address: &str,
+        tls: Option<&ServerTls>,
+        plaintext: Plaintext,
+        flags: &'static str,
+    ) -> Result<Bound, NodeError> {
+        let listener = Listener::bind(address, tls, plaintext, flags).await?;
+        Ok(Bound { addr: listener.address(), listener: Some(listener) })
     }
 
     /// Serves `app` in the background until the returned sender is used or dropped.
@@ -232,11 +253,16 @@ impl Replica {
             return Err(NodeError::NoInternalListener);
         }
         let store = RaftStore::open(&config.data_dir).await?;
-        let api = Bound::bind(&config.listen).await?;
+        let api = Bound::bind(&config.listen, config.tls.as_ref(), config.plaintext, "--tls-cert, --tls-key").await?;
         let internal = match &config.internal {
-            Some(internal) => Some((Bound::bind(&internal.listen).await?, internal.key.clone())),
+            Some(internal) => {
+                let flags = "--internal-tls-cert, --internal-tls-key";
+                let bound = Bound::bind(&internal.listen, internal.tls.as_ref(), config.plaintext, flags).await?;
+                Some((bound, internal.key.clone()))
+            }
             None => None,
         };
+        let transport = config.internal.as_ref().map(|internal| internal.transport.clone()).unwrap_or_default();
         // The address Raft knows this replica by: the internal one (a replica alone for good is
         // never called, and is named by its API address).
         let own = internal.as_ref().map_or(api.addr, |(bound, _)| bound.addr);
@@ -244,14 +270,14 @@ impl Replica {
 
         let connect_timeout = Duration::from_millis(500);
         let client = match &internal {
-            Some((_, key)) => internal::client(key, connect_timeout).map_err(NodeError::Raft)?,
+            Some((_, key)) => internal::client(key, &transport, connect_timeout).map_err(NodeError::Raft)?,
             None => reqwest::Client::builder()
                 .connect_timeout(connect_timeout)
                 .build()
                 .map_err(|e| NodeError::Raft(format!("cannot build the HTTP client: {e}")))?,
         };
         let reader = store.state_machine.reader();
-        let network = http::HttpNetwork::new(config.id, client.clone());
+        let network = http::HttpNetwork::new(config.id, client.clone(), transport.clone());
         let raft = MetadataRaft::new(config.id, raft_config, network, store.log, store.state_machine)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -260,6 +286,7 @@ impl Replica {
             raft,
             reader,
             client,
+            transport,
             leader_timeout: config.leader_timeout,
             membership_timeout: config.membership_timeout,
         });
@@ -363,6 +390,8 @@ struct ReplicaCore {
     raft: MetadataRaft,
     reader: MetadataReader,
     client: reqwest::Client,
+    /// How `client` reaches a replica named by its address (`http://` or `https://`).
+    transport: Transport,
     leader_timeout: Duration,
     membership_timeout: Duration,
 }
@@ -526,7 +555,7 @@ impl ReplicaCore {
         waiting: &mut Waiting,
     ) -> Attempt<Op::Output, Op::Error> {
         let (method, path, body) = op.request();
-        let url = format!("{}{path}", http::base_url(&node.addr));
+        let url = format!("{}{path}", self.transport.url(&node.addr));
         let sent = http::send(&self.client, method, &url, body.as_ref(), &[(FORWARDED_HEADER, "1")], remaining).await;
         match sent {
             Ok((StatusCode::OK, body)) => match serde_json::from_slice(&body) {
@@ -631,7 +660,7 @@ impl ReplicaHandle for ReplicaCore {
             let metrics = self.metrics();
             let leader = metrics.current_leader.filter(|leader| *leader != self.id)?;
             let node = metrics.membership_config.membership().get_node(&leader)?.clone();
-            let url = format!("{}{path}", http::base_url(&node.addr));
+            let url = format!("{}{path}", self.transport.url(&node.addr));
             match http::send(&self.client, reqwest::Method::GET, &url, None::<&()>, &[], timeout).await {
                 Ok((StatusCode::OK, body)) => Some(body.to_vec()),
                 _ => None,

@@ -44,6 +44,7 @@ use weir_dataflow::wire::{
     self, AttemptRef, AttemptReport, Deploy, DeployPart, ErrorCode, Failure, Heartbeat, HeartbeatReply, NotLeader,
     Problem, RunEnd, SavepointAsk, SavepointTaken, VertexMetrics,
 };
+use weir_net::Transport;
 
 use crate::api::ApiError;
 use crate::api::ids::now;
@@ -66,11 +67,20 @@ pub struct WorkerOptions {
     /// The shuffle server's key, which signs each attempt's namespace token; `None`: the
     /// server takes any client (`weir shuffle --insecure-no-auth`).
     pub shuffle_key: Option<ClusterKey>,
+    /// How the leader reaches the workers' task endpoints (TLS trusting the cluster's CA, or
+    /// plain).
+    pub transport: Transport,
 }
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        WorkerOptions { heartbeat_timeout: Duration::from_secs(3), state_dir: None, shuffle: None, shuffle_key: None }
+        WorkerOptions {
+            heartbeat_timeout: Duration::from_secs(3),
+            state_dir: None,
+            shuffle: None,
+            shuffle_key: None,
+            transport: Transport::Plain,
+        }
     }
 }
 
@@ -118,7 +128,7 @@ struct Attached {
 impl Workers {
     /// The registry of a replica whose workers present `key` (the worker key).
     pub fn new(replica: Arc<dyn ReplicaHandle>, key: ClusterKey, options: WorkerOptions) -> Result<Arc<Self>, String> {
-        let client = crate::internal::client(&key, Duration::from_secs(2))?;
+        let client = crate::internal::client(&key, &options.transport, Duration::from_secs(2))?;
         Ok(Arc::new(Workers { replica, client, key, options, inner: Mutex::default() }))
     }
 
@@ -519,7 +529,7 @@ impl Workers {
     ) -> Result<R, CallError> {
         let response = self
             .client
-            .post(format!("http://{address}{path}"))
+            .post(format!("{}{path}", self.options.transport.url(address)))
             .timeout(timeout)
             .json(body)
             .send()

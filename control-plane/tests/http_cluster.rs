@@ -47,7 +47,7 @@ async fn start(
     data: &Path,
 ) -> Result<Replica, NodeError> {
     let mut config = ReplicaConfig::new(ReplicaId(id), "127.0.0.1:0", data.join(id.to_string()));
-    config.internal = Some(InternalConfig { listen: internal.into(), key: key(KeyPurpose::Peer) });
+    config.internal = Some(InternalConfig::plain(internal, key(KeyPurpose::Peer)));
     config.peers = peers.clone();
     let mut replica = Replica::start(config).await?;
     replica.serve(axum::Router::new(), axum::Router::new())?;

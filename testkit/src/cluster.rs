@@ -9,6 +9,7 @@
 //! ended on their own, prints the end of every log, and keeps the directory.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -45,6 +46,7 @@ pub struct ClusterBuilder {
     env: Vec<(String, String)>,
     env_remove: Vec<String>,
     shuffle: bool,
+    tls: bool,
     wait: Duration,
 }
 
@@ -60,6 +62,7 @@ impl ClusterBuilder {
             env: Vec::new(),
             env_remove: Vec::new(),
             shuffle: false,
+            tls: false,
             wait: Duration::from_secs(30),
         }
     }
@@ -114,6 +117,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// With TLS everywhere: `weir dev-certs` makes a CA and a certificate for 127.0.0.1, which
+    /// every listener presents (API, internal, workers' task endpoints, the shuffle server) and
+    /// every process trusts (`--internal-ca`), as does [`Cluster::client`].
+    pub fn tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// How long a step that takes a few seconds when all is well may take (default 30 s).
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = wait;
@@ -128,16 +139,22 @@ impl ClusterBuilder {
         std::fs::create_dir(dir.path().join("logs")).map_err(|e| Error::new(format!("a log folder: {e}")))?;
         let state_dir = self.state_dir.clone().unwrap_or_else(|| dir.path().join("state").display().to_string());
         let shuffle_log = (self.logs == Logs::Files).then(|| dir.path().join("logs/shuffle.log"));
+        let tls = if self.tls { Some(Tls::make(&self.weir, &dir.path().join("tls"))?) } else { None };
         let shuffle = if self.shuffle {
             let key = self.weir.key("shuffle", &self.root_token)?;
-            Some(ShuffleServer::start_on(&self.weir, "127.0.0.1:0", &[], shuffle_log.as_deref(), Some(&key))?)
+            let flags: Vec<&OsStr> = tls.as_ref().map(Tls::listener_flags).unwrap_or_default();
+            Some(ShuffleServer::start_on(&self.weir, "127.0.0.1:0", &flags, shuffle_log.as_deref(), Some(&key))?)
         } else {
             None
         };
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::new(format!("an HTTP client: {e}")))?;
+        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        if let Some(tls) = &tls {
+            let pem = std::fs::read(&tls.ca).map_err(|e| Error::new(format!("the CA certificate: {e}")))?;
+            let ca =
+                reqwest::Certificate::from_pem(&pem).map_err(|e| Error::new(format!("the CA certificate: {e}")))?;
+            client = client.tls_certs_only([ca]).https_only(true);
+        }
+        let client = client.build().map_err(|e| Error::new(format!("an HTTP client: {e}")))?;
         let worker_key = self.weir.key("worker", &self.root_token)?;
         let mut cluster = Cluster {
             replica_count: self.replicas,
@@ -154,6 +171,7 @@ impl ClusterBuilder {
             workers: Vec::new(),
             client,
             shuffle,
+            tls,
             dir: Some(dir),
         };
         if let Err(e) = cluster.start_replicas() {
@@ -162,6 +180,52 @@ impl ClusterBuilder {
             return Err(Error::new(format!("{e}; the cluster's directory is kept: {kept:?}")));
         }
         Ok(cluster)
+    }
+}
+
+/// The certificates of a cluster over TLS (`weir dev-certs`).
+struct Tls {
+    ca: PathBuf,
+    certificate: PathBuf,
+    key: PathBuf,
+}
+
+impl Tls {
+    fn make(weir: &Weir, dir: &Path) -> Result<Tls> {
+        let output = std::process::Command::new(weir.exe())
+            .arg("dev-certs")
+            .arg(dir)
+            .args(["--host", "127.0.0.1", "--host", "localhost"])
+            .output()
+            .map_err(|e| Error::new(format!("`weir dev-certs` does not run: {e}")))?;
+        if !output.status.success() {
+            return Err(Error::new(format!("`weir dev-certs` failed: {}", String::from_utf8_lossy(&output.stderr))));
+        }
+        Ok(Tls { ca: dir.join("ca.pem"), certificate: dir.join("cert.pem"), key: dir.join("key.pem") })
+    }
+
+    /// What a listener is given to serve TLS.
+    fn listener_flags(&self) -> Vec<&OsStr> {
+        vec!["--tls-cert".as_ref(), self.certificate.as_os_str(), "--tls-key".as_ref(), self.key.as_os_str()]
+    }
+
+    /// What a replica is given: TLS on both listeners, and the CA to trust.
+    fn replica_args(&self) -> Vec<String> {
+        let (ca, certificate, key) = (self.ca.display(), self.certificate.display(), self.key.display());
+        ["--tls-cert", &certificate.to_string(), "--tls-key", &key.to_string()]
+            .into_iter()
+            .chain(["--internal-tls-cert", &certificate.to_string(), "--internal-tls-key", &key.to_string()])
+            .chain(["--internal-ca", &ca.to_string()])
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// What a worker is given: TLS on its task endpoint, and the CA to trust.
+    fn worker_args(&self) -> Vec<String> {
+        let (ca, certificate, key) = (self.ca.display(), self.certificate.display(), self.key.display());
+        ["--tls-cert", &certificate.to_string(), "--tls-key", &key.to_string(), "--internal-ca", &ca.to_string()]
+            .map(str::to_string)
+            .into()
     }
 }
 
@@ -201,6 +265,7 @@ pub struct Cluster {
     workers: Vec<Worker>,
     client: reqwest::Client,
     shuffle: Option<ShuffleServer>,
+    tls: Option<Tls>,
     /// Kept when the owning thread panics, with the logs in it.
     dir: Option<tempfile::TempDir>,
 }
@@ -241,14 +306,19 @@ impl Cluster {
         self.replicas.keys().copied().collect()
     }
 
-    /// `http://ADDRESS{path}` of replica `id`'s API listener.
+    /// `http(s)://ADDRESS{path}` of replica `id`'s API listener.
     pub fn url(&self, id: u64, path: &str) -> String {
-        format!("http://{}{path}", self.replica(id).address)
+        format!("{}://{}{path}", self.scheme(), self.replica(id).address)
     }
 
-    /// `http://ADDRESS{path}` of replica `id`'s internal listener.
+    /// `http(s)://ADDRESS{path}` of replica `id`'s internal listener.
     pub fn internal_url(&self, id: u64, path: &str) -> String {
-        format!("http://{}{path}", self.replica(id).internal)
+        format!("{}://{}{path}", self.scheme(), self.replica(id).internal)
+    }
+
+    /// `https` for a cluster over TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The key `weir key NAME` prints for this cluster's root token (`peer`, `worker`, `shuffle`).
@@ -337,6 +407,9 @@ impl Cluster {
                 if let Some(shuffle) = self.shuffle_addr() {
                     args.extend(["--shuffle".to_string(), shuffle.to_string()]);
                 }
+                if let Some(tls) = &self.tls {
+                    args.extend(tls.replica_args());
+                }
                 let log = self.log_path(&format!("replica-{id}"));
                 let process = self.spawn_replica(id, &args, log.as_deref())?;
                 self.replicas.insert(id, Replica { address, internal, log, args, process });
@@ -394,10 +467,13 @@ impl Cluster {
         let log = self.log_path(&format!("worker-{index}"));
         let cwd = self.path(&format!("worker-{index}"));
         std::fs::create_dir(&cwd).map_err(|e| Error::new(format!("the worker's directory {}: {e}", cwd.display())))?;
-        let args: Vec<String> =
+        let mut args: Vec<String> =
             ["worker", "--control-plane", &control_plane, "--slots", &slots.to_string(), "--listen", "127.0.0.1:0"]
                 .map(str::to_string)
                 .into();
+        if let Some(tls) = &self.tls {
+            args.extend(tls.worker_args());
+        }
         let mut command = self.command(&args, &cwd, log.as_deref(), ("WEIR_WORKER_KEY", &self.worker_key))?;
         let process = Process::spawn(&mut command, &format!("worker {index}"))?.ok_or_else(|| {
             Error::new(format!(

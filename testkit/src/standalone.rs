@@ -8,7 +8,7 @@ use crate::{Error, Process, Result, Weir};
 /// `weir standalone` on a free loopback port; killed when dropped.
 pub struct Standalone {
     process: Process,
-    /// `http://host:port`.
+    /// `http://host:port`, or `https://` when started with `--tls-cert`.
     pub url: String,
     /// The admin token of tenant `default`, as the process wrote it to `<data>/admin-token`.
     pub token: String,
@@ -48,7 +48,7 @@ impl Standalone {
             .map_err(|e| Error::new(format!("the admin token is not written to {}: {e}", token_file.display())))?;
         Ok(Standalone {
             process,
-            url: format!("http://{addr}"),
+            url: format!("{}://{addr}", if extra.contains(&"--tls-cert") { "https" } else { "http" }),
             token: token.trim().to_string(),
             log: log.to_path_buf(),
         })

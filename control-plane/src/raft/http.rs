@@ -26,6 +26,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotRespon
 use openraft::{BasicNode, OptionalSend, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use weir_net::Transport;
 
 use super::{MetadataRaft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 use crate::metadata::ids::ReplicaId;
@@ -102,11 +103,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// The base URL of a replica from its advertised address.
-pub fn base_url(address: &str) -> String {
-    if address.contains("://") { address.trim_end_matches('/').to_owned() } else { format!("http://{address}") }
-}
-
 /// Why an HTTP call to another replica got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -169,12 +165,14 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 pub struct HttpNetwork {
     source: ReplicaId,
     client: reqwest::Client,
+    transport: Transport,
 }
 
 impl HttpNetwork {
-    /// The network of replica `source`, sending with `client`.
-    pub fn new(source: ReplicaId, client: reqwest::Client) -> Self {
-        Self { source, client }
+    /// The network of replica `source`, sending with `client` to the base URLs `transport`
+    /// makes of the peers' addresses.
+    pub fn new(source: ReplicaId, client: reqwest::Client, transport: Transport) -> Self {
+        Self { source, client, transport }
     }
 }
 
@@ -182,7 +180,12 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
     type Network = HttpConnection;
 
     async fn new_client(&mut self, target: ReplicaId, node: &BasicNode) -> Self::Network {
-        HttpConnection { source: self.source, target, base: base_url(&node.addr), client: self.client.clone() }
+        HttpConnection {
+            source: self.source,
+            target,
+            base: self.transport.url(&node.addr),
+            client: self.client.clone(),
+        }
     }
 }
 

@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Notify, mpsc};
 use weir_dataflow::event::StreamEvent;
 use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex};
 use weir_dataflow::wire::{ErrorCode, Failure};
+use weir_net::{ReadHalf, Transport};
 
 use super::proto::{ClientMessage, MessageReader, Outbound, ProtoError, ServerMessage, write_loop};
 use crate::wire::{self, PROTOCOL_VERSION};
@@ -29,6 +28,8 @@ pub struct RemoteShuffle {
     namespace: String,
     /// The namespace's token (the shuffle key's signature of it); empty for an open server.
     token: String,
+    /// Plain TCP, or TLS trusting the cluster's CA.
+    transport: Transport,
     consumer_credits: u32,
 }
 
@@ -40,6 +41,7 @@ impl RemoteShuffle {
             addr: addr.into(),
             namespace: namespace.into(),
             token: String::new(),
+            transport: Transport::Plain,
             consumer_credits: DEFAULT_CONSUMER_CREDITS,
         }
     }
@@ -51,6 +53,12 @@ impl RemoteShuffle {
         self
     }
 
+    /// Connects over `transport` (TLS, for a server that presents a certificate).
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
     pub fn with_consumer_credits(mut self, credits: u32) -> Self {
         assert!(credits > 0, "a channel needs at least one credit");
         self.consumer_credits = credits;
@@ -58,11 +66,12 @@ impl RemoteShuffle {
     }
 
     /// Connects and says hello; returns the reader and the writer task's queue.
-    async fn connect(&self) -> Result<(MessageReader<OwnedReadHalf>, mpsc::UnboundedSender<Outbound>), ShuffleError> {
-        let stream = TcpStream::connect(&self.addr)
+    async fn connect(&self) -> Result<(MessageReader<ReadHalf>, mpsc::UnboundedSender<Outbound>), ShuffleError> {
+        let stream = self
+            .transport
+            .connect(&self.addr)
             .await
             .map_err(|e| remote(&self.addr, ErrorCode::Unreachable, e.to_string()))?;
-        let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let (outbox, queue) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(write, queue));
@@ -77,7 +86,7 @@ impl RemoteShuffle {
         Ok((reader, outbox))
     }
 
-    async fn expect_ok(&self, reader: &mut MessageReader<OwnedReadHalf>) -> Result<(), ShuffleError> {
+    async fn expect_ok(&self, reader: &mut MessageReader<ReadHalf>) -> Result<(), ShuffleError> {
         match self.reply(reader).await? {
             ServerMessage::Ok => Ok(()),
             ServerMessage::Error { code, message, .. } => Err(remote(&self.addr, code, message)),
@@ -86,7 +95,7 @@ impl RemoteShuffle {
     }
 
     /// The server's next message on a connection that waits for a reply.
-    async fn reply(&self, reader: &mut MessageReader<OwnedReadHalf>) -> Result<ServerMessage, ShuffleError> {
+    async fn reply(&self, reader: &mut MessageReader<ReadHalf>) -> Result<ServerMessage, ShuffleError> {
         let failure = match reader.next().await {
             Ok(Some(body)) => match ServerMessage::decode(body) {
                 Ok(message) => return Ok(message),
@@ -214,7 +223,7 @@ fn closed() -> Failure {
 
 /// Decodes what the server relays to a gate, in order, until the connection ends.
 async fn read_events(
-    mut reader: MessageReader<OwnedReadHalf>,
+    mut reader: MessageReader<ReadHalf>,
     events: mpsc::UnboundedSender<Delivery>,
     addr: String,
     channels: Vec<ChannelId>,
@@ -314,7 +323,7 @@ struct Credits {
 }
 
 /// Applies the server's grants and failure notices to a partition's credit counts.
-async fn read_grants(mut reader: MessageReader<OwnedReadHalf>, credits: Arc<Credits>) {
+async fn read_grants(mut reader: MessageReader<ReadHalf>, credits: Arc<Credits>) {
     let lost = loop {
         match reader.next().await {
             Ok(Some(body)) => match ServerMessage::decode(body) {

@@ -23,7 +23,7 @@ mod tests {
 
     async fn start_with(config: ServerConfig) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
         let server = ShuffleServer::bind("127.0.0.1:0", config).await.expect("bind");
-        let addr = server.local_addr().expect("addr").to_string();
+        let addr = server.local_addr().to_string();
         (addr, tokio::spawn(server.serve()))
     }
 
@@ -253,21 +253,40 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_the_shuffle_suite() {
-        let (addr, server) = start(1).await;
+        suite(None, weir_net::Transport::Plain).await;
+    }
+
+    /// The same suite with every connection over TLS: a server presenting a certificate, and
+    /// clients trusting the CA that signed it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_shuffle_suite_over_tls() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let certs = weir_net::dev_certs::write(dir.path(), &["127.0.0.1".into()]).expect("certificates");
+        let tls = weir_net::ServerTls::from_pem_files(&certs.certificate, &certs.key).expect("the certificate");
+        let ca = weir_net::ClientTls::from_ca_file(&certs.ca).expect("the CA");
+        suite(Some(tls), weir_net::Transport::Tls(ca)).await;
+    }
+
+    /// Runs [`crate::testing::run_all`] against two servers (one that spills), reached over
+    /// `transport`.
+    async fn suite(tls: Option<weir_net::ServerTls>, transport: weir_net::Transport) {
+        let (addr, server) =
+            start_with(ServerConfig { channel_capacity: 1, tls: tls.clone(), ..ServerConfig::default() }).await;
         let counter = std::sync::atomic::AtomicU32::new(0);
         // A fresh namespace per check: one server, many independent jobs.
-        let make = || {
+        let client = |addr: &str, prefix: &str| {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Arc::new(RemoteShuffle::new(addr.clone(), format!("suite-{n}")).with_consumer_credits(1))
-                as Arc<dyn ShuffleService>
+            Arc::new(
+                RemoteShuffle::new(addr, format!("{prefix}-{n}"))
+                    .with_consumer_credits(1)
+                    .with_transport(transport.clone()),
+            ) as Arc<dyn ShuffleService>
         };
+        let make = || client(&addr, "suite");
         let store = StoreConfig { memory_budget: 16 << 10, ..StoreConfig::default() };
-        let (spilling_addr, spilling_server) = start_with(ServerConfig { channel_capacity: 1, store, key: None }).await;
-        let make_spilling = || {
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Arc::new(RemoteShuffle::new(spilling_addr.clone(), format!("spill-{n}")).with_consumer_credits(1))
-                as Arc<dyn ShuffleService>
-        };
+        let (spilling_addr, spilling_server) =
+            start_with(ServerConfig { channel_capacity: 1, store, tls, ..ServerConfig::default() }).await;
+        let make_spilling = || client(&spilling_addr, "spill");
         // One frame queued on the server plus one in flight to the consumer.
         crate::testing::run_all(&make, &make_spilling, 2).await;
         server.abort();

@@ -32,12 +32,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use weir_dataflow::auth::ClusterKey;
 use weir_dataflow::ids::{ChannelId, PartitionId, SubtaskIndex};
 use weir_dataflow::wire::ErrorCode;
+use weir_net::{Connection, Listener, NetError, Plaintext, ServerTls};
 
 use super::proto::{ClientMessage, MessageReader, Outbound, ServerMessage, write_loop};
 use crate::PartitionKind;
@@ -54,11 +54,21 @@ pub struct ServerConfig {
     /// The shuffle key: a hello must present its namespace's token signed with it. `None`: any
     /// client may use any namespace (`weir shuffle --insecure-no-auth`, for a trusted machine).
     pub key: Option<ClusterKey>,
+    /// The certificate the server presents; `None`: plain TCP.
+    pub tls: Option<ServerTls>,
+    /// Where the server may listen without TLS.
+    pub plaintext: Plaintext,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { channel_capacity: 4, store: StoreConfig::default(), key: None }
+        ServerConfig {
+            channel_capacity: 4,
+            store: StoreConfig::default(),
+            key: None,
+            tls: None,
+            plaintext: Plaintext::LoopbackOnly,
+        }
     }
 }
 
@@ -105,20 +115,21 @@ struct Registry {
 
 /// A bound shuffle server, ready to serve.
 pub struct ShuffleServer {
-    listener: TcpListener,
+    listener: Listener,
     config: ServerConfig,
     store: Store,
 }
 
 impl ShuffleServer {
-    pub async fn bind(addr: &str, config: ServerConfig) -> std::io::Result<Self> {
+    pub async fn bind(addr: &str, config: ServerConfig) -> Result<Self, NetError> {
         assert!(config.channel_capacity > 0, "a channel needs room for at least one frame");
         let store = Store::new(config.store.clone());
-        Ok(ShuffleServer { listener: TcpListener::bind(addr).await?, config, store })
+        let listener = Listener::bind(addr, config.tls.as_ref(), config.plaintext, "--tls-cert, --tls-key").await?;
+        Ok(ShuffleServer { listener, config, store })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.address()
     }
 
     /// The store of retained partitions: [`Store::close`] it on a clean shutdown to delete its
@@ -128,7 +139,7 @@ impl ShuffleServer {
     }
 
     /// Accepts connections until the task is dropped; dropping it closes every connection.
-    pub async fn serve(self) -> std::io::Result<()> {
+    pub async fn serve(mut self) -> std::io::Result<()> {
         let registry = Arc::new(Registry {
             channels: Mutex::new(HashMap::new()),
             store: self.store.clone(),
@@ -137,9 +148,7 @@ impl ShuffleServer {
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = accepted?;
-                    let _ = stream.set_nodelay(true);
+                (stream, peer) = self.listener.next() => {
                     connections.spawn(serve_connection(stream, peer, registry.clone(), self.config.clone()));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -156,7 +165,7 @@ enum Role {
     RetainedProducer(Arc<Partition>),
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, registry: Arc<Registry>, config: ServerConfig) {
+async fn serve_connection(stream: Connection, peer: SocketAddr, registry: Arc<Registry>, config: ServerConfig) {
     let connection = registry.next_connection.fetch_add(1, Ordering::Relaxed);
     let (read, write) = stream.into_split();
     let (outbox, queue) = mpsc::unbounded_channel();

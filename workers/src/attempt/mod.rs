@@ -27,6 +27,7 @@ use weir_dataflow::graph::JobGraph;
 use weir_dataflow::ids::{JobId, VertexId};
 use weir_dataflow::sql::plan_script;
 use weir_dataflow::wire::{CheckpointDone, ErrorCode, Failure, Restore, RunEnd, SavepointTaken, VertexMetrics};
+use weir_net::Transport;
 use weir_shuffle_service::remote::RemoteShuffle;
 use weir_shuffle_service::{LocalShuffle, ShuffleService};
 use weir_state_store::CompletedCheckpoint;
@@ -64,6 +65,8 @@ pub struct AttemptPart {
     /// The shuffle server every part exchanges through, the attempt's namespace there, and the
     /// token that opens it.
     pub shuffle: String,
+    /// How to reach the shuffle server (the worker's `--internal-ca`).
+    pub transport: Transport,
     pub namespace: String,
     pub token: String,
 }
@@ -131,8 +134,8 @@ pub async fn start(
     let graph = Arc::new(graph);
     let (shuffle, part): (Arc<dyn ShuffleService>, _) = match part {
         None => (Arc::new(LocalShuffle::new()), None),
-        Some(AttemptPart { subtasks, link, shuffle, namespace, token }) => {
-            let shuffle = RemoteShuffle::new(shuffle, namespace).with_token(token);
+        Some(AttemptPart { subtasks, link, shuffle, transport, namespace, token }) => {
+            let shuffle = RemoteShuffle::new(shuffle, namespace).with_token(token).with_transport(transport);
             (Arc::new(shuffle), Some(JobPart { subtasks, link: Some(link) }))
         }
     };

@@ -27,6 +27,9 @@ async fn worker() -> (String, tokio::sync::oneshot::Sender<()>) {
         control_planes: vec!["http://127.0.0.1:9".into()],
         slots: 2,
         listen: "127.0.0.1:0".into(),
+        tls: None,
+        plaintext: weir_net::Plaintext::LoopbackOnly,
+        transport: weir_net::Transport::Plain,
         state_dir: state.path().display().to_string(),
         key: key(),
     };

@@ -29,6 +29,7 @@ use weir_dataflow::ids::WorkerId;
 use weir_dataflow::wire::{
     self, AttemptRef, AttemptReport, CheckpointDone, Heartbeat, HeartbeatReply, NotLeader, RunEnd,
 };
+use weir_net::{Listener, NetError, Plaintext, ServerTls, Transport};
 
 use crate::attempt::RunningAttempt;
 
@@ -47,11 +48,17 @@ pub fn default_slots() -> u32 {
 
 /// What a worker is started with.
 pub struct WorkerConfig {
-    /// The control plane's replicas, as `http://host:port`.
+    /// The control plane's replicas' internal listeners, as `host:port` (or whole base URLs).
     pub control_planes: Vec<String>,
     pub slots: u32,
     /// Where the task endpoint listens (`host:port`; port 0 picks one).
     pub listen: String,
+    /// The certificate the task endpoint presents; `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
+    /// Where the task endpoint may serve plain HTTP.
+    pub plaintext: Plaintext,
+    /// How the worker reaches the control plane, other workers and the shuffle server.
+    pub transport: Transport,
     /// The default `state.checkpoints.dir` when the control plane names none.
     pub state_dir: String,
     /// The worker key (`weir key worker`): presented to the control plane and other workers, and
@@ -66,8 +73,8 @@ pub enum WorkerError {
     NoControlPlane,
     #[error(transparent)]
     NoRandomness(#[from] NoRandomness),
-    #[error("cannot listen on {address}: {source}")]
-    Listen { address: String, source: std::io::Error },
+    #[error(transparent)]
+    Listen(#[from] NetError),
     #[error("cannot build an HTTP client: {0}")]
     Client(String),
 }
@@ -75,7 +82,7 @@ pub enum WorkerError {
 /// A worker whose task endpoint is bound; [`BoundWorker::serve`] runs it.
 pub struct BoundWorker {
     worker: Arc<Worker>,
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     control_planes: Vec<String>,
 }
 
@@ -85,14 +92,12 @@ impl BoundWorker {
         if config.control_planes.is_empty() {
             return Err(WorkerError::NoControlPlane);
         }
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| WorkerError::Listen { address: config.listen.clone(), source })?;
-        let address = listener
-            .local_addr()
-            .map_err(|source| WorkerError::Listen { address: config.listen.clone(), source })?
-            .to_string();
-        let client = reqwest::Client::builder()
+        let flags = "--tls-cert, --tls-key";
+        let listener = Listener::bind(&config.listen, config.tls.as_ref(), config.plaintext, flags).await?;
+        let address = listener.address().to_string();
+        let client = config
+            .transport
+            .http_client()
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(5))
             .build()
@@ -106,8 +111,10 @@ impl BoundWorker {
             attempts: Mutex::default(),
             nudge: Notify::new(),
             client,
+            transport: config.transport,
         });
-        Ok(BoundWorker { worker, listener, control_planes: config.control_planes })
+        let control_planes = config.control_planes.iter().map(|address| worker.transport.url(address)).collect();
+        Ok(BoundWorker { worker, listener, control_planes })
     }
 
     pub fn id(&self) -> &WorkerId {
@@ -154,8 +161,10 @@ pub(crate) struct Worker {
     attempts: Mutex<BTreeMap<AttemptRef, Attempt>>,
     /// Wakes the heartbeat loop early (an attempt checkpointed or ended).
     nudge: Notify,
-    /// For the parts of spread attempts to talk to each other.
+    /// For heartbeats, and for the parts of spread attempts to talk to each other.
     client: reqwest::Client,
+    /// How `client` and the shuffle client reach other processes of the cluster.
+    transport: Transport,
 }
 
 /// An attempt (or a part of one) this worker runs.
@@ -256,8 +265,8 @@ async fn heartbeats(worker: Arc<Worker>, control_planes: Vec<String>) {
             Ok(response) if response.status() == StatusCode::MISDIRECTED_REQUEST => {
                 let hint = response.json::<NotLeader>().await.ok().and_then(|n| n.leader);
                 match hint {
-                    Some(address) if Some(format!("http://{address}")) != leader => {
-                        leader = Some(format!("http://{address}"));
+                    Some(address) if Some(worker.transport.url(&address)) != leader => {
+                        leader = Some(worker.transport.url(&address));
                         retry_now = true;
                     }
                     _ => {

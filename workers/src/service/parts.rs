@@ -97,14 +97,22 @@ pub(super) fn link(worker: &Arc<Worker>, attempt: &AttemptRef, part: DeployPart)
             (link, Inbound::Member { triggers, completed })
         }
     };
-    (AttemptPart { subtasks, link, shuffle: part.shuffle, namespace: part.namespace, token: part.token }, inbound)
+    let part = AttemptPart {
+        subtasks,
+        link,
+        shuffle: part.shuffle,
+        transport: worker.transport.clone(),
+        namespace: part.namespace,
+        token: part.token,
+    };
+    (part, inbound)
 }
 
 impl Worker {
     /// POSTs `body` to another part's task endpoint, trying again for a few seconds (the lead
     /// is deployed after its members, and may not know the attempt for a moment).
     async fn send_to_part<B: Serialize>(&self, address: &str, path: &str, body: &B) {
-        let url = format!("http://{address}{path}");
+        let url = format!("{}{path}", self.transport.url(address));
         for _ in 0..50 {
             let sent = self.client.post(&url).bearer_auth(self.key.reveal()).json(body).send().await;
             match sent {
