@@ -77,6 +77,9 @@ pub struct JobConfig {
     pub configured_max_parallelism: Option<u32>,
     pub checkpoint_interval: Option<Duration>,
     pub idle_timeout: Option<Duration>,
+    /// `table.exec.state.ttl`: how long a key's state of a regular join or group aggregation is
+    /// kept after its last write (processing time); `None` (the default, or `0`): forever.
+    pub state_ttl: Option<Duration>,
 }
 
 impl Default for JobConfig {
@@ -88,6 +91,7 @@ impl Default for JobConfig {
             configured_max_parallelism: None,
             checkpoint_interval: None,
             idle_timeout: None,
+            state_ttl: None,
         }
     }
 }
@@ -147,6 +151,10 @@ impl JobConfig {
             "table.exec.source.idle-timeout" => {
                 let d = parse_duration(value).map_err(|e| invalid(&e))?;
                 self.idle_timeout = (!d.is_zero()).then_some(d);
+            }
+            "table.exec.state.ttl" => {
+                let d = parse_duration(value).map_err(|e| invalid(&e))?;
+                self.state_ttl = (!d.is_zero()).then_some(d);
             }
             "execution.runtime-mode" => {
                 RuntimeMode::parse(value).map_err(|e| invalid(&e))?;

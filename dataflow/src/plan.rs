@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion_physical_expr::PhysicalExpr;
@@ -363,6 +364,9 @@ pub enum OperatorSpec {
         keys: Vec<usize>,
         aggs: Vec<AggregateCall>,
         final_only: bool,
+        /// How long a key's state lives after its last write (`table.exec.state.ttl`, processing
+        /// time); `None`: forever.
+        state_ttl: Option<Duration>,
     },
     /// A regular join on equal keys (input 0 is the left side). Each side's keys are columns of
     /// that side; only its first `widths[side]` columns are output. `filter` is evaluated over
@@ -379,6 +383,10 @@ pub enum OperatorSpec {
         window_end: Option<[usize; 2]>,
         /// An interval join: `lower <= left.time - right.time <= upper` on event-time columns.
         interval: Option<IntervalBounds>,
+        /// A regular join: how long each side keeps a row after its last write
+        /// (`table.exec.state.ttl`, processing time); `None`: forever. Window and interval joins
+        /// drop rows by the watermark instead, and have none.
+        state_ttl: [Option<Duration>; 2],
     },
     /// Top-N per partition (`ROW_NUMBER() … <= n`), updating; appends the row number when
     /// `rank_column`.

@@ -190,3 +190,36 @@ fn subqueries_in_expressions_are_refused_in_sql_terms() {
     let e = error(&format!("{TABLES}SELECT id FROM orders WHERE id IN (SELECT lim FROM limits);"));
     assert!(!e.message.contains("InSubquery"), "{e}");
 }
+
+#[test]
+fn the_state_ttl_goes_to_regular_joins_and_group_aggregations_and_shows_in_explain() {
+    let script = |query: &str| format!("SET 'table.exec.state.ttl' = '90 min';\n{TABLES}{query};");
+    let p = plan(&script("EXPLAIN SELECT o.id, COUNT(*) FROM orders o JOIN limits l ON o.note = l.name GROUP BY o.id"))
+        .unwrap();
+    let explain = &p.explains[0];
+    assert!(explain.contains("leftStateTtl=[90 min], rightStateTtl=[90 min]"), "{explain}");
+    assert!(explain.contains("stateTtl=[90 min]"), "{explain}");
+
+    let plan = planned(&script("SELECT o.id, COUNT(*) FROM orders o JOIN limits l ON o.note = l.name GROUP BY o.id"));
+    let ttl = Some(std::time::Duration::from_secs(90 * 60));
+    for node in &plan.nodes {
+        match &node.op {
+            OperatorSpec::Join { state_ttl, .. } => assert_eq!(*state_ttl, [ttl, ttl]),
+            OperatorSpec::GroupAggregate { state_ttl, .. } => assert_eq!(*state_ttl, ttl),
+            _ => {}
+        }
+    }
+    // An interval join drops rows by the watermark: no TTL.
+    let interval = planned(&script(
+        "SELECT a.id FROM orders a JOIN orders b ON a.id = b.id AND a.ts BETWEEN b.ts - INTERVAL '1' MINUTE AND b.ts",
+    ));
+    let join = interval.nodes.iter().find(|n| matches!(n.op, OperatorSpec::Join { .. })).expect("a join");
+    let OperatorSpec::Join { state_ttl, interval, .. } = &join.op else { unreachable!() };
+    assert!(interval.is_some() && *state_ttl == [None, None]);
+    // `0` turns it off, as in Flink; a malformed value names the option.
+    let off =
+        planned(&format!("SET 'table.exec.state.ttl' = '0';\n{TABLES}SELECT id, COUNT(*) FROM orders GROUP BY id;"));
+    assert!(off.nodes.iter().all(|n| !matches!(n.op, OperatorSpec::GroupAggregate { state_ttl: Some(_), .. })));
+    let e = error(&format!("SET 'table.exec.state.ttl' = 'soon';\n{TABLES}SELECT 1;"));
+    assert!(e.message.contains("table.exec.state.ttl"), "{e}");
+}

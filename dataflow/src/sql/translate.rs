@@ -627,8 +627,14 @@ impl<'a> Translator<'a> {
         // batch aggregation.
         let final_only = self.batch;
         let changelog = if final_only { ChangelogMode::Append } else { ChangelogMode::Retract };
+        // A batch aggregation's state lives as long as its input: no TTL.
+        let state_ttl = self.config.state_ttl.filter(|_| !final_only);
+        let description = match state_ttl {
+            Some(ttl) => format!("{description}, stateTtl=[{}]", duration_text(ttl)),
+            None => description,
+        };
         let node = self.add(
-            OperatorSpec::GroupAggregate { keys, aggs: calls, final_only },
+            OperatorSpec::GroupAggregate { keys, aggs: calls, final_only, state_ttl },
             vec![PlanInput { node: projected.node, partitioning }],
             arrow_out,
             parallelism,
@@ -683,8 +689,11 @@ impl<'a> Translator<'a> {
         };
         let (lp, parallelism) = self.keyed(left_keys.clone());
         let (rp, _) = self.keyed(right_keys.clone());
+        // Only a regular join keeps rows for as long as rows of the other side may come.
+        let ttl = self.config.state_ttl.filter(|_| window_end.is_none() && interval.is_none());
+        let state_ttl = [ttl, ttl];
         let description = format!(
-            "{}{kind:?}, on=[{}]{}",
+            "{}{kind:?}, on=[{}]{}{}",
             if window_end.is_some() {
                 "window "
             } else if interval.is_some() {
@@ -693,10 +702,16 @@ impl<'a> Translator<'a> {
                 ""
             },
             j.on.iter().map(|(l, r)| format!("{l} = {r}")).collect::<Vec<_>>().join(", "),
-            j.filter.as_ref().map(|f| format!(", where={f}")).unwrap_or_default()
+            j.filter.as_ref().map(|f| format!(", where={f}")).unwrap_or_default(),
+            match state_ttl {
+                [Some(left), Some(right)] => {
+                    format!(", leftStateTtl=[{}], rightStateTtl=[{}]", duration_text(left), duration_text(right))
+                }
+                _ => String::new(),
+            }
         );
         let node = self.add(
-            OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end, interval },
+            OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end, interval, state_ttl },
             vec![PlanInput { node: left.node, partitioning: lp }, PlanInput { node: right.node, partitioning: rp }],
             arrow_schema(&j.schema),
             parallelism,
@@ -1263,5 +1278,16 @@ fn describe(plan: &LogicalPlan) -> String {
         LogicalPlan::Values(_) => "VALUES".into(),
         LogicalPlan::EmptyRelation(_) => "SELECT without FROM".into(),
         other => other.display().to_string(),
+    }
+}
+
+/// A duration as `EXPLAIN` shows it: in the largest unit that divides it (`1 d`, `90 min`,
+/// `1500 ms`).
+fn duration_text(duration: std::time::Duration) -> String {
+    let millis = duration.as_millis();
+    let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "min"), (1_000, "s")];
+    match units.iter().find(|(size, _)| millis.is_multiple_of(*size)) {
+        Some((size, unit)) => format!("{} {unit}", millis / size),
+        None => format!("{millis} ms"),
     }
 }

@@ -4,15 +4,25 @@
 //! Each side keeps its rows by join key, each with a multiplicity and, for a side whose rows are
 //! preserved (the left of a LEFT JOIN), the number of rows of the other side it matches. A
 //! preserved row without matches is emitted padded with NULLs and retracted when its first
-//! match arrives, as Flink's streaming join does. State is unbounded, as in Flink without TTL;
-//! row bytes beyond a memory budget spill to a local file ([`super::row_store`]).
+//! match arrives, as Flink's streaming join does. Row bytes beyond a memory budget spill to a
+//! local file ([`super::row_store`]).
+//!
+//! Without a state TTL a regular join's state is unbounded, as in Flink. With one
+//! (`table.exec.state.ttl`), each stored row is forgotten once it has not been written for the
+//! TTL, by processing time (Flink's `OnCreateAndWrite`, `NeverReturnExpired`): expired rows are
+//! dropped before each batch is joined, so they never match; a preserved row's TTL starts again
+//! when its match count changes, as Flink's update of the association count does. Window and
+//! interval joins drop rows by the watermark instead.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::take;
 use arrow::datatypes::SchemaRef;
 use arrow_row::{RowConverter, SortField};
+use weir_dataflow::clock::{Clock, SystemClock};
 use weir_dataflow::event::{ChangeBatch, MIN_WATERMARK, RowKind, Timestamp};
 use weir_dataflow::plan::{IntervalBounds, JoinKind, PhysExpr};
 
@@ -65,9 +75,14 @@ pub struct Join {
     window_end: Option<[usize; 2]>,
     /// Window join keys by window end, to drop when the watermark passes it.
     windows: BTreeMap<Timestamp, Vec<SideKey>>,
-    /// An interval join's bounds, and per side its stored rows by the time they expire.
+    /// An interval join's bounds.
     interval: Option<IntervalBounds>,
+    /// Per side, its stored rows by when they expire: by event time in an interval join, by
+    /// processing time with a state TTL (an entry may be stale: the row's own expiry decides).
     expiry: [BTreeMap<Timestamp, Vec<StoredRow>>; 2],
+    /// A regular join's state TTL per side, in milliseconds, and the clock it reads.
+    ttl: [Option<i64>; 2],
+    clock: Arc<dyn Clock>,
     watermark: Timestamp,
     late: u64,
     /// Per side: its input has ended, so rows of the other side can never match anything new.
@@ -118,6 +133,8 @@ impl Join {
             windows: BTreeMap::new(),
             interval,
             expiry: [BTreeMap::new(), BTreeMap::new()],
+            ttl: [None, None],
+            clock: Arc::new(SystemClock),
             watermark: MIN_WATERMARK,
             late: 0,
             ended: [false; 2],
@@ -129,6 +146,38 @@ impl Join {
     pub fn with_max_parallelism(mut self, max_parallelism: u32) -> Self {
         self.max_parallelism = max_parallelism;
         self
+    }
+
+    /// Each side forgets a row once it has not been written for `state_ttl` by `clock`.
+    pub fn with_state_ttl(mut self, state_ttl: [Option<Duration>; 2], clock: Arc<dyn Clock>) -> Self {
+        self.ttl = state_ttl.map(|ttl| ttl.map(|ttl| i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)));
+        self.clock = clock;
+        self
+    }
+
+    fn has_ttl(&self) -> bool {
+        self.ttl.iter().any(Option::is_some)
+    }
+
+    /// Forgets every stored row whose state TTL ran out by `now`.
+    fn expire_idle_rows(&mut self, now: i64) {
+        for side in 0..2 {
+            if self.ttl[side].is_none() {
+                continue;
+            }
+            while let Some(entry) = self.expiry[side].first_entry() {
+                if *entry.key() > now {
+                    break;
+                }
+                for (key, id, offset) in entry.remove() {
+                    let stored = self.sides[side].store.entry(id);
+                    // A row written again since has a later expiry (and its own entry).
+                    if stored.offset() == offset && stored.expires <= now {
+                        self.sides[side].store.remove_entry(&key, id, offset);
+                    }
+                }
+            }
+        }
     }
 
     /// Decodes pairs of side rows into an output batch (`None` = NULLs).
@@ -193,7 +242,9 @@ impl Operator for Join {
             let rows = state.keyed.remove(&SIDE_STATE[side]).unwrap_or_default();
             let patches = state.keyed.remove(&PATCH_STATE[side]).unwrap_or_default();
             let (windows, expiry) = (&mut self.windows, &mut self.expiry[side]);
-            self.sides[side].store.restore(rows, patches, self.watermark, |_, row| {
+            // Rows expire by processing time under a state TTL, by the watermark otherwise.
+            let passed = if self.ttl.iter().any(Option::is_some) { self.clock.now_millis() } else { self.watermark };
+            self.sides[side].store.restore(rows, patches, passed, |_, row| {
                 if row.pushed.new_key && row.window_end != NO_TIME {
                     windows.entry(row.window_end).or_default().push((side, row.key.into()));
                 }
@@ -210,6 +261,11 @@ impl Operator for Join {
             return Err(TaskError::Unsupported("a join has two inputs".into()));
         }
         let (s, o) = (input, 1 - input);
+        // Expired rows go before the batch is joined: they never match.
+        let now = self.has_ttl().then(|| self.clock.now_millis());
+        if let Some(now) = now {
+            self.expire_idle_rows(now);
+        }
         let key_columns: Vec<ArrayRef> = self.sides[s].keys.iter().map(|k| batch.data.column(*k).clone()).collect();
         // A join without an equality key (a cross join, or a condition without `=` between
         // the sides) matches every row against every row of the other side: all rows share the
@@ -318,6 +374,13 @@ impl Operator for Join {
                     let before = e.matches;
                     let after = before + if accumulate { 1 } else { -1 };
                     other_side.store.set_matches(*id, after);
+                    // Flink writes the new count of associations: the row's TTL starts again.
+                    if let (Some(ttl), Some(now)) = (self.ttl[o], now) {
+                        let at = now.saturating_add(ttl);
+                        let offset = other_side.store.entry(*id).offset();
+                        other_side.store.refresh_expires(*id, at);
+                        self.expiry[o].entry(at).or_default().push((key.into(), *id, offset));
+                    }
                     if before == 0 && after > 0 {
                         pending.extend(std::iter::repeat_n((RowKind::Delete, Source::Null, other), count));
                     }
@@ -349,6 +412,8 @@ impl Operator for Join {
                 if expires.is_some_and(|at| at <= self.watermark) {
                     continue;
                 }
+                // A regular join with a state TTL keeps the row until the TTL has passed.
+                let expires = expires.or(now.zip(self.ttl[s]).map(|(now, ttl)| now.saturating_add(ttl)));
                 let pushed = mine_side.store.push(key, row, matched)?;
                 if pushed.new_key
                     && let Some(ends) = &ends
@@ -402,7 +467,8 @@ impl Operator for Join {
                 self.sides[side].store.remove_key(&key);
             }
         }
-        for side in 0..2 {
+        // An interval join's rows expire by the watermark (a state TTL's by processing time).
+        for side in (0..2).filter(|_| self.interval.is_some()) {
             while let Some(entry) = self.expiry[side].first_entry() {
                 if *entry.key() > watermark {
                     break;
@@ -423,8 +489,6 @@ impl Operator for Join {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use arrow::array::{Int64Array, TimestampMillisecondArray};
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
@@ -551,5 +615,95 @@ mod tests {
         assert_eq!(rows(&out), 0);
         // And a late right row is not kept either.
         assert_eq!(join.expiry[1].len(), 0);
+    }
+
+    /// A regular join of `kind` on equal ids whose left side keeps a row 4 s after its last
+    /// write and right side 1 s, as Flink's `StreamingJoinOperatorTest` with different state
+    /// retention times; processing time starts at 1 ms.
+    fn join_with_ttl(kind: JoinKind) -> (Join, Arc<weir_dataflow::clock::ManualClock>) {
+        let output = Arc::new(Schema::new([side_schema().fields().to_vec(), side_schema().fields().to_vec()].concat()));
+        let clock = weir_dataflow::clock::ManualClock::new(1);
+        let join =
+            Join::try_new(kind, side_schema(), side_schema(), vec![0], vec![0], [2, 2], None, None, None, output)
+                .unwrap()
+                .with_state_ttl(
+                    [Some(Duration::from_millis(4_000)), Some(Duration::from_millis(1_000))],
+                    clock.clone(),
+                );
+        (join, clock)
+    }
+
+    /// A row (id, payload) on `side`, inserted or deleted; what the join emits for it, as
+    /// (kind, left (id, payload), right (id, payload)).
+    fn step(join: &mut Join, side: usize, kind: RowKind, id: i64, payload: i64) -> Vec<String> {
+        let mut out = Output::default();
+        let row = batch(id, payload);
+        join.process(side, ChangeBatch::with_kinds(row.data, vec![kind]), &mut out).unwrap();
+        let mut emitted = Vec::new();
+        for item in &out.items {
+            let Emitted::Batch(b) = item else { continue };
+            let column = |c: usize| b.data.column(c).clone();
+            let (ids, payloads) = ([column(0), column(2)], [column(1), column(3)]);
+            for r in 0..b.num_rows() {
+                let side_text = |s: usize| -> String {
+                    if ids[s].is_null(r) {
+                        return "null".into();
+                    }
+                    let id = ids[s].as_any().downcast_ref::<Int64Array>().unwrap().value(r);
+                    let payload = payloads[s].as_any().downcast_ref::<TimestampMillisecondArray>().unwrap().value(r);
+                    format!("{id}/{payload}")
+                };
+                emitted.push(format!("{} {} {}", b.kind(r).short_string(), side_text(0), side_text(1)));
+            }
+        }
+        // Retractions before insertions, as emitted; rows of one kind in any order.
+        emitted.sort_by_key(|line| (!line.starts_with('-'), line.clone()));
+        emitted
+    }
+
+    #[test]
+    fn inner_join_forgets_rows_by_their_sides_state_ttl_as_flink_does() {
+        let (mut join, clock) = join_with_ttl(JoinKind::Inner);
+        let (i, d) = (RowKind::Insert, RowKind::Delete);
+        assert!(step(&mut join, 0, i, 1, 100).is_empty());
+        assert!(step(&mut join, 0, i, 2, 100).is_empty());
+        assert_eq!(step(&mut join, 1, i, 2, 900), ["+I 2/100 2/900"]);
+        clock.set(3_000);
+        // The right row expired at 1001.
+        assert!(step(&mut join, 0, i, 2, 200).is_empty());
+        assert_eq!(step(&mut join, 1, i, 2, 901), ["+I 2/100 2/901", "+I 2/200 2/901"]);
+        clock.set(4_001);
+        // Left rows written at 1 ms expired at 4001; the retracted right row expired at 4000,
+        // and its retraction still joins the live left row.
+        assert!(step(&mut join, 1, i, 1, 902).is_empty());
+        assert_eq!(step(&mut join, 1, d, 2, 901), ["-D 2/200 2/901"]);
+        clock.set(7_000);
+        assert!(step(&mut join, 1, i, 2, 903).is_empty());
+        // Nothing is kept for keys nobody wrote for longer than the TTL.
+        clock.set(8_000);
+        assert!(step(&mut join, 0, i, 9, 0).is_empty());
+        let key = join.key_rows.convert_columns(&[Arc::new(Int64Array::from(vec![2])) as ArrayRef]).unwrap();
+        assert!(join.sides[0].store.entries_of(key.row(0).data()).is_empty());
+        assert!(join.sides[1].store.entries_of(key.row(0).data()).is_empty());
+    }
+
+    #[test]
+    fn left_join_keeps_a_matched_row_alive_as_flink_does() {
+        let (mut join, clock) = join_with_ttl(JoinKind::Left);
+        let (i, d) = (RowKind::Insert, RowKind::Delete);
+        assert_eq!(step(&mut join, 0, i, 1, 100), ["+I 1/100 null"]);
+        assert_eq!(step(&mut join, 0, i, 2, 100), ["+I 2/100 null"]);
+        assert_eq!(step(&mut join, 1, i, 2, 900), ["-D 2/100 null", "+I 2/100 2/900"]);
+        clock.set(3_000);
+        // A new match writes the left row's match count: its TTL starts again (until 7000).
+        assert_eq!(step(&mut join, 1, i, 2, 901), ["+I 2/100 2/901"]);
+        clock.set(4_001);
+        assert!(step(&mut join, 1, i, 1, 902).is_empty());
+        // The retraction writes the match count too: the left row now lives until 8001.
+        assert_eq!(step(&mut join, 1, d, 2, 901), ["-D 2/100 2/901"]);
+        clock.set(8_000);
+        assert_eq!(step(&mut join, 1, i, 2, 903), ["+I 2/100 2/903"]);
+        clock.set(12_001);
+        assert!(step(&mut join, 1, i, 2, 904).is_empty());
     }
 }

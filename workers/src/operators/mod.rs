@@ -21,6 +21,9 @@ pub mod watermark;
 pub mod window_agg;
 pub mod window_assign;
 
+use std::sync::Arc;
+
+use weir_dataflow::clock::SystemClock;
 use weir_dataflow::event::{ChangeBatch, Timestamp};
 use weir_dataflow::plan::{OperatorSpec, PlanNode, StreamPlan};
 
@@ -139,7 +142,7 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
             node.schema.clone(),
             key_groups(0)?,
         )?),
-        OperatorSpec::GroupAggregate { keys, aggs, final_only } => {
+        OperatorSpec::GroupAggregate { keys, aggs, final_only, state_ttl } => {
             let mut op = group_agg::GroupAggregate::try_new(
                 input_schema(0),
                 keys.clone(),
@@ -149,23 +152,26 @@ pub fn create_operator(plan: &StreamPlan, node: &PlanNode) -> TaskResult<Box<dyn
                 key_groups(0)?,
             )?;
             op.final_only = *final_only;
-            Box::new(op)
+            Box::new(op.with_state_ttl(*state_ttl, Arc::new(SystemClock)))
         }
-        OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end, interval } => Box::new(
-            join::Join::try_new(
-                *kind,
-                input_schema(0),
-                input_schema(1),
-                left_keys.clone(),
-                right_keys.clone(),
-                *widths,
-                filter.clone(),
-                *window_end,
-                *interval,
-                node.schema.clone(),
-            )?
-            .with_max_parallelism(plan.max_parallelism),
-        ),
+        OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end, interval, state_ttl } => {
+            Box::new(
+                join::Join::try_new(
+                    *kind,
+                    input_schema(0),
+                    input_schema(1),
+                    left_keys.clone(),
+                    right_keys.clone(),
+                    *widths,
+                    filter.clone(),
+                    *window_end,
+                    *interval,
+                    node.schema.clone(),
+                )?
+                .with_max_parallelism(plan.max_parallelism)
+                .with_state_ttl(*state_ttl, Arc::new(SystemClock)),
+            )
+        }
         OperatorSpec::Rank(spec) => Box::new(rank::Rank::try_new(
             spec.clone(),
             &input_schema(0),

@@ -70,6 +70,14 @@ pub struct Entry {
     key_group: u16,
 }
 
+impl Entry {
+    /// Where its bytes are in the log: with the entry's id, names the row (ids are reused,
+    /// offsets are not).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
 /// Append-only row bytes: the newest in memory, the rest in a temporary file.
 struct RowLog {
     memory: Vec<u8>,
@@ -272,6 +280,9 @@ fn read_row_fields(r: &mut codec::Reader<'_>) -> TaskResult<(i64, i64, i64, i64)
     Ok((field(0, 1)?, field(1, 0)?, field(2, NO_TIME)?, field(3, NO_TIME)?))
 }
 
+/// A patched row's (count, matches) and, for a row with a state TTL, its expiry.
+type Patch = (i64, i64, Option<i64>);
+
 /// One row as [`RowStore::restore`] hands it back, to rebuild the owner's indexes.
 pub struct RestoredRow<'a> {
     pub key: &'a [u8],
@@ -324,6 +335,12 @@ impl RowStore {
     /// Sets a row's expiry; only for a row just pushed (checkpoints store it with the row).
     pub fn set_expires(&mut self, id: u32, expires: Timestamp) {
         self.entries[id as usize].expires = expires;
+    }
+
+    /// Moves a stored row's expiry (its state TTL started again): a checkpoint patches it.
+    pub fn refresh_expires(&mut self, id: u32, expires: Timestamp) {
+        self.entries[id as usize].expires = expires;
+        self.changed(id);
     }
 
     /// Sets how many rows of the other side a stored row matches.
@@ -553,6 +570,10 @@ impl RowStore {
             value.clear();
             codec::put_i64(&mut value, entry.count as i64);
             codec::put_i64(&mut value, entry.matches as i64);
+            // A row whose state TTL started again since its segment was written.
+            if entry.expires != NO_TIME {
+                codec::put_i64(&mut value, entry.expires);
+            }
             ctx.put(patches, segment.key_group as u32, &patch_key(segment.id, entry.index), &value)?;
             segment.patched(entry.index);
         }
@@ -641,7 +662,8 @@ impl RowStore {
     }
 
     /// Restores one side's rows from `rows` (segments) and `patches`, dropping every row the
-    /// `watermark` has passed: an expired row, or a row of a closed window. `on_row` sees each
+    /// `watermark` has passed: an expired row, or a row of a closed window. (A regular join
+    /// whose rows expire by state TTL passes the processing time instead.) `on_row` sees each
     /// kept row, so the owner can rebuild its indexes.
     pub fn restore(
         &mut self,
@@ -650,11 +672,13 @@ impl RowStore {
         watermark: Timestamp,
         mut on_row: impl FnMut(&mut Self, RestoredRow<'_>),
     ) -> TaskResult<()> {
-        let mut patched: HashMap<(u32, [u8; 12]), (i64, i64)> = HashMap::with_capacity(patches.len());
+        let mut patched: HashMap<(u32, [u8; 12]), Patch> = HashMap::with_capacity(patches.len());
         for (key_group, key, value) in patches {
             let key: [u8; 12] = key.as_ref().try_into().map_err(|_| codec::Reader::error("a join row patch's key"))?;
             let mut r = codec::Reader::new(&value);
-            patched.insert((key_group, key), (r.i64()?, r.i64()?));
+            let (count, matches) = (r.i64()?, r.i64()?);
+            let expires = if r.is_empty() { None } else { Some(r.i64()?) };
+            patched.insert((key_group, key), (count, matches, expires));
             r.finish()?;
         }
         for (key_group, key, value) in rows {
@@ -676,7 +700,10 @@ impl RowStore {
                 if let (Some(slot), Some(_)) = (slot, patch) {
                     self.changes.as_mut().expect("tracking").segments[slot as usize].patches.push(index);
                 }
-                let (count, matches) = patch.unwrap_or((count, matches));
+                let (count, matches, expires) = match patch {
+                    Some((count, matches, patched_expiry)) => (count, matches, patched_expiry.unwrap_or(expires)),
+                    None => (count, matches, expires),
+                };
                 let passed = |t: i64| t != NO_TIME && t <= watermark;
                 if count <= 0 || passed(expires) || (window_end != NO_TIME && passed(window_end - 1)) {
                     continue;

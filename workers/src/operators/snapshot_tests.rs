@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use std::time::Duration;
+
+use weir_dataflow::clock::ManualClock;
 use weir_dataflow::event::{ChangeBatch, RowKind, Timestamp};
 use weir_dataflow::ids::CheckpointId;
 use weir_dataflow::plan::{AggKind, AggregateCall, OverFrame, Partitioning, RankSpec, SessionOutput, SortKey};
@@ -27,6 +30,8 @@ enum Step {
     Input(usize, ChangeBatch),
     Watermark(Timestamp),
     Checkpoint,
+    /// Processing time moves to this millisecond (what a state TTL reads).
+    At(Arc<ManualClock>, i64),
 }
 
 /// The rows an operator emitted, as `{"op":…,"row":[…]}` lines.
@@ -47,6 +52,10 @@ fn feed(op: &mut dyn Operator, step: &Step, emitted: &mut Vec<String>) {
         Step::Input(input, batch) => op.process(*input, batch.clone(), &mut out).expect("process"),
         Step::Watermark(w) => op.on_watermark(*w, &mut out).expect("watermark"),
         Step::Checkpoint => return,
+        Step::At(clock, millis) => {
+            clock.set(*millis);
+            return;
+        }
     }
     lines(out, emitted);
 }
@@ -343,25 +352,30 @@ fn join(
     kind: weir_dataflow::plan::JoinKind,
     interval: Option<weir_dataflow::plan::IntervalBounds>,
 ) -> Box<dyn Operator> {
+    Box::new(join_operator(kind, interval))
+}
+
+fn join_operator(
+    kind: weir_dataflow::plan::JoinKind,
+    interval: Option<weir_dataflow::plan::IntervalBounds>,
+) -> super::join::Join {
     // An outer join pads with NULLs: every output column is nullable.
     let side = input_schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>();
     let output = Arc::new(Schema::new([side.clone(), side].concat()));
-    Box::new(
-        super::join::Join::try_new(
-            kind,
-            input_schema(),
-            input_schema(),
-            vec![0],
-            vec![0],
-            [3, 3],
-            None,
-            None,
-            interval,
-            output,
-        )
-        .expect("join")
-        .with_max_parallelism(MAX_PARALLELISM),
+    super::join::Join::try_new(
+        kind,
+        input_schema(),
+        input_schema(),
+        vec![0],
+        vec![0],
+        [3, 3],
+        None,
+        None,
+        interval,
+        output,
     )
+    .expect("join")
+    .with_max_parallelism(MAX_PARALLELISM)
 }
 
 /// Seeded changelog rows for both sides of a join over 5 keys: inserts, duplicates, and
@@ -454,4 +468,119 @@ fn join_state_is_compacted_when_most_stored_rows_are_gone() {
     }
     // After the retractions, the patches cover 30k rows; compaction then leaves about 10k rows.
     assert!(stored_rows[2] < stored_rows[0] / 2, "state after compaction: {stored_rows:?}");
+}
+
+/// `SUM(v) … GROUP BY k`, its keys forgotten `ttl` after their last write by `clock`.
+fn sum_by_k(clock: &Arc<ManualClock>, ttl: Option<Duration>, retract: bool) -> Box<dyn Operator> {
+    let output =
+        Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("s", DataType::Int64, true)]));
+    Box::new(
+        super::group_agg::GroupAggregate::try_new(
+            input_schema(),
+            vec![0],
+            vec![call(AggKind::Sum, Some(1))],
+            output,
+            retract,
+            hashed_by_k(),
+        )
+        .expect("aggregate")
+        .with_state_ttl(ttl, clock.clone()),
+    )
+}
+
+/// Runs `steps` through `op`; the emitted rows, one `{"op":…,"row":[…]}` line each, per step.
+fn run(op: &mut dyn Operator, steps: &[Step]) -> Vec<Vec<String>> {
+    steps
+        .iter()
+        .map(|step| {
+            let mut emitted = Vec::new();
+            feed(op, step, &mut emitted);
+            emitted
+        })
+        .collect()
+}
+
+/// Flink's `GroupAggregateHarnessTest.testAggregateWithRetraction` with a 2 s state TTL: a key
+/// whose state expired starts afresh with `+I` (nothing retracts its old result), a retraction
+/// for it is ignored, and an unchanged result is sent again.
+#[test]
+fn group_aggregation_forgets_idle_keys_as_flink_does() {
+    let clock = ManualClock::new(1);
+    let mut op = sum_by_k(&clock, Some(Duration::from_secs(2)), true);
+    let row = |k, v, kind| Step::Batch(batch(&[(k, v, 0)], Some(vec![kind])));
+    let (i, d, ub) = (RowKind::Insert, RowKind::Delete, RowKind::UpdateBefore);
+    let steps = [
+        row(1, 1, i),
+        row(2, 1, i),
+        row(1, 2, i),
+        row(1, 2, d),
+        row(3, 3, i),
+        Step::At(clock.clone(), 3_002),
+        row(3, 3, ub),
+        row(1, 4, i),
+        row(2, 2, i),
+        row(2, 0, i),
+    ];
+    let emitted: Vec<String> = run(op.as_mut(), &steps).into_iter().map(|lines| lines.join(" ")).collect();
+    assert_eq!(
+        emitted,
+        [
+            r#"{"op":"+I","row":[1,1]}"#,
+            r#"{"op":"+I","row":[2,1]}"#,
+            r#"{"op":"-U","row":[1,1]} {"op":"+U","row":[1,3]}"#,
+            r#"{"op":"-U","row":[1,3]} {"op":"+U","row":[1,1]}"#,
+            r#"{"op":"+I","row":[3,3]}"#,
+            "",
+            "",
+            r#"{"op":"+I","row":[1,4]}"#,
+            r#"{"op":"+I","row":[2,2]}"#,
+            r#"{"op":"-U","row":[2,2]} {"op":"+U","row":[2,2]}"#,
+        ]
+    );
+}
+
+/// Time steps of `step_millis` between the batches of `steps`, from 10 s on.
+fn timed(clock: &Arc<ManualClock>, steps: Vec<Step>, step_millis: impl Fn(usize) -> i64) -> Vec<Step> {
+    let mut now = 10_000;
+    let mut timed = Vec::new();
+    for (i, step) in steps.into_iter().enumerate() {
+        if matches!(step, Step::Batch(_) | Step::Input(..)) {
+            now += step_millis(i);
+            timed.push(Step::At(clock.clone(), now));
+        }
+        timed.push(step);
+    }
+    timed
+}
+
+#[test]
+fn group_aggregation_with_a_state_ttl_round_trips() {
+    // Keys expire between checkpoints and after the last one: a restored operator must know
+    // when each key was last written, or it would keep (or drop) keys the original dropped
+    // (or kept).
+    let clock = ManualClock::new(0);
+    for seed in [2, 17] {
+        let mut next = xorshift(seed);
+        let pauses: Vec<i64> = (0..200).map(|_| (next() % 700) as i64).collect();
+        let steps = timed(&clock, steps(seed, 45, 4), |i| pauses[i % pauses.len()]);
+        assert_round_trips(|| sum_by_k(&clock, Some(Duration::from_secs(1)), false), &steps);
+    }
+}
+
+#[test]
+fn join_with_a_state_ttl_round_trips() {
+    // Rows expire by processing time, match counts change (which starts a preserved row's TTL
+    // again), and restores drop what expired.
+    let clock = ManualClock::new(0);
+    let make = || {
+        let ttl = [Some(Duration::from_millis(900)), Some(Duration::from_millis(400))];
+        let join = join_operator(weir_dataflow::plan::JoinKind::Full, None).with_state_ttl(ttl, clock.clone());
+        Box::new(join) as Box<dyn Operator>
+    };
+    for seed in [3, 11] {
+        let mut next = xorshift(seed);
+        let pauses: Vec<i64> = (0..200).map(|_| (next() % 300) as i64).collect();
+        let steps = timed(&clock, join_steps(seed, 40), |i| pauses[i % pauses.len()]);
+        assert_round_trips(make, &steps);
+    }
 }
