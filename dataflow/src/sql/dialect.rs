@@ -52,6 +52,11 @@ impl Dialect for FlinkDialect {
         true
     }
 
+    /// `SELECT /*+ STATE_TTL(…) */`: Flink's query hints ([`super::hints`]).
+    fn supports_comment_optimizer_hint(&self) -> bool {
+        true
+    }
+
     fn supports_left_associative_joins_without_parens(&self) -> bool {
         true
     }

@@ -6,6 +6,7 @@ pub mod connectors;
 pub mod context;
 pub mod dialect;
 pub mod functions;
+pub mod hints;
 pub mod limits;
 pub mod nodes;
 pub mod parser;

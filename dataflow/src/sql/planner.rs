@@ -16,6 +16,7 @@ use sqlparser::tokenizer::Location;
 use super::SqlError;
 use super::catalog::{Catalog, PhysicalScan, TableEntry};
 use super::context::{FunctionRegistry, WeirContext};
+use super::hints::StateTtlHints;
 use super::limits::{check_expr_depth, check_query_depth, on_planner_thread, view_depth};
 use super::nodes::{WatermarkNode, expand_views, is_timestamp};
 use super::parser::{ColumnKind, Statement, TableDef, parse_script};
@@ -48,7 +49,7 @@ pub fn plan_script(sql: &str, config: JobConfig) -> Result<PlannedScript, SqlErr
 fn plan_statements(sql: &str, config: JobConfig) -> Result<PlannedScript, SqlError> {
     let statements = parse_script(sql)?;
     let mut planner = ScriptPlanner { catalog: Catalog::default(), functions: FunctionRegistry::new(), config };
-    let mut sinks: Vec<(LogicalPlan, SinkTarget, Location)> = Vec::new();
+    let mut sinks: Vec<(LogicalPlan, SinkTarget, Location, StateTtlHints)> = Vec::new();
     let mut explains = Vec::new();
     let mut result_schema = None;
     // Where the parallelism or max parallelism was last set: a parallelism the key groups
@@ -63,14 +64,18 @@ fn plan_statements(sql: &str, config: JobConfig) -> Result<PlannedScript, SqlErr
         }
         match statement.node {
             Statement::Explain(inner) => {
-                let (plan, target) = match inner.node {
-                    Statement::Query(q) => (planner.plan_query(*q, inner.location)?, SinkTarget::Collect),
+                let (plan, target, hints) = match inner.node {
+                    Statement::Query(q) => {
+                        let hints = hints_of(&q, inner.location)?;
+                        (planner.plan_query(*q, inner.location)?, SinkTarget::Collect, hints)
+                    }
                     Statement::Insert(insert) => {
                         let items = select_item_locations(&insert.query);
+                        let hints = hints_of(&insert.query, inner.location)?;
                         let plan = planner.plan_query(*insert.query, inner.location)?;
                         let target =
                             planner.sink_target(&insert.table, &insert.columns, &plan, &items, inner.location)?;
-                        (plan, target)
+                        (plan, target, hints)
                     }
                     _ => {
                         return Err(SqlError::at(inner.location, "EXPLAIN supports SELECT and INSERT INTO statements"));
@@ -79,7 +84,7 @@ fn plan_statements(sql: &str, config: JobConfig) -> Result<PlannedScript, SqlErr
                 let logical = format!("{}", plan.display_indent());
                 let mut translator = Translator::new(&planner.catalog, &planner.config);
                 translator.prepare([&plan]);
-                translator.add_sink(&plan, target).map_err(|e| SqlError::from_datafusion(location, e))?;
+                translator.add_sink(&plan, target, hints).map_err(|e| SqlError::from_datafusion(location, e))?;
                 let physical = translator.finish().explain();
                 let explain =
                     format!("== Optimized Logical Plan ==\n{logical}\n\n== Physical Stream Plan ==\n{physical}");
@@ -96,7 +101,7 @@ fn plan_statements(sql: &str, config: JobConfig) -> Result<PlannedScript, SqlErr
                         }
                         result_schema = Some(Arc::new(sink.0.schema().as_arrow().clone()));
                     }
-                    sinks.push((sink.0, sink.1, location));
+                    sinks.push((sink.0, sink.1, location, sink.2));
                 }
             }
         }
@@ -106,13 +111,18 @@ fn plan_statements(sql: &str, config: JobConfig) -> Result<PlannedScript, SqlErr
         None
     } else {
         let mut translator = Translator::new(&planner.catalog, &planner.config);
-        translator.prepare(sinks.iter().map(|(plan, _, _)| plan));
-        for (plan, target, location) in &sinks {
-            translator.add_sink(plan, target.clone()).map_err(|e| SqlError::from_datafusion(*location, e))?;
+        translator.prepare(sinks.iter().map(|(plan, _, _, _)| plan));
+        for (plan, target, location, hints) in sinks {
+            translator.add_sink(&plan, target, hints).map_err(|e| SqlError::from_datafusion(location, e))?;
         }
         Some(translator.finish())
     };
     Ok(PlannedScript { config: planner.config, plan, explains, result_schema })
+}
+
+/// The `STATE_TTL` hints of `query`; a malformed one is an error at the statement.
+fn hints_of(query: &ast::Query, location: Location) -> Result<StateTtlHints, SqlError> {
+    StateTtlHints::of(query).map_err(|e| SqlError::at(location, e))
 }
 
 struct ScriptPlanner {
@@ -127,7 +137,7 @@ impl ScriptPlanner {
         &mut self,
         statement: Statement,
         location: Location,
-    ) -> Result<Option<(LogicalPlan, SinkTarget)>, SqlError> {
+    ) -> Result<Option<(LogicalPlan, SinkTarget, StateTtlHints)>, SqlError> {
         match statement {
             Statement::CreateTable(def) => {
                 self.create_table(*def, location)?;
@@ -171,11 +181,15 @@ impl ScriptPlanner {
             }
             Statement::Insert(insert) => {
                 let items = select_item_locations(&insert.query);
+                let hints = hints_of(&insert.query, location)?;
                 let plan = self.plan_query(*insert.query, location)?;
                 let target = self.sink_target(&insert.table, &insert.columns, &plan, &items, location)?;
-                Ok(Some((plan, target)))
+                Ok(Some((plan, target, hints)))
             }
-            Statement::Query(query) => Ok(Some((self.plan_query(*query, location)?, SinkTarget::Collect))),
+            Statement::Query(query) => {
+                let hints = hints_of(&query, location)?;
+                Ok(Some((self.plan_query(*query, location)?, SinkTarget::Collect, hints)))
+            }
             Statement::Explain(_) => unreachable!("handled by plan_script"),
         }
     }

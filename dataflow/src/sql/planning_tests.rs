@@ -223,3 +223,39 @@ fn the_state_ttl_goes_to_regular_joins_and_group_aggregations_and_shows_in_expla
     let e = error(&format!("SET 'table.exec.state.ttl' = 'soon';\n{TABLES}SELECT 1;"));
     assert!(e.message.contains("table.exec.state.ttl"), "{e}");
 }
+
+#[test]
+fn state_ttl_hints_set_the_ttl_of_the_inputs_they_name() {
+    let day = Some(std::time::Duration::from_secs(86_400));
+    // Flink's join-with-state-ttl-hint program: the first hint wins for v2.
+    let sql = format!(
+        "{TABLES}EXPLAIN SELECT /*+ STATE_TTL('v1' = '1d', 'v2' = '4d'), STATE_TTL('v2' = '8d') */ v1.id, v2.name
+         FROM (SELECT id, MIN(amount) AS amount FROM orders GROUP BY id) v1
+         JOIN (SELECT name, MIN(lim) AS lim FROM limits GROUP BY name) v2 ON v1.amount = v2.lim;"
+    );
+    let explain = &plan(&sql).unwrap().explains[0];
+    assert!(explain.contains("leftStateTtl=[1 d], rightStateTtl=[4 d]"), "{explain}");
+    let plan = planned(&sql.replace("EXPLAIN ", ""));
+    let join = plan.nodes.iter().find(|n| matches!(n.op, OperatorSpec::Join { .. })).expect("a join");
+    let OperatorSpec::Join { state_ttl, .. } = &join.op else { unreachable!() };
+    assert_eq!(*state_ttl, [day, day.map(|d| d * 4)]);
+    // The aggregations read `orders` and `limits`, which the hint does not name.
+    assert!(plan.nodes.iter().all(|n| !matches!(n.op, OperatorSpec::GroupAggregate { state_ttl: Some(_), .. })));
+
+    // A hint on a group aggregation, over the configured TTL; `0` turns one side's off.
+    let sql = format!(
+        "SET 'table.exec.state.ttl' = '1 h';\n{TABLES}SELECT /*+ STATE_TTL('orders' = '2d') */ id, COUNT(*) FROM orders GROUP BY id;"
+    );
+    let agg = planned(&sql).nodes.into_iter().find(|n| matches!(n.op, OperatorSpec::GroupAggregate { .. })).unwrap();
+    assert!(matches!(agg.op, OperatorSpec::GroupAggregate { state_ttl, .. } if state_ttl == day.map(|d| d * 2)));
+    let sql = format!(
+        "SET 'table.exec.state.ttl' = '1 h';\n{TABLES}SELECT /*+ STATE_TTL('l' = '0') */ o.id FROM orders o JOIN limits l ON o.note = l.name;"
+    );
+    let join = planned(&sql).nodes.into_iter().find(|n| matches!(n.op, OperatorSpec::Join { .. })).unwrap();
+    let hour = Some(std::time::Duration::from_secs(3600));
+    assert!(matches!(join.op, OperatorSpec::Join { state_ttl, .. } if state_ttl == [hour, None]));
+
+    // A name no join or aggregation of the query reads is refused, as in Flink.
+    let e = error(&format!("{TABLES}SELECT /*+ STATE_TTL('nobody' = '1d') */ id, COUNT(*) FROM orders GROUP BY id;"));
+    assert!(e.message.contains("`nobody` in `STATE_TTL`"), "{e}");
+}

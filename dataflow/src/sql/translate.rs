@@ -18,6 +18,7 @@ use datafusion_physical_expr::create_physical_expr;
 
 use super::catalog::{Catalog, PhysicalScan, TableEntry};
 use super::context::flink_aggregate_type;
+use super::hints::StateTtlHints;
 use super::nodes::{WatermarkNode, WindowTvfNode};
 use crate::config::{JobConfig, RuntimeMode};
 use crate::plan::{
@@ -70,6 +71,8 @@ pub struct Translator<'a> {
     sources: std::collections::HashMap<String, (Vec<usize>, Option<NodeId>)>,
     /// The job runs in batch mode (`execution.runtime-mode`): aggregations emit final rows.
     batch: bool,
+    /// The `STATE_TTL` hints of the query being translated.
+    hints: StateTtlHints,
 }
 
 impl<'a> Translator<'a> {
@@ -81,6 +84,7 @@ impl<'a> Translator<'a> {
             props: ExecutionProps::new(),
             sources: Default::default(),
             batch: false,
+            hints: StateTtlHints::default(),
         }
     }
 
@@ -123,8 +127,12 @@ impl<'a> Translator<'a> {
         }
     }
 
-    pub fn add_sink(&mut self, plan: &LogicalPlan, target: SinkTarget) -> Result<()> {
+    /// Adds the operators of the query `plan` writing to `target`, `hints` (its `STATE_TTL`
+    /// hints) applied; a hinted name that no join or aggregation reads is an error.
+    pub fn add_sink(&mut self, plan: &LogicalPlan, target: SinkTarget, hints: StateTtlHints) -> Result<()> {
+        self.hints = hints;
         let stream = self.translate(plan)?;
+        std::mem::take(&mut self.hints).check_all_used().map_err(datafusion_common::DataFusionError::Plan)?;
         match target {
             SinkTarget::Collect => {
                 let arrow = arrow_schema(&stream.schema);
@@ -628,7 +636,8 @@ impl<'a> Translator<'a> {
         let final_only = self.batch;
         let changelog = if final_only { ChangelogMode::Append } else { ChangelogMode::Retract };
         // A batch aggregation's state lives as long as its input: no TTL.
-        let state_ttl = self.config.state_ttl.filter(|_| !final_only);
+        let hinted = self.hints.for_input(&input_names(&agg.input));
+        let state_ttl = hinted.unwrap_or(self.config.state_ttl).filter(|_| !final_only);
         let description = match state_ttl {
             Some(ttl) => format!("{description}, stateTtl=[{}]", duration_text(ttl)),
             None => description,
@@ -689,9 +698,13 @@ impl<'a> Translator<'a> {
         };
         let (lp, parallelism) = self.keyed(left_keys.clone());
         let (rp, _) = self.keyed(right_keys.clone());
-        // Only a regular join keeps rows for as long as rows of the other side may come.
-        let ttl = self.config.state_ttl.filter(|_| window_end.is_none() && interval.is_none());
-        let state_ttl = [ttl, ttl];
+        // Only a regular join keeps rows for as long as rows of the other side may come; a
+        // STATE_TTL hint naming a side sets that side's.
+        let regular = window_end.is_none() && interval.is_none();
+        let state_ttl = [&j.left, &j.right].map(|side| {
+            let hinted = if regular { self.hints.for_input(&input_names(side)) } else { None };
+            hinted.unwrap_or(self.config.state_ttl).filter(|_| regular)
+        });
         let description = format!(
             "{}{kind:?}, on=[{}]{}{}",
             if window_end.is_some() {
@@ -703,12 +716,11 @@ impl<'a> Translator<'a> {
             },
             j.on.iter().map(|(l, r)| format!("{l} = {r}")).collect::<Vec<_>>().join(", "),
             j.filter.as_ref().map(|f| format!(", where={f}")).unwrap_or_default(),
-            match state_ttl {
-                [Some(left), Some(right)] => {
-                    format!(", leftStateTtl=[{}], rightStateTtl=[{}]", duration_text(left), duration_text(right))
-                }
-                _ => String::new(),
-            }
+            ["left", "right"]
+                .into_iter()
+                .zip(state_ttl)
+                .filter_map(|(side, ttl)| Some(format!(", {side}StateTtl=[{}]", duration_text(ttl?))))
+                .collect::<String>()
         );
         let node = self.add(
             OperatorSpec::Join { kind, left_keys, right_keys, widths, filter, window_end, interval, state_ttl },
@@ -1278,6 +1290,28 @@ fn describe(plan: &LogicalPlan) -> String {
         LogicalPlan::Values(_) => "VALUES".into(),
         LogicalPlan::EmptyRelation(_) => "SELECT without FROM".into(),
         other => other.display().to_string(),
+    }
+}
+
+/// The names a join or aggregation input is known by in a `STATE_TTL` hint: its aliases and
+/// the table or view it reads, through projections and filters.
+fn input_names(plan: &LogicalPlan) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut plan = plan;
+    loop {
+        plan = match plan {
+            LogicalPlan::SubqueryAlias(a) => {
+                names.push(a.alias.table().to_string());
+                &a.input
+            }
+            LogicalPlan::Projection(p) => &p.input,
+            LogicalPlan::Filter(f) => &f.input,
+            LogicalPlan::TableScan(scan) => {
+                names.push(scan.table_name.table().to_string());
+                return names;
+            }
+            _ => return names,
+        };
     }
 }
 
