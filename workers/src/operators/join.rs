@@ -78,7 +78,8 @@ pub struct Join {
     /// An interval join's bounds.
     interval: Option<IntervalBounds>,
     /// Per side, its stored rows by when they expire: by event time in an interval join, by
-    /// processing time with a state TTL (an entry may be stale: the row's own expiry decides).
+    /// processing time with a state TTL (one record per row; a row whose TTL restarted since
+    /// is put back at its new expiry when its record comes due).
     expiry: [BTreeMap<Timestamp, Vec<StoredRow>>; 2],
     /// A regular join's state TTL per side, in milliseconds, and the clock it reads.
     ttl: [Option<i64>; 2],
@@ -171,9 +172,15 @@ impl Join {
                 }
                 for (key, id, offset) in entry.remove() {
                     let stored = self.sides[side].store.entry(id);
-                    // A row written again since has a later expiry (and its own entry).
-                    if stored.offset() == offset && stored.expires <= now {
+                    if stored.offset() != offset {
+                        continue; // gone already (retracted), its entry perhaps reused
+                    }
+                    if stored.expires <= now {
                         self.sides[side].store.remove_entry(&key, id, offset);
+                    } else {
+                        // Written again since: due at its new expiry. One record per row,
+                        // however often its TTL restarts.
+                        self.expiry[side].entry(stored.expires).or_default().push((key, id, offset));
                     }
                 }
             }
@@ -375,11 +382,9 @@ impl Operator for Join {
                     let after = before + if accumulate { 1 } else { -1 };
                     other_side.store.set_matches(*id, after);
                     // Flink writes the new count of associations: the row's TTL starts again.
+                    // (Its expiry record is moved when it comes due.)
                     if let (Some(ttl), Some(now)) = (self.ttl[o], now) {
-                        let at = now.saturating_add(ttl);
-                        let offset = other_side.store.entry(*id).offset();
-                        other_side.store.refresh_expires(*id, at);
-                        self.expiry[o].entry(at).or_default().push((key.into(), *id, offset));
+                        other_side.store.refresh_expires(*id, now.saturating_add(ttl));
                     }
                     if before == 0 && after > 0 {
                         pending.extend(std::iter::repeat_n((RowKind::Delete, Source::Null, other), count));
@@ -705,5 +710,20 @@ mod tests {
         assert_eq!(step(&mut join, 1, i, 2, 903), ["+I 2/100 2/903"]);
         clock.set(12_001);
         assert!(step(&mut join, 1, i, 2, 904).is_empty());
+    }
+
+    #[test]
+    fn a_row_matched_again_and_again_keeps_one_expiry_record() {
+        let (mut join, clock) = join_with_ttl(JoinKind::Left);
+        step(&mut join, 0, RowKind::Insert, 2, 100);
+        for t in 0..100 {
+            clock.set(10 + t * 100);
+            assert_eq!(step(&mut join, 1, RowKind::Insert, 2, 900 + t).len(), if t == 0 { 2 } else { 1 });
+        }
+        let records: usize = join.expiry[0].values().map(Vec::len).sum();
+        assert_eq!(records, 1, "one expiry record for the one left row");
+        // Each match restarted its TTL: alive until 4 s after the last one.
+        clock.set(9_910 + 3_999);
+        assert_eq!(step(&mut join, 1, RowKind::Insert, 2, 5_000), ["+I 2/100 2/5000"]);
     }
 }
