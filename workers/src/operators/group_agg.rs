@@ -178,7 +178,8 @@ type Kept = (ChangeBatch, Vec<(usize, bool)>, Vec<usize>);
 /// batch, until their first accumulating row): Flink ignores a retraction for a key it holds
 /// nothing for (one whose state expired). Answers `None` when every row stays.
 fn without_stateless_retractions(batch: &ChangeBatch, assigned: &[(usize, bool)]) -> TaskResult<Option<Kept>> {
-    if batch.kinds.is_none() {
+    // Only a group this batch made can be without state: most batches have none.
+    if batch.kinds.is_none() || !assigned.iter().any(|(_, new)| *new) {
         return Ok(None);
     }
     let mut fresh = hashbrown::HashSet::new();

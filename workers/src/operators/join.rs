@@ -245,12 +245,12 @@ impl Operator for Join {
         if let Some(w) = watermarks.min() {
             self.watermark = w;
         }
+        // Rows expire by processing time under a state TTL, by the watermark otherwise.
+        let passed = if self.has_ttl() { self.clock.now_millis() } else { self.watermark };
         for side in 0..2 {
             let rows = state.keyed.remove(&SIDE_STATE[side]).unwrap_or_default();
             let patches = state.keyed.remove(&PATCH_STATE[side]).unwrap_or_default();
             let (windows, expiry) = (&mut self.windows, &mut self.expiry[side]);
-            // Rows expire by processing time under a state TTL, by the watermark otherwise.
-            let passed = if self.ttl.iter().any(Option::is_some) { self.clock.now_millis() } else { self.watermark };
             self.sides[side].store.restore(rows, patches, passed, |_, row| {
                 if row.pushed.new_key && row.window_end != NO_TIME {
                     windows.entry(row.window_end).or_default().push((side, row.key.into()));
