@@ -13,6 +13,7 @@ use weir_dataflow::ids::VertexId;
 use weir_dataflow::wire::{ErrorCode, SavepointTaken, VertexMetrics};
 use weir_workers::attempt::{self, AttemptEvent, AttemptRequest, RunningAttempt};
 use weir_workers::connectors::sinks::PrintTo;
+use weir_workers::runtime::ManagedMemory;
 
 /// Runs jobs as tasks of this process's tokio runtime.
 pub struct InProcessExecutor {
@@ -42,6 +43,10 @@ impl InProcessExecutor {
             part: None,
             // `weir standalone`'s terminal is its user's, as for `weir run`.
             print: PrintTo::Terminal,
+            // Tasks share the process's managed memory as a worker's slots would.
+            memory: Some(ManagedMemory {
+                bytes: ManagedMemory::machine_default().bytes / u64::from(weir_workers::service::default_slots()),
+            }),
         };
         let (run, mut events) = attempt::start(request).await?;
         tokio::spawn(async move {

@@ -26,6 +26,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use weir_control_plane::metadata::records::Quota;
 use weir_dataflow::auth::KeyPurpose;
+use weir_workers::runtime::ManagedMemory;
 use weir_workers::service::WorkerConfig;
 
 #[derive(Parser)]
@@ -211,6 +212,11 @@ enum Command {
         /// The state folder of jobs when the control plane names none.
         #[arg(long, value_name = "URL", default_value = "weir-worker-state")]
         state_dir: String,
+        /// Memory its slots give keyed state, shared evenly (Flink's managed memory: operators'
+        /// working sets, the state databases' block cache and memtables), e.g. `2 gb`; colder
+        /// state goes to the state databases. Default: 40% of the machine's memory.
+        #[arg(long, value_name = "SIZE", value_parser = parse_managed_memory)]
+        managed_memory: Option<u64>,
         /// File holding the worker key (`weir key worker`); default: WEIR_WORKER_KEY.
         #[arg(long, value_name = "PATH")]
         key_file: Option<PathBuf>,
@@ -410,9 +416,13 @@ fn main() -> ExitCode {
             };
             control_plane::serve(replica, root_token_file.as_deref(), options)
         })(),
-        Command::Worker { control_plane, slots, listen, state_dir, key_file, tls, internal_ca } => {
+        Command::Worker { control_plane, slots, listen, state_dir, managed_memory, key_file, tls, internal_ca } => {
+            let managed_memory =
+                managed_memory.map_or_else(ManagedMemory::machine_default, |bytes| ManagedMemory { bytes });
+            weir_state_store::backend::set_block_cache_bytes(managed_memory.block_cache_bytes());
             control_plane::cluster_key(KeyPurpose::Worker, key_file.as_deref()).and_then(|key| {
                 control_plane::serve_worker(WorkerConfig {
+                    managed_memory,
                     control_planes: control_plane,
                     slots,
                     listen,
@@ -467,4 +477,9 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// `--managed-memory`: a memory size as Flink writes one (`512 mb`, `2g`).
+fn parse_managed_memory(text: &str) -> Result<u64, String> {
+    weir_dataflow::config::parse_memory_size(text)
 }

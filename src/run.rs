@@ -28,7 +28,7 @@ use weir_workers::checkpoint::coordinator::SavepointRequest;
 use weir_workers::connectors::sinks::PrintTo;
 use weir_workers::error::TaskError;
 use weir_workers::output::{write_changelog_json, write_plain};
-use weir_workers::runtime::{InProcessRestarts, JobCounters, LocalJob, run_local};
+use weir_workers::runtime::{InProcessRestarts, JobCounters, LocalJob, ManagedMemory, budgeted_tasks, run_local};
 
 /// Outcome of a local run, for reporting.
 pub struct RunStats {
@@ -273,6 +273,12 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         });
     };
     let graph = job_graph(&plan, &planned.config);
+    // Managed memory (`taskmanager.memory.managed.size`) is shared by every task that keeps
+    // keyed state; all of them run in this process.
+    let managed =
+        planned.config.managed_memory().map_or_else(ManagedMemory::machine_default, |bytes| ManagedMemory { bytes });
+    weir_state_store::backend::set_block_cache_bytes(managed.block_cache_bytes());
+    let memory = managed.per_task(budgeted_tasks(&plan, &graph, false));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let job_id = JobId(planned.config.pipeline_name().unwrap_or(&options.job_name).to_string());
     let checkpointing = runtime
@@ -326,6 +332,7 @@ pub fn run_sql(sql: &str, options: &RunOptions, sink: &mut dyn ResultSink) -> Re
         savepoints,
         checkpoint_listener: None,
         part: None,
+        memory: Some(memory),
     };
     let started = Instant::now();
     let show_progress = progress && std::io::stderr().is_terminal();

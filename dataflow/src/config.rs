@@ -61,6 +61,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "state.savepoints.dir",
     "state.checkpoints.num-retained",
     "table.exec.state.ttl",
+    "taskmanager.memory.managed.size",
     "sql-client.execution.result-mode",
     "table.exec.mini-batch.enabled",
     "table.exec.mini-batch.allow-latency",
@@ -155,6 +156,9 @@ impl JobConfig {
             "table.exec.state.ttl" => {
                 let d = parse_duration(value).map_err(|e| invalid(&e))?;
                 self.state_ttl = (!d.is_zero()).then_some(d);
+            }
+            "taskmanager.memory.managed.size" => {
+                parse_memory_size(value).map_err(|e| invalid(&e))?;
             }
             "execution.runtime-mode" => {
                 RuntimeMode::parse(value).map_err(|e| invalid(&e))?;
@@ -344,6 +348,12 @@ impl ExchangeMode {
 
 impl JobConfig {
     /// `execution.runtime-mode`; streaming unless set. Values were validated when set.
+    /// `taskmanager.memory.managed.size`: the memory a `weir run` process gives keyed state
+    /// (operators' working sets, the state databases' caches and memtables); `None` when unset.
+    pub fn managed_memory(&self) -> Option<u64> {
+        self.values.get("taskmanager.memory.managed.size").and_then(|v| parse_memory_size(v).ok())
+    }
+
     pub fn runtime_mode(&self) -> RuntimeMode {
         self.get("execution.runtime-mode").and_then(|v| RuntimeMode::parse(v).ok()).unwrap_or(RuntimeMode::Streaming)
     }
@@ -425,6 +435,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
+/// Parses a memory size as Flink's `MemorySize` does: a whole number with an optional unit,
+/// every unit a power of 1024 (`b`/`bytes`, `k`/`kb`/`kibibytes`, `m`/`mb`/`mebibytes`,
+/// `g`/`gb`/`gibibytes`, `t`/`tb`/`tebibytes`), so `512 mb` is 512 MiB.
+pub fn parse_memory_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: u64 =
+        number.parse().map_err(|_| format!("`{trimmed}` is not a memory size (a number and a unit, like 512 mb)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" | "bytes" => 0,
+        "k" | "kb" | "kibibytes" => 10,
+        "m" | "mb" | "mebibytes" => 20,
+        "g" | "gb" | "gibibytes" => 30,
+        "t" | "tb" | "tebibytes" => 40,
+        other => return Err(format!("unknown memory unit `{other}` in `{trimmed}`; use b, kb, mb, gb or tb")),
+    };
+    number.checked_mul(1u64 << shift).ok_or_else(|| format!("`{trimmed}` is too large"))
+}
+
 /// Parses a byte count: a number with an optional K, M, G (powers of 1000) or KiB, MiB, GiB
 /// (powers of 1024) suffix.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
@@ -448,6 +478,23 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_sizes_are_read_as_flink_reads_them() {
+        assert_eq!(parse_memory_size("512 mb"), Ok(512 << 20));
+        assert_eq!(parse_memory_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_memory_size("1gb"), Ok(1 << 30));
+        assert_eq!(parse_memory_size("64 kibibytes"), Ok(64 << 10));
+        assert_eq!(parse_memory_size("4096"), Ok(4096));
+        assert!(parse_memory_size("lots").is_err());
+        assert!(parse_memory_size("5 parsecs").unwrap_err().contains("parsecs"));
+        assert!(parse_memory_size("99999999999 tb").is_err());
+        let mut config = JobConfig::default();
+        assert_eq!(config.managed_memory(), None);
+        config.set("taskmanager.memory.managed.size", "256 mb").unwrap();
+        assert_eq!(config.managed_memory(), Some(256 << 20));
+        assert!(config.set("taskmanager.memory.managed.size", "a lot").is_err());
+    }
 
     #[test]
     fn restart_strategy_is_fixed_delay_unless_set_otherwise() {

@@ -10,6 +10,7 @@
 //! [`crate::timers`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -30,6 +31,7 @@ use crate::error::{Result, StateError};
 use crate::ids::{AttemptNumber, CheckpointId, JobId, SubtaskIndex, SubtaskStateId, VertexId};
 use crate::keys;
 use crate::location::StateLocation;
+use crate::spill::{StateStore, WriteGate};
 use crate::timers::TimerQueue;
 use crate::ttl::{self, TtlConfig, TtlUpdate};
 
@@ -54,6 +56,11 @@ pub struct StateOptions {
     /// elsewhere: every checkpoint adds an L0 SST, and without compaction SlateDB stops
     /// flushing at `l0_max_ssts` (8), so the ninth checkpoint would wait forever.
     pub embedded_compaction: bool,
+    /// Memory for the database's memtables: the active one and those being written to L0 take
+    /// about this much (SlateDB's `l0_sst_size_bytes` is a quarter of it, as memtables take about
+    /// four times their encoded size), and compaction runs one at a time with small SSTs.
+    /// `None`: SlateDB's defaults (64 MiB L0 SSTs, 1 GiB unflushed, four compactions at once).
+    pub memtable_bytes: Option<usize>,
 }
 
 impl Default for StateOptions {
@@ -65,6 +72,7 @@ impl Default for StateOptions {
             working_set_capacity: 1 << 20,
             object_store_max_retries: 20,
             embedded_compaction: true,
+            memtable_bytes: None,
         }
     }
 }
@@ -156,12 +164,26 @@ pub struct KeyedStateBackend {
     /// Done when the previous snapshot's checkpoint is stored (or failed): the next snapshot's
     /// writes wait for it, so each checkpoint holds exactly its own writes, and closing waits too.
     previous: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Orders operators' writes between checkpoints after the checkpoints begun before them.
+    gate: Arc<WriteGate>,
 }
 
 /// `<root>/<job>/state/v<vertex>-s<subtask>-a<attempt>`.
 pub fn db_path(location: &StateLocation, id: &SubtaskStateId) -> Path {
     let name = format!("v{}-s{}-a{}", id.vertex.0, id.subtask.0, id.attempt.0);
     location.child(&[&id.job.0, "state", &name])
+}
+
+/// Bytes of the block cache all databases of the process share, unless
+/// [`set_block_cache_bytes`] said otherwise before the first database opened.
+pub const DEFAULT_BLOCK_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+static BLOCK_CACHE_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_BLOCK_CACHE_BYTES);
+
+/// Sizes the block cache the process's databases share (part of its managed memory). Takes
+/// effect only before the first database opens.
+pub fn set_block_cache_bytes(bytes: u64) {
+    BLOCK_CACHE_BYTES.store(bytes, Ordering::Relaxed);
 }
 
 fn shared_block_cache() -> Arc<dyn DbCache> {
@@ -171,7 +193,7 @@ fn shared_block_cache() -> Arc<dyn DbCache> {
     CACHE
         .get_or_init(|| {
             Arc::new(MokaCache::new_with_opts(MokaCacheOptions {
-                max_capacity: 256 * 1024 * 1024,
+                max_capacity: BLOCK_CACHE_BYTES.load(Ordering::Relaxed),
                 time_to_live: None,
                 time_to_idle: None,
             }))
@@ -191,6 +213,26 @@ fn db_settings(location: &StateLocation, options: &StateOptions) -> Settings {
     };
     if !options.embedded_compaction {
         settings.compactor_options = None;
+    }
+    if let Some(bytes) = options.memtable_bytes {
+        // SlateDB sizes memtables by their encoded size; in memory, a skiplist of small entries
+        // takes about four times that.
+        let bytes = (bytes / 4).max(1 << 20);
+        settings.l0_sst_size_bytes = bytes;
+        settings.max_unflushed_bytes = bytes.saturating_mul(2).max(bytes + 1);
+        // A compaction holds each output SST in memory until it is uploaded, and by default
+        // runs four at once, each split four ways, with SSTs of 256 MiB: gigabytes. Under a
+        // memory budget, one at a time, unsplit, with SSTs a few memtables large.
+        if let Some(worker) = settings.compactor_options.as_mut().and_then(|c| c.worker.as_mut()) {
+            worker.max_concurrent_compactions = 1;
+            worker.max_subcompactions = 1;
+            worker.max_sst_size = bytes.saturating_mul(4).max(8 << 20);
+            worker.max_fetch_tasks = 1;
+            worker.bytes_to_fetch = (1 << 20).min(bytes);
+        }
+        if let Some(compactor) = settings.compactor_options.as_mut() {
+            compactor.max_concurrent_compactions = 1;
+        }
     }
     if let Some(gc) = settings.garbage_collector_options.as_mut() {
         // LocalFileSystem has no If-Match; with boundary files on, manifest GC stops after its
@@ -371,6 +413,7 @@ impl KeyedStateBackend {
             staged: WriteBatch::new(),
             staged_stats: WriteBackStats::default(),
             previous: None,
+            gate: WriteGate::new(),
         })
     }
 
@@ -406,6 +449,11 @@ impl KeyedStateBackend {
 
     pub fn id(&self) -> &SubtaskStateId {
         &self.id
+    }
+
+    /// `operator`'s handle on this database, for the keyed state it keeps out of memory.
+    pub fn state_store(&self, operator: crate::ids::OperatorId) -> StateStore {
+        StateStore::new(self.db.clone(), Arc::from(self.path.as_ref()), operator, self.gate.clone())
     }
 
     pub fn key_groups(&self) -> KeyGroupRange {
@@ -644,6 +692,7 @@ impl KeyedStateBackend {
         let (done, next) = tokio::sync::oneshot::channel();
         self.previous = Some(next);
         let has_staged = staged_stats.puts + staged_stats.deletes > 0;
+        let (gate, ticket) = (self.gate.clone(), self.gate.begin());
         let upload = tokio::spawn(async move {
             if let Some(previous) = previous {
                 let _ = previous.await;
@@ -652,9 +701,13 @@ impl KeyedStateBackend {
                 if has_staged {
                     db.write(staged).await?;
                 }
-                Ok(db.begin_checkpoint(CheckpointScope::All, &options).await?.wait().await?.id)
+                let begun = db.begin_checkpoint(CheckpointScope::All, &options).await;
+                // The checkpoint's content is fixed: later writes may go ahead while it uploads.
+                gate.finish(ticket);
+                Ok(begun?.wait().await?.id)
             }
             .await;
+            gate.finish(ticket);
             let _ = done.send(());
             stored
         });

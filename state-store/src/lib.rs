@@ -6,6 +6,7 @@
 //!   front; snapshot (write-back + SlateDB checkpoint), restore (clone or rescale copy), discard.
 //! - [`primitives`]: value, list, map, reducing and aggregating state; [`timers`]: event- and
 //!   processing-time timers; [`ttl`]: state TTL with an injected clock.
+//! - [`spill`]: an operator's handle for keyed state beyond its memory budget.
 //! - [`keys`]: the key layout (operator, key group, state, user key).
 //! - [`checkpoint`]: completed-checkpoint metadata, retention, savepoints.
 //! - [`counting`]: an object store that counts requests; [`testing`]: a real S3 endpoint for
@@ -21,6 +22,7 @@ pub mod location;
 pub mod primitives;
 pub mod retry;
 pub mod scan;
+pub mod spill;
 pub mod testing;
 pub mod timers;
 pub mod ttl;
@@ -32,6 +34,7 @@ pub use ids::{OperatorId, StateId, SubtaskStateId};
 pub use keys::TimeDomain;
 pub use location::{S3Options, StateLocation, StoreKind};
 pub use primitives::{AggregatingState, ListState, MapState, ReducingState, ValueState};
+pub use spill::{StateStore, StoreKey, StoreWrite};
 pub use timers::{Timer, TimerService};
 pub use ttl::{TtlConfig, TtlUpdate};
 pub use weir_dataflow::clock::{Clock, ManualClock, SystemClock};

@@ -35,7 +35,7 @@ use weir_state_store::CompletedCheckpoint;
 use crate::checkpoint::coordinator::SavepointRequest;
 use crate::connectors::sinks::PrintTo;
 use crate::error::TaskResult;
-use crate::runtime::{JobCounters, JobPart, LocalJob, PartLink, run_local};
+use crate::runtime::{JobCounters, JobPart, LocalJob, ManagedMemory, PartLink, budgeted_tasks, run_local};
 
 /// What an attempt reports, in order: checkpoints, then its end.
 #[derive(Debug)]
@@ -56,6 +56,8 @@ pub struct AttemptRequest {
     pub part: Option<AttemptPart>,
     /// Where `print` tables write: the job's log on a cluster's worker.
     pub print: PrintTo,
+    /// A slot's managed memory, shared by the tasks of the slot that keep keyed state.
+    pub memory: Option<ManagedMemory>,
 }
 
 /// This process's part of an attempt spread over several (see [`crate::runtime::JobPart`]).
@@ -77,7 +79,7 @@ pub struct AttemptPart {
 pub async fn start(
     request: AttemptRequest,
 ) -> Result<(Arc<RunningAttempt>, mpsc::UnboundedReceiver<AttemptEvent>), Failure> {
-    let AttemptRequest { job, sql, parallelism, restore, state_dir, part, print } = request;
+    let AttemptRequest { job, sql, parallelism, restore, state_dir, part, print, memory } = request;
     let mut config = setup::base_config(Some(parallelism))?;
     // Defaults, not pinned: a script's own `SET`s win. Savepoints go in a folder per job, so
     // two jobs' savepoints taken in the same millisecond never meet.
@@ -139,6 +141,7 @@ pub async fn start(
             (Arc::new(shuffle), Some(JobPart { subtasks, link: Some(link) }))
         }
     };
+    let memory = memory.map(|slot| slot.per_task(budgeted_tasks(&plan, &graph, true)));
     let local = LocalJob {
         plan: Arc::new(plan),
         graph: graph.clone(),
@@ -151,6 +154,7 @@ pub async fn start(
         restart: None,
         savepoints: savepoint_receiver,
         checkpoint_listener: Some(checkpoint_sender),
+        memory,
     };
     let mut task = tokio::spawn(run_local(local));
     let stopped = Arc::new(AtomicBool::new(false));

@@ -336,6 +336,24 @@ impl Aggregates {
         }
     }
 
+    /// About how many bytes of memory a group's state takes (typed state exactly; generic
+    /// state by its fixed part, a DISTINCT call's values at a guess).
+    pub fn bytes_per_group(&self) -> usize {
+        self.calls
+            .iter()
+            .map(|c| {
+                let fixed = match &c.store {
+                    Store::Count(_) => 8,
+                    Store::SumInt { .. } => 24,
+                    Store::SumFloat { .. } => 16,
+                    Store::ExtremeInt(_) => 16,
+                    Store::Generic(_) => std::mem::size_of::<State>() + 16,
+                };
+                fixed + if c.call.distinct { 64 } else { 0 }
+            })
+            .sum()
+    }
+
     /// Clears a group's state so its id can be reused.
     pub fn reset(&mut self, group: usize) {
         for c in &mut self.calls {

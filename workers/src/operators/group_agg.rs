@@ -7,6 +7,12 @@
 //! TTL, by processing time, is forgotten without a word, as in Flink: its next row starts it
 //! afresh (`+I`), a retraction for a key without state is ignored, and an unchanged result is
 //! sent again (`-U`/`+U`) so that state downstream stays alive.
+//!
+//! With a memory budget ([`Operator::set_memory_budget`]) the groups in memory are a working
+//! set: when their bytes pass the budget, the groups not used since the clock hand last passed
+//! are written to the task's database (if they changed since it last had them) and leave memory;
+//! a later row of such a group reads it back before its batch is processed. The database is the
+//! one checkpoints go to, so a restore reads nothing up front: groups come back as rows ask.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -17,16 +23,18 @@ use arrow::array::{ArrayRef, BooleanArray, Int8Array, RecordBatch, UInt32Array};
 use arrow::compute::{concat, filter, filter_record_batch, take};
 use arrow::datatypes::SchemaRef;
 use arrow_row::{RowConverter, SortField};
+use bytes::Bytes;
 use weir_dataflow::clock::Clock;
 use weir_dataflow::event::{ChangeBatch, RowKind};
+use weir_dataflow::keygroup::stable_hash;
 use weir_dataflow::plan::AggregateCall;
 
-use weir_state_store::StateId;
+use weir_state_store::{StateId, StoreKey, StoreWrite};
 
 use super::aggregate::Aggregates;
 use super::codec;
-use super::keys::{DirtyGroups, GroupKeys, RowKeyGroups};
-use super::{Operator, Output};
+use super::keys::{DirtyGroups, GroupKeys, KeyFilter, RowKeyGroups};
+use super::{Operator, Output, Spill};
 use crate::checkpoint::{RestoredState, SnapshotContext};
 use crate::error::TaskResult;
 
@@ -50,7 +58,35 @@ pub struct GroupAggregate {
     /// Batch mode: emit each group's final row at the end of input, nothing before.
     pub final_only: bool,
     ttl: Option<GroupTtl>,
+    /// Bytes of the results in `emitted`.
+    emitted_bytes: usize,
+    /// With a memory budget: which groups are in memory.
+    spill: Option<WorkingSet>,
 }
+
+/// The groups in memory under a budget, and the clock that picks which leave.
+struct WorkingSet {
+    budget: usize,
+    /// Per group: used since the clock hand last passed it.
+    referenced: Vec<bool>,
+    hand: usize,
+    /// Groups may be in the database (some were written out, or a checkpoint was restored).
+    may_be_stored: bool,
+    /// The keys written out, so that a new key is known to be new without reading the database.
+    written: KeyFilter,
+    /// The database holds groups `written` does not know (a restored checkpoint's): every key
+    /// not in memory must be looked for.
+    unfiltered: bool,
+}
+
+/// Memory a group takes besides its key, its result and its aggregates' state: its count,
+/// result pointer and allocation, key group, change flags, reference bit, and its key table
+/// entry (pointer, allocation, hash, table slot).
+const GROUP_BYTES: usize = 104;
+/// And with a state TTL: its write time, flag and queue entry.
+const GROUP_TTL_BYTES: usize = 25;
+/// Eviction stops at this share of the budget, so that it runs in rounds, not every batch.
+const EVICT_TO: f64 = 0.95;
 
 /// A state TTL's bookkeeping: when each group was last written, and the groups by when they
 /// may expire — one entry per group, looked at again when due (a group written since is put
@@ -140,6 +176,8 @@ impl GroupAggregate {
             dirty: None,
             final_only: false,
             ttl: None,
+            emitted_bytes: 0,
+            spill: None,
         })
     }
 
@@ -164,10 +202,96 @@ impl GroupAggregate {
             ttl.forget(g);
         }
         self.counts[g] = 0;
-        self.emitted[g] = None;
+        self.set_emitted(g, None);
         self.aggs.reset(g);
         self.groups.remove(g);
     }
+
+    fn set_emitted(&mut self, g: usize, result: Option<Box<[u8]>>) {
+        self.emitted_bytes += result.as_ref().map_or(0, |r| r.len());
+        let old = std::mem::replace(&mut self.emitted[g], result);
+        self.emitted_bytes -= old.as_ref().map_or(0, |r| r.len());
+    }
+
+    fn ensure_group(&mut self, id: usize) {
+        if id >= self.counts.len() {
+            self.counts.resize(id + 1, 0);
+            self.emitted.resize(id + 1, None);
+            self.group_key_group.resize(id + 1, 0);
+        }
+        if let Some(spill) = &mut self.spill
+            && id >= spill.referenced.len()
+        {
+            spill.referenced.resize(id + 1, false);
+        }
+    }
+
+    /// About how much memory the groups in memory take.
+    fn resident_bytes(&self) -> usize {
+        let per_group =
+            GROUP_BYTES + self.aggs.bytes_per_group() + if self.ttl.is_some() { GROUP_TTL_BYTES } else { 0 };
+        let filter = self.spill.as_ref().map_or(0, |s| s.written.bytes());
+        self.groups.len() * per_group + self.groups.key_bytes() + self.emitted_bytes + filter
+    }
+
+    /// Takes a stored group (from a checkpoint or the database) into memory, unchanged since
+    /// stored; answers its id. A group whose TTL ran out is forgotten at once (and its stored
+    /// value deleted), as if it had expired in memory.
+    fn load_group(&mut self, key_group: u16, key: &[u8], value: &[u8]) -> TaskResult<usize> {
+        let (id, _) = self.groups.intern_bytes(key);
+        self.ensure_group(id);
+        let mut r = codec::Reader::new(value);
+        self.counts[id] = r.i64()?;
+        let emitted = if r.u8()? == 0 { None } else { Some(r.bytes()?.into()) };
+        self.set_emitted(id, emitted);
+        self.aggs.ensure(self.groups.capacity());
+        self.aggs.decode_group(id, &mut r)?;
+        let written = if r.is_empty() { None } else { Some(r.i64()?) };
+        r.finish()?;
+        self.group_key_group[id] = key_group;
+        if let Some(dirty) = &mut self.dirty {
+            dirty.restored(id);
+        }
+        if let Some(spill) = &mut self.spill {
+            spill.referenced[id] = true;
+        }
+        // A group stored without a time (by a job without a TTL) is as if written now.
+        if let Some(ttl) = &mut self.ttl {
+            let now = ttl.clock.now_millis();
+            let written = written.filter(|t| *t != NEVER_WRITTEN).unwrap_or(now);
+            if written.saturating_add(ttl.millis) <= now {
+                self.forget(id);
+            } else {
+                ttl.written(id, written);
+            }
+        }
+        Ok(id)
+    }
+}
+
+/// A group's stored value: its row count, the result last emitted, its aggregates' state, and
+/// with a state TTL when it was last written (a job without one ignores it).
+fn encode_group(
+    counts: &[i64],
+    emitted: &[Option<Box<[u8]>>],
+    aggs: &Aggregates,
+    ttl: &Option<GroupTtl>,
+    g: usize,
+    value: &mut Vec<u8>,
+) -> TaskResult<()> {
+    codec::put_i64(value, counts[g]);
+    match &emitted[g] {
+        None => codec::put_u8(value, 0),
+        Some(row) => {
+            codec::put_u8(value, 1);
+            codec::put_bytes(value, row);
+        }
+    }
+    aggs.encode_group(g, value)?;
+    if let Some(ttl) = ttl {
+        codec::put_i64(value, ttl.written.get(g).copied().unwrap_or(NEVER_WRITTEN));
+    }
+    Ok(())
 }
 
 /// What [`without_stateless_retractions`] kept: the batch, its rows' groups (the first kept row
@@ -228,7 +352,29 @@ impl Operator for GroupAggregate {
     }
 
     fn track_changes(&mut self) {
-        self.dirty = Some(DirtyGroups::default());
+        self.dirty.get_or_insert_with(DirtyGroups::default);
+    }
+
+    fn set_memory_budget(&mut self, bytes: usize) -> bool {
+        if self.final_only {
+            // Its result is every group at the end of input: all of them stay in memory.
+            return false;
+        }
+        self.dirty.get_or_insert_with(DirtyGroups::default);
+        let referenced = vec![false; self.counts.len()];
+        self.spill = Some(WorkingSet {
+            budget: bytes,
+            referenced,
+            hand: 0,
+            may_be_stored: false,
+            written: KeyFilter::default(),
+            unfiltered: false,
+        });
+        true
+    }
+
+    fn spill(&mut self) -> Option<&mut dyn Spill> {
+        if self.spill.is_some() { Some(self) } else { None }
     }
 
     fn snapshot(&mut self, ctx: &mut SnapshotContext<'_>) -> TaskResult<()> {
@@ -238,46 +384,13 @@ impl Operator for GroupAggregate {
         let (counts, emitted, aggs, ttl) = (&self.counts, &self.emitted, &self.aggs, &self.ttl);
         let Some(dirty) = self.dirty.as_mut() else { return Ok(()) };
         dirty.write_changes(ctx, GROUPS, &self.group_key_group, &self.groups, |g, value| {
-            codec::put_i64(value, counts[g]);
-            match &emitted[g] {
-                None => codec::put_u8(value, 0),
-                Some(row) => {
-                    codec::put_u8(value, 1);
-                    codec::put_bytes(value, row);
-                }
-            }
-            aggs.encode_group(g, value)?;
-            // With a state TTL, when the group was last written (a job without one ignores it).
-            if let Some(ttl) = ttl {
-                codec::put_i64(value, ttl.written.get(g).copied().unwrap_or(NEVER_WRITTEN));
-            }
-            Ok(())
+            encode_group(counts, emitted, aggs, ttl, g, value)
         })
     }
 
     fn restore(&mut self, mut state: RestoredState) -> TaskResult<()> {
         for (key_group, key, value) in state.keyed.remove(&GROUPS).unwrap_or_default() {
-            let (id, _) = self.groups.intern_bytes(&key);
-            if id >= self.counts.len() {
-                self.counts.resize(id + 1, 0);
-                self.emitted.resize(id + 1, None);
-                self.group_key_group.resize(id + 1, 0);
-            }
-            let mut r = codec::Reader::new(&value);
-            self.counts[id] = r.i64()?;
-            self.emitted[id] = if r.u8()? == 0 { None } else { Some(r.bytes()?.into()) };
-            self.aggs.decode_group(id, &mut r)?;
-            let written = if r.is_empty() { None } else { Some(r.i64()?) };
-            r.finish()?;
-            // A group stored without a time (by a job without a TTL) is as if written now.
-            if let Some(ttl) = &mut self.ttl {
-                let now = ttl.clock.now_millis();
-                ttl.written(id, written.filter(|t| *t != NEVER_WRITTEN).unwrap_or(now));
-            }
-            self.group_key_group[id] = key_group as u16;
-            if let Some(dirty) = &mut self.dirty {
-                dirty.restored(id);
-            }
+            self.load_group(key_group as u16, &key, &value)?;
         }
         Ok(())
     }
@@ -324,10 +437,9 @@ impl Operator for GroupAggregate {
         let mut touched = Vec::new();
         let mut seen = hashbrown::HashSet::new();
         for (r, (id, new)) in assigned.into_iter().enumerate() {
-            if id >= self.counts.len() {
-                self.counts.resize(id + 1, 0);
-                self.emitted.resize(id + 1, None);
-                self.group_key_group.resize(id + 1, 0);
+            self.ensure_group(id);
+            if let Some(spill) = &mut self.spill {
+                spill.referenced[id] = true;
             }
             if let Some(dirty) = &mut self.dirty {
                 if new {
@@ -384,17 +496,18 @@ impl Operator for GroupAggregate {
                 }
             }
         }
-        for g in touched.iter().filter(|g| self.counts[**g] <= 0) {
-            if let Some(prev) = self.emitted[*g].take() {
-                before.push((*g, RowKind::Delete));
+        let emptied: Vec<usize> = touched.iter().copied().filter(|g| self.counts[*g] <= 0).collect();
+        for &g in &emptied {
+            if let Some(prev) = self.emitted[g].clone() {
+                self.set_emitted(g, None);
+                before.push((g, RowKind::Delete));
                 before_bytes.push(prev);
             }
         }
         // Remember what is now emitted, and forget emptied groups.
         for &(i, _) in &after {
-            self.emitted[live[i]] = Some(new_row(i).into());
+            self.set_emitted(live[i], Some(new_row(i).into()));
         }
-        let emptied: Vec<usize> = touched.iter().copied().filter(|g| self.counts[*g] <= 0).collect();
         for g in emptied {
             self.forget(g);
         }
@@ -423,5 +536,124 @@ impl Operator for GroupAggregate {
         let data = RecordBatch::try_new(self.schema.clone(), columns)?;
         out.batch(ChangeBatch { data, kinds: Some(Arc::new(kinds)) });
         Ok(())
+    }
+}
+
+impl Spill for GroupAggregate {
+    fn wanted(&mut self, _input: usize, batch: &ChangeBatch) -> TaskResult<Vec<StoreKey>> {
+        let Some(spill) = self.spill.as_ref().filter(|s| s.may_be_stored) else { return Ok(vec![]) };
+        let key_columns: Vec<ArrayRef> = self.keys.iter().map(|k| batch.data.column(*k).clone()).collect();
+        let rows = if key_columns.is_empty() { None } else { Some(self.groups.rows(&key_columns)?) };
+        let key = |r: usize| -> &[u8] { rows.as_ref().map_or(&[], |rows| rows.row(r).data()) };
+        let mut key_groups = None;
+        let mut seen = hashbrown::HashSet::new();
+        let mut wanted = Vec::new();
+        for r in 0..batch.num_rows() {
+            let key = key(r);
+            if self.groups.get(key).is_some() {
+                continue;
+            }
+            if !spill.unfiltered && !spill.written.may_contain(stable_hash(key)) {
+                continue;
+            }
+            if !seen.insert(key) {
+                continue;
+            }
+            let key_groups = match &key_groups {
+                Some(k) => k,
+                None => key_groups.insert(self.key_groups.of(&batch.data)?),
+            };
+            wanted.push(StoreKey { state: GROUPS, key_group: key_groups[r], key: key.into() });
+        }
+        Ok(wanted)
+    }
+
+    fn loaded(&mut self, found: Vec<(StoreKey, Bytes)>) -> TaskResult<()> {
+        for (key, value) in found {
+            self.load_group(key.key_group, &key.key, &value)?;
+        }
+        Ok(())
+    }
+
+    fn evict(&mut self) -> TaskResult<Vec<StoreWrite>> {
+        let Some((budget, may_be_stored)) = self.spill.as_ref().map(|s| (s.budget, s.may_be_stored)) else {
+            return Ok(vec![]);
+        };
+        let over = self.resident_bytes() > budget;
+        let dirty = self.dirty.as_mut().expect("a budget tracks changes");
+        // Groups deleted since they were stored: once groups are read back from the database,
+        // their deletions go there at once, or a later row would read back what was deleted.
+        // Deletions first: a key deleted and then made again must end with its new value.
+        let mut writes: Vec<StoreWrite> = if may_be_stored || over {
+            dirty
+                .take_removed()
+                .into_iter()
+                .map(|(key_group, key)| StoreWrite::Delete(StoreKey { state: GROUPS, key_group, key }))
+                .collect()
+        } else {
+            vec![]
+        };
+        if !over {
+            return Ok(writes);
+        }
+        let target = (budget as f64 * EVICT_TO) as usize;
+        let now = self.ttl.as_ref().map(|ttl| ttl.clock.now_millis());
+        let capacity = self.counts.len();
+        let mut value = Vec::new();
+        // Two sweeps at most: the first clears every reference bit it passes.
+        let mut steps = 2 * capacity;
+        while self.resident_bytes() > target && steps > 0 {
+            steps -= 1;
+            let spill = self.spill.as_mut().expect("checked above");
+            let g = spill.hand;
+            spill.hand = (spill.hand + 1) % capacity.max(1);
+            if g >= capacity || !self.groups.is_live(g) || std::mem::take(&mut spill.referenced[g]) {
+                continue;
+            }
+            spill.may_be_stored = true;
+            let dirty = self.dirty.as_mut().expect("a budget tracks changes");
+            if dirty.evict(g) {
+                value.clear();
+                encode_group(&self.counts, &self.emitted, &self.aggs, &self.ttl, g, &mut value)?;
+                let expires_in = match (&self.ttl, now) {
+                    (Some(ttl), Some(now)) => {
+                        let written = ttl.written.get(g).copied().unwrap_or(now);
+                        let left = written.saturating_add(ttl.millis).saturating_sub(now).max(1);
+                        Some(Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX)))
+                    }
+                    _ => None,
+                };
+                let key =
+                    StoreKey { state: GROUPS, key_group: self.group_key_group[g], key: self.groups.key(g).into() };
+                writes.push(StoreWrite::Put { key, value: value.clone(), expires_in });
+                let spill = self.spill.as_mut().expect("checked above");
+                spill.written.insert(self.groups.hash(g));
+            }
+            if let Some(ttl) = &mut self.ttl {
+                ttl.forget(g);
+            }
+            self.counts[g] = 0;
+            self.set_emitted(g, None);
+            self.aggs.reset(g);
+            self.groups.remove(g);
+        }
+        if let Some(dirty) = &mut self.dirty {
+            dirty.compact();
+        }
+        tracing::trace!(
+            groups = self.groups.len(),
+            key_bytes = self.groups.key_bytes(),
+            resident = self.resident_bytes(),
+            writes = writes.len(),
+            "groups left memory"
+        );
+        Ok(writes)
+    }
+
+    fn restore_lazily(&mut self) {
+        if let Some(spill) = &mut self.spill {
+            spill.may_be_stored = true;
+            spill.unfiltered = true;
+        }
     }
 }

@@ -19,26 +19,24 @@ pub fn timestamp_millis(array: &ArrayRef) -> TaskResult<TimestampMillisecondArra
     Ok(ms.as_any().downcast_ref::<TimestampMillisecondArray>().expect("cast to timestamp(ms)").clone())
 }
 
-/// Interns byte strings (encoded keys) as dense ids. Keys are stored once, packed in one
-/// arena; the hash table holds only ids. An entry costs its bytes plus about 24 bytes.
+/// Interns byte strings (encoded keys) as dense ids. Each key is its own allocation, so a
+/// removed key's memory is reused at once (a table whose keys come and go — a working set under
+/// a budget — never holds dead bytes, nor copies its keys to compact them); the hash table holds
+/// only ids. An entry costs its bytes plus about 40 bytes.
 #[derive(Default)]
 pub struct KeyTable {
     table: HashTable<u32>,
-    arena: Vec<u8>,
-    /// Per id: where its key is in the arena (`len == FREE`: a free id).
-    spans: Vec<(u32, u32)>,
+    /// Per id: its key (`None`: a free id).
+    keys: Vec<Option<Box<[u8]>>>,
     hashes: Vec<u64>,
     free: Vec<u32>,
-    /// Arena bytes of removed keys, reclaimed by compaction.
-    garbage: usize,
+    /// Bytes of the live keys.
+    key_bytes: usize,
 }
-
-const FREE: u32 = u32::MAX;
 
 impl KeyTable {
     pub fn key(&self, id: u32) -> &[u8] {
-        let (start, len) = self.spans[id as usize];
-        &self.arena[start as usize..(start + len) as usize]
+        self.keys[id as usize].as_deref().unwrap_or_default()
     }
 
     /// The [`stable_hash`] of key `id`'s bytes, kept from when it was interned.
@@ -48,13 +46,8 @@ impl KeyTable {
 
     pub fn get(&self, bytes: &[u8]) -> Option<u32> {
         let hash = stable_hash(bytes);
-        let (arena, spans) = (&self.arena, &self.spans);
-        self.table
-            .find(hash, |&id| {
-                let (start, len) = spans[id as usize];
-                len != FREE && &arena[start as usize..(start + len) as usize] == bytes
-            })
-            .copied()
+        let keys = &self.keys;
+        self.table.find(hash, |&id| keys[id as usize].as_deref() == Some(bytes)).copied()
     }
 
     /// The id of `bytes`, adding it if new (`true` when new).
@@ -63,19 +56,18 @@ impl KeyTable {
             return (id, false);
         }
         let hash = stable_hash(bytes);
-        let start = self.arena.len() as u32;
-        self.arena.extend_from_slice(bytes);
-        let span = (start, bytes.len() as u32);
+        let key = Some(Box::from(bytes));
+        self.key_bytes += bytes.len();
         let id = match self.free.pop() {
             Some(id) => {
-                self.spans[id as usize] = span;
+                self.keys[id as usize] = key;
                 self.hashes[id as usize] = hash;
                 id
             }
             None => {
-                self.spans.push(span);
+                self.keys.push(key);
                 self.hashes.push(hash);
-                (self.spans.len() - 1) as u32
+                (self.keys.len() - 1) as u32
             }
         };
         let hashes = &self.hashes;
@@ -89,31 +81,34 @@ impl KeyTable {
         if let Ok(entry) = self.table.find_entry(hash, |&other| other == id) {
             entry.remove();
         }
-        self.garbage += self.spans[id as usize].1 as usize;
-        self.spans[id as usize] = (0, FREE);
-        self.free.push(id);
-        if self.garbage > 4096 && self.garbage * 2 > self.arena.len() {
-            self.compact();
+        if let Some(key) = self.keys[id as usize].take() {
+            self.key_bytes -= key.len();
+            self.free.push(id);
         }
     }
 
-    fn compact(&mut self) {
-        let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
-        for span in &mut self.spans {
-            if span.1 == FREE {
-                continue;
-            }
-            let start = arena.len() as u32;
-            arena.extend_from_slice(&self.arena[span.0 as usize..(span.0 + span.1) as usize]);
-            span.0 = start;
-        }
-        self.arena = arena;
-        self.garbage = 0;
+    /// Whether `id` names a key (not a free id).
+    pub fn is_live(&self, id: u32) -> bool {
+        self.keys.get(id as usize).is_some_and(Option::is_some)
+    }
+
+    /// How many keys the table holds.
+    pub fn len(&self) -> usize {
+        self.keys.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of the live keys.
+    pub fn key_bytes(&self) -> usize {
+        self.key_bytes
     }
 
     /// One more than the largest id handed out: the length for dense per-id vectors.
     pub fn capacity(&self) -> usize {
-        self.spans.len()
+        self.keys.len()
     }
 }
 
@@ -193,6 +188,34 @@ impl GroupKeys {
     /// Capacity for dense per-group vectors.
     pub fn capacity(&self) -> usize {
         self.table.capacity()
+    }
+
+    /// The [`stable_hash`] of a group's key.
+    pub fn hash(&self, id: usize) -> u64 {
+        self.table.hash(id as u32)
+    }
+
+    /// The group of an encoded key, if it is in memory.
+    pub fn get(&self, key: &[u8]) -> Option<usize> {
+        self.table.get(key).map(|id| id as usize)
+    }
+
+    pub fn is_live(&self, id: usize) -> bool {
+        self.table.is_live(id as u32)
+    }
+
+    /// How many groups are in memory.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Bytes of the keys of the groups in memory.
+    pub fn key_bytes(&self) -> usize {
+        self.table.key_bytes()
     }
 }
 
@@ -276,7 +299,32 @@ impl DirtyGroups {
         self.flags[group] = false;
     }
 
-    /// A group restored from a checkpoint: stored already, unchanged since.
+    /// `group` leaves memory while its key stays in the store; its id may be reused at once.
+    /// Answers whether it changed since the store last had it (so it must be written out).
+    pub fn evict(&mut self, group: usize) -> bool {
+        self.ensure(group);
+        self.persisted[group] = false;
+        std::mem::replace(&mut self.flags[group], false)
+    }
+
+    /// The keys removed since the last checkpoint, whose deletions the caller now writes.
+    pub fn take_removed(&mut self) -> Vec<RemovedKey> {
+        std::mem::take(&mut self.removed)
+    }
+
+    /// Drops the entries of `changed` that no longer stand for a change (evicted or removed
+    /// groups, repeats), so that it stays as long as the changed groups in memory even when no
+    /// checkpoint takes it.
+    pub fn compact(&mut self) {
+        let flags = &mut self.flags;
+        self.changed.retain(|g| std::mem::replace(&mut flags[*g], false));
+        for g in &self.changed {
+            self.flags[*g] = true;
+        }
+    }
+
+    /// A group restored from a checkpoint (or read back from the store): stored already,
+    /// unchanged since.
     pub fn restored(&mut self, group: usize) {
         self.ensure(group);
         self.persisted[group] = true;
@@ -315,5 +363,98 @@ impl DirtyGroups {
             self.persisted[*g] = true;
         }
         (changed, std::mem::take(&mut self.removed))
+    }
+}
+
+/// The keys an operator wrote to its store, as a Bloom filter that grows with them: a key it
+/// never wrote is answered "absent" without a read of the store (almost always: about one in
+/// a hundred and fifty absent keys is a false "maybe"). It cannot forget keys; a deleted key
+/// stays a "maybe", which costs a read, never a wrong answer.
+#[derive(Default)]
+pub struct KeyFilter {
+    /// Each layer holds up to its capacity of keys; a full one is followed by one twice as large.
+    layers: Vec<FilterLayer>,
+}
+
+struct FilterLayer {
+    bits: Vec<u64>,
+    mask: u64,
+    len: usize,
+    capacity: usize,
+}
+
+/// Bits per key and probes: about 0.7% false positives per layer.
+const FILTER_BITS_PER_KEY: usize = 12;
+const FILTER_PROBES: u64 = 8;
+const FIRST_LAYER_KEYS: usize = 1 << 16;
+
+impl FilterLayer {
+    fn new(capacity: usize) -> FilterLayer {
+        let bits = (capacity * FILTER_BITS_PER_KEY).next_power_of_two().max(64);
+        FilterLayer { bits: vec![0; bits / 64], mask: bits as u64 - 1, len: 0, capacity }
+    }
+
+    /// The `i`th bit of `hash`, by double hashing (the step is odd, so probes cover the table).
+    fn probe(&self, hash: u64, i: u64) -> (usize, u64) {
+        let step = hash.rotate_left(32).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let bit = hash.wrapping_add(i.wrapping_mul(step)) & self.mask;
+        ((bit / 64) as usize, 1 << (bit % 64))
+    }
+
+    fn insert(&mut self, hash: u64) {
+        for i in 0..FILTER_PROBES {
+            let (word, bit) = self.probe(hash, i);
+            self.bits[word] |= bit;
+        }
+        self.len += 1;
+    }
+
+    fn may_contain(&self, hash: u64) -> bool {
+        (0..FILTER_PROBES).all(|i| {
+            let (word, bit) = self.probe(hash, i);
+            self.bits[word] & bit != 0
+        })
+    }
+}
+
+impl KeyFilter {
+    /// Remembers a key by its [`stable_hash`].
+    pub fn insert(&mut self, hash: u64) {
+        let full = self.layers.last().is_none_or(|l| l.len >= l.capacity);
+        if full {
+            let capacity = self.layers.last().map_or(FIRST_LAYER_KEYS, |l| l.capacity * 2);
+            self.layers.push(FilterLayer::new(capacity));
+        }
+        self.layers.last_mut().expect("a layer was added").insert(hash);
+    }
+
+    /// Whether the key of `hash` may have been inserted.
+    pub fn may_contain(&self, hash: u64) -> bool {
+        self.layers.iter().any(|l| l.may_contain(hash))
+    }
+
+    /// Memory the filter takes.
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.bits.len() * 8).sum()
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_filter_never_forgets_and_rarely_imagines() {
+        let mut filter = KeyFilter::default();
+        let inserted = 300_000u64;
+        for k in 0..inserted {
+            filter.insert(stable_hash(&k.to_be_bytes()));
+        }
+        assert!((0..inserted).all(|k| filter.may_contain(stable_hash(&k.to_be_bytes()))));
+        let absent =
+            (inserted..inserted + 100_000).filter(|k| filter.may_contain(stable_hash(&k.to_be_bytes()))).count();
+        // Three layers at about 0.7% each.
+        assert!(absent < 3_000, "{absent} false positives in 100000");
+        assert!(filter.bytes() < 1 << 20, "{} bytes", filter.bytes());
     }
 }

@@ -23,11 +23,13 @@ pub mod window_assign;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use weir_dataflow::clock::SystemClock;
 use weir_dataflow::event::{ChangeBatch, Timestamp};
 use weir_dataflow::plan::{OperatorSpec, PlanNode, StreamPlan};
 
 use weir_dataflow::ids::CheckpointId;
+use weir_state_store::{StoreKey, StoreWrite};
 
 use crate::checkpoint::{RestoredState, SnapshotContext};
 use crate::error::{TaskError, TaskResult};
@@ -112,6 +114,47 @@ pub trait Operator: Send {
     fn checkpoint_complete(&mut self, _id: CheckpointId) -> TaskResult<()> {
         Ok(())
     }
+
+    /// Keep the keyed state's working set under `bytes`, moving colder keys to the task's
+    /// database ([`Spill`]). Answers whether this operator does (the others ignore budgets).
+    fn set_memory_budget(&mut self, _bytes: usize) -> bool {
+        false
+    }
+
+    /// The operator's side of keeping keyed state beyond memory, once it has a budget.
+    fn spill(&mut self) -> Option<&mut dyn Spill> {
+        None
+    }
+}
+
+/// Keyed state kept partly in the task's database: the working set in memory stays under the
+/// operator's budget, colder keys are written out and read back when a row needs them. The task
+/// does the reading and writing (it is async; operators are not) around each batch:
+/// [`Spill::wanted`] and [`Spill::loaded`] before `process`, [`Spill::evict`] after it.
+pub trait Spill: Send {
+    /// The stored keys `batch` on `input` may need: not in memory, and perhaps in the database.
+    /// Each key once.
+    fn wanted(&mut self, input: usize, batch: &ChangeBatch) -> TaskResult<Vec<StoreKey>>;
+
+    /// What the database held of the keys [`Spill::wanted`] named (keys it did not hold are
+    /// left out): into memory, unchanged since stored.
+    fn loaded(&mut self, found: Vec<(StoreKey, Bytes)>) -> TaskResult<()>;
+
+    /// Over budget: moves the coldest keys out of memory, answering what to write so the
+    /// database has their state (in order: a later change of a key wins). Empty when under.
+    fn evict(&mut self) -> TaskResult<Vec<StoreWrite>>;
+
+    /// The task's database holds this operator's state from the checkpoint being restored:
+    /// keys are read from there when rows need them, instead of all at once by
+    /// [`Operator::restore`] (lazy restore).
+    fn restore_lazily(&mut self);
+}
+
+/// Whether the operator of `spec` keeps keyed state under a memory budget (the task divides its
+/// managed memory among these).
+pub fn keeps_budgeted_state(spec: &OperatorSpec) -> bool {
+    // A global aggregation (no keys) holds one group: no budget to give it.
+    matches!(spec, OperatorSpec::GroupAggregate { final_only: false, keys, .. } if !keys.is_empty())
 }
 
 /// For stateless operators' [`Operator::checkpointable`].

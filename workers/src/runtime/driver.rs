@@ -50,6 +50,8 @@ pub struct LocalJob {
     /// When the job's subtasks run in several processes: this process's part. `None`: every
     /// subtask runs here.
     pub part: Option<JobPart>,
+    /// The memory each task may use for keyed state; `None`: unbounded.
+    pub memory: Option<super::task::TaskMemory>,
 }
 
 /// Runs every subtask of the job to completion, region by region (see

@@ -22,6 +22,8 @@ mod parts;
 mod restart;
 mod task;
 
+pub use task::{ManagedMemory, TaskMemory, budgeted_tasks};
+
 pub use driver::{LocalJob, run_local};
 pub use figures::{JobCounters, TaskFigures, VertexFigures};
 pub use parts::{JobPart, PartLink};

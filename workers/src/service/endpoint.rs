@@ -17,6 +17,7 @@ use weir_dataflow::wire::{
 use super::{Attempt, LEASE, Worker, parts};
 use crate::attempt::{self, AttemptEvent, AttemptRequest};
 use crate::connectors::sinks::PrintTo;
+use crate::runtime::ManagedMemory;
 
 /// An error answered as problem+json.
 pub(crate) struct EndpointError(Box<Problem>);
@@ -105,6 +106,7 @@ pub(super) async fn deploy(
         part,
         // The worker's stdout is nobody's: print tables go to the job's log.
         print: PrintTo::JobLog(attempt.job.clone()),
+        memory: Some(ManagedMemory { bytes: worker.managed_memory.bytes / u64::from(worker.slots.max(1)) }),
     };
     let (run, mut events) = attempt::start(request).await?;
     tracing::info!(job_id = %attempt.job, attempt = %attempt.attempt, parallelism = deploy.parallelism, "attempt started");

@@ -26,6 +26,7 @@ async fn worker() -> (String, tokio::sync::oneshot::Sender<()>) {
     let config = WorkerConfig {
         control_planes: vec!["http://127.0.0.1:9".into()],
         slots: 2,
+        managed_memory: crate::runtime::ManagedMemory { bytes: 64 << 20 },
         listen: "127.0.0.1:0".into(),
         tls: None,
         plaintext: weir_net::Plaintext::LoopbackOnly,

@@ -32,6 +32,7 @@ use weir_dataflow::wire::{
 use weir_net::{Listener, NetError, Plaintext, ServerTls, Transport};
 
 use crate::attempt::RunningAttempt;
+use crate::runtime::ManagedMemory;
 
 /// How often the worker heartbeats (and sooner when an attempt checkpoints or ends).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -64,6 +65,8 @@ pub struct WorkerConfig {
     /// The worker key (`weir key worker`): presented to the control plane and other workers, and
     /// taken by the task endpoint. A worker never holds the root token.
     pub key: ClusterKey,
+    /// The memory its slots give keyed state, shared evenly (`--managed-memory`).
+    pub managed_memory: ManagedMemory,
 }
 
 /// Why a worker could not start.
@@ -106,6 +109,7 @@ impl BoundWorker {
             id: WorkerId(fresh_id("worker")?),
             address,
             slots: config.slots,
+            managed_memory: config.managed_memory,
             key: config.key,
             state_dir: config.state_dir,
             attempts: Mutex::default(),
@@ -156,6 +160,7 @@ pub(crate) struct Worker {
     id: WorkerId,
     address: String,
     slots: u32,
+    managed_memory: ManagedMemory,
     key: ClusterKey,
     state_dir: String,
     attempts: Mutex<BTreeMap<AttemptRef, Attempt>>,

@@ -84,6 +84,7 @@ impl Task {
                 max_parallelism: job.plan.max_parallelism,
                 // Operators keep their working set themselves: write-back is all this is for.
                 working_set_capacity: 0,
+                memtable_bytes: self.stores.memtable(),
                 ..StateOptions::default()
             };
             let handles = restore.map(|r| r.handles_of(self.vertex)).unwrap_or_default();
@@ -91,6 +92,9 @@ impl Task {
         } else {
             None
         };
+        if let Some(backend) = &backend {
+            self.stores.use_backend(backend);
+        }
         if let Some(restore) = restore {
             let mut records: Vec<_> = restore.source_positions.iter().filter(|p| p.vertex == self.vertex).collect();
             records.sort_by_key(|r| r.subtask);
@@ -129,7 +133,9 @@ impl Task {
                         state.operator_states.push(s.clone());
                     }
                 }
-                if let Some(backend) = &backend {
+                // An operator keeping state beyond memory reads its keys when rows need them.
+                let lazy = op.spill().is_some();
+                if let (Some(backend), false) = (&backend, lazy) {
                     for (state_id, kg, key, value) in
                         weir_state_store::scan::operator_values(backend, OperatorId(*node as u32)).await?
                     {
@@ -137,6 +143,9 @@ impl Task {
                     }
                 }
                 op.restore(state)?;
+                if let (Some(spill), true) = (op.spill(), backend.is_some()) {
+                    spill.restore_lazily();
+                }
             }
         }
         self.checkpointing = Some(TaskCheckpointing {

@@ -9,6 +9,7 @@
 //! so downstream; a task whose open inputs are all idle is idle too.
 
 mod checkpoints;
+mod stores;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,7 +23,11 @@ use weir_dataflow::plan::OperatorSpec;
 use weir_dataflow::wire::{ErrorCode, Failure};
 use weir_shuffle_service::{InputGate, ShuffleError};
 
+use futures::future::BoxFuture;
+
 use self::checkpoints::{TaskCheckpointing, encode_in_flight};
+use self::stores::ChainStores;
+pub use self::stores::{ManagedMemory, TaskMemory, budgeted_tasks};
 use super::driver::LocalJob;
 use super::edges::OutputEdge;
 use super::figures::{JobCounters, TaskFigures};
@@ -30,7 +35,7 @@ use crate::checkpoint::TaskReport;
 use crate::checkpoint::align::{AlignStep, BarrierAligner};
 use crate::connectors::{self, Source};
 use crate::error::TaskResult;
-use crate::operators::{Emitted, Operator, Output, create_operator};
+use crate::operators::{Emitted, Operator, Output, create_operator, keeps_budgeted_state};
 
 /// A subtask's input gate and, per channel, which input of the head operator it feeds.
 pub(super) type GateInput = (Box<dyn InputGate>, Vec<usize>);
@@ -55,6 +60,8 @@ pub(super) struct Task {
     first_input_first: bool,
     /// Rows an unaligned checkpoint recorded in flight, to process before any input.
     replay: Vec<(usize, ChangeBatch)>,
+    /// Where operators keep keyed state beyond their memory budgets.
+    stores: ChainStores,
 }
 
 impl Task {
@@ -97,6 +104,22 @@ impl Task {
                 _ => chain.push(create_operator(&job.plan, node)?),
             }
         }
+        // The task's managed memory is shared evenly by its budgeted operators.
+        if let Some(memory) = job.memory {
+            let budgeted: Vec<usize> =
+                (0..chain.len()).filter(|i| keeps_budgeted_state(&job.plan.nodes[chain_nodes[*i]].op)).collect();
+            let share = memory.operators / (budgeted.len().max(1) as u64);
+            for i in budgeted {
+                chain[i].set_memory_budget(usize::try_from(share).unwrap_or(usize::MAX));
+            }
+        }
+        let stores = ChainStores::new(
+            chain_nodes.clone(),
+            vertex.id,
+            subtask,
+            job.plan.max_parallelism,
+            job.memory.map(|m| m.memtable),
+        );
         let idle_timeout = vertex.chain.first().and_then(|n| match &job.plan.nodes[*n].op {
             OperatorSpec::Source(spec) => spec.idle_timeout,
             _ => None,
@@ -106,6 +129,7 @@ impl Task {
         Ok(Task {
             first_input_first: job.plan.batch && retained_inputs && several_inputs,
             replay: Vec::new(),
+            stores,
             vertex: vertex.id,
             subtask,
             source,
@@ -343,7 +367,7 @@ impl Task {
             }
         }
         let mut emitted = Vec::new();
-        drive(&mut self.chain, item, &mut emitted)?;
+        drive(&mut self.chain, &mut self.stores, 0, item, &mut emitted).await?;
         self.send(&emitted).await
     }
 
@@ -376,7 +400,8 @@ impl Task {
 
     async fn finish(mut self) -> TaskResult<()> {
         let mut emitted = Vec::new();
-        finish_chain(&mut self.chain, &mut emitted)?;
+        finish_chain(&mut self.chain, &mut self.stores, &mut emitted).await?;
+        self.stores.close().await;
         self.send(&emitted).await?;
         let late: u64 = self.chain.iter().map(|op| op.metrics().late_records_dropped).sum();
         self.counters.late_records_dropped.fetch_add(late, Ordering::Relaxed);
@@ -448,30 +473,66 @@ enum Item {
     Watermark(Timestamp),
 }
 
-fn drive(chain: &mut [Box<dyn Operator>], item: Item, sink: &mut Vec<Emitted>) -> TaskResult<()> {
-    let Some((head, rest)) = chain.split_first_mut() else {
-        sink.push(match item {
-            Item::Batch(_, b) => Emitted::Batch(b),
-            Item::Watermark(w) => Emitted::Watermark(w),
-        });
-        return Ok(());
-    };
-    let mut out = Output::default();
-    match item {
-        Item::Batch(input, batch) => head.process(input, batch, &mut out)?,
-        Item::Watermark(w) => head.on_watermark(w, &mut out)?,
-    }
-    for e in out.items {
-        let next = match e {
-            Emitted::Batch(b) => Item::Batch(0, b),
-            Emitted::Watermark(w) => Item::Watermark(w),
+/// Runs `item` through `chain` (operators `at..` of the task's chain). An operator keeping
+/// keyed state beyond memory first gets the stored keys the batch needs, and after the batch
+/// writes out what leaves its working set.
+fn drive<'a>(
+    chain: &'a mut [Box<dyn Operator>],
+    stores: &'a mut ChainStores,
+    at: usize,
+    item: Item,
+    sink: &'a mut Vec<Emitted>,
+) -> BoxFuture<'a, TaskResult<()>> {
+    Box::pin(async move {
+        let Some((head, rest)) = chain.split_first_mut() else {
+            sink.push(match item {
+                Item::Batch(_, b) => Emitted::Batch(b),
+                Item::Watermark(w) => Emitted::Watermark(w),
+            });
+            return Ok(());
         };
-        drive(rest, next, sink)?;
-    }
-    Ok(())
+        let mut out = Output::default();
+        match item {
+            Item::Batch(input, batch) => {
+                if let Some(spill) = head.spill() {
+                    let wanted = spill.wanted(input, &batch)?;
+                    if !wanted.is_empty() {
+                        let values = stores.store(at).await?.get_many(&wanted).await?;
+                        let mut found = Vec::with_capacity(values.len());
+                        for (key, value) in wanted.into_iter().zip(values) {
+                            if let Some(value) = value {
+                                found.push((key, value));
+                            }
+                        }
+                        spill.loaded(found)?;
+                    }
+                }
+                head.process(input, batch, &mut out)?;
+                if let Some(spill) = head.spill() {
+                    let writes = spill.evict()?;
+                    if !writes.is_empty() {
+                        stores.store(at).await?.write(writes).await?;
+                    }
+                }
+            }
+            Item::Watermark(w) => head.on_watermark(w, &mut out)?,
+        }
+        for e in out.items {
+            let next = match e {
+                Emitted::Batch(b) => Item::Batch(0, b),
+                Emitted::Watermark(w) => Item::Watermark(w),
+            };
+            drive(rest, stores, at + 1, next, sink).await?;
+        }
+        Ok(())
+    })
 }
 
-fn finish_chain(chain: &mut [Box<dyn Operator>], sink: &mut Vec<Emitted>) -> TaskResult<()> {
+async fn finish_chain(
+    chain: &mut [Box<dyn Operator>],
+    stores: &mut ChainStores,
+    sink: &mut Vec<Emitted>,
+) -> TaskResult<()> {
     for i in 0..chain.len() {
         let mut out = Output::default();
         chain[i].finish(&mut out)?;
@@ -480,7 +541,7 @@ fn finish_chain(chain: &mut [Box<dyn Operator>], sink: &mut Vec<Emitted>) -> Tas
                 Emitted::Batch(b) => Item::Batch(0, b),
                 Emitted::Watermark(w) => Item::Watermark(w),
             };
-            drive(&mut chain[i + 1..], next, sink)?;
+            drive(&mut chain[i + 1..], stores, i + 1, next, sink).await?;
         }
     }
     Ok(())
