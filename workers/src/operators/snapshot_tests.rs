@@ -626,7 +626,7 @@ fn many_keys(seed: u64, batches: usize, keys: u64) -> Vec<Step> {
         let mut rows = Vec::new();
         let mut kinds = Vec::new();
         for _ in 0..16 {
-            if !inserted.is_empty() && next() % 4 == 0 {
+            if !inserted.is_empty() && next().is_multiple_of(4) {
                 let (k, v) = inserted.swap_remove((next() as usize) % inserted.len());
                 rows.push((k, v, 0));
                 kinds.push(RowKind::Delete);
