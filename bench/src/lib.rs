@@ -1,6 +1,7 @@
 //! Weir's benchmarks, kept out of the roles: `weir bench nexmark`, `weir bench shuffle`
 //! ([`shuffle`]), `weir bench recovery` ([`recovery`]), `weir bench api` and `weir bench failover`
-//! ([`control_plane`]), `weir bench plan` ([`plan`]), and `weir nexmark-gen`. The `weir` binary links this crate behind its
+//! ([`control_plane`]), `weir bench plan` ([`plan`]), `weir bench state` ([`state`]), and
+//! `weir nexmark-gen`. The `weir` binary links this crate behind its
 //! default feature `bench`; a production build leaves it out (`--no-default-features`).
 //!
 //! Each query runs in its own `weir run` process, which reports its own CPU time and peak RSS
@@ -19,6 +20,7 @@ mod control_plane;
 mod plan;
 mod recovery;
 mod shuffle;
+mod state;
 
 const DDL_FS: &str = include_str!("../nexmark/ddl_nexmark_fs.sql");
 const VIEWS: &str = include_str!("../nexmark/ddl_views.sql");
@@ -62,6 +64,8 @@ pub enum BenchCommand {
     Failover(control_plane::FailoverArgs),
     /// Planning time of deep and long scripts (chained views, long OR, UNION ALL, ||).
     Plan(plan::PlanArgs),
+    /// A GROUP BY whose keyed state is several times its memory budget: time, CPU, peak RSS.
+    State(state::StateArgs),
 }
 
 #[derive(Args)]
@@ -101,6 +105,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Api(args) => control_plane::api(args),
         BenchCommand::Failover(args) => control_plane::failover(args),
         BenchCommand::Plan(args) => plan::run(args),
+        BenchCommand::State(args) => state::run(args),
     }
 }
 
