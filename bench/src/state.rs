@@ -60,10 +60,8 @@ SELECT COUNT(*) AS groups, SUM(c) AS total FROM (SELECT k, COUNT(*) AS c FROM g 
         bail!("the job failed ({status})");
     }
     let stats: Stats = serde_json::from_str(&std::fs::read_to_string(&stats_path)?)?;
-    let last = std::io::BufReader::new(std::fs::File::open(&output)?)
-        .lines()
-        .last()
-        .context("the job wrote no row")??;
+    let last =
+        std::io::BufReader::new(std::fs::File::open(&output)?).lines().last().context("the job wrote no row")??;
     let row: serde_json::Value = serde_json::from_str(&last)?;
     let figures = row.get("row").and_then(|r| r.as_array()).context("a changelog row")?;
     let (groups, total) = (figures[0].as_u64(), figures[1].as_u64());

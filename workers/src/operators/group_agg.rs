@@ -198,6 +198,11 @@ impl GroupAggregate {
         if let Some(dirty) = &mut self.dirty {
             dirty.remove(g, self.group_key_group[g], self.groups.key(g));
         }
+        self.drop_from_memory(g);
+    }
+
+    /// Frees group `g`'s memory and id (what the database holds of it stays).
+    fn drop_from_memory(&mut self, g: usize) {
         if let Some(ttl) = &mut self.ttl {
             ttl.forget(g);
         }
@@ -629,13 +634,7 @@ impl Spill for GroupAggregate {
                 let spill = self.spill.as_mut().expect("checked above");
                 spill.written.insert(self.groups.hash(g));
             }
-            if let Some(ttl) = &mut self.ttl {
-                ttl.forget(g);
-            }
-            self.counts[g] = 0;
-            self.set_emitted(g, None);
-            self.aggs.reset(g);
-            self.groups.remove(g);
+            self.drop_from_memory(g);
         }
         if let Some(dirty) = &mut self.dirty {
             dirty.compact();
