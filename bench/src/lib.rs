@@ -124,6 +124,30 @@ struct Stats {
     peak_running_tasks: u64,
 }
 
+/// Runs `weir run SCRIPT --quiet` with `extra` arguments in its own process: its figures (from
+/// `--stats-json STATS`) and wall seconds, or how it exited when it failed.
+fn measured_run(
+    script: &Path,
+    stats: &Path,
+    extra: &[&str],
+) -> Result<std::result::Result<(Stats, f64), std::process::ExitStatus>> {
+    let started = Instant::now();
+    let status = Command::new(std::env::current_exe()?)
+        .arg("run")
+        .arg(script)
+        .arg("--quiet")
+        .args(extra)
+        .arg("--stats-json")
+        .arg(stats)
+        .status()
+        .context("cannot start weir run")?;
+    let wall = started.elapsed().as_secs_f64();
+    if !status.success() {
+        return Ok(Err(status));
+    }
+    Ok(Ok((serde_json::from_str(&std::fs::read_to_string(stats)?)?, wall)))
+}
+
 fn nexmark(args: NexmarkArgs) -> Result<()> {
     let queries: Vec<String> = if args.queries.is_empty() {
         ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8"].iter().map(|s| s.to_string()).collect()
@@ -189,23 +213,11 @@ fn nexmark(args: NexmarkArgs) -> Result<()> {
             let script = work.path().join(format!("{q}-{source}.sql"));
             let stats_path = work.path().join(format!("{q}-{source}.json"));
             std::fs::write(&script, sql)?;
-            let started = Instant::now();
-            let status = Command::new(std::env::current_exe()?)
-                .arg("run")
-                .arg(&script)
-                .arg("--quiet")
-                .arg("--parallelism")
-                .arg(args.parallelism.to_string())
-                .arg("--stats-json")
-                .arg(&stats_path)
-                .status()
-                .context("cannot start weir run")?;
-            let wall = started.elapsed().as_secs_f64();
-            if !status.success() {
+            let parallelism = args.parallelism.to_string();
+            let Ok((stats, wall)) = measured_run(&script, &stats_path, &["--parallelism", &parallelism])? else {
                 println!("| {q} | {source} | failed | | | | | | | |");
                 continue;
-            }
-            let stats: Stats = serde_json::from_str(&std::fs::read_to_string(&stats_path)?)?;
+            };
             let events = if q == "floor_raw" { stats.source_rows } else { args.events };
             let per_cpu = events as f64 / stats.cpu_seconds;
             let ratio = match flink.get(q.as_str()) {

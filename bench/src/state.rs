@@ -5,13 +5,11 @@
 //! checks the job's last row: both figures must equal the number of keys.
 
 use std::io::BufRead;
-use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::Stats;
+use crate::measured_run;
 
 #[derive(Args)]
 pub struct StateArgs {
@@ -44,22 +42,11 @@ SELECT COUNT(*) AS groups, SUM(c) AS total FROM (SELECT k, COUNT(*) AS c FROM g 
             bytes = args.key_bytes,
         ),
     )?;
-    let started = Instant::now();
-    let status = Command::new(std::env::current_exe()?)
-        .arg("run")
-        .arg(&script)
-        .arg("--quiet")
-        .arg("--output")
-        .arg(&output)
-        .arg("--stats-json")
-        .arg(&stats_path)
-        .status()
-        .context("cannot start weir run")?;
-    let wall = started.elapsed().as_secs_f64();
-    if !status.success() {
-        bail!("the job failed ({status})");
-    }
-    let stats: Stats = serde_json::from_str(&std::fs::read_to_string(&stats_path)?)?;
+    let output_arg = output.to_string_lossy();
+    let (stats, wall) = match measured_run(&script, &stats_path, &["--output", &output_arg])? {
+        Ok(measured) => measured,
+        Err(status) => bail!("the job failed ({status})"),
+    };
     let last =
         std::io::BufReader::new(std::fs::File::open(&output)?).lines().last().context("the job wrote no row")??;
     let row: serde_json::Value = serde_json::from_str(&last)?;
