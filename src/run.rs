@@ -108,6 +108,11 @@ pub trait ResultSink {
         Ok(())
     }
     fn write(&mut self, batch: &ChangeBatch) -> Result<()>;
+    /// No more rows are waiting: make what was written visible (a reader polling the output
+    /// sees rows as the job makes them, not when a buffer fills).
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
     fn finish(&mut self) -> Result<()>;
 }
 
@@ -142,8 +147,12 @@ impl ResultSink for JsonLinesSink {
         self.out.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", self.path))
     }
 
-    fn finish(&mut self) -> Result<()> {
+    fn flush(&mut self) -> Result<()> {
         self.out.flush().with_context(|| format!("cannot write {}", self.path))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.flush()
     }
 }
 
@@ -417,7 +426,12 @@ async fn drive(
                 }
             }
             batch = receiver.recv() => match batch {
-                Some(b) => sink.write(&b)?,
+                Some(b) => {
+                    sink.write(&b)?;
+                    if receiver.is_empty() {
+                        sink.flush()?;
+                    }
+                }
                 None => return Ok((&mut job).await?),
             },
             _ = ticker.tick() => {

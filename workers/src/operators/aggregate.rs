@@ -176,7 +176,12 @@ enum Store {
     },
     /// MIN/MAX of an append-only integer-like column (integers, dates, times, timestamps).
     ExtremeInt(Vec<Option<i64>>),
-    Generic(Vec<State>),
+    /// Any other call: its state per group, and the heap bytes those states hold beyond the
+    /// vector (strings, multisets), kept up to date as they change.
+    Generic {
+        states: Vec<State>,
+        heap: usize,
+    },
 }
 
 impl Store {
@@ -191,7 +196,7 @@ impl Store {
                 Store::SumFloat { sums: vec![], counts: vec![] }
             }
             AggKind::Min | AggKind::Max if int_like && !retract => Store::ExtremeInt(vec![]),
-            _ => Store::Generic(vec![]),
+            _ => Store::Generic { states: vec![], heap: 0 },
         }
     }
 
@@ -200,7 +205,7 @@ impl Store {
             Store::Count(v) => v.len(),
             Store::SumInt { counts, .. } | Store::SumFloat { counts, .. } => counts.len(),
             Store::ExtremeInt(v) => v.len(),
-            Store::Generic(v) => v.len(),
+            Store::Generic { states, .. } => states.len(),
         }
     }
 
@@ -216,7 +221,12 @@ impl Store {
                 counts.resize(n, 0);
             }
             Store::ExtremeInt(v) => v.resize(n, None),
-            Store::Generic(v) => v.resize(n, State::Empty),
+            Store::Generic { states, heap } => {
+                for dropped in states.iter().skip(n) {
+                    *heap -= dropped.heap_bytes();
+                }
+                states.resize(n, State::Empty)
+            }
         }
     }
 
@@ -232,7 +242,10 @@ impl Store {
                 counts[g] = 0;
             }
             Store::ExtremeInt(v) => v[g] = None,
-            Store::Generic(v) => v[g] = State::Empty,
+            Store::Generic { states, heap } => {
+                *heap -= states[g].heap_bytes();
+                states[g] = State::Empty;
+            }
         }
     }
 
@@ -268,7 +281,10 @@ impl Store {
                     v[g] = Some(i);
                 }
             }
-            (Store::Generic(v), value) => apply(&mut v[g], kind, retract, value, add)?,
+            (Store::Generic { states, heap }, value) => {
+                let grown = apply(&mut states[g], kind, retract, value, add)?;
+                *heap = heap.checked_add_signed(grown).expect("heap bytes of live aggregate state");
+            }
             (_, Some(other)) => return Err(TaskError::Unsupported(format!("{kind:?} of {other:?}"))),
             (_, None) => {}
         }
@@ -300,6 +316,8 @@ struct CallState {
     store: Store,
     /// `DISTINCT`: per group, each value with how many rows hold it.
     distinct: Vec<HashMap<Val, i64>>,
+    /// Heap bytes of `distinct`'s entries.
+    distinct_heap: usize,
 }
 
 /// The aggregate calls of one operator.
@@ -319,7 +337,13 @@ impl Aggregates {
         Ok(Aggregates {
             calls: calls
                 .into_iter()
-                .map(|call| CallState { store: Store::for_call(&call, retract), call, retract, distinct: vec![] })
+                .map(|call| CallState {
+                    store: Store::for_call(&call, retract),
+                    call,
+                    retract,
+                    distinct: vec![],
+                    distinct_heap: 0,
+                })
                 .collect(),
         })
     }
@@ -347,10 +371,20 @@ impl Aggregates {
                     Store::SumInt { .. } => 24,
                     Store::SumFloat { .. } => 16,
                     Store::ExtremeInt(_) => 16,
-                    Store::Generic(_) => std::mem::size_of::<State>() + 16,
+                    Store::Generic { .. } => std::mem::size_of::<State>(),
                 };
-                fixed + if c.call.distinct { 64 } else { 0 }
+                fixed + if c.call.distinct { std::mem::size_of::<HashMap<Val, i64>>() } else { 0 }
             })
+            .sum()
+    }
+
+    /// Bytes the groups' state holds on the heap beyond [`bytes_per_group`](Self::bytes_per_group)
+    /// each: strings, multisets of a retracting MIN/MAX, DISTINCT values. Kept exactly as they
+    /// change.
+    pub fn heap_bytes(&self) -> usize {
+        self.calls
+            .iter()
+            .map(|c| c.distinct_heap + if let Store::Generic { heap, .. } = &c.store { *heap } else { 0 })
             .sum()
     }
 
@@ -359,6 +393,7 @@ impl Aggregates {
         for c in &mut self.calls {
             c.store.reset(group);
             if c.call.distinct {
+                c.distinct_heap -= distinct_heap_bytes(&c.distinct[group]);
                 c.distinct[group] = HashMap::new();
             }
         }
@@ -400,11 +435,14 @@ impl Aggregates {
             c.store.decode(group, r)?;
             if c.call.distinct {
                 let n = r.i64()?;
+                c.distinct_heap -= distinct_heap_bytes(&c.distinct[group]);
                 let seen = &mut c.distinct[group];
+                seen.clear();
                 for _ in 0..n {
                     let v = decode_val(r)?;
                     seen.insert(v, r.i64()?);
                 }
+                c.distinct_heap += distinct_heap_bytes(seen);
             }
         }
         Ok(())
@@ -469,7 +507,38 @@ fn decode_opt_val(r: &mut codec::Reader<'_>) -> TaskResult<Option<Val>> {
     Ok(if r.u8()? == 0 { None } else { Some(decode_val(r)?) })
 }
 
+/// A multiset entry's bytes besides its value's heap: the value, its count, and a B-tree
+/// node's share (nodes hold up to 11 entries and are about two-thirds full).
+const MULTISET_ENTRY_BYTES: usize = (std::mem::size_of::<Val>() + 8) * 3 / 2;
+/// A `DISTINCT` entry's bytes besides its value's heap: the value, its count, and a hash
+/// table's spare capacity and control byte.
+const DISTINCT_ENTRY_BYTES: usize = (std::mem::size_of::<Val>() + 8) * 8 / 7 + 1;
+
+impl Val {
+    /// Bytes this value holds on the heap.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Val::Str(s) => s.len(),
+            Val::Other(v) => v.size().saturating_sub(std::mem::size_of::<ScalarValue>()),
+            Val::Int(_) | Val::Float(_) | Val::Decimal(_) | Val::Bool(_) => 0,
+        }
+    }
+}
+
+fn distinct_heap_bytes(seen: &HashMap<Val, i64>) -> usize {
+    seen.keys().map(|v| DISTINCT_ENTRY_BYTES + v.heap_bytes()).sum()
+}
+
 impl State {
+    /// Bytes this state holds on the heap.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            State::Extreme(Some(v)) | State::Single(Some(v)) => v.heap_bytes(),
+            State::Multiset(m) => m.keys().map(|v| MULTISET_ENTRY_BYTES + v.heap_bytes()).sum(),
+            _ => 0,
+        }
+    }
+
     fn encode(&self, out: &mut Vec<u8>) -> TaskResult<()> {
         match self {
             State::Empty => codec::put_u8(out, 0),
@@ -548,7 +617,7 @@ impl Store {
                     codec::put_i64(out, x);
                 }
             },
-            Store::Generic(v) => v[g].encode(out)?,
+            Store::Generic { states, .. } => states[g].encode(out)?,
         }
         Ok(())
     }
@@ -565,7 +634,11 @@ impl Store {
                 counts[g] = r.i64()?;
             }
             Store::ExtremeInt(v) => v[g] = if r.u8()? == 0 { None } else { Some(r.i64()?) },
-            Store::Generic(v) => v[g] = State::decode(r)?,
+            Store::Generic { states, heap } => {
+                let state = State::decode(r)?;
+                *heap = *heap - states[g].heap_bytes() + state.heap_bytes();
+                states[g] = state;
+            }
         }
         Ok(())
     }
@@ -658,8 +731,12 @@ impl CallState {
                 let before = *n;
                 *n += if add { 1 } else { -1 };
                 let after = *n;
+                if before == 0 {
+                    self.distinct_heap += DISTINCT_ENTRY_BYTES + v.heap_bytes();
+                }
                 if after == 0 {
                     seen.remove(v);
+                    self.distinct_heap -= DISTINCT_ENTRY_BYTES + v.heap_bytes();
                 }
                 // Only the first copy in and the last copy out change a distinct aggregate.
                 if !((before == 0 && after == 1) || (before == 1 && after == 0)) {
@@ -690,7 +767,7 @@ impl CallState {
                 let a: Int64Array = groups.iter().map(|g| v[*g]).collect();
                 Ok(int_to(Arc::new(a), out)?)
             }
-            Store::Generic(states) => {
+            Store::Generic { states, .. } => {
                 let states = groups.iter().map(|g| &states[*g]);
                 match self.call.kind {
                     AggKind::CountStar | AggKind::Count => {
@@ -723,8 +800,10 @@ impl CallState {
     }
 }
 
-fn apply(state: &mut State, kind: AggKind, retract: bool, value: Option<Val>, add: bool) -> TaskResult<()> {
+/// Folds `value` into `state`; answers by how many bytes the state's heap grew (or shrank).
+fn apply(state: &mut State, kind: AggKind, retract: bool, value: Option<Val>, add: bool) -> TaskResult<isize> {
     let sign: i64 = if add { 1 } else { -1 };
+    let mut grown = 0;
     match kind {
         AggKind::CountStar | AggKind::Count => {
             let n = if let State::Count(n) = state { *n } else { 0 };
@@ -741,16 +820,21 @@ fn apply(state: &mut State, kind: AggKind, retract: bool, value: Option<Val>, ad
             None => {}
         },
         AggKind::Min | AggKind::Max => {
-            let Some(v) = value else { return Ok(()) };
+            let Some(v) = value else { return Ok(0) };
             if retract {
                 if !matches!(state, State::Multiset(_)) {
                     *state = State::Multiset(BTreeMap::new());
                 }
                 let State::Multiset(m) = state else { unreachable!("just set") };
+                let entry = (MULTISET_ENTRY_BYTES + v.heap_bytes()) as isize;
                 let n = m.entry(v.clone()).or_insert(0);
+                if *n == 0 {
+                    grown += entry;
+                }
                 *n += sign;
                 if *n <= 0 {
                     m.remove(&v);
+                    grown -= entry;
                 }
             } else {
                 let current = if let State::Extreme(Some(c)) = state { Some(c) } else { None };
@@ -765,22 +849,28 @@ fn apply(state: &mut State, kind: AggKind, retract: bool, value: Option<Val>, ad
                     }
                 };
                 if better {
-                    *state = State::Extreme(Some(v));
+                    let new = State::Extreme(Some(v));
+                    grown = new.heap_bytes() as isize - state.heap_bytes() as isize;
+                    *state = new;
                 }
             }
         }
         AggKind::FirstValue => {
             if !matches!(state, State::Single(Some(_))) {
-                *state = State::Single(value);
+                let new = State::Single(value);
+                grown = new.heap_bytes() as isize - state.heap_bytes() as isize;
+                *state = new;
             }
         }
         AggKind::LastValue => {
             if value.is_some() {
-                *state = State::Single(value);
+                let new = State::Single(value);
+                grown = new.heap_bytes() as isize - state.heap_bytes() as isize;
+                *state = new;
             }
         }
     }
-    Ok(())
+    Ok(grown)
 }
 
 fn add_int(state: &mut State, v: i128, sign: i64) {
@@ -908,6 +998,7 @@ fn int_to(array: ArrayRef, out: &DataType) -> Result<ArrayRef, arrow::error::Arr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_dataflow::event::RowKind;
 
     #[test]
     fn half_up() {
@@ -917,5 +1008,75 @@ mod tests {
         assert_eq!(div_half_up(-4, 3), -1);
         assert_eq!(rescale(12345, 2, 6), 123450000);
         assert_eq!(rescale(12345, 2, 1), 1235);
+    }
+
+    /// What `heap_bytes` should be, counted from scratch.
+    fn recount(aggs: &Aggregates) -> usize {
+        aggs.calls
+            .iter()
+            .map(|c| {
+                let states = match &c.store {
+                    Store::Generic { states, .. } => states.iter().map(State::heap_bytes).sum(),
+                    _ => 0,
+                };
+                states + c.distinct.iter().map(distinct_heap_bytes).sum::<usize>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn heap_bytes_follow_strings_multisets_and_distinct_values_as_they_change() {
+        use arrow::array::{Int64Array, StringArray};
+        use arrow::datatypes::{Field, Schema};
+        let call = |kind, distinct| AggregateCall {
+            kind,
+            arg: Some(0),
+            distinct,
+            filter: None,
+            arg_type: DataType::Utf8,
+            output_type: if kind == AggKind::Count { DataType::Int64 } else { DataType::Utf8 },
+        };
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true), Field::new("n", DataType::Int64, true)]));
+        for retract in [false, true] {
+            let calls = vec![call(AggKind::Max, false), call(AggKind::Min, false), call(AggKind::Count, true)];
+            let mut aggs = Aggregates::new(calls, retract).unwrap();
+            aggs.ensure(4);
+            let mut live: Vec<(String, usize)> = vec![];
+            for step in 0..200usize {
+                // Add a value to a group; on a changelog, retract an earlier one every third step.
+                let retracting = retract && step % 3 == 2 && !live.is_empty();
+                let (value, group) = if retracting {
+                    live.remove(step % live.len())
+                } else {
+                    let v = "x".repeat(step % 37) + &step.to_string();
+                    live.push((v.clone(), step % 4));
+                    (v, step % 4)
+                };
+                let data = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(StringArray::from(vec![value])), Arc::new(Int64Array::from(vec![1]))],
+                )
+                .unwrap();
+                let kind = if retracting { RowKind::Delete } else { RowKind::Insert };
+                aggs.update(&ChangeBatch::with_kinds(data, vec![kind]), &[group]).unwrap();
+                assert_eq!(aggs.heap_bytes(), recount(&aggs), "step {step}, retract {retract}");
+                if step % 50 == 49 {
+                    // Out of memory and back (a spill and a load), then a group dropped.
+                    let mut out = vec![];
+                    aggs.encode_group(1, &mut out).unwrap();
+                    aggs.decode_group(1, &mut codec::Reader::new(&out)).unwrap();
+                    assert_eq!(aggs.heap_bytes(), recount(&aggs));
+                    aggs.reset(2);
+                    live.retain(|(_, g)| *g != 2);
+                    assert_eq!(aggs.heap_bytes(), recount(&aggs));
+                }
+            }
+            assert!(aggs.heap_bytes() > 0);
+            for g in 0..4 {
+                aggs.reset(g);
+            }
+            assert_eq!(aggs.heap_bytes(), 0);
+        }
     }
 }

@@ -236,7 +236,7 @@ impl GroupAggregate {
         let per_group =
             GROUP_BYTES + self.aggs.bytes_per_group() + if self.ttl.is_some() { GROUP_TTL_BYTES } else { 0 };
         let filter = self.spill.as_ref().map_or(0, |s| s.written.bytes());
-        self.groups.len() * per_group + self.groups.key_bytes() + self.emitted_bytes + filter
+        self.groups.len() * per_group + self.groups.key_bytes() + self.emitted_bytes + self.aggs.heap_bytes() + filter
     }
 
     /// Takes a stored group (from a checkpoint or the database) into memory, unchanged since
