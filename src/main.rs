@@ -10,9 +10,12 @@
 //! - `weir control-plane --id N --listen ADDR --internal-listen ADDR [--peers …] --data DIR` runs a
 //!   control-plane replica; `weir worker --control-plane URL,… --slots N` runs the jobs its leader
 //!   deploys; `weir key worker|shuffle|peer` prints the key a part of the cluster presents.
+//! - `weir compactor --queue-url URL --state-dir URL` compacts state databases named by work items
+//!   on an SQS queue (the workers' `--compaction-queue-url`).
 //! - `weir bench nexmark` measures the Nexmark queries; `weir bench shuffle` the remote shuffle.
 //! - `weir nexmark-gen` writes Nexmark events as newline-delimited JSON.
 
+mod compactor;
 mod control_plane;
 mod executor;
 mod job;
@@ -220,10 +223,42 @@ enum Command {
         /// File holding the worker key (`weir key worker`); default: WEIR_WORKER_KEY.
         #[arg(long, value_name = "PATH")]
         key_file: Option<PathBuf>,
+        /// An SQS queue for the compaction of state databases on S3, taken by `weir compactor`
+        /// processes; without it (and for local folders) the worker compacts them itself, on a
+        /// thread of its own.
+        #[arg(long, value_name = "URL")]
+        compaction_queue_url: Option<String>,
         #[command(flatten)]
         tls: TlsFlags,
         #[command(flatten)]
         internal_ca: InternalCaFlag,
+    },
+    /// A compactor: takes work items from an SQS queue (workers' --compaction-queue-url) and
+    /// compacts the state databases they name. SQS and S3 are reached as the workers reach them
+    /// (AWS_ENDPOINT_URL, AWS_REGION, credentials from the environment or the task role).
+    Compactor {
+        /// The queue's URL.
+        #[arg(long, value_name = "URL")]
+        queue_url: String,
+        /// A state folder (a jobs' `state.checkpoints.dir`, or a folder above them) whose
+        /// databases it may compact; work items naming anything else are dropped (repeatable).
+        #[arg(long = "state-dir", value_name = "URL", required = true)]
+        state_dirs: Vec<String>,
+        /// Databases compacted at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// How long a work item it took stays hidden from other compactors, renewed while it
+        /// works: a compactor that dies leaves its item to another after this long.
+        #[arg(long, value_name = "DURATION", default_value = "60 s", value_parser = weir_dataflow::config::parse_duration)]
+        visibility_timeout: std::time::Duration,
+        /// The longest it stays on one database before taking other work (the database's task
+        /// asks again if it needs more).
+        #[arg(long, value_name = "DURATION", default_value = "60 s", value_parser = weir_dataflow::config::parse_duration)]
+        max_run: std::time::Duration,
+        /// Largest SST a compaction writes; each compaction holds one in memory until it is
+        /// uploaded (Flink's MemorySize syntax).
+        #[arg(long, value_name = "SIZE", default_value = "64 mb", value_parser = parse_managed_memory)]
+        max_sst_size: u64,
     },
     /// Write a CA and a certificate it signed for the given hosts into a folder (`ca.pem`,
     /// `cert.pem`, `key.pem`), for a development or test cluster whose every process presents
@@ -416,10 +451,25 @@ fn main() -> ExitCode {
             };
             control_plane::serve(replica, root_token_file.as_deref(), options)
         })(),
-        Command::Worker { control_plane, slots, listen, state_dir, managed_memory, key_file, tls, internal_ca } => {
+        Command::Worker {
+            control_plane,
+            slots,
+            listen,
+            state_dir,
+            managed_memory,
+            key_file,
+            compaction_queue_url,
+            tls,
+            internal_ca,
+        } => {
             let managed_memory =
                 managed_memory.map_or_else(ManagedMemory::machine_default, |bytes| ManagedMemory { bytes });
             weir_state_store::backend::set_block_cache_bytes(managed_memory.block_cache_bytes());
+            if let Some(url) = compaction_queue_url {
+                weir_state_store::compaction::set_remote_queue(std::sync::Arc::new(
+                    weir_state_store::sqs::SqsQueue::from_env(url),
+                ));
+            }
             control_plane::cluster_key(KeyPurpose::Worker, key_file.as_deref()).and_then(|key| {
                 control_plane::serve_worker(WorkerConfig {
                     managed_memory,
@@ -432,6 +482,16 @@ fn main() -> ExitCode {
                     state_dir,
                     key,
                 })
+            })
+        }
+        Command::Compactor { queue_url, state_dirs, concurrency, visibility_timeout, max_run, max_sst_size } => {
+            compactor::serve(compactor::Flags {
+                queue_url,
+                state_dirs,
+                concurrency,
+                visibility_timeout,
+                max_run,
+                max_sst_size: usize::try_from(max_sst_size).unwrap_or(usize::MAX),
             })
         }
         Command::DevCerts { dir, hosts } => weir_net::dev_certs::write(&dir, &hosts)

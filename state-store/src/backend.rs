@@ -27,6 +27,7 @@ use uuid::Uuid;
 use weir_dataflow::clock::{Clock, SystemClock};
 use weir_dataflow::keygroup::{DEFAULT_MAX_PARALLELISM, KeyGroupRange, stable_hash};
 
+use crate::compaction::{self, CompactionQueue, CompactionTrigger};
 use crate::error::{Result, StateError};
 use crate::ids::{AttemptNumber, CheckpointId, JobId, SubtaskIndex, SubtaskStateId, VertexId};
 use crate::keys;
@@ -52,10 +53,9 @@ pub struct StateOptions {
     /// Retries of one object-store call inside SlateDB before the call fails (with a backoff of
     /// 100 ms doubling to 1 s, so 20 retries ride out about 15 s of unavailability).
     pub object_store_max_retries: u32,
-    /// Run SlateDB's compactor inside the subtask. Turn it off only when compaction runs
-    /// elsewhere: every checkpoint adds an L0 SST, and without compaction SlateDB stops
-    /// flushing at `l0_max_ssts` (8), so the ninth checkpoint would wait forever.
-    pub embedded_compaction: bool,
+    /// Who compacts the database. Every checkpoint adds an L0 SST, and without compaction
+    /// SlateDB stops flushing at `l0_max_ssts` (8), so the ninth checkpoint would wait forever.
+    pub compaction: Compaction,
     /// Memory for the database's memtables: the active one and those being written to L0 take
     /// about this much (SlateDB's `l0_sst_size_bytes` is a quarter of it, as memtables take about
     /// four times their encoded size), and compaction runs one at a time with small SSTs.
@@ -71,10 +71,23 @@ impl Default for StateOptions {
             clock: Arc::new(SystemClock),
             working_set_capacity: 1 << 20,
             object_store_max_retries: 20,
-            embedded_compaction: true,
+            compaction: Compaction::Queued,
             memtable_bytes: None,
         }
     }
+}
+
+/// Who compacts a subtask's database.
+#[derive(Clone, Debug, Default)]
+pub enum Compaction {
+    /// A compactor off the task, asked through the process's queue for the database's location
+    /// ([`compaction::queue_for`]).
+    #[default]
+    Queued,
+    /// A compactor off the task, asked through this queue.
+    QueuedOn(Arc<dyn CompactionQueue>),
+    /// SlateDB's compactor inside the task (on its runtime and cores).
+    Embedded,
 }
 
 /// What a subtask's state at one checkpoint is and where to find it. Serializable: it goes into
@@ -166,6 +179,8 @@ pub struct KeyedStateBackend {
     previous: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Orders operators' writes between checkpoints after the checkpoints begun before them.
     gate: Arc<WriteGate>,
+    /// Asks for compactions as L0 SSTs pile up (`None`: SlateDB compacts inside the task).
+    compaction: Option<Arc<CompactionTrigger>>,
 }
 
 /// `<root>/<job>/state/v<vertex>-s<subtask>-a<attempt>`.
@@ -211,7 +226,7 @@ fn db_settings(location: &StateLocation, options: &StateOptions) -> Settings {
         object_store_max_retries: Some(options.object_store_max_retries),
         ..Settings::default()
     };
-    if !options.embedded_compaction {
+    if !matches!(options.compaction, Compaction::Embedded) {
         settings.compactor_options = None;
     }
     if let Some(bytes) = options.memtable_bytes {
@@ -401,11 +416,22 @@ impl KeyedStateBackend {
                 db
             }
         };
+        let queue = match &options.compaction {
+            Compaction::Queued => Some(compaction::queue_for(location)?),
+            Compaction::QueuedOn(queue) => Some(queue.clone()),
+            Compaction::Embedded => None,
+        };
+        let compaction = queue.map(|queue| Arc::new(CompactionTrigger::new(queue, location, &path)));
+        if let Some(trigger) = &compaction {
+            // A restored database may come with L0 SSTs its old compactor never got to.
+            trigger.check(&db);
+        }
         Ok(KeyedStateBackend {
             id,
             location: location.clone(),
             path,
             db,
+            compaction,
             key_groups,
             options,
             working: BTreeMap::new(),
@@ -453,7 +479,13 @@ impl KeyedStateBackend {
 
     /// `operator`'s handle on this database, for the keyed state it keeps out of memory.
     pub fn state_store(&self, operator: crate::ids::OperatorId) -> StateStore {
-        StateStore::new(self.db.clone(), Arc::from(self.path.as_ref()), operator, self.gate.clone())
+        StateStore::new(
+            self.db.clone(),
+            Arc::from(self.path.as_ref()),
+            operator,
+            self.gate.clone(),
+            self.compaction.clone(),
+        )
     }
 
     pub fn key_groups(&self) -> KeyGroupRange {
@@ -693,6 +725,7 @@ impl KeyedStateBackend {
         self.previous = Some(next);
         let has_staged = staged_stats.puts + staged_stats.deletes > 0;
         let (gate, ticket) = (self.gate.clone(), self.gate.begin());
+        let compaction = self.compaction.clone();
         let upload = tokio::spawn(async move {
             if let Some(previous) = previous {
                 let _ = previous.await;
@@ -704,7 +737,11 @@ impl KeyedStateBackend {
                 let begun = db.begin_checkpoint(CheckpointScope::All, &options).await;
                 // The checkpoint's content is fixed: later writes may go ahead while it uploads.
                 gate.finish(ticket);
-                Ok(begun?.wait().await?.id)
+                let id = begun?.wait().await?.id;
+                if let Some(trigger) = compaction {
+                    trigger.check(&db);
+                }
+                Ok(id)
             }
             .await;
             gate.finish(ticket);

@@ -55,6 +55,9 @@ pub enum StateError {
 
     #[error("invalid restore: {0}")]
     InvalidRestore(String),
+
+    #[error("compaction: {0}")]
+    Compaction(String),
 }
 
 impl StateError {

@@ -17,6 +17,7 @@ use futures::StreamExt;
 use slatedb::config::{PutOptions, Ttl};
 use slatedb::{Db, WriteBatch};
 
+use crate::compaction::CompactionTrigger;
 use crate::error::{Result, StateError};
 use crate::ids::{OperatorId, StateId};
 use crate::{keys, ttl};
@@ -79,11 +80,18 @@ pub struct StateStore {
     path: Arc<str>,
     operator: OperatorId,
     gate: Arc<WriteGate>,
+    compaction: Option<Arc<CompactionTrigger>>,
 }
 
 impl StateStore {
-    pub(crate) fn new(db: Db, path: Arc<str>, operator: OperatorId, gate: Arc<WriteGate>) -> StateStore {
-        StateStore { db, path, operator, gate }
+    pub(crate) fn new(
+        db: Db,
+        path: Arc<str>,
+        operator: OperatorId,
+        gate: Arc<WriteGate>,
+        compaction: Option<Arc<CompactionTrigger>>,
+    ) -> StateStore {
+        StateStore { db, path, operator, gate, compaction }
     }
 
     /// The same database, for another operator of the task.
@@ -141,6 +149,10 @@ impl StateStore {
         }
         self.gate.pass().await;
         self.db.write(batch).await.map_err(self.db_error())?;
+        // The write may have filled a memtable, which becomes an L0 SST.
+        if let Some(trigger) = &self.compaction {
+            trigger.check(&self.db);
+        }
         Ok(())
     }
 }

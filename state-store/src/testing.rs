@@ -1,4 +1,4 @@
-//! Test support: a real S3 endpoint for tests and benchmarks.
+//! Test support: a real S3 endpoint (and SQS on the same server) for tests and benchmarks.
 //!
 //! `WEIR_TEST_S3_ENDPOINT` names an endpoint to use (with `WEIR_TEST_S3_BUCKET`, an existing
 //! bucket; otherwise buckets are created with an unsigned request, as moto and other local
@@ -190,4 +190,35 @@ fn spawn_moto() -> Result<(Child, String), String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// An SQS client for the test endpoint (moto serves SQS beside S3), and a fresh queue named
+/// after the test; answers the client and the queue's URL.
+pub async fn sqs_queue(test: &str) -> (aws_sdk_sqs::Client, String) {
+    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+    let options = s3_options();
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(s3_endpoint())
+        .region(Region::new(options.region.unwrap_or_else(|| "us-east-1".into())))
+        .credentials_provider(Credentials::new(
+            options.access_key_id.unwrap_or_default(),
+            options.secret_access_key.unwrap_or_default(),
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    let client = aws_sdk_sqs::Client::from_conf(config);
+    let name: String =
+        test.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).take(40).collect();
+    let name = format!("weir-{name}-{}-{}", std::process::id(), NEXT_BUCKET.fetch_add(1, Ordering::Relaxed));
+    let created = client
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("cannot create queue `{name}`: {e:?}; {INSTALL_HINT}"));
+    let url = created.queue_url().unwrap_or_else(|| panic!("no URL for queue `{name}`")).to_string();
+    (client, url)
 }
