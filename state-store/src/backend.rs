@@ -421,11 +421,9 @@ impl KeyedStateBackend {
             Compaction::QueuedOn(queue) => Some(queue.clone()),
             Compaction::Embedded => None,
         };
-        let compaction = queue.map(|queue| Arc::new(CompactionTrigger::new(queue, location, &path)));
-        if let Some(trigger) = &compaction {
-            // A restored database may come with L0 SSTs its old compactor never got to.
-            trigger.check(&db);
-        }
+        // The watcher checks at once: a restored database may come with L0 SSTs its old
+        // compactor never got to.
+        let compaction = queue.map(|queue| CompactionTrigger::start(queue, location, &path, &db));
         Ok(KeyedStateBackend {
             id,
             location: location.clone(),

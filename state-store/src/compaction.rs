@@ -35,15 +35,18 @@ use crate::location::{StateLocation, StoreKind};
 /// scheduler merges L0 SSTs four at a time, and writers stop at `l0_max_ssts` (8).
 pub const L0_TO_COMPACT: usize = 4;
 
-/// How soon a task asks again for the same database while its L0 SSTs stay many.
-const ASK_AGAIN_AFTER: Duration = Duration::from_secs(5);
-/// How often a task looks at its database's L0 SSTs at most.
+/// How often a task looks at its database's L0 SSTs at most; a watcher also looks this often
+/// while the database is open, so a writer stopped at `l0_max_ssts` is never left waiting.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// Where a task's requests for compaction go. `request` never blocks; a request for a database
 /// already waiting is dropped.
 pub trait CompactionQueue: Send + Sync + fmt::Debug {
     fn request(&self, location: &StateLocation, db: &Path);
+
+    /// How soon a database whose L0 SSTs stay many is asked for again: at least as long as a
+    /// compactor takes to pick a request up, or requests pile up.
+    fn ask_again_after(&self) -> Duration;
 }
 
 /// How a compactor runs SlateDB's compactor on one database.
@@ -134,7 +137,7 @@ pub async fn compact(location: &StateLocation, db: &Path, settings: &CompactorSe
         let view = admin.read_compactor_state_view().await.map_err(failed)?;
         l0_after = view.manifest().l0().len();
         let busy = view.compactions().is_some_and(|c| c.recent_compactions().any(|c| c.active()));
-        if busy {
+        if busy || l0_after >= L0_TO_COMPACT {
             quiet_since = Instant::now();
         } else if quiet_since.elapsed() >= settings.quiet_for {
             break false;
@@ -192,8 +195,32 @@ pub(crate) struct CompactionTrigger {
 }
 
 impl CompactionTrigger {
-    pub(crate) fn new(queue: Arc<dyn CompactionQueue>, location: &StateLocation, path: &Path) -> CompactionTrigger {
-        CompactionTrigger { queue, location: location.clone(), path: path.clone(), times: Mutex::new((None, None)) }
+    /// A trigger for the database `db` at `path`, with a watcher task that checks it every
+    /// [`LOOK_EVERY`] until the trigger is dropped: checks after writes alone would stop when a
+    /// writer waits for L0 room, and nothing would ask for the compaction that gives it room.
+    pub(crate) fn start(
+        queue: Arc<dyn CompactionQueue>,
+        location: &StateLocation,
+        path: &Path,
+        db: &slatedb::Db,
+    ) -> Arc<CompactionTrigger> {
+        let trigger = Arc::new(CompactionTrigger {
+            queue,
+            location: location.clone(),
+            path: path.clone(),
+            times: Mutex::new((None, None)),
+        });
+        let (weak, db) = (Arc::downgrade(&trigger), db.clone());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(LOOK_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(trigger) = weak.upgrade() else { return };
+                trigger.check(&db);
+            }
+        });
+        trigger
     }
 
     /// Asks for a compaction if the database has enough L0 SSTs and was not asked for lately.
@@ -201,7 +228,8 @@ impl CompactionTrigger {
         let mut times = self.times.lock().expect("compaction trigger lock");
         let (asked, looked) = &mut *times;
         // Looking copies the manifest: at most ten times a second.
-        if asked.is_some_and(|at| at.elapsed() < ASK_AGAIN_AFTER) || looked.is_some_and(|at| at.elapsed() < LOOK_EVERY)
+        if asked.is_some_and(|at| at.elapsed() < self.queue.ask_again_after())
+            || looked.is_some_and(|at| at.elapsed() < LOOK_EVERY / 2)
         {
             return;
         }
@@ -216,7 +244,7 @@ impl CompactionTrigger {
 }
 
 /// A compactor inside the process: one thread with its own runtime, taking requests in order,
-/// one database at a time, each at most once in the queue.
+/// each database at most once in the queue or being compacted.
 pub struct LocalCompactor {
     inner: Arc<LocalQueue>,
 }
@@ -258,18 +286,23 @@ impl LocalCompactor {
                         queue.wake.notified().await;
                         continue;
                     };
-                    let outcome = compact(&location, &db, &settings).await;
-                    match &outcome {
-                        Ok(done) => debug!(db = %db, ?done, "compaction run ended"),
-                        Err(e) => warn!(db = %db, error = %e, "compaction failed; the task will ask again"),
-                    }
-                    let mut state = queue.state.lock().expect("compactor queue lock");
-                    let key = db_key(&location, &db);
-                    if state.known.remove(&key) == Some(true) {
-                        // Asked for again while being compacted: once more.
-                        state.known.insert(key, false);
-                        state.waiting.push_back((location, db));
-                    }
+                    // Each database in its own task: one busy database never holds up another's
+                    // writer waiting for L0 room. They share this one thread.
+                    let (queue, settings) = (queue.clone(), settings.clone());
+                    tokio::spawn(async move {
+                        match compact(&location, &db, &settings).await {
+                            Ok(done) => debug!(db = %db, ?done, "compaction run ended"),
+                            Err(e) => warn!(db = %db, error = %e, "compaction failed; the task will ask again"),
+                        }
+                        let mut state = queue.state.lock().expect("compactor queue lock");
+                        let key = db_key(&location, &db);
+                        if state.known.remove(&key) == Some(true) {
+                            // Asked for again while being compacted: once more.
+                            state.known.insert(key, false);
+                            state.waiting.push_back((location, db));
+                            queue.wake.notify_one();
+                        }
+                    });
                 }
             })
         })?;
@@ -288,6 +321,12 @@ impl CompactionQueue for LocalCompactor {
                 self.inner.wake.notify_one();
             }
         }
+    }
+
+    fn ask_again_after(&self) -> Duration {
+        // Requests for a database already waiting or being compacted only mark it for another
+        // run: asking often costs nothing.
+        Duration::from_millis(500)
     }
 }
 

@@ -118,6 +118,13 @@ impl CompactionQueue for SqsQueue {
             Err(_) => warn!(db = %item.db, "a compaction request outside a runtime was dropped"),
         }
     }
+
+    fn ask_again_after(&self) -> Duration {
+        // A compactor renews its item while it works, so a database asked for again sooner than
+        // it could finish would only pile up items (and on a standard queue, a second compactor
+        // taking one would fence the first).
+        Duration::from_secs(15)
+    }
 }
 
 /// A `weir compactor`'s settings.
