@@ -316,8 +316,18 @@ mod tests {
         assert!(admit(&item("/etc".into(), "etc/passwd"), &s, &mut opened).is_err());
         assert!(admit(&item(format!("{root}-other"), &db), &s, &mut opened).is_err());
         assert!(admit(&item(format!("{root}/../x"), &db), &s, &mut opened).is_err());
-        // A database outside the item's own location, or a path that does not parse.
-        assert!(admit(&item(job.clone(), "elsewhere/state/v1"), &s, &mut opened).is_err());
-        assert!(admit(&item(job.clone(), &format!("{}/../../x", location.root())), &s, &mut opened).is_err());
+        // A path that does not parse (a local location's store is its folder: any path that
+        // parses lies inside it).
+        assert!(admit(&item(job.clone(), "j1/../../x"), &s, &mut opened).is_err());
+        // In a bucket, a database outside the item's own location.
+        let s3 = ServeSettings {
+            s3: S3Options { region: Some("us-east-1".into()), ..S3Options::default() },
+            ..settings(&["s3://bucket/weir"])
+        };
+        let in_bucket = |db: &str| item("s3://bucket/weir/acme".into(), db);
+        assert!(admit(&in_bucket("weir/acme/job/state/v1-s0-a1"), &s3, &mut opened).is_ok());
+        assert!(admit(&in_bucket("weir/other/job/state/v1-s0-a1"), &s3, &mut opened).is_err());
+        assert!(admit(&in_bucket("weir/acme-2/job/state/v1-s0-a1"), &s3, &mut opened).is_err());
+        assert!(admit(&item("s3://other/weir".into(), "weir/job/state/v1"), &s3, &mut opened).is_err());
     }
 }
