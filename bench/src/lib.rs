@@ -1,6 +1,6 @@
 //! Weir's benchmarks, kept out of the roles: `weir bench nexmark`, `weir bench shuffle`
 //! ([`shuffle`]), `weir bench recovery` ([`recovery`]), `weir bench api` and `weir bench failover`
-//! ([`control_plane`]), `weir bench plan` ([`plan`]), `weir bench state` ([`state`]), and
+//! ([`control_plane`]), `weir bench plan` ([`plan`]), `weir bench state` ([`state`]), `weir bench ttl` ([`ttl`]), and
 //! `weir nexmark-gen`. The `weir` binary links this crate behind its
 //! default feature `bench`; a production build leaves it out (`--no-default-features`).
 //!
@@ -21,6 +21,7 @@ mod plan;
 mod recovery;
 mod shuffle;
 mod state;
+mod ttl;
 
 const DDL_FS: &str = include_str!("../nexmark/ddl_nexmark_fs.sql");
 const VIEWS: &str = include_str!("../nexmark/ddl_views.sql");
@@ -66,6 +67,8 @@ pub enum BenchCommand {
     Plan(plan::PlanArgs),
     /// A GROUP BY whose keyed state is several times its memory budget: time, CPU, peak RSS.
     State(state::StateArgs),
+    /// A regular join's memory and checkpoint size over time, with and without state TTL.
+    Ttl(ttl::TtlArgs),
 }
 
 #[derive(Args)]
@@ -106,6 +109,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Failover(args) => control_plane::failover(args),
         BenchCommand::Plan(args) => plan::run(args),
         BenchCommand::State(args) => state::run(args),
+        BenchCommand::Ttl(args) => ttl::run(args),
     }
 }
 

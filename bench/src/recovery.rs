@@ -9,7 +9,14 @@
 //! `--state-mib`, kills it with `kill -9` right after a checkpoint, then
 //! starts `weir run --resume` and times how long the first output row takes: opening the
 //! checkpoint, and the reads of the keys the first rows touch (restore is lazy), are on that
-//! path.
+//! path. With `--resume-parallelism` other than `--parallelism` the restart is a rescale: each
+//! new subtask's database is a clone of its key groups' parts of the old ones.
+//!
+//! With `--stop-with-savepoint` the job is not killed but stopped as a Flink user rescales it:
+//! `weir savepoint PID` (SIGUSR1), then a new `weir run` from that savepoint
+//! (`execution.savepoint.path`). The figure is then the output's pause: from the stop request
+//! (the old run's output goes on until its savepoint barrier passes, so this is an upper bound)
+//! to the new run's first output, savepoint included.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -38,6 +45,15 @@ pub struct RecoveryArgs {
     /// the machine's memory. State beyond the operators' share of it lives only in SlateDB.
     #[arg(long)]
     managed_memory: Option<String>,
+    /// Parallelism of the first run (`weir run --parallelism`; its default when absent).
+    #[arg(long)]
+    parallelism: Option<u32>,
+    /// Parallelism of the restarted run; a rescale when it differs from `--parallelism`.
+    #[arg(long)]
+    resume_parallelism: Option<u32>,
+    /// Stop the job with a savepoint instead of `kill -9`, and restart from the savepoint.
+    #[arg(long)]
+    stop_with_savepoint: bool,
 }
 
 pub fn run(args: RecoveryArgs) -> Result<()> {
@@ -66,9 +82,11 @@ SELECT COUNT(*) AS keys FROM (SELECT k, MAX(s) AS s FROM g GROUP BY k) WHERE CHA
     )?;
     let weir = std::env::current_exe()?;
     let started = Instant::now();
+    let parallelism = |p: Option<u32>| p.map(|p| vec!["--parallelism".to_string(), p.to_string()]).unwrap_or_default();
     let mut job = Command::new(&weir)
         .arg("run")
         .arg(&script)
+        .args(parallelism(args.parallelism))
         .args(["--quiet", "--output"])
         .arg(work.path().join("first.jsonl"))
         .env("WEIR_LOG", "info")
@@ -77,12 +95,12 @@ SELECT COUNT(*) AS keys FROM (SELECT k, MAX(s) AS s FROM g GROUP BY k) WHERE CHA
         .spawn()
         .context("cannot start weir run")?;
     // Watch the job's log for completed checkpoints; kill it after the first one past the size.
-    let log = BufReader::new(job.stderr.take().context("stderr")?);
+    let mut log = BufReader::new(job.stderr.take().context("stderr")?).lines();
     let mut checkpoints = 0;
     let (mut size, mut keys) = (0, 0);
     // A key's state: the 8-byte key, the string, and the count the operator keeps with them.
     let per_key = 8 + u64::from(args.value_bytes) + 8;
-    for line in log.lines() {
+    for line in log.by_ref() {
         let line = line?;
         if !line.contains("checkpoint completed") {
             continue;
@@ -100,23 +118,56 @@ SELECT COUNT(*) AS keys FROM (SELECT k, MAX(s) AS s FROM g GROUP BY k) WHERE CHA
             break;
         }
     }
-    let killed = Command::new("kill").arg("-9").arg(job.id().to_string()).status()?;
-    let _ = job.wait();
-    if !killed.success() || checkpoints == 0 {
+    if checkpoints == 0 || keys * per_key < args.state_mib << 20 {
+        let _ = job.kill();
+        let _ = job.wait();
         bail!("the job ended before it held {} MiB of state", args.state_mib);
     }
     let out = work.path().join("resumed.jsonl");
     std::fs::write(&out, "")?;
-    let restarted = Instant::now();
+    let (restarted, script, resume) = if args.stop_with_savepoint {
+        let asked = Instant::now();
+        let signalled =
+            Command::new(&weir).arg("savepoint").arg(job.id().to_string()).stderr(Stdio::null()).status()?;
+        if !signalled.success() {
+            bail!("weir savepoint {} failed", job.id());
+        }
+        // The old run prints the savepoint's path as it stops.
+        let mut savepoint = None;
+        for line in log.by_ref() {
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("stopped with savepoint ") {
+                savepoint = rest.split(" (checkpoint").next().map(str::to_string);
+                break;
+            }
+        }
+        let _ = job.wait();
+        let savepoint = savepoint.context("the job stopped without printing its savepoint")?;
+        eprintln!("savepoint {savepoint} taken and the job stopped after {:.2?}", asked.elapsed());
+        let from_savepoint = work.path().join("from-savepoint.sql");
+        let body = std::fs::read_to_string(&script)?;
+        std::fs::write(&from_savepoint, format!("SET 'execution.savepoint.path' = '{savepoint}';\n{body}"))?;
+        (asked, from_savepoint, None)
+    } else {
+        let killed = Command::new("kill").arg("-9").arg(job.id().to_string()).status()?;
+        let _ = job.wait();
+        if !killed.success() {
+            bail!("cannot kill the job");
+        }
+        (Instant::now(), script.clone(), Some("--resume"))
+    };
     let mut resumed = Command::new(&weir)
         .arg("run")
         .arg(&script)
-        .args(["--quiet", "--resume", "--output"])
+        .args(parallelism(args.resume_parallelism.or(args.parallelism)))
+        .arg("--quiet")
+        .args(resume)
+        .arg("--output")
         .arg(&out)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("cannot start weir run --resume")?;
+        .context("cannot start the second weir run")?;
     let first_output = loop {
         if std::fs::metadata(&out)?.len() > 0 {
             break restarted.elapsed();
@@ -132,7 +183,9 @@ SELECT COUNT(*) AS keys FROM (SELECT k, MAX(s) AS s FROM g GROUP BY k) WHERE CHA
     };
     let _ = resumed.kill();
     let _ = resumed.wait();
-    println!("| keys | keyed state MiB | files on disk MiB | restart to first new output s |");
+    let figure =
+        if args.stop_with_savepoint { "stop request to first new output s" } else { "restart to first new output s" };
+    println!("| keys | keyed state MiB | files on disk MiB | {figure} |");
     println!("| --- | --- | --- | --- |");
     println!("| {keys} | {:.0} | {:.0} | {:.2} |", mib(keys * per_key), mib(size), first_output.as_secs_f64());
     Ok(())
@@ -154,7 +207,7 @@ fn last_count(output: &Path) -> u64 {
 }
 
 /// Bytes of every file under `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .flatten()

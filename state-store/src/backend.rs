@@ -4,12 +4,13 @@
 //! Writes go to the working set and mark entries dirty; reads hit the working set and fall back
 //! to SlateDB. At a checkpoint barrier, [`KeyedStateBackend::snapshot`] writes only the dirty
 //! entries (puts and deletes) as one `WriteBatch` and starts a SlateDB checkpoint; the upload
-//! finishes in [`PendingSnapshot::wait`] while processing goes on. Restore opens a shallow clone
-//! of the checkpoint (same key groups) or copies the owned key groups out of the old databases
-//! (rescale). The state primitives themselves are in [`crate::primitives`], timers in
+//! finishes in [`PendingSnapshot::wait`] while processing goes on. Restore, at the same or at
+//! another parallelism, opens a shallow clone of the old databases' checkpoints, each projected
+//! onto the key groups the subtask now owns. The state primitives themselves are in [`crate::primitives`], timers in
 //! [`crate::timers`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -21,8 +22,8 @@ use slatedb::db_cache::DbCache;
 use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
 use slatedb::object_store::ObjectStore;
 use slatedb::object_store::path::Path;
-use slatedb::{Db, DbReader, DbReaderMode, WriteBatch};
-use tracing::{debug, info, warn};
+use slatedb::{Db, WriteBatch};
+use tracing::{debug, info};
 use uuid::Uuid;
 use weir_dataflow::clock::{Clock, SystemClock};
 use weir_dataflow::keygroup::{DEFAULT_MAX_PARALLELISM, KeyGroupRange, stable_hash};
@@ -314,9 +315,6 @@ fn intersect(a: KeyGroupRange, b: KeyGroupRange) -> KeyGroupRange {
     KeyGroupRange { start: a.start.max(b.start), end: a.end.min(b.end) }
 }
 
-/// Writes in chunks while copying, so a rescale never holds a whole subtask's state in memory.
-const COPY_BATCH_BYTES: usize = 16 * 1024 * 1024;
-
 impl KeyedStateBackend {
     /// Opens a new, empty state for a subtask attempt that restores nothing.
     pub async fn open(
@@ -332,9 +330,8 @@ impl KeyedStateBackend {
     /// the checkpoint being restored (all subtasks of this vertex; the ones not overlapping
     /// `key_groups` are ignored).
     ///
-    /// With one handle of exactly these key groups, the new database is a shallow clone of that
-    /// checkpoint (no data copied). Otherwise (rescale), only the owned key groups are copied out
-    /// of each old database, read at its checkpoint. Either way the old databases of this job are
+    /// The new database is a shallow clone of those checkpoints, each seen only in the key groups
+    /// this subtask now owns (no data copied, at any parallelism). The old databases of this job are
     /// fenced first, so a zombie of an old attempt can no longer change them. Another job's
     /// databases (a job started from another job's checkpoint or savepoint) are only read, at
     /// their pinned checkpoint, never fenced: that job may still be running and checkpointing.
@@ -388,32 +385,12 @@ impl KeyedStateBackend {
         };
         let db = match relevant.as_slice() {
             [] => open_db(location, &path, &options).await?,
-            [only] if only.key_groups == key_groups => {
-                let parent = Path::from(only.db_path.as_str());
-                fence_if_own(parent.clone()).await?;
-                AdminBuilder::new(path.clone(), location.store().clone())
-                    .build()
-                    .create_clone_builder_from_source(CloneSourceSpec::with_checkpoint(
-                        parent.clone(),
-                        only.slatedb_checkpoint,
-                    ))
-                    .build()
-                    .await
-                    .map_err(|e| StateError::db(path.as_ref(), e))?;
-                info!(from = %parent, to = %path, checkpoint = %only.checkpoint, "restored state as a clone");
-                open_db(location, &path, &options).await?
-            }
-            several => {
-                let db = open_db(location, &path, &options).await?;
-                for handle in several {
-                    let parent = Path::from(handle.db_path.as_str());
-                    fence_if_own(parent.clone()).await?;
-                    let range = intersect(handle.key_groups, key_groups);
-                    let copied = copy_key_groups(location, handle, range, &db, &path).await?;
-                    info!(from = %parent, to = %path, start = range.start, end = range.end, entries = copied,
-                        "copied key groups for a rescale");
+            sources => {
+                for handle in sources {
+                    fence_if_own(Path::from(handle.db_path.as_str())).await?;
                 }
-                db
+                clone_key_groups(location, &path, sources, key_groups).await?;
+                open_db(location, &path, &options).await?
             }
         };
         let queue = match &options.compaction {
@@ -837,63 +814,43 @@ fn live_part(stored: &Bytes, kind: ValueKind, now: i64) -> Result<Live> {
     }
 }
 
-/// Copies the keys of `range` out of the database of `handle`, read at its checkpoint.
+/// Creates the database at `path` as a shallow clone of the checkpoints of `sources` (SlateDB's
+/// clone from a union of sources), each seen only in the part of `key_groups` it owns.
 ///
-/// Keys are ordered operator first, then key group, so each operator's part of `range` is one
-/// contiguous run: the scan seeks past the key groups of other subtasks instead of reading them.
-async fn copy_key_groups(
+/// Key groups come first in every key, so that part is one key range: the clone's manifest
+/// refers to the sources' SSTs with that range as their visible range, and no key is read or
+/// written. A source with exactly `key_groups` (a restore at the same parallelism) is cloned
+/// whole. The clone pins each source's checkpoint until its own compactions have rewritten what
+/// it uses.
+async fn clone_key_groups(
     location: &StateLocation,
-    handle: &StateHandle,
-    range: KeyGroupRange,
-    target: &Db,
-    target_path: &Path,
-) -> Result<u64> {
-    let source_path = handle.db_path.as_str();
-    let source_error = |e| StateError::db(source_path, e);
-    let reader = DbReader::builder(Path::from(source_path), location.store().clone())
-        .with_reader_mode(DbReaderMode::Checkpoint(handle.slatedb_checkpoint))
-        .with_db_cache_disabled()
-        .build()
-        .await
-        .map_err(source_error)?;
-    let (start, end) = (range.start as u16, range.end as u16);
-    let mut iter = reader.scan::<std::ops::RangeFull>(..).await.map_err(source_error)?;
-    let mut batch = WriteBatch::new();
-    let mut batch_bytes = 0usize;
-    let mut copied = 0u64;
-    while let Some(kv) = iter.next().await.map_err(source_error)? {
-        let header = keys::decode_header(&kv.key)?;
-        if header.key_group < start {
-            iter.seek(keys::key_group_start(header.operator, start)).await.map_err(source_error)?;
-            continue;
+    path: &Path,
+    sources: &[&StateHandle],
+    key_groups: KeyGroupRange,
+) -> Result<()> {
+    let spec = |handle: &StateHandle| {
+        let spec = CloneSourceSpec::with_checkpoint(Path::from(handle.db_path.as_str()), handle.slatedb_checkpoint);
+        let part = intersect(handle.key_groups, key_groups);
+        if part == handle.key_groups {
+            return spec;
         }
-        if header.key_group > end {
-            match header.operator.0.checked_add(1) {
-                Some(next) => {
-                    iter.seek(keys::key_group_start(crate::ids::OperatorId(next), start))
-                        .await
-                        .map_err(source_error)?;
-                    continue;
-                }
-                None => break,
-            }
-        }
-        batch_bytes += kv.key.len() + kv.value.len();
-        batch.put(&kv.key, &kv.value);
-        copied += 1;
-        if batch_bytes >= COPY_BATCH_BYTES {
-            let full = std::mem::take(&mut batch);
-            target.write(full).await.map_err(|e| StateError::db(target_path.as_ref(), e))?;
-            batch_bytes = 0;
-        }
+        // `validate` keeps key groups below 2^15.
+        let (start, end) = keys::key_group_bounds(part.start as u16, part.end as u16);
+        spec.with_projection_range((Bound::Included(Bytes::from(start)), Bound::Excluded(Bytes::from(end))))
+    };
+    let (first, rest) = sources.split_first().ok_or_else(|| StateError::InvalidRestore("nothing to clone".into()))?;
+    let mut builder =
+        AdminBuilder::new(path.clone(), location.store().clone()).build().create_clone_builder_from_source(spec(first));
+    for handle in rest {
+        builder = builder.with_source(spec(handle));
     }
-    if batch_bytes > 0 {
-        target.write(batch).await.map_err(|e| StateError::db(target_path.as_ref(), e))?;
+    builder.build().await.map_err(|e| StateError::db(path.as_ref(), e))?;
+    for handle in sources {
+        let part = intersect(handle.key_groups, key_groups);
+        info!(from = %handle.db_path, to = %path, checkpoint = %handle.checkpoint, start = part.start, end = part.end,
+            "restored key groups as a clone");
     }
-    if let Err(e) = reader.close().await {
-        warn!(db = source_path, error = %e, "closing a restore reader failed");
-    }
-    Ok(copied)
+    Ok(())
 }
 
 /// Deletes the SlateDB checkpoint of `handle`, so the database's GC may reclaim what only it

@@ -1,14 +1,15 @@
 //! The byte layout of every key in a subtask's database.
 //!
 //! ```text
-//! value, list, reducing:  op u32 BE | key group u16 BE | state u16 BE | user key
-//! map entry:              op u32 BE | key group u16 BE | state u16 BE | len u32 BE | user key | map key
-//! timer:                  op u32 BE | key group u16 BE | 0xFFFF (event) / 0xFFFE (processing)
+//! value, list, reducing:  key group u16 BE | op u32 BE | state u16 BE | user key
+//! map entry:              key group u16 BE | op u32 BE | state u16 BE | len u32 BE | user key | map key
+//! timer:                  key group u16 BE | op u32 BE | 0xFFFF (event) / 0xFFFE (processing)
 //!                         | timestamp i64 BE with the sign bit flipped | user key
 //! ```
 //!
-//! Operator first, then key group: one operator's key-group range is one contiguous key range,
-//! so a rescale can seek from range to range without reading other key groups. Big-endian
+//! Key group first (as in Flink's RocksDB backend): a subtask's key groups are one contiguous key
+//! range, whatever operators and states they hold, so a rescale hands a new subtask its range of
+//! an old database as one projected clone ([`key_group_bounds`]), with no key read. Big-endian
 //! integers (and the flipped sign bit) make byte order equal numeric order, so timers scan in
 //! time order. The user key is length-prefixed only where a map key follows it, so that a map's
 //! entries for one user key are exactly one prefix.
@@ -40,8 +41,8 @@ impl TimeDomain {
 }
 
 fn header(out: &mut Vec<u8>, operator: OperatorId, key_group: u16, state: u16) {
-    out.extend_from_slice(&operator.0.to_be_bytes());
     out.extend_from_slice(&key_group.to_be_bytes());
+    out.extend_from_slice(&operator.0.to_be_bytes());
     out.extend_from_slice(&state.to_be_bytes());
 }
 
@@ -86,12 +87,19 @@ pub fn timer_prefix(operator: OperatorId, key_group: u16, domain: TimeDomain) ->
     out
 }
 
-/// The first possible key of `operator` in `key_group`: the start of a key-group range scan.
-pub fn key_group_start(operator: OperatorId, key_group: u16) -> Vec<u8> {
+/// The prefix of every key of `operator` in `key_group`.
+pub fn operator_prefix(operator: OperatorId, key_group: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(6);
-    out.extend_from_slice(&operator.0.to_be_bytes());
     out.extend_from_slice(&key_group.to_be_bytes());
+    out.extend_from_slice(&operator.0.to_be_bytes());
     out
+}
+
+/// The key range holding key groups `first..=last` (of every operator): from the first one's
+/// prefix up to, not including, the next one's. Key groups are below 2^15, so `last + 1` fits.
+pub fn key_group_bounds(first: u16, last: u16) -> (Vec<u8>, Vec<u8>) {
+    debug_assert!(first <= last && last < u16::MAX);
+    (first.to_be_bytes().to_vec(), (last + 1).to_be_bytes().to_vec())
 }
 
 /// The smallest key greater than every key starting with `prefix` (`None`: no such key).
@@ -122,8 +130,8 @@ pub fn decode_header(key: &[u8]) -> Result<KeyHeader<'_>> {
     }
     let be_u32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     Ok(KeyHeader {
-        operator: OperatorId(be_u32(&key[0..4])),
-        key_group: u16::from_be_bytes([key[4], key[5]]),
+        key_group: u16::from_be_bytes([key[0], key[1]]),
+        operator: OperatorId(be_u32(&key[2..6])),
         state: u16::from_be_bytes([key[6], key[7]]),
         rest: &key[HEADER_LEN..],
     })
@@ -161,15 +169,16 @@ mod tests {
     #[test]
     fn layout_is_pinned() {
         // Changing the layout breaks every stored checkpoint: this test is the reminder.
-        assert_eq!(state_key(OperatorId(1), 2, StateId(3), b"k"), [0, 0, 0, 1, 0, 2, 0, 3, b'k']);
+        assert_eq!(state_key(OperatorId(1), 2, StateId(3), b"k"), [0, 2, 0, 0, 0, 1, 0, 3, b'k']);
         assert_eq!(
             map_entry_key(OperatorId(1), 2, StateId(3), b"k", b"m"),
-            [0, 0, 0, 1, 0, 2, 0, 3, 0, 0, 0, 1, b'k', b'm']
+            [0, 2, 0, 0, 0, 1, 0, 3, 0, 0, 0, 1, b'k', b'm']
         );
         assert_eq!(
             timer_key(OperatorId(1), 2, TimeDomain::EventTime, 0, b""),
-            [0, 0, 0, 1, 0, 2, 0xFF, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0]
+            [0, 2, 0, 0, 0, 1, 0xFF, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0]
         );
+        assert_eq!(key_group_bounds(1, 0x7FFF), (vec![0, 1], vec![0x80, 0]));
         assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
         assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
     }
@@ -204,11 +213,12 @@ mod tests {
         }
 
         #[test]
-        fn key_groups_of_an_operator_are_contiguous(op in 0u32..u32::MAX, kg in 0u16..u16::MAX, state: u16, user in proptest::collection::vec(any::<u8>(), 0..8)) {
+        fn a_key_group_range_holds_exactly_its_keys(op: u32, kg in 0u16..0x8000, first in 0u16..0x8000, len in 0u16..0x100, state: u16, user in proptest::collection::vec(any::<u8>(), 0..8)) {
+            let last = first.saturating_add(len).min(0x7FFF);
             let key = state_key(OperatorId(op), kg, StateId(state), &user);
-            prop_assert!(key >= key_group_start(OperatorId(op), kg));
-            prop_assert!(key < key_group_start(OperatorId(op), kg + 1));
-            prop_assert!(key < key_group_start(OperatorId(op + 1), 0));
+            let (start, end) = key_group_bounds(first, last);
+            prop_assert_eq!(key >= start && key < end, (first..=last).contains(&kg));
+            prop_assert!(key.starts_with(&operator_prefix(OperatorId(op), kg)));
         }
     }
 }

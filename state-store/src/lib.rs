@@ -3,12 +3,12 @@
 //!
 //! - [`location`]: `state.checkpoints.dir` → object store + root (local folder, S3, memory).
 //! - [`backend`]: one SlateDB database per subtask attempt with an in-memory working set in
-//!   front; snapshot (write-back + SlateDB checkpoint), restore (clone or rescale copy), discard.
+//!   front; snapshot (write-back + SlateDB checkpoint), restore and rescale (projected clones), discard.
 //! - [`primitives`]: value, list, map, reducing and aggregating state; [`timers`]: event- and
 //!   processing-time timers; [`ttl`]: state TTL with an injected clock.
 //! - [`sqs`]: compaction work items on SQS, and the `weir compactor` loop that takes them.
 //! - [`spill`]: an operator's handle for keyed state beyond its memory budget.
-//! - [`keys`]: the key layout (operator, key group, state, user key).
+//! - [`keys`]: the key layout (key group, operator, state, user key).
 //! - [`checkpoint`]: completed-checkpoint metadata, retention, savepoints.
 //! - [`compaction`]: compaction off the tasks: the queue tasks ask on, the process's own
 //!   compactor, and the run of SlateDB's compactor a compactor does per work item.

@@ -15,21 +15,24 @@ pub type StoredValue = (StateId, u32, Bytes, Bytes);
 /// key groups, in key order. (An operator using other primitives reads them through those.)
 pub async fn operator_values(backend: &KeyedStateBackend, operator: OperatorId) -> Result<Vec<StoredValue>> {
     let range = backend.key_groups();
-    let start = keys::key_group_start(operator, range.start as u16);
-    // Key group ranges are inclusive: stop past every key of the last one.
-    let end = keys::prefix_end(&keys::key_group_start(operator, range.end as u16));
     let now = backend.now();
     let mut out = Vec::new();
-    for (key, stored) in backend.scan_range(&start, end.as_deref()).await? {
-        let header = keys::decode_header(&key)?;
-        if header.state >= keys::MAX_USER_STATE_ID {
-            continue;
+    // Key groups come first in a stored key: one scan of the operator's prefix per key group.
+    for key_group in range.start..=range.end {
+        // The backend keeps owned key groups below 2^15.
+        let prefix = keys::operator_prefix(operator, key_group as u16);
+        let end = keys::prefix_end(&prefix);
+        for (key, stored) in backend.scan_range(&prefix, end.as_deref()).await? {
+            let header = keys::decode_header(&key)?;
+            if header.state >= keys::MAX_USER_STATE_ID {
+                continue;
+            }
+            let value = ttl::unwrap(&stored)?;
+            if value.is_expired(now) {
+                continue;
+            }
+            out.push((StateId(header.state), key_group, Bytes::copy_from_slice(header.rest), value.payload));
         }
-        let value = ttl::unwrap(&stored)?;
-        if value.is_expired(now) {
-            continue;
-        }
-        out.push((StateId(header.state), header.key_group as u32, Bytes::copy_from_slice(header.rest), value.payload));
     }
     Ok(out)
 }

@@ -335,7 +335,7 @@ async fn check_rescaled(place: &Place, handles: &[StateHandle], keys: &[Vec<u8>]
             KeyedStateBackend::restore(&place.location, subtask(index, 2), range, options(&clock, None), handles)
                 .await
                 .unwrap_or_else(|e| panic!("[{}] restore {index}/{parallelism}: {e}", place.name));
-        // Only owned key groups were copied in.
+        // Only owned key groups are visible.
         let stored = backend.stored_key_groups().await.unwrap();
         assert!(stored.keys().all(|kg| range.contains(*kg)), "[{}] {stored:?} outside {range:?}", place.name);
         let owned: Vec<&Vec<u8>> = keys.iter().filter(|k| range.contains(key_group(k))).collect();
@@ -367,6 +367,66 @@ async fn rescale_from_two_subtasks_to_three() {
     for place in places("rescale-2-3") {
         let (handles, keys) = write_through_subtasks(&place, 2, 600).await;
         check_rescaled(&place, &handles, &keys, 3).await;
+    }
+}
+
+/// The SST files with data under a database's path (a clone refers to its sources' SSTs
+/// instead; a writer's open leaves an empty WAL SST as its fence).
+async fn own_ssts(location: &StateLocation, id: &SubtaskStateId) -> usize {
+    use futures::TryStreamExt;
+    let path = weir_state_store::backend::db_path(location, id);
+    let listed: Vec<_> = location.store().list(Some(&path)).try_collect().await.unwrap();
+    listed.iter().filter(|o| o.location.as_ref().ends_with(".sst") && o.size > 0).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescales_hand_key_groups_over_by_reference_and_chain() {
+    for place in places("rescale-by-reference") {
+        let (handles, keys) = write_through_subtasks(&place, 2, 600).await;
+        let clock = ManualClock::new(0);
+        // 2 -> 4: each new database is a clone of its part of an old one; no SST is written.
+        let mut second = Vec::new();
+        for index in 0..4 {
+            let range = key_group_range_for_subtask(MAX_PARALLELISM, 4, index);
+            let id = subtask(index, 2);
+            let mut backend =
+                KeyedStateBackend::restore(&place.location, id.clone(), range, options(&clock, None), &handles)
+                    .await
+                    .unwrap_or_else(|e| panic!("[{}] restore {index}/4: {e}", place.name));
+            assert_eq!(own_ssts(&place.location, &id).await, 0, "[{}] subtask {index}/4 copied state", place.name);
+            let stored = backend.stored_key_groups().await.unwrap();
+            assert!(stored.keys().all(|kg| range.contains(*kg)), "[{}] {stored:?} outside {range:?}", place.name);
+            // Change every owned value, so the next rescale reads the clones' own writes too.
+            for key in keys.iter().filter(|k| range.contains(key_group(k))) {
+                let kg = key_group(key);
+                assert_eq!(value_state().get(&mut backend, kg, key).await.unwrap().as_deref(), Some(&key[..]));
+                value_state().put(&mut backend, kg, key, &[&key[..], b"-2"].concat()).unwrap();
+            }
+            second.push(checkpoint(&mut backend, 2).await);
+            backend.close().await.unwrap();
+        }
+        // 4 -> 3: unions of parts of clones (key group ranges that straddle old subtasks).
+        let mut seen = 0;
+        for index in 0..3 {
+            let range = key_group_range_for_subtask(MAX_PARALLELISM, 3, index);
+            let mut backend =
+                KeyedStateBackend::restore(&place.location, subtask(index, 3), range, options(&clock, None), &second)
+                    .await
+                    .unwrap_or_else(|e| panic!("[{}] restore {index}/3: {e}", place.name));
+            let owned: Vec<&Vec<u8>> = keys.iter().filter(|k| range.contains(key_group(k))).collect();
+            let stored = backend.stored_key_groups().await.unwrap();
+            let timers = owned.iter().filter(|k| k.ends_with(b"0")).count() as u64;
+            assert_eq!(stored.values().sum::<u64>(), owned.len() as u64 * 2 + timers, "[{}] {index}/3", place.name);
+            for key in owned {
+                let kg = key_group(key);
+                let value = value_state().get(&mut backend, kg, key).await.unwrap();
+                assert_eq!(value.as_deref(), Some(&[&key[..], b"-2"].concat()[..]), "[{}]", place.name);
+                assert_eq!(map_state().get(&mut backend, kg, key, b"m").await.unwrap().as_deref(), Some(&key[..]));
+                seen += 1;
+            }
+            backend.close().await.unwrap();
+        }
+        assert_eq!(seen, keys.len(), "[{}] every key restored exactly once", place.name);
     }
 }
 
