@@ -5,9 +5,11 @@
 //! counted; a regular join keeps every row of both sides, so without TTL its state grows by two
 //! rows per key for as long as the job runs. The bench runs the job twice in its own
 //! `weir run` process, for `--seconds`, once with `table.exec.state.ttl` = `--ttl` and once
-//! without, with checkpoints on, and samples each process's resident memory and the size of its
-//! checkpoint folder every `--every`. With TTL, both should level off once rows start to expire;
-//! without, they grow with the rows taken in.
+//! without, with checkpoints on and `taskmanager.memory.managed.size` = `--managed-memory`, and
+//! samples every `--every` each process's resident memory, the bytes of the join's spill files
+//! (its unlinked temporary files) and the size of its checkpoint folder. With TTL they should
+//! level off once rows start to expire (the folder only after SlateDB's garbage collector, which
+//! keeps unreferenced SSTs for 5 minutes, catches up); without, they grow with the rows taken in.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -36,10 +38,13 @@ pub struct TtlArgs {
     /// Checkpoint interval.
     #[arg(long, default_value = "5 s")]
     checkpoint_interval: String,
+    /// `taskmanager.memory.managed.size` of the job (its block cache is a quarter of it).
+    #[arg(long, default_value = "1 gb")]
+    managed_memory: String,
 }
 
-/// One sample of a run: seconds since its start, resident MiB, checkpoint folder MiB.
-type Sample = (u64, f64, f64);
+/// One sample of a run: seconds since its start, resident MiB, spilled MiB, checkpoint folder MiB.
+type Sample = (u64, f64, f64, f64);
 
 pub fn run(args: TtlArgs) -> Result<()> {
     if args.every == 0 || args.seconds < args.every {
@@ -48,12 +53,12 @@ pub fn run(args: TtlArgs) -> Result<()> {
     let with_ttl = sampled_run(&args, Some(&args.ttl))?;
     let without = sampled_run(&args, None)?;
     println!(
-        "| s | RSS MiB, TTL {} | checkpoints MiB, TTL {} | RSS MiB, no TTL | checkpoints MiB, no TTL |",
-        args.ttl, args.ttl
+        "| s | TTL {0}: RSS MiB | spilled MiB | checkpoints MiB | no TTL: RSS MiB | spilled MiB | checkpoints MiB |",
+        args.ttl
     );
-    println!("|---|---|---|---|---|");
-    for ((t, rss, disk), (_, rss_no, disk_no)) in with_ttl.iter().zip(&without) {
-        println!("| {t} | {rss:.0} | {disk:.0} | {rss_no:.0} | {disk_no:.0} |");
+    println!("|---|---|---|---|---|---|---|");
+    for ((t, rss, spill, disk), (_, rss_no, spill_no, disk_no)) in with_ttl.iter().zip(&without) {
+        println!("| {t} | {rss:.0} | {spill:.0} | {disk:.0} | {rss_no:.0} | {spill_no:.0} | {disk_no:.0} |");
     }
     Ok(())
 }
@@ -78,9 +83,11 @@ fn sampled_run(args: &TtlArgs, ttl: Option<&str>) -> Result<Vec<Sample>> {
         format!(
             "SET 'execution.checkpointing.interval' = '{interval}';
 SET 'state.checkpoints.dir' = '{dir}';
+SET 'taskmanager.memory.managed.size' = '{memory}';
 {ttl}{a}{b}SELECT COUNT(*) AS matches FROM a JOIN b ON a.k = b.k WHERE CHAR_LENGTH(a.s) + CHAR_LENGTH(b.s) > 0;",
             interval = args.checkpoint_interval,
             dir = state.display(),
+            memory = args.managed_memory,
             a = table("a"),
             b = table("b"),
         ),
@@ -103,12 +110,33 @@ SET 'state.checkpoints.dir' = '{dir}';
             bail!("the job exited ({status}) after {:.0?}", started.elapsed());
         }
         let rss = resident_mib(job.id()).context("the job's resident memory")?;
-        samples.push((at.as_secs(), rss, crate::recovery::dir_bytes(&state) as f64 / (1 << 20) as f64));
-        eprintln!("{} TTL, {:>4} s: {rss:.0} MiB resident", if ttl.is_empty() { "no" } else { "with" }, at.as_secs());
+        let spilled = unlinked_file_bytes(job.id()) as f64 / (1 << 20) as f64;
+        let disk = crate::recovery::dir_bytes(&state) as f64 / (1 << 20) as f64;
+        samples.push((at.as_secs(), rss, spilled, disk));
+        eprintln!(
+            "{} TTL, {:>4} s: {rss:.0} MiB resident, {spilled:.0} MiB spilled, {disk:.0} MiB of checkpoints",
+            if ttl.is_empty() { "no" } else { "with" },
+            at.as_secs()
+        );
     }
     let _ = job.kill();
     let _ = job.wait();
     Ok(samples)
+}
+
+/// Disk bytes of the files a process holds open that are no longer linked (its temporary
+/// files): allocated blocks, so the holes a spill file punched do not count.
+fn unlinked_file_bytes(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let fds = Path::new("/proc").join(pid.to_string()).join("fd");
+    let Ok(entries) = std::fs::read_dir(fds) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().ends_with(" (deleted)")))
+        .filter_map(|e| std::fs::metadata(e.path()).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.blocks() * 512)
+        .sum()
 }
 
 /// `VmRSS` of a process, in MiB (Linux).

@@ -251,6 +251,7 @@ fn checkpoint_metadata_seeds() -> Vec<(String, Vec<u8>)> {
             slatedb_checkpoint: uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0),
             key_groups: KeyGroupRange { start: 0, end: 63 },
             max_parallelism: 128,
+            key_layout: weir_state_store::keys::KEY_LAYOUT,
         }],
     };
     let savepoint = CompletedCheckpoint { is_savepoint: true, source_positions: Vec::new(), ..checkpoint.clone() };

@@ -106,6 +106,14 @@ pub struct StateHandle {
     pub slatedb_checkpoint: Uuid,
     pub key_groups: KeyGroupRange,
     pub max_parallelism: u32,
+    /// How the database's keys are laid out ([`keys::KEY_LAYOUT`] when written by this
+    /// version); metadata without it was written with layout 1 (operator first).
+    #[serde(default = "first_key_layout")]
+    pub key_layout: u16,
+}
+
+fn first_key_layout() -> u16 {
+    1
 }
 
 /// What one write-back wrote.
@@ -347,6 +355,16 @@ impl KeyedStateBackend {
         let relevant: Vec<&StateHandle> =
             handles.iter().filter(|h| !intersect(h.key_groups, key_groups).is_empty()).collect();
         for handle in &relevant {
+            if handle.key_layout != keys::KEY_LAYOUT {
+                return Err(StateError::InvalidRestore(format!(
+                    "checkpoint {} of `{}` stores its keys in layout {}, written by an earlier Weir; this one reads \
+                     layout {}: restore it with the Weir that wrote it",
+                    handle.checkpoint,
+                    handle.db_path,
+                    handle.key_layout,
+                    keys::KEY_LAYOUT
+                )));
+            }
             if handle.max_parallelism != options.max_parallelism {
                 return Err(StateError::InvalidRestore(format!(
                     "checkpoint {} of `{}` has max parallelism {}, the job now has {}; key groups cannot be remapped",
@@ -735,6 +753,7 @@ impl KeyedStateBackend {
             slatedb_checkpoint: Uuid::nil(),
             key_groups: self.key_groups,
             max_parallelism: self.options.max_parallelism,
+            key_layout: keys::KEY_LAYOUT,
         };
         Ok(PendingSnapshot { upload, template, stats })
     }

@@ -381,6 +381,7 @@ mod tests {
                 slatedb_checkpoint: uuid::Uuid::nil(),
                 key_groups: KeyGroupRange { start: 0, end: 63 },
                 max_parallelism: 128,
+                key_layout: crate::keys::KEY_LAYOUT,
             }],
         }
     }

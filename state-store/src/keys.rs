@@ -17,7 +17,10 @@
 use crate::error::{Result, StateError};
 use crate::ids::{OperatorId, StateId};
 
-/// Bytes before the user key: operator, key group, state.
+/// The layout's version, recorded in every state handle: 1 put the operator first, 2 (this
+/// one) the key group.
+pub const KEY_LAYOUT: u16 = 2;
+/// Bytes before the user key: key group, operator, state.
 pub const HEADER_LEN: usize = 8;
 /// State ids from here up are reserved for the store's own records (timers).
 pub const MAX_USER_STATE_ID: u16 = 0xFF00;

@@ -449,6 +449,24 @@ async fn restore_rejects_handles_that_do_not_cover_the_key_groups() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_in_an_earlier_key_layout_is_refused_with_a_clear_error() {
+    let place = &places("old-layout")[0];
+    let (handles, _) = write_through_subtasks(place, 1, 10).await;
+    // Metadata of an earlier Weir has no layout: it reads as layout 1 (operator first).
+    let mut json = serde_json::to_value(&handles[0]).unwrap();
+    json.as_object_mut().unwrap().remove("key_layout");
+    let old: StateHandle = serde_json::from_value(json).unwrap();
+    assert_eq!(old.key_layout, 1);
+    let clock = ManualClock::new(0);
+    let err =
+        KeyedStateBackend::restore(&place.location, subtask(0, 2), all_key_groups(), options(&clock, None), &[old])
+            .await
+            .err()
+            .expect("layout 1 cannot be read");
+    assert!(matches!(&err, StateError::InvalidRestore(m) if m.contains("layout 1")), "{err}");
+}
+
 async fn flip_a_byte(location: &StateLocation, path: &slatedb::object_store::path::Path) {
     let store = location.store();
     let mut bytes = store.get(path).await.unwrap().bytes().await.unwrap().to_vec();

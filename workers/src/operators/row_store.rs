@@ -78,16 +78,36 @@ impl Entry {
     }
 }
 
+/// Bytes of the spill file whose space is given back at once when none of their rows is live.
+const HOLE_BYTES: u64 = 4 << 20;
+
 /// Append-only row bytes: the newest in memory, the rest in a temporary file.
+///
+/// The log counts the live rows touching each [`HOLE_BYTES`] chunk; once a chunk in the file
+/// has none (rows forgotten by TTL or by the watermark, retracted), its disk space is released
+/// with a punched hole, offsets unchanged. Rows mostly die in the order they came, so the file
+/// takes about the space of the live rows, not of every row ever stored.
 struct RowLog {
     memory: Vec<u8>,
     /// Log offset of `memory[0]`.
     memory_base: u64,
     file: Option<File>,
     budget: usize,
+    /// Live rows touching each chunk of `hole_bytes` (a field so that tests can use small ones).
+    live: Vec<u32>,
+    hole_bytes: u64,
 }
 
 impl RowLog {
+    fn new(budget: usize) -> Self {
+        RowLog { memory: Vec::new(), memory_base: 0, file: None, budget, live: Vec::new(), hole_bytes: HOLE_BYTES }
+    }
+
+    fn chunks(&self, offset: u64, len: u32) -> std::ops::RangeInclusive<usize> {
+        let last = offset + u64::from(len.max(1)) - 1;
+        (offset / self.hole_bytes) as usize..=(last / self.hole_bytes) as usize
+    }
+
     fn append(&mut self, bytes: &[u8]) -> TaskResult<u64> {
         if self.memory.len() + bytes.len() > self.budget && !self.memory.is_empty() {
             let file = match &mut self.file {
@@ -95,12 +115,55 @@ impl RowLog {
                 None => self.file.insert(tempfile::tempfile().map_err(|e| io_error("a join spill file", e))?),
             };
             file.write_all(&self.memory).map_err(|e| io_error("the join spill file", e))?;
+            let written = self.chunks(self.memory_base, self.memory.len() as u32);
             self.memory_base += self.memory.len() as u64;
             self.memory.clear();
+            // Chunks whose rows all went while they were in memory.
+            for chunk in written {
+                if self.live.get(chunk).is_none_or(|n| *n == 0) {
+                    self.release_chunk(chunk);
+                }
+            }
         }
         let offset = self.memory_base + self.memory.len() as u64;
         self.memory.extend_from_slice(bytes);
+        let chunks = self.chunks(offset, bytes.len() as u32);
+        if self.live.len() <= *chunks.end() {
+            self.live.resize(chunks.end() + 1, 0);
+        }
+        for chunk in chunks {
+            self.live[chunk] += 1;
+        }
         Ok(offset)
+    }
+
+    /// The row at `offset` is gone: chunks left without live rows give their disk space back.
+    fn forget(&mut self, offset: u64, len: u32) {
+        for chunk in self.chunks(offset, len) {
+            let Some(live) = self.live.get_mut(chunk) else { continue };
+            *live = live.saturating_sub(1);
+            if *live == 0 {
+                self.release_chunk(chunk);
+            }
+        }
+    }
+
+    /// Punches a hole over `chunk` if the whole chunk is in the file (only the tail chunk can
+    /// still grow, and it is in memory). Space is all it saves: a failure changes nothing else.
+    fn release_chunk(&self, chunk: usize) {
+        use std::os::fd::AsRawFd;
+        let start = chunk as u64 * self.hole_bytes;
+        let Some(file) = &self.file else { return };
+        if start + self.hole_bytes > self.memory_base {
+            return;
+        }
+        let (Ok(start), Ok(len)) = (libc::off_t::try_from(start), libc::off_t::try_from(self.hole_bytes)) else {
+            return;
+        };
+        // SAFETY: fallocate(2) on a descriptor we own, with plain integers; no memory is shared.
+        unsafe {
+            libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, start, len);
+        }
     }
 
     /// Appends the bytes at `offset` to `out`.
@@ -311,7 +374,7 @@ impl RowStore {
             changes: None,
             entries: Vec::new(),
             free: Vec::new(),
-            log: RowLog { memory: Vec::new(), memory_base: 0, file: None, budget },
+            log: RowLog::new(budget),
         }
     }
 
@@ -448,6 +511,7 @@ impl RowStore {
     /// and unless the watermark removed it (restore drops those by itself), gets a patch.
     fn free_entry(&mut self, e: u32, by_watermark: bool) {
         let entry = &mut self.entries[e as usize];
+        self.log.forget(entry.offset, entry.len);
         entry.offset = FREED;
         if let Some(changes) = &mut self.changes
             && entry.segment != NONE
@@ -738,6 +802,40 @@ impl RowStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Disk blocks the spill file takes, in bytes.
+    fn allocated(store: &RowStore) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        store.log.file.as_ref().map_or(0, |f| f.metadata().unwrap().blocks() * 512)
+    }
+
+    #[test]
+    fn forgotten_rows_give_their_spill_space_back() {
+        let mut store = RowStore::new(4096);
+        store.log.hole_bytes = 16 * 1024;
+        let row = [7u8; 100];
+        let mut pushed = Vec::new();
+        for i in 0..20_000u32 {
+            let key = i.to_be_bytes();
+            pushed.push((key, store.push(&key, &row, 0).unwrap()));
+        }
+        let before = allocated(&store);
+        assert!(before >= 1_900_000, "2 MB of rows spilled: {before}");
+        // The older nine tenths go, as rows go under a TTL.
+        for (key, p) in &pushed[..18_000] {
+            store.remove_entry(key, p.entry, p.offset);
+        }
+        let after = allocated(&store);
+        assert!(after < before / 5, "the file still takes {after} of {before} bytes");
+        // The rows left read back whole, from the file and from memory.
+        let mut buf = Vec::new();
+        for (key, p) in &pushed[18_000..] {
+            assert_eq!(store.entries_of(key), vec![p.entry]);
+            buf.clear();
+            store.read(p.entry, &mut buf).unwrap();
+            assert_eq!(buf, row);
+        }
+    }
 
     #[test]
     fn rows_by_key_with_spilling() {
