@@ -198,6 +198,11 @@ pub fn db_path(location: &StateLocation, id: &SubtaskStateId) -> Path {
     location.child(&[&id.job.0, "state", &name])
 }
 
+/// How often a database's writer deletes SSTs nothing references any more, and how old they
+/// must be.
+const GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const GC_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Bytes of the block cache all databases of the process share, unless
 /// [`set_block_cache_bytes`] said otherwise before the first database opened.
 pub const DEFAULT_BLOCK_CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -262,6 +267,14 @@ fn db_settings(location: &StateLocation, options: &StateOptions) -> Settings {
         // LocalFileSystem has no If-Match; with boundary files on, manifest GC stops after its
         // first pass with only a log line (slatedb#2089).
         gc.boundary_files_enabled = location.supports_conditional_update();
+        // SlateDB's default passes every 10 minutes over SSTs unreferenced for 5: a job whose
+        // state turns over fast (a join forgetting rows, windows) piles up gigabytes of dead
+        // SSTs in between. What a restore needs is pinned by checkpoints, and the output of a
+        // running compaction by the GC's compaction low watermark, not by age.
+        if let Some(compacted) = gc.compacted_options.as_mut() {
+            compacted.interval = Some(GC_INTERVAL);
+            compacted.min_age = GC_MIN_AGE;
+        }
     }
     settings
 }
