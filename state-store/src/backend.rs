@@ -6,8 +6,8 @@
 //! entries (puts and deletes) as one `WriteBatch` and starts a SlateDB checkpoint; the upload
 //! finishes in [`PendingSnapshot::wait`] while processing goes on. Restore, at the same or at
 //! another parallelism, opens a shallow clone of the old databases' checkpoints, each projected
-//! onto the key groups the subtask now owns. The state primitives themselves are in [`crate::primitives`], timers in
-//! [`crate::timers`].
+//! onto the key groups the subtask now owns. The state primitives themselves are in
+//! [`crate::primitives`], timers in [`crate::timers`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -198,11 +198,6 @@ pub fn db_path(location: &StateLocation, id: &SubtaskStateId) -> Path {
     location.child(&[&id.job.0, "state", &name])
 }
 
-/// How often a database's writer deletes SSTs nothing references any more, and how old they
-/// must be.
-const GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-const GC_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Bytes of the block cache all databases of the process share, unless
 /// [`set_block_cache_bytes`] said otherwise before the first database opened.
 pub const DEFAULT_BLOCK_CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -267,14 +262,6 @@ fn db_settings(location: &StateLocation, options: &StateOptions) -> Settings {
         // LocalFileSystem has no If-Match; with boundary files on, manifest GC stops after its
         // first pass with only a log line (slatedb#2089).
         gc.boundary_files_enabled = location.supports_conditional_update();
-        // SlateDB's default passes every 10 minutes over SSTs unreferenced for 5: a job whose
-        // state turns over fast (a join forgetting rows, windows) piles up gigabytes of dead
-        // SSTs in between. What a restore needs is pinned by checkpoints, and the output of a
-        // running compaction by the GC's compaction low watermark, not by age.
-        if let Some(compacted) = gc.compacted_options.as_mut() {
-            compacted.interval = Some(GC_INTERVAL);
-            compacted.min_age = GC_MIN_AGE;
-        }
     }
     settings
 }
@@ -351,9 +338,9 @@ impl KeyedStateBackend {
     /// the checkpoint being restored (all subtasks of this vertex; the ones not overlapping
     /// `key_groups` are ignored).
     ///
-    /// The new database is a shallow clone of those checkpoints, each seen only in the key groups
-    /// this subtask now owns (no data copied, at any parallelism). The old databases of this job are
-    /// fenced first, so a zombie of an old attempt can no longer change them. Another job's
+    /// The new database is a shallow clone of those checkpoints, each seen only in the key
+    /// groups this subtask now owns (no data copied, at any parallelism). The old databases of
+    /// this job are fenced first, so a zombie of an old attempt can no longer change them. Another job's
     /// databases (a job started from another job's checkpoint or savepoint) are only read, at
     /// their pinned checkpoint, never fenced: that job may still be running and checkpointing.
     pub async fn restore(

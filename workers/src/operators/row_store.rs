@@ -103,8 +103,8 @@ impl RowLog {
         RowLog { memory: Vec::new(), memory_base: 0, file: None, budget, live: Vec::new(), hole_bytes: HOLE_BYTES }
     }
 
-    fn chunks(&self, offset: u64, len: u32) -> std::ops::RangeInclusive<usize> {
-        let last = offset + u64::from(len.max(1)) - 1;
+    fn chunks(&self, offset: u64, len: u64) -> std::ops::RangeInclusive<usize> {
+        let last = offset.saturating_add(len.max(1) - 1);
         (offset / self.hole_bytes) as usize..=(last / self.hole_bytes) as usize
     }
 
@@ -115,7 +115,7 @@ impl RowLog {
                 None => self.file.insert(tempfile::tempfile().map_err(|e| io_error("a join spill file", e))?),
             };
             file.write_all(&self.memory).map_err(|e| io_error("the join spill file", e))?;
-            let written = self.chunks(self.memory_base, self.memory.len() as u32);
+            let written = self.chunks(self.memory_base, self.memory.len() as u64);
             self.memory_base += self.memory.len() as u64;
             self.memory.clear();
             // Chunks whose rows all went while they were in memory.
@@ -127,7 +127,7 @@ impl RowLog {
         }
         let offset = self.memory_base + self.memory.len() as u64;
         self.memory.extend_from_slice(bytes);
-        let chunks = self.chunks(offset, bytes.len() as u32);
+        let chunks = self.chunks(offset, bytes.len() as u64);
         if self.live.len() <= *chunks.end() {
             self.live.resize(chunks.end() + 1, 0);
         }
@@ -139,7 +139,10 @@ impl RowLog {
 
     /// The row at `offset` is gone: chunks left without live rows give their disk space back.
     fn forget(&mut self, offset: u64, len: u32) {
-        for chunk in self.chunks(offset, len) {
+        if offset == FREED {
+            return;
+        }
+        for chunk in self.chunks(offset, u64::from(len)) {
             let Some(live) = self.live.get_mut(chunk) else { continue };
             *live = live.saturating_sub(1);
             if *live == 0 {
