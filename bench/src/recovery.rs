@@ -191,7 +191,7 @@ SELECT COUNT(*) AS keys FROM (SELECT k, MAX(s) AS s FROM g GROUP BY k) WHERE CHA
     Ok(())
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 

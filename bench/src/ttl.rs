@@ -110,8 +110,8 @@ SET 'taskmanager.memory.managed.size' = '{memory}';
             bail!("the job exited ({status}) after {:.0?}", started.elapsed());
         }
         let rss = resident_mib(job.id()).context("the job's resident memory")?;
-        let spilled = unlinked_file_bytes(job.id()) as f64 / (1 << 20) as f64;
-        let disk = crate::recovery::dir_bytes(&state) as f64 / (1 << 20) as f64;
+        let spilled = crate::recovery::mib(unlinked_file_bytes(job.id()));
+        let disk = crate::recovery::mib(crate::recovery::dir_bytes(&state));
         samples.push((at.as_secs(), rss, spilled, disk));
         eprintln!(
             "{} TTL, {:>4} s: {rss:.0} MiB resident, {spilled:.0} MiB spilled, {disk:.0} MiB of checkpoints",
