@@ -407,7 +407,7 @@ async fn drive(
                 Some((requests, dir)) => {
                     let (path, target) = savepoint_target(dir)?;
                     let (reply, replied) = tokio::sync::oneshot::channel();
-                    if requests.send(SavepointRequest { target, reply }).is_ok() {
+                    if requests.send(SavepointRequest { target, stop: true, reply }).is_ok() {
                         eprintln!("taking a savepoint to stop the job …");
                         savepoint = Some((path, replied));
                     }

@@ -1,4 +1,4 @@
-//! Completed-checkpoint metadata: `<root>/<job>/checkpoints/chk-<id>/_metadata`, and savepoints.
+//! Completed-checkpoint metadata: `<root>/<job>/checkpoints/chk-<id>/_metadata`.
 //!
 //! A checkpoint is complete when its metadata is stored: the source positions and every
 //! subtask's [`StateHandle`]. The file is JSON behind a header line with its CRC-32, written
@@ -10,7 +10,6 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use slatedb::config::CheckpointOptions;
 use slatedb::object_store::path::Path;
 use slatedb::object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tracing::{info, warn};
@@ -23,7 +22,7 @@ use crate::retry::with_backoff;
 
 /// Flink's `state.checkpoints.num-retained` default.
 pub const DEFAULT_NUM_RETAINED: usize = 1;
-const METADATA_FILE: &str = "_metadata";
+pub(crate) const METADATA_FILE: &str = "_metadata";
 const HEADER_PREFIX: &str = "weir-checkpoint-v1 crc32=";
 
 /// Where a source subtask was at the checkpoint; opaque to the state store.
@@ -158,7 +157,7 @@ impl CheckpointStore {
     pub async fn commit(&self, checkpoint: &CompletedCheckpoint) -> Result<Vec<CheckpointId>> {
         if checkpoint.is_savepoint {
             return Err(StateError::InvalidRestore(
-                "savepoints are written with write_savepoint, not committed as checkpoints".into(),
+                "savepoints are written by `savepoint::write`, not committed as checkpoints".into(),
             ));
         }
         if let Some(&latest) = self.list_ids().await?.last()
@@ -281,17 +280,30 @@ impl CheckpointStore {
     }
 }
 
-async fn read_metadata(location: &StateLocation, path: &Path) -> Result<CompletedCheckpoint> {
+/// Reads and verifies metadata at `path`. It may only name databases under `location`'s root:
+/// metadata is a file a user can write (a savepoint path is any file they point at), and a
+/// database elsewhere may be another job's or another tenant's.
+pub(crate) async fn read_metadata(location: &StateLocation, path: &Path) -> Result<CompletedCheckpoint> {
     let store = location.store();
     let (result, _) =
         with_backoff("read checkpoint metadata", || async move { store.get(path).await?.bytes().await }).await;
     let bytes = result.map_err(|e| StateError::store(path, e))?;
-    decode_metadata(&bytes, path.as_ref())
+    let checkpoint = decode_metadata(&bytes, path.as_ref())?;
+    for handle in &checkpoint.state_handles {
+        let inside = Path::parse(&handle.db_path).is_ok_and(|db| db.prefix_matches(location.root()));
+        if !inside {
+            return Err(StateError::CorruptMetadata {
+                path: path.to_string(),
+                reason: format!("it names the database `{}`, outside `{}`", handle.db_path, location.root()),
+            });
+        }
+    }
+    Ok(checkpoint)
 }
 
 /// A create-only put with retries. If a retried put finds the object already there, it may be
 /// our own earlier attempt that landed without its answer: identical content counts as success.
-async fn put_create_only(location: &StateLocation, path: &Path, bytes: Vec<u8>) -> Result<()> {
+pub(crate) async fn put_create_only(location: &StateLocation, path: &Path, bytes: Vec<u8>) -> Result<()> {
     let store = location.store();
     let bytes = Bytes::from(bytes);
     let (result, retried) = with_backoff("put checkpoint metadata", || {
@@ -318,40 +330,6 @@ async fn put_create_only(location: &StateLocation, path: &Path, bytes: Vec<u8>) 
         }
         Err(e) => Err(StateError::store(path, e)),
     }
-}
-
-/// Writes a savepoint: a checkpoint the user owns, at `<target>/_metadata`. Each state handle
-/// gets a SlateDB checkpoint of its own (derived from the checkpoint's), so retiring the
-/// checkpoint never takes the savepoint's state with it. `state` is where the databases live;
-/// `target` should be in the same store.
-pub async fn write_savepoint(
-    state: &StateLocation,
-    target: &StateLocation,
-    checkpoint: &CompletedCheckpoint,
-) -> Result<CompletedCheckpoint> {
-    let mut savepoint = checkpoint.clone();
-    savepoint.is_savepoint = true;
-    for handle in &mut savepoint.state_handles {
-        let admin =
-            slatedb::admin::AdminBuilder::new(Path::from(handle.db_path.as_str()), state.store().clone()).build();
-        let options = CheckpointOptions {
-            source: Some(handle.slatedb_checkpoint),
-            name: Some(format!("weir-savepoint-{}", checkpoint.id)),
-            ..CheckpointOptions::default()
-        };
-        let created =
-            admin.create_detached_checkpoint(&options).await.map_err(|e| StateError::db(&handle.db_path, e))?;
-        handle.slatedb_checkpoint = created.id;
-    }
-    let path = target.child(&[METADATA_FILE]);
-    put_create_only(target, &path, encode_metadata(&savepoint)).await?;
-    info!(path = %path, checkpoint = %checkpoint.id, "savepoint written");
-    Ok(savepoint)
-}
-
-/// Reads the savepoint at `target` (the folder given to [`write_savepoint`]).
-pub async fn read_savepoint(target: &StateLocation) -> Result<CompletedCheckpoint> {
-    read_metadata(target, &target.child(&[METADATA_FILE])).await
 }
 
 #[cfg(test)]

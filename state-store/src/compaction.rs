@@ -74,7 +74,7 @@ impl Default for CompactorSettings {
 }
 
 impl CompactorSettings {
-    fn compactor_options(&self) -> CompactorOptions {
+    pub(crate) fn compactor_options(&self) -> CompactorOptions {
         let worker = CompactionWorkerOptions {
             // One compaction at a time, unsplit: its memory is about one output SST and the
             // blocks being merged.

@@ -9,7 +9,8 @@
 //! - [`sqs`]: compaction work items on SQS, and the `weir compactor` loop that takes them.
 //! - [`spill`]: an operator's handle for keyed state beyond its memory budget.
 //! - [`keys`]: the key layout (key group, operator, state, user key).
-//! - [`checkpoint`]: completed-checkpoint metadata, retention, savepoints.
+//! - [`checkpoint`]: completed-checkpoint metadata and retention; [`savepoint`]: savepoints,
+//!   self-contained clones of a checkpoint's databases.
 //! - [`compaction`]: compaction off the tasks: the queue tasks ask on, the process's own
 //!   compactor, and the run of SlateDB's compactor a compactor does per work item.
 //! - [`counting`]: an object store that counts requests; [`testing`]: a real S3 endpoint for
@@ -25,6 +26,7 @@ pub mod keys;
 pub mod location;
 pub mod primitives;
 pub mod retry;
+pub mod savepoint;
 pub mod scan;
 pub mod spill;
 pub mod sqs;

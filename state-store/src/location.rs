@@ -70,6 +70,9 @@ pub struct StateLocation {
     root: Path,
     kind: StoreKind,
     url: String,
+    /// Which store the paths are in: two locations with the same namespace see each other's
+    /// objects under the same paths (one bucket, or the local file system).
+    namespace: String,
 }
 
 impl fmt::Debug for StateLocation {
@@ -116,16 +119,21 @@ impl StateLocation {
             }
             let store = builder.build().map_err(|e| invalid(&e.to_string()))?;
             let root = Path::parse(prefix.trim_matches('/')).map_err(|e| invalid(&e.to_string()))?;
-            return Ok(StateLocation { store: Arc::new(store), root, kind: StoreKind::S3, url: trimmed.to_string() });
+            let namespace = format!("s3://{bucket} at {}", s3.endpoint.as_deref().unwrap_or("AWS"));
+            return Ok(StateLocation {
+                store: Arc::new(store),
+                root,
+                kind: StoreKind::S3,
+                url: trimmed.to_string(),
+                namespace,
+            });
         }
         if let Some(rest) = trimmed.strip_prefix("memory://") {
             let root = Path::parse(rest.trim_matches('/')).map_err(|e| invalid(&e.to_string()))?;
-            return Ok(StateLocation {
-                store: Arc::new(InMemory::new()),
-                root,
-                kind: StoreKind::Memory,
-                url: trimmed.to_string(),
-            });
+            let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            // Every memory location is a store of its own.
+            let namespace = format!("memory {:p}", Arc::as_ptr(&store));
+            return Ok(StateLocation { store, root, kind: StoreKind::Memory, url: trimmed.to_string(), namespace });
         }
         let local = if let Some(rest) = trimmed.strip_prefix("file://") {
             if !rest.starts_with('/') {
@@ -138,19 +146,31 @@ impl StateLocation {
             trimmed
         };
         std::fs::create_dir_all(local).map_err(|e| invalid(&format!("cannot create the folder: {e}")))?;
-        let store = LocalFileSystem::new_with_prefix(local).map_err(|e| invalid(&e.to_string()))?;
+        // One store for the whole file system and the folder as the root, so paths are absolute
+        // and any two local locations see each other's databases (a savepoint elsewhere clones
+        // from the checkpoints' databases, and a job restores from it).
+        let folder = std::fs::canonicalize(local).map_err(|e| invalid(&format!("cannot resolve the folder: {e}")))?;
+        let root = Path::from_absolute_path(&folder).map_err(|e| invalid(&e.to_string()))?;
         Ok(StateLocation {
-            store: Arc::new(store),
-            root: Path::default(),
+            store: Arc::new(LocalFileSystem::new()),
+            root,
             kind: StoreKind::Local,
             url: trimmed.to_string(),
+            namespace: "the local file system".into(),
         })
     }
 
     /// A location over an existing store, e.g. one wrapped to count requests.
     pub fn from_store(store: Arc<dyn ObjectStore>, root: Path, kind: StoreKind) -> StateLocation {
         let url = format!("{store}/{root}");
-        StateLocation { store, root, kind, url }
+        let namespace = format!("{store} {:p}", Arc::as_ptr(&store));
+        StateLocation { store, root, kind, url, namespace }
+    }
+
+    /// Whether `other`'s paths name the same objects as this location's: the same bucket, the
+    /// local file system, or the very same store. A savepoint's databases must be there.
+    pub fn shares_store_with(&self, other: &StateLocation) -> bool {
+        Arc::ptr_eq(&self.store, &other.store) || (self.kind == other.kind && self.namespace == other.namespace)
     }
 
     /// The same location seen through a wrapper of its store (counting, fault injection).
@@ -219,17 +239,26 @@ mod tests {
         let loc = StateLocation::parse_with(plain.to_str().expect("utf-8"), &S3Options::default()).expect("plain path");
         assert_eq!(loc.kind(), StoreKind::Local);
         assert!(plain.is_dir(), "the folder is created");
+        let canonical = plain.canonicalize().expect("canonical");
+        assert_eq!(format!("/{}", loc.root()), canonical.to_str().expect("utf-8"), "local roots are absolute");
 
         let url = format!("file://{}", dir.path().join("url").display());
-        assert_eq!(StateLocation::parse_with(&url, &S3Options::default()).expect("file url").kind(), StoreKind::Local);
+        let other = StateLocation::parse_with(&url, &S3Options::default()).expect("file url");
+        assert_eq!(other.kind(), StoreKind::Local);
+        assert!(loc.shares_store_with(&other), "local folders are one file system");
 
         let s3 = S3Options { endpoint: Some("http://127.0.0.1:1".into()), ..S3Options::default() };
         let loc = StateLocation::parse_with("s3://bucket/some/prefix/", &s3).expect("s3 url");
         assert_eq!(loc.kind(), StoreKind::S3);
         assert_eq!(loc.root().as_ref(), "some/prefix");
+        assert!(!loc.shares_store_with(&other));
+        assert!(loc.shares_store_with(&StateLocation::parse_with("s3://bucket/elsewhere", &s3).expect("same bucket")));
+        assert!(!loc.shares_store_with(&StateLocation::parse_with("s3://other/some/prefix", &s3).expect("other")));
 
         let loc = StateLocation::parse_with("memory://jobs", &S3Options::default()).expect("memory");
         assert_eq!(loc.child(&["j", "state"]).as_ref(), "jobs/j/state");
+        assert!(loc.shares_store_with(&loc.map_store(|s| s)));
+        assert!(!loc.shares_store_with(&StateLocation::parse_with("memory://jobs", &S3Options::default()).expect("m")));
     }
 
     #[test]

@@ -12,11 +12,11 @@ use common::*;
 use slatedb::object_store::{ObjectStoreExt, PutPayload};
 use weir_dataflow::ids::{CheckpointId, JobId, SubtaskIndex, VertexId};
 use weir_dataflow::keygroup::key_group_range_for_subtask;
-use weir_state_store::checkpoint::{read_savepoint, write_savepoint};
 use weir_state_store::counting::CountingObjectStore;
+use weir_state_store::savepoint;
 use weir_state_store::{
     AggregatingState, CheckpointStore, CompletedCheckpoint, KeyGroupRange, KeyedStateBackend, ListState, ManualClock,
-    MapState, OperatorId, ReducingState, SourcePosition, StateError, StateHandle, StateId, StateLocation,
+    MapState, OperatorId, ReducingState, SourcePosition, StateError, StateHandle, StateId, StateLocation, StoreKind,
     SubtaskStateId, TimeDomain, TimerService, ValueState,
 };
 
@@ -650,38 +650,109 @@ async fn another_jobs_checkpoint_is_read_without_fencing_its_writer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn savepoints_restore_by_path_after_their_checkpoint_is_retired() {
+async fn savepoints_are_self_contained_and_restore_after_their_job_is_deleted() {
+    use futures::TryStreamExt;
     for place in places("savepoint") {
         let clock = ManualClock::new(0);
-        let mut backend = open(&place, 0, 1, all_key_groups(), options(&clock, None)).await;
+        // Two subtasks, several checkpoints each.
+        let halves = [KeyGroupRange { start: 0, end: 63 }, KeyGroupRange { start: 64, end: MAX_PARALLELISM - 1 }];
+        let keys: Vec<Vec<u8>> = (0..200u32).map(|i| format!("key-{i}").into_bytes()).collect();
+        let mut handles = Vec::new();
+        for (index, range) in halves.iter().enumerate() {
+            let mut backend = open(&place, index as u32, 1, *range, options(&clock, None)).await;
+            for (round, chunk) in keys.chunks(50).enumerate() {
+                for key in chunk.iter().filter(|k| range.contains(key_group(k))) {
+                    value_state().put(&mut backend, key_group(key), key, format!("v{round}").as_bytes()).unwrap();
+                }
+                checkpoint(&mut backend, 1 + round as u64).await;
+            }
+            handles.push((backend, *range));
+        }
+        let mut first = Vec::new();
+        for (backend, _) in &mut handles {
+            first.push(checkpoint(backend, 10).await);
+        }
         let store = CheckpointStore::new(place.location.clone(), JobId("job-1".into()), 1);
-        value_state().put(&mut backend, 9, b"k", b"saved").unwrap();
-        let handle = checkpoint(&mut backend, 1).await;
-        let cp = completed(1, vec![handle]);
+        let cp = completed(10, first);
         store.commit(&cp).await.unwrap();
-        let target = place.location.map_store(|s| s);
-        let target =
-            StateLocation::from_store(target.store().clone(), target.child(&["savepoints", "sp-1"]), target.kind());
-        write_savepoint(&place.location, &target, &cp).await.unwrap();
 
-        value_state().put(&mut backend, 9, b"k", b"later").unwrap();
-        let handle = checkpoint(&mut backend, 2).await;
-        store.commit(&completed(2, vec![handle])).await.unwrap(); // retires checkpoint 1
+        // Locally the savepoint goes to another folder altogether; on S3 under another prefix.
+        let elsewhere = tempfile::tempdir().expect("temp dir");
+        let target = match place.location.kind() {
+            StoreKind::Local => {
+                StateLocation::parse(elsewhere.path().join("sp-1").to_str().expect("utf-8")).expect("local target")
+            }
+            _ => StateLocation::from_store(
+                place.location.store().clone(),
+                place.location.child(&["savepoints", "sp-1"]),
+                place.location.kind(),
+            ),
+        };
+        let written = savepoint::write(&place.location, &target, &cp)
+            .await
+            .unwrap_or_else(|e| panic!("[{}] savepoint: {e}", place.name));
 
-        let savepoint = read_savepoint(&target).await.unwrap();
+        // The job goes on (checkpoint 11 retires checkpoint 10), ends, and is deleted entirely.
+        let mut second = Vec::new();
+        for (backend, _) in &mut handles {
+            for key in &keys {
+                if backend.key_groups().contains(key_group(key)) {
+                    value_state().put(backend, key_group(key), key, b"later").unwrap();
+                }
+            }
+            second.push(checkpoint(backend, 11).await);
+        }
+        store.commit(&completed(11, second)).await.unwrap();
+        for (backend, _) in handles {
+            backend.close().await.unwrap();
+        }
+        let job_folder = place.location.child(&["job-1"]);
+        let files: Vec<_> =
+            place.location.store().list(Some(&job_folder)).map_ok(|meta| meta.location).try_collect().await.unwrap();
+        assert!(!files.is_empty());
+        for file in files {
+            place.location.store().delete(&file).await.unwrap();
+        }
+
+        let savepoint = savepoint::read(&target).await.unwrap();
         assert!(savepoint.is_savepoint);
+        assert_eq!(savepoint, written);
         let mut restored = KeyedStateBackend::restore(
             &place.location,
-            subtask(0, 2),
+            SubtaskStateId { job: JobId("job-2".into()), ..subtask(0, 2) },
             all_key_groups(),
             options(&clock, None),
             &savepoint.state_handles,
         )
         .await
         .unwrap_or_else(|e| panic!("[{}] restore from savepoint: {e}", place.name));
-        assert_eq!(value_state().get(&mut restored, 9, b"k").await.unwrap().as_deref(), Some(&b"saved"[..]));
+        for (i, key) in keys.iter().enumerate() {
+            let expected = format!("v{}", i / 50);
+            let value = value_state().get(&mut restored, key_group(key), key).await.unwrap();
+            assert_eq!(
+                value.as_deref(),
+                Some(expected.as_bytes()),
+                "[{}] {}",
+                place.name,
+                String::from_utf8_lossy(key)
+            );
+        }
         restored.close().await.unwrap();
-        let _ = backend.close().await;
+
+        // Metadata is a file a user can write: one that names databases outside its own folder
+        // (here: the real savepoint's) is refused, so no job reads another's state through it.
+        let forged =
+            StateLocation::from_store(target.store().clone(), place.location.child(&["forged"]), place.location.kind());
+        forged
+            .write(&forged.child(&["_metadata"]), weir_state_store::checkpoint::encode_metadata(&savepoint))
+            .await
+            .unwrap();
+        let refused = savepoint::read(&forged).await.expect_err("a forged savepoint is refused");
+        assert!(
+            matches!(&refused, StateError::CorruptMetadata { reason, .. } if reason.contains("outside")),
+            "[{}] {refused}",
+            place.name
+        );
     }
 }
 

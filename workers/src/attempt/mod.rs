@@ -221,7 +221,7 @@ impl RunningAttempt {
 
     /// Takes a savepoint; with `stop`, the attempt ends after it ([`RunEnd::Stopped`]).
     pub fn savepoint(&self, stop: bool) -> impl Future<Output = Result<SavepointTaken, Failure>> + Send + 'static {
-        let asked = self.ask_savepoint();
+        let asked = self.ask_savepoint(stop);
         let (abort, stopped) = (self.abort.clone(), self.stopped.clone());
         async move {
             let (path, replied) = asked?;
@@ -264,7 +264,7 @@ impl RunningAttempt {
     }
 
     /// Hands the coordinator a savepoint request: the savepoint's path and its answer.
-    fn ask_savepoint(&self) -> Result<(String, SavepointReply), Failure> {
+    fn ask_savepoint(&self, stop: bool) -> Result<(String, SavepointReply), Failure> {
         let Some((requests, dir)) = &self.savepoints else {
             return Err(Failure::new(
                 ErrorCode::SavepointFailed,
@@ -274,7 +274,7 @@ impl RunningAttempt {
         let (path, target) = setup::savepoint_target(dir)?;
         let (reply, replied) = oneshot::channel();
         requests
-            .send(SavepointRequest { target, reply })
+            .send(SavepointRequest { target, stop, reply })
             .map_err(|_| Failure::new(ErrorCode::JobNotRunning, "the job has ended: no savepoint"))?;
         Ok((path, replied))
     }

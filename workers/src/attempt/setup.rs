@@ -109,9 +109,10 @@ pub async fn checkpoint_setup(
     let mut skipped = Vec::new();
     let (restore, restored) = if let Some(path) = job_config.savepoint_path() {
         let target = parse_location("execution.savepoint.path", path)?;
-        let savepoint = weir_state_store::checkpoint::read_savepoint(&target)
-            .await
-            .map_err(|e| state_failure(&e, format!("cannot restore from execution.savepoint.path '{path}': {e}")))?;
+        let cannot =
+            |e: &StateError| state_failure(e, format!("cannot restore from execution.savepoint.path '{path}': {e}"));
+        let savepoint = weir_state_store::savepoint::read(&target).await.map_err(|e| cannot(&e))?;
+        weir_state_store::savepoint::check_visible(&location, &target).map_err(|e| cannot(&e))?;
         let restored = Restored::Savepoint { path: path.to_string(), checkpoint: savepoint.id };
         (Some(savepoint), restored)
     } else if resume {

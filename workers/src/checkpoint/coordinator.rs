@@ -23,6 +23,8 @@ const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
 /// completes; the reply is the savepoint or why there is none.
 pub struct SavepointRequest {
     pub target: StateLocation,
+    /// The job stops after this savepoint: no checkpoint may commit past it meanwhile.
+    pub stop: bool,
     pub reply: oneshot::Sender<TaskResult<CompletedCheckpoint>>,
 }
 
@@ -147,11 +149,21 @@ impl Coordinator {
             let _ = listener.send(checkpoint.clone());
         }
         for request in std::mem::take(&mut self.savepoints_wanted) {
-            let written =
-                weir_state_store::checkpoint::write_savepoint(&self.setup.location, &request.target, checkpoint)
-                    .await
-                    .map_err(TaskError::from);
-            let _ = request.reply.send(written);
+            // Pinned now, before retention may retire the checkpoint. Made self-contained beside
+            // the job, which checkpoints on meanwhile; unless the job stops at this savepoint.
+            match weir_state_store::savepoint::begin(&self.setup.location, &request.target, checkpoint).await {
+                Ok(pinned) if request.stop => {
+                    let _ = request.reply.send(pinned.finish().await.map_err(TaskError::from));
+                }
+                Ok(pinned) => {
+                    tokio::spawn(async move {
+                        let _ = request.reply.send(pinned.finish().await.map_err(TaskError::from));
+                    });
+                }
+                Err(e) => {
+                    let _ = request.reply.send(Err(TaskError::from(e)));
+                }
+            }
         }
     }
 }
