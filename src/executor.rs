@@ -10,7 +10,7 @@ use weir_control_plane::dispatcher::{ExecutionRequest, Failure, JobExecutor, Run
 use weir_control_plane::handle::BoxFuture;
 use weir_control_plane::metadata::records::CompletedCheckpoint;
 use weir_dataflow::ids::VertexId;
-use weir_dataflow::wire::{ErrorCode, SavepointTaken, VertexMetrics};
+use weir_dataflow::wire::{ErrorCode, SavepointFormat, SavepointTaken, VertexMetrics};
 use weir_workers::attempt::{self, AttemptEvent, AttemptRequest, RunningAttempt};
 use weir_workers::connectors::sinks::PrintTo;
 use weir_workers::runtime::ManagedMemory;
@@ -81,8 +81,8 @@ impl RunningJob for InProcessRun {
         self.0.cancel();
     }
 
-    fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<SavepointTaken, Failure>> {
-        Box::pin(self.0.savepoint(stop))
+    fn savepoint(&self, stop: bool, format: SavepointFormat) -> BoxFuture<'static, Result<SavepointTaken, Failure>> {
+        Box::pin(self.0.savepoint(stop, format))
     }
 
     fn vertex_metrics(&self) -> BTreeMap<VertexId, VertexMetrics> {

@@ -73,8 +73,13 @@ enum Command {
     /// `savepoints` beside the checkpoints), prints its path and exits. Restore it with
     /// `SET 'execution.savepoint.path' = '…'`, at any parallelism.
     Savepoint {
-        /// The process id of the `weir run` (it takes SIGUSR1 as the same request).
+        /// The process id of the `weir run` (it takes SIGUSR1 as the same request, SIGUSR2 as
+        /// the request with `--native`).
         pid: i32,
+        /// Take it by reference (Flink's NATIVE format): about as fast as a checkpoint, valid
+        /// while the job's state folder is kept. Without it the savepoint is self-contained.
+        #[arg(long)]
+        native: bool,
     },
     /// Run a remote shuffle server: it relays the exchanges of tasks in other processes.
     Shuffle {
@@ -509,9 +514,10 @@ fn main() -> ExitCode {
         Command::Job { command, connection } => job::run(command, connection),
         #[cfg(feature = "bench")]
         Command::Bench { bench } => weir_bench::run(bench),
-        Command::Savepoint { pid } => {
+        Command::Savepoint { pid, native } => {
+            let signal = if native { libc::SIGUSR2 } else { libc::SIGUSR1 };
             // SAFETY: kill(2) with a plain pid and signal number touches no memory of ours.
-            if unsafe { libc::kill(pid, libc::SIGUSR1) } == 0 {
+            if unsafe { libc::kill(pid, signal) } == 0 {
                 eprintln!("asked process {pid} to stop with a savepoint; it prints the savepoint's path");
                 Ok(())
             } else {

@@ -19,6 +19,7 @@ use weir_dataflow::clock::unix_nanos;
 use weir_dataflow::event::ChangeBatch;
 use weir_dataflow::ids::JobId;
 use weir_dataflow::sql::plan_script;
+use weir_dataflow::wire::SavepointFormat;
 use weir_net::Transport;
 use weir_shuffle_service::remote::RemoteShuffle;
 use weir_shuffle_service::{LocalShuffle, ShuffleService};
@@ -397,17 +398,23 @@ async fn drive(
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
     // The savepoint being taken: where, and its reply.
     let mut savepoint: Option<(String, tokio::sync::oneshot::Receiver<Result<CompletedCheckpoint, TaskError>>)> = None;
     loop {
         tokio::select! {
             biased;
-            _ = usr1.recv(), if savepoint.is_none() => match &savepoints {
+            format = async {
+                tokio::select! {
+                    _ = usr1.recv() => SavepointFormat::Canonical,
+                    _ = usr2.recv() => SavepointFormat::Native,
+                }
+            }, if savepoint.is_none() => match &savepoints {
                 None => eprintln!("warning: a savepoint needs checkpoints: set 'execution.checkpointing.interval'"),
                 Some((requests, dir)) => {
                     let (path, target) = savepoint_target(dir)?;
                     let (reply, replied) = tokio::sync::oneshot::channel();
-                    if requests.send(SavepointRequest { target, stop: true, reply }).is_ok() {
+                    if requests.send(SavepointRequest { target, stop: true, format, reply }).is_ok() {
                         eprintln!("taking a savepoint to stop the job …");
                         savepoint = Some((path, replied));
                     }

@@ -13,7 +13,8 @@
 //! new subtask's database is a clone of its key groups' parts of the old ones.
 //!
 //! With `--stop-with-savepoint` the job is not killed but stopped as a Flink user rescales it:
-//! `weir savepoint PID` (SIGUSR1), then a new `weir run` from that savepoint
+//! `weir savepoint PID` (self-contained; with `--native`, by reference as the control plane's
+//! rescale takes it), then a new `weir run` from that savepoint
 //! (`execution.savepoint.path`). The figure is then the output's pause: from the stop request
 //! (the old run's output goes on until its savepoint barrier passes, so this is an upper bound)
 //! to the new run's first output, savepoint included.
@@ -54,6 +55,9 @@ pub struct RecoveryArgs {
     /// Stop the job with a savepoint instead of `kill -9`, and restart from the savepoint.
     #[arg(long)]
     stop_with_savepoint: bool,
+    /// With `--stop-with-savepoint`: take it by reference (`weir savepoint --native`).
+    #[arg(long)]
+    native: bool,
 }
 
 pub fn run(args: RecoveryArgs) -> Result<()> {
@@ -127,8 +131,12 @@ SELECT COUNT(*) AS keys FROM (SELECT k, MAX(s) AS s FROM g GROUP BY k) WHERE CHA
     std::fs::write(&out, "")?;
     let (restarted, script, resume) = if args.stop_with_savepoint {
         let asked = Instant::now();
-        let signalled =
-            Command::new(&weir).arg("savepoint").arg(job.id().to_string()).stderr(Stdio::null()).status()?;
+        let mut savepoint = Command::new(&weir);
+        savepoint.arg("savepoint").arg(job.id().to_string());
+        if args.native {
+            savepoint.arg("--native");
+        }
+        let signalled = savepoint.stderr(Stdio::null()).status()?;
         if !signalled.success() {
             bail!("weir savepoint {} failed", job.id());
         }

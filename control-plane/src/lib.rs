@@ -4,6 +4,8 @@
 //! - [`api`]: the HTTP API under `/api/v1` (axum), over a [`handle::ReplicaHandle`].
 //! - [`dispatcher`]: the leader's service that runs jobs as the metadata says, through a
 //!   [`dispatcher::JobExecutor`] the root binary provides.
+//! - [`autoscaler`]: the autoscaler's decisions, a pure function of a job's shape, metrics and
+//!   the time (per-vertex parallelism, scale-down delay, scale to zero).
 //! - [`bootstrap`]: a first tenant and its admin token, for a laptop's `weir standalone`.
 //! - [`metadata`]: the replicated data (tenants, tokens, workers, jobs, checkpoints, savepoints)
 //!   and the pure rules that apply commands to it.
@@ -21,6 +23,7 @@
 //! `weir-workers`.
 
 pub mod api;
+pub mod autoscaler;
 pub mod bootstrap;
 pub mod dispatcher;
 pub mod handle;

@@ -42,7 +42,7 @@ use weir_dataflow::auth::ClusterKey;
 use weir_dataflow::ids::{CheckpointId, JobAttempt, JobId, VertexId, WorkerId};
 use weir_dataflow::wire::{
     self, AttemptRef, AttemptReport, Deploy, DeployPart, ErrorCode, Failure, Heartbeat, HeartbeatReply, NotLeader,
-    Problem, RunEnd, SavepointAsk, SavepointTaken, VertexMetrics,
+    Problem, RunEnd, SavepointAsk, SavepointFormat, SavepointTaken, VertexMetrics,
 };
 use weir_net::Transport;
 
@@ -549,8 +549,8 @@ impl Workers {
             .map_err(|e| CallError::Answered(Failure::internal(format!("the worker's answer is not understood: {e}"))))
     }
 
-    /// The attempt's live figures, over its parts: counts summed, the lowest watermark, the
-    /// highest backpressure.
+    /// The attempt's live figures, over its parts: counts and busy time summed, the lowest
+    /// watermark, the highest backpressure.
     fn metrics_of(&self, attempt: &AttemptRef) -> BTreeMap<VertexId, VertexMetrics> {
         let inner = self.lock();
         let Some(attached) = inner.attached.get(attempt) else { return BTreeMap::new() };
@@ -564,6 +564,7 @@ impl Workers {
             };
             into.records_in = add(into.records_in, part.records_in);
             into.records_out = add(into.records_out, part.records_out);
+            into.busy_ms = add(into.busy_ms, part.busy_ms);
             into.watermark = match (into.watermark, part.watermark) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -707,9 +708,9 @@ impl RunningJob for RemoteRun {
         });
     }
 
-    fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<SavepointTaken, Failure>> {
+    fn savepoint(&self, stop: bool, format: SavepointFormat) -> BoxFuture<'static, Result<SavepointTaken, Failure>> {
         let run = self.clone();
-        let ask = SavepointAsk { attempt: self.attempt.clone(), stop };
+        let ask = SavepointAsk { attempt: self.attempt.clone(), stop, format };
         Box::pin(async move {
             let taken = run
                 .workers

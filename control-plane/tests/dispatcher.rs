@@ -12,7 +12,7 @@ use std::time::Duration;
 use weir_control_plane::api::JobRuntime;
 use weir_control_plane::dispatcher::{
     Dispatcher, ErrorCode, ExecutionRequest, Failure, JobExecutor, Restore, RunEnd, RunReporter, RunningJob,
-    SavepointTaken,
+    SavepointFormat, SavepointTaken,
 };
 use weir_control_plane::handle::{BoxFuture, ReplicaHandle};
 use weir_control_plane::metadata::Command;
@@ -36,7 +36,7 @@ impl RunningJob for FakeRun {
         self.reporter.ended(RunEnd::Cancelled);
     }
 
-    fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<SavepointTaken, Failure>> {
+    fn savepoint(&self, stop: bool, _format: SavepointFormat) -> BoxFuture<'static, Result<SavepointTaken, Failure>> {
         let (reporter, location) = (self.reporter.clone(), format!("sp-of-p{}", self.request.parallelism));
         let fails = self.request.job.sql.contains("savepoint fails");
         Box::pin(async move {

@@ -198,6 +198,7 @@ impl JobConfig {
             "table.local-time-zone" if !matches!(value, "UTC" | "Z" | "GMT" | "Etc/UTC") => {
                 return Err(invalid("only UTC is supported"));
             }
+            _ if crate::autoscale::is_option(key) => crate::autoscale::check(key, value).map_err(|e| invalid(&e))?,
             _ => {}
         }
         self.values.insert(key.to_string(), value.to_string());
@@ -247,7 +248,11 @@ impl JobConfig {
     }
 
     pub fn unknown_keys(&self) -> Vec<&str> {
-        self.values.keys().map(String::as_str).filter(|k| !KNOWN_KEYS.contains(k)).collect()
+        self.values
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !KNOWN_KEYS.contains(k) && !crate::autoscale::is_option(k))
+            .collect()
     }
 }
 

@@ -206,6 +206,7 @@ fn worker_protocol_seeds() -> Vec<(String, Vec<u8>)> {
                     records_out: Some(9),
                     backpressure: Some(0.25),
                     watermark: Some(1_700_000_000_000),
+                    busy_ms: Some(1_200),
                 },
             )],
         }],

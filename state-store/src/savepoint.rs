@@ -1,18 +1,19 @@
-//! Savepoints: checkpoints the user owns, self-contained in their folder: `<target>/_metadata`
-//! and one database per subtask, `<target>/state/v<vertex>-s<subtask>`.
+//! Savepoints: checkpoints the user owns, at `<target>/_metadata` with one database per
+//! subtask, `<target>/state/v<vertex>-s<subtask>`. Two formats (Flink's names):
 //!
-//! A savepoint is made from a committed checkpoint in two steps.
 //! - [`begin`] clones each subtask's database at the checkpoint into the savepoint's folder. A
 //!   SlateDB clone reads the job's SSTs by reference and pins them with a checkpoint of its own
 //!   in the job's database, so the job may retire the checkpoint right after.
-//! - [`Pinned::finish`] makes each clone own its data: one full compaction rewrites every SST it
-//!   reads into its own folder, then SlateDB's detach pass drops its references to the job's
-//!   databases (deleting their pins). Only then is `_metadata` written.
-//!
-//! So a savepoint whose `_metadata` exists depends on nothing else: its job may be cancelled and
-//! its databases and checkpoints deleted, and any job whose state is in the same store (the same
-//! bucket, or the local file system) restores from it. The compaction runs on a thread of its
-//! own, off the tasks' runtime; it reads and writes the state once, like Flink's savepoints.
+//! - Canonical, [`Pinned::finish`]: each clone is made to own its data. One full compaction
+//!   rewrites every SST it reads into its own folder, then SlateDB's detach pass drops its
+//!   references to the job's databases (deleting their pins); only then is `_metadata` written.
+//!   Such a savepoint depends on nothing else: its job may be cancelled and its databases and
+//!   checkpoints deleted, and any job whose state is in the same store (the same bucket, or the
+//!   local file system) restores from it. The compaction runs on a thread of its own, off the
+//!   tasks' runtime; it reads and writes the state once, like Flink's savepoints.
+//! - Native, [`Pinned::by_reference`]: `_metadata` at once; the savepoint reads the job's SSTs,
+//!   kept for it by SlateDB's pins (reference counts) whatever the job's retention and
+//!   compactions do, so it is valid while the job's state folder is kept. A rescale's.
 //!
 //! A job restored from a savepoint is in turn a clone of it, reading its SSTs by reference until
 //! its own compactions rewrite them: a savepoint must outlive the jobs started from it until
@@ -48,6 +49,7 @@ const MAX_COMPACTIONS: usize = 3;
 pub struct Pinned {
     target: StateLocation,
     savepoint: CompletedCheckpoint,
+    started: Instant,
 }
 
 /// Clones every state handle of `checkpoint` (stored in `state`) into `target`'s folder. Fast:
@@ -63,22 +65,37 @@ pub async fn begin(state: &StateLocation, target: &StateLocation, checkpoint: &C
             ),
         });
     }
-    let mut savepoint = checkpoint.clone();
-    savepoint.is_savepoint = true;
-    for handle in &mut savepoint.state_handles {
+    let mut pinned = Pinned { target: target.clone(), savepoint: checkpoint.clone(), started: Instant::now() };
+    pinned.savepoint.is_savepoint = true;
+    for index in 0..pinned.savepoint.state_handles.len() {
+        let handle = &mut pinned.savepoint.state_handles[index];
         let db = target.child(&["state", &format!("v{}-s{}", handle.vertex.0, handle.subtask.0)]);
         let source = CloneSourceSpec::with_checkpoint(Path::from(handle.db_path.as_str()), handle.slatedb_checkpoint);
-        admin(target, &db)
-            .create_clone_builder_from_source(source)
-            .build()
-            .await
-            .map_err(|e| StateError::db(db.as_ref(), e))?;
+        let cloned = admin(target, &db).create_clone_builder_from_source(source).build().await;
+        if let Err(e) = cloned {
+            // Let go of what the clones made so far pinned.
+            pinned.savepoint.state_handles.truncate(index);
+            pinned.release().await;
+            return Err(StateError::db(db.as_ref(), e));
+        }
         handle.db_path = db.to_string();
     }
-    Ok(Pinned { target: target.clone(), savepoint })
+    Ok(pinned)
 }
 
 impl Pinned {
+    /// Writes `_metadata` of a savepoint that keeps reading the job's SSTs (Flink's "native"
+    /// format, as a rescale uses it): each clone gets a checkpoint to restore from, and its pins
+    /// in the job's databases keep those SSTs from retention and compaction while the job's
+    /// state folder is kept. About as fast as the checkpoint it is made from.
+    pub async fn by_reference(mut self) -> Result<CompletedCheckpoint> {
+        if let Err(e) = self.checkpoint_every_database().await {
+            self.release().await;
+            return Err(e);
+        }
+        self.write_metadata().await
+    }
+
     /// Makes every cloned database own its data, then writes `_metadata`; returns the
     /// savepoint as written.
     pub async fn finish(self) -> Result<CompletedCheckpoint> {
@@ -97,10 +114,41 @@ impl Pinned {
     }
 
     async fn make_self_contained(mut self) -> Result<CompletedCheckpoint> {
-        let started = Instant::now();
+        let mut owned = Ok(());
+        for handle in &self.savepoint.state_handles {
+            owned = own_every_sst(&self.target, &Path::from(handle.db_path.as_str())).await;
+            if owned.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = owned.and(self.checkpoint_every_database().await) {
+            self.release().await;
+            return Err(e);
+        }
+        self.write_metadata().await
+    }
+
+    /// A savepoint that failed lets go of the job's SSTs: the pins its clones hold in the job's
+    /// databases are deleted (best effort; the clones themselves stay, unreferenced).
+    async fn release(&self) {
+        for handle in &self.savepoint.state_handles {
+            let db = Path::from(handle.db_path.as_str());
+            let Ok(Some(manifest)) = admin(&self.target, &db).read_manifest(None).await else { continue };
+            for parent in manifest.external_dbs() {
+                if let Some(pin) = parent.final_checkpoint_id {
+                    let parent_db = Path::from(parent.path.as_str());
+                    if let Err(e) = admin(&self.target, &parent_db).delete_checkpoint(pin).await {
+                        tracing::warn!(db = %parent.path, error = %e, "a failed savepoint's pin stays");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A SlateDB checkpoint in each of the savepoint's databases: what a restore clones.
+    async fn checkpoint_every_database(&mut self) -> Result<()> {
         for handle in &mut self.savepoint.state_handles {
             let db = Path::from(handle.db_path.as_str());
-            own_every_sst(&self.target, &db).await?;
             let options = CheckpointOptions {
                 name: Some(format!("weir-savepoint-{}", self.savepoint.id)),
                 ..CheckpointOptions::default()
@@ -111,9 +159,13 @@ impl Pinned {
                 .map_err(|e| StateError::db(db.as_ref(), e))?;
             handle.slatedb_checkpoint = created.id;
         }
+        Ok(())
+    }
+
+    async fn write_metadata(self) -> Result<CompletedCheckpoint> {
         let path = self.target.child(&[METADATA_FILE]);
         put_create_only(&self.target, &path, crate::checkpoint::encode_metadata(&self.savepoint)).await?;
-        info!(path = %path, checkpoint = %self.savepoint.id, elapsed_ms = started.elapsed().as_millis() as u64,
+        info!(path = %path, checkpoint = %self.savepoint.id, elapsed_ms = self.started.elapsed().as_millis() as u64,
             "savepoint written");
         Ok(self.savepoint)
     }

@@ -757,6 +757,47 @@ async fn savepoints_are_self_contained_and_restore_after_their_job_is_deleted() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_savepoints_restore_after_their_checkpoint_is_retired() {
+    for place in places("native-savepoint") {
+        let clock = ManualClock::new(0);
+        let mut backend = open(&place, 0, 1, all_key_groups(), options(&clock, None)).await;
+        let store = CheckpointStore::new(place.location.clone(), JobId("job-1".into()), 1);
+        value_state().put(&mut backend, 9, b"k", b"saved").unwrap();
+        let cp = completed(1, vec![checkpoint(&mut backend, 1).await]);
+        store.commit(&cp).await.unwrap();
+        let target = StateLocation::from_store(
+            place.location.store().clone(),
+            place.location.child(&["sp-1"]),
+            place.location.kind(),
+        );
+        let pinned = savepoint::begin(&place.location, &target, &cp).await.unwrap();
+        let written = pinned.by_reference().await.unwrap();
+        assert!(written.state_handles.iter().all(|h| h.db_path.starts_with(target.root().as_ref())));
+
+        // The job overwrites the key checkpoint after checkpoint (its compactor merges the SSTs),
+        // and retention retires checkpoint 1 and its SlateDB checkpoint.
+        for id in 2..=12 {
+            value_state().put(&mut backend, 9, b"k", format!("later {id}").as_bytes()).unwrap();
+            store.commit(&completed(id, vec![checkpoint(&mut backend, id).await])).await.unwrap();
+        }
+        backend.close().await.unwrap();
+
+        let savepoint = savepoint::read(&target).await.unwrap();
+        let mut restored = KeyedStateBackend::restore(
+            &place.location,
+            subtask(0, 2),
+            all_key_groups(),
+            options(&clock, None),
+            &savepoint.state_handles,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("[{}] restore from a native savepoint: {e}", place.name));
+        assert_eq!(value_state().get(&mut restored, 9, b"k").await.unwrap().as_deref(), Some(&b"saved"[..]));
+        restored.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_groups_outside_the_subtask_are_refused() {
     let clock = ManualClock::new(0);
     let location = StateLocation::parse("memory://t").unwrap();

@@ -44,7 +44,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use weir_dataflow::clock::{Clock, SystemClock};
 use weir_dataflow::ids::{JobId, VertexId};
-pub use weir_dataflow::wire::{ErrorCode, Failure, Restore, RunEnd, SavepointTaken};
+pub use weir_dataflow::wire::{ErrorCode, Failure, Restore, RunEnd, SavepointFormat, SavepointTaken};
 
 pub use self::controller::{Action, Adoptable, JobControl, Observed, Purpose};
 pub use self::live::DispatcherRuntime;
@@ -121,7 +121,7 @@ pub trait RunningJob: Send + Sync + 'static {
     fn cancel(&self);
 
     /// Takes a savepoint; with `stop`, the run ends after it ([`RunEnd::Stopped`]).
-    fn savepoint(&self, stop: bool) -> BoxFuture<'static, Result<SavepointTaken, Failure>>;
+    fn savepoint(&self, stop: bool, format: SavepointFormat) -> BoxFuture<'static, Result<SavepointTaken, Failure>>;
 
     /// Live figures per vertex (a vertex missing is all unknown).
     fn vertex_metrics(&self) -> BTreeMap<VertexId, VertexMetrics>;
@@ -387,7 +387,12 @@ impl Dispatcher {
     /// Asks the job's run for a savepoint; the answer comes back as an event.
     fn ask_savepoint(&self, job: &JobId, control: &JobControl, purpose: Purpose, stop: bool) {
         let (Some(handle), Some(run)) = (self.shared.run(job), control.run()) else { return };
-        let answer = handle.savepoint(stop);
+        // A rescale's savepoint is read at once by the next run of the same job: by reference.
+        let format = match purpose {
+            Purpose::Rescale { .. } => SavepointFormat::Native,
+            _ => SavepointFormat::Canonical,
+        };
+        let answer = handle.savepoint(stop, format);
         let (events, job) = (self.events.clone(), job.clone());
         tokio::spawn(async move {
             let result = answer.await;

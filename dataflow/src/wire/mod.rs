@@ -121,6 +121,22 @@ pub struct DeployPart {
 pub struct SavepointAsk {
     pub attempt: AttemptRef,
     pub stop: bool,
+    #[serde(default)]
+    pub format: SavepointFormat,
+}
+
+/// How a savepoint holds its state (Flink's `formatType`, with its names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SavepointFormat {
+    /// Self-contained: its folder holds all of its state, written once in full (its cost grows
+    /// with the state). It outlives its job's state folder. Flink's default.
+    #[default]
+    Canonical,
+    /// By reference: its databases read the job's files, pinned so neither retention nor the
+    /// job's compactions remove them; taken in about the time of a checkpoint, valid while the
+    /// job's state folder is kept. What a rescale uses.
+    Native,
 }
 
 /// A savepoint taken.
@@ -156,6 +172,11 @@ pub struct VertexMetrics {
     pub backpressure: Option<f64>,
     /// The vertex's event-time watermark (minimum over subtasks), ms since the Unix epoch.
     pub watermark: Option<i64>,
+    /// Milliseconds its subtasks spent busy since they started, summed: neither waiting for
+    /// input nor for downstream credit (Flink's `busyTimeMsPerSecond`, accumulated). The
+    /// autoscaler's true processing rate is records in over the busy share.
+    #[serde(default)]
+    pub busy_ms: Option<u64>,
 }
 
 /// Where one attempt on a worker stands.

@@ -26,7 +26,9 @@ use weir_dataflow::clock::unix_millis;
 use weir_dataflow::graph::JobGraph;
 use weir_dataflow::ids::{JobId, VertexId};
 use weir_dataflow::sql::plan_script;
-use weir_dataflow::wire::{CheckpointDone, ErrorCode, Failure, Restore, RunEnd, SavepointTaken, VertexMetrics};
+use weir_dataflow::wire::{
+    CheckpointDone, ErrorCode, Failure, Restore, RunEnd, SavepointFormat, SavepointTaken, VertexMetrics,
+};
 use weir_net::Transport;
 use weir_shuffle_service::remote::RemoteShuffle;
 use weir_shuffle_service::{LocalShuffle, ShuffleService};
@@ -220,8 +222,12 @@ impl RunningAttempt {
     }
 
     /// Takes a savepoint; with `stop`, the attempt ends after it ([`RunEnd::Stopped`]).
-    pub fn savepoint(&self, stop: bool) -> impl Future<Output = Result<SavepointTaken, Failure>> + Send + 'static {
-        let asked = self.ask_savepoint(stop);
+    pub fn savepoint(
+        &self,
+        stop: bool,
+        format: SavepointFormat,
+    ) -> impl Future<Output = Result<SavepointTaken, Failure>> + Send + 'static {
+        let asked = self.ask_savepoint(stop, format);
         let (abort, stopped) = (self.abort.clone(), self.stopped.clone());
         async move {
             let (path, replied) = asked?;
@@ -251,6 +257,7 @@ impl RunningAttempt {
                     records_out: Some(figures.records_out),
                     backpressure: figures.backpressure,
                     watermark: figures.watermark,
+                    busy_ms: Some(figures.busy_ms),
                 };
                 (vertex, shown)
             })
@@ -264,7 +271,7 @@ impl RunningAttempt {
     }
 
     /// Hands the coordinator a savepoint request: the savepoint's path and its answer.
-    fn ask_savepoint(&self, stop: bool) -> Result<(String, SavepointReply), Failure> {
+    fn ask_savepoint(&self, stop: bool, format: SavepointFormat) -> Result<(String, SavepointReply), Failure> {
         let Some((requests, dir)) = &self.savepoints else {
             return Err(Failure::new(
                 ErrorCode::SavepointFailed,
@@ -274,7 +281,7 @@ impl RunningAttempt {
         let (path, target) = setup::savepoint_target(dir)?;
         let (reply, replied) = oneshot::channel();
         requests
-            .send(SavepointRequest { target, stop, reply })
+            .send(SavepointRequest { target, stop, format, reply })
             .map_err(|_| Failure::new(ErrorCode::JobNotRunning, "the job has ended: no savepoint"))?;
         Ok((path, replied))
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use weir_dataflow::clock::{Clock, SystemClock};
 use weir_dataflow::ids::CheckpointId;
+use weir_dataflow::wire::SavepointFormat;
 use weir_state_store::{CheckpointStore, CompletedCheckpoint, StateLocation};
 
 use super::protocol::{Decision, Protocol, TaskKey};
@@ -25,6 +26,7 @@ pub struct SavepointRequest {
     pub target: StateLocation,
     /// The job stops after this savepoint: no checkpoint may commit past it meanwhile.
     pub stop: bool,
+    pub format: SavepointFormat,
     pub reply: oneshot::Sender<TaskResult<CompletedCheckpoint>>,
 }
 
@@ -152,6 +154,9 @@ impl Coordinator {
             // Pinned now, before retention may retire the checkpoint. Made self-contained beside
             // the job, which checkpoints on meanwhile; unless the job stops at this savepoint.
             match weir_state_store::savepoint::begin(&self.setup.location, &request.target, checkpoint).await {
+                Ok(pinned) if request.format == SavepointFormat::Native => {
+                    let _ = request.reply.send(pinned.by_reference().await.map_err(TaskError::from));
+                }
                 Ok(pinned) if request.stop => {
                     let _ = request.reply.send(pinned.finish().await.map_err(TaskError::from));
                 }

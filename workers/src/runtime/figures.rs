@@ -38,6 +38,8 @@ pub struct TaskFigures {
     pub(super) watermark: AtomicI64,
     /// Nanoseconds spent in sends to the outputs: waiting for downstream credit, mostly.
     pub(super) blocked_nanos: AtomicU64,
+    /// Nanoseconds spent waiting for input (a source: for its next row to be due).
+    pub(super) idle_nanos: AtomicU64,
     started: Instant,
 }
 
@@ -51,6 +53,23 @@ pub struct VertexFigures {
     /// The highest share of wall time a subtask spent blocked sending (0.0 – 1.0), since it
     /// started; `None` for a vertex without outputs.
     pub backpressure: Option<f64>,
+    /// Milliseconds its subtasks were busy since they started (wall time less idle and
+    /// blocked), summed.
+    pub busy_ms: u64,
+}
+
+impl TaskFigures {
+    /// Adds time spent waiting for input.
+    pub(super) fn add_idle(&self, waited: Duration) {
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.idle_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn busy_ms(&self) -> u64 {
+        let waited = self.idle_nanos.load(Ordering::Relaxed).saturating_add(self.blocked_nanos.load(Ordering::Relaxed));
+        let alive = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        alive.saturating_sub(waited) / 1_000_000
+    }
 }
 
 impl JobCounters {
@@ -62,6 +81,7 @@ impl JobCounters {
             records_out: AtomicU64::new(0),
             watermark: AtomicI64::new(MIN_WATERMARK),
             blocked_nanos: AtomicU64::new(0),
+            idle_nanos: AtomicU64::new(0),
             started: Instant::now(),
         });
         self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(figures.clone());
@@ -88,6 +108,7 @@ impl JobCounters {
                 VertexFigures {
                     records_in: latest.iter().map(|t| t.records_in.load(Ordering::Relaxed)).sum(),
                     records_out: latest.iter().map(|t| t.records_out.load(Ordering::Relaxed)).sum(),
+                    busy_ms: latest.iter().map(|t| t.busy_ms()).sum(),
                     watermark: watermarks.iter().min().copied().filter(|w| *w > MIN_WATERMARK),
                     backpressure: has_outputs.then(|| {
                         latest

@@ -165,7 +165,7 @@ pub(super) async fn savepoint(
         let detail = format!("attempt {} of job {} is not running here", ask.attempt.attempt, ask.attempt.job);
         return Err(EndpointError::new(ErrorCode::UnknownAttempt, detail));
     };
-    let taken = run.savepoint(ask.stop).await?;
+    let taken = run.savepoint(ask.stop, ask.format).await?;
     if ask.stop {
         worker.until_ended(&ask.attempt).await;
     }

@@ -155,6 +155,7 @@ impl Task {
                     let wake = started + due.saturating_sub(origin);
                     // With nothing to emit for longer than the idle timeout, say so, so that
                     // downstream watermarks do not wait for this subtask.
+                    let waiting = std::time::Instant::now();
                     if let Some(timeout) = self.idle_timeout
                         && wake > tokio::time::Instant::now() + timeout
                     {
@@ -162,6 +163,7 @@ impl Task {
                         self.send_idle().await?;
                     }
                     tokio::time::sleep_until(wake).await;
+                    self.figures.add_idle(waiting.elapsed());
                 }
                 let Some(batch) = source.next_batch()? else { break };
                 self.counters.source_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
@@ -222,7 +224,7 @@ impl Task {
             loop {
                 let (channel, event) = match released.pop_front() {
                     Some(next) => next,
-                    None => match self.next_input(gate.as_mut()).await? {
+                    None => match self.timed_next_input(gate.as_mut()).await? {
                         Input::Event(channel, event) => (channel, event),
                         Input::Completed(id) => {
                             self.checkpoint_complete(id)?;
@@ -426,6 +428,14 @@ impl Task {
             let _ = c.reports.send(finished);
         }
         Ok(())
+    }
+
+    /// [`Self::next_input`], its wait counted as idle time.
+    async fn timed_next_input(&mut self, gate: &mut dyn InputGate) -> TaskResult<Input> {
+        let waiting = std::time::Instant::now();
+        let next = self.next_input(gate).await;
+        self.figures.add_idle(waiting.elapsed());
+        next
     }
 
     /// The next input event, or a completed checkpoint to announce to the chain.
