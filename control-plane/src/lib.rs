@@ -16,6 +16,8 @@
 //!   (the API, and the internal one), writes and reads routed to the leader, membership changes.
 //! - [`internal`]: the internal listener's door: every route takes a cluster key, and every call
 //!   to another part of the cluster presents one.
+//! - [`provisioner`]: where workers come from: how many the leader wants (pure, with a
+//!   cool-down) and the provisioners that make that many run (local processes, fixed).
 //! - [`workers`]: the leader's worker registry (heartbeats, liveness) and the executor that
 //!   deploys jobs on workers, adopting a previous leader's attempts.
 //!
@@ -30,5 +32,6 @@ pub mod handle;
 pub mod internal;
 pub mod metadata;
 pub mod node;
+pub mod provisioner;
 pub mod raft;
 pub mod workers;
