@@ -107,8 +107,8 @@ impl Provisioner for LocalProcesses {
     }
 
     fn scale_to(&self, count: u32) -> BoxFuture<'_, Result<u32, ProvisionError>> {
-        // Spawning and reaping are quick system calls; a stop waits for its child to exit.
-        Box::pin(async move { tokio::task::block_in_place(|| self.scale_now(count)) })
+        // Quick system calls: spawn, reap, and a stop's wait for a child killed with SIGKILL.
+        Box::pin(async move { self.scale_now(count) })
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use slatedb::admin::{AdminBuilder, CloneSourceSpec};
+use slatedb::admin::CloneSourceSpec;
 use slatedb::config::{CheckpointOptions, CheckpointScope, Settings};
 use slatedb::db_cache::DbCache;
 use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
@@ -858,8 +858,7 @@ async fn clone_key_groups(
         spec.with_projection_range((Bound::Included(Bytes::from(start)), Bound::Excluded(Bytes::from(end))))
     };
     let (first, rest) = sources.split_first().ok_or_else(|| StateError::InvalidRestore("nothing to clone".into()))?;
-    let mut builder =
-        AdminBuilder::new(path.clone(), location.store().clone()).build().create_clone_builder_from_source(spec(first));
+    let mut builder = location.admin(path).create_clone_builder_from_source(spec(first));
     for handle in rest {
         builder = builder.with_source(spec(handle));
     }
@@ -876,8 +875,8 @@ async fn clone_key_groups(
 /// pinned. Deleting a checkpoint that is already gone is not an error.
 pub async fn discard(location: &StateLocation, handle: &StateHandle) -> Result<()> {
     let path = Path::from(handle.db_path.as_str());
-    AdminBuilder::new(path.clone(), location.store().clone())
-        .build()
+    location
+        .admin(&path)
         .delete_checkpoint(handle.slatedb_checkpoint)
         .await
         .map_err(|e| StateError::db(path.as_ref(), e))
@@ -885,7 +884,7 @@ pub async fn discard(location: &StateLocation, handle: &StateHandle) -> Result<(
 
 /// The SlateDB checkpoints currently recorded in a database (for checks and tests).
 pub async fn list_slatedb_checkpoints(location: &StateLocation, db_path: &str) -> Result<Vec<Uuid>> {
-    let admin = AdminBuilder::new(Path::from(db_path), location.store().clone()).build();
+    let admin = location.admin(&Path::from(db_path));
     let checkpoints = admin.list_checkpoints(None).await.map_err(|e| StateError::db(db_path, e))?;
     Ok(checkpoints.into_iter().map(|c| c.id).collect())
 }

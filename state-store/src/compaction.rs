@@ -22,7 +22,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use slatedb::admin::AdminBuilder;
 use slatedb::config::{CompactionWorkerOptions, CompactorOptions};
 use slatedb::object_store::path::Path;
 use tokio_util::sync::CancellationToken;
@@ -110,7 +109,7 @@ pub enum Compacted {
 /// Runs SlateDB's compactor on the database at `db` until no compaction is running or due, or
 /// for at most `settings.max_run`.
 pub async fn compact(location: &StateLocation, db: &Path, settings: &CompactorSettings) -> Result<Compacted> {
-    let admin = AdminBuilder::new(db.clone(), location.store().clone()).build();
+    let admin = location.admin(db);
     let failed = |e: slatedb::Error| StateError::db(db.as_ref(), e);
     let Some(manifest) = admin.read_manifest(None).await.map_err(failed)? else {
         return Ok(Compacted::Gone);
@@ -170,7 +169,7 @@ pub struct TreeStatus {
 
 /// The stored shape of the database at `db` (`None`: there is none).
 pub async fn status(location: &StateLocation, db: &Path) -> Result<Option<TreeStatus>> {
-    let admin = AdminBuilder::new(db.clone(), location.store().clone()).build();
+    let admin = location.admin(db);
     let failed = |e: slatedb::Error| StateError::db(db.as_ref(), e);
     if admin.read_manifest(None).await.map_err(failed)?.is_none() {
         return Ok(None);

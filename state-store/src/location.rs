@@ -182,6 +182,11 @@ impl StateLocation {
         &self.store
     }
 
+    /// SlateDB's administration of the database at `db` in this store.
+    pub fn admin(&self, db: &Path) -> slatedb::admin::Admin {
+        slatedb::admin::AdminBuilder::new(db.clone(), self.store.clone()).build()
+    }
+
     /// Writes `bytes` at `path` (retrying transient errors), replacing what was there.
     pub async fn write(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
         use slatedb::object_store::{ObjectStoreExt, PutPayload};

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use slatedb::CloneSourceSpec;
-use slatedb::admin::{Admin, AdminBuilder};
+use slatedb::admin::Admin;
 use slatedb::compactor::{CompactionSpec, CompactionStatus, SourceId};
 use slatedb::config::{CheckpointOptions, GarbageCollectorOptions, GarbageCollectorScheduleOptions};
 use slatedb::object_store::path::Path;
@@ -71,7 +71,7 @@ pub async fn begin(state: &StateLocation, target: &StateLocation, checkpoint: &C
         let handle = &mut pinned.savepoint.state_handles[index];
         let db = target.child(&["state", &format!("v{}-s{}", handle.vertex.0, handle.subtask.0)]);
         let source = CloneSourceSpec::with_checkpoint(Path::from(handle.db_path.as_str()), handle.slatedb_checkpoint);
-        let cloned = admin(target, &db).create_clone_builder_from_source(source).build().await;
+        let cloned = target.admin(&db).create_clone_builder_from_source(source).build().await;
         if let Err(e) = cloned {
             // Let go of what the clones made so far pinned.
             pinned.savepoint.state_handles.truncate(index);
@@ -133,11 +133,11 @@ impl Pinned {
     async fn release(&self) {
         for handle in &self.savepoint.state_handles {
             let db = Path::from(handle.db_path.as_str());
-            let Ok(Some(manifest)) = admin(&self.target, &db).read_manifest(None).await else { continue };
+            let Ok(Some(manifest)) = self.target.admin(&db).read_manifest(None).await else { continue };
             for parent in manifest.external_dbs() {
                 if let Some(pin) = parent.final_checkpoint_id {
                     let parent_db = Path::from(parent.path.as_str());
-                    if let Err(e) = admin(&self.target, &parent_db).delete_checkpoint(pin).await {
+                    if let Err(e) = self.target.admin(&parent_db).delete_checkpoint(pin).await {
                         tracing::warn!(db = %parent.path, error = %e, "a failed savepoint's pin stays");
                     }
                 }
@@ -153,7 +153,9 @@ impl Pinned {
                 name: Some(format!("weir-savepoint-{}", self.savepoint.id)),
                 ..CheckpointOptions::default()
             };
-            let created = admin(&self.target, &db)
+            let created = self
+                .target
+                .admin(&db)
                 .create_detached_checkpoint(&options)
                 .await
                 .map_err(|e| StateError::db(db.as_ref(), e))?;
@@ -200,14 +202,10 @@ pub fn check_visible(state: &StateLocation, savepoint_location: &StateLocation) 
     )))
 }
 
-fn admin(location: &StateLocation, db: &Path) -> Admin {
-    AdminBuilder::new(db.clone(), location.store().clone()).build()
-}
-
 /// Compacts the clone at `db` until it reads no SST of another database, then detaches it from
 /// those databases.
 async fn own_every_sst(location: &StateLocation, db: &Path) -> Result<()> {
-    let admin = admin(location, db);
+    let admin = location.admin(db);
     let failed = |e: slatedb::Error| StateError::db(db.as_ref(), e);
     let mut compactions = 0;
     loop {
@@ -303,11 +301,12 @@ async fn compact(admin: &Admin, db: &Path, spec: CompactionSpec) -> Result<()> {
             }
             continue;
         };
-        match admin.read_compaction(id, None).await.map_err(failed)?.map(|c| c.status()) {
-            Some(CompactionStatus::Completed) => break Ok(()),
-            // Refused because the tree changed under it: the caller plans again.
-            Some(CompactionStatus::Failed) => break Ok(()),
-            _ => {}
+        match admin.read_compaction(id, None).await.map(|c| c.map(|c| c.status())) {
+            // Refused (failed) if the tree changed under it: the caller plans again.
+            Ok(Some(CompactionStatus::Completed | CompactionStatus::Failed)) => break Ok(()),
+            Ok(_) => {}
+            // The compactor is stopped below either way.
+            Err(e) => break Err(failed(e)),
         }
     };
     stop.cancel();
