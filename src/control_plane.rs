@@ -24,7 +24,8 @@ use weir_control_plane::dispatcher::Dispatcher;
 use weir_control_plane::metadata::ids::ReplicaId;
 use weir_control_plane::metadata::records::Quota;
 use weir_control_plane::node::{InternalConfig, Replica, ReplicaConfig};
-use weir_control_plane::workers::{RemoteExecutor, WorkerOptions, Workers, internal_router};
+use weir_control_plane::provisioner::LocalProcesses;
+use weir_control_plane::workers::{Provisioning, RemoteExecutor, WorkerOptions, Workers, internal_router};
 use weir_dataflow::auth::{ClusterKey, KeyPurpose};
 use weir_net::{Plaintext, ServerTls, Transport};
 use weir_workers::service::{BoundWorker, WorkerConfig};
@@ -43,6 +44,28 @@ pub struct Listeners {
     pub plaintext: Plaintext,
 }
 
+/// Where the leader's workers come from (`--provisioner`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProvisionerKind {
+    /// The workers that register: started by hand or by an orchestrator; none is started or
+    /// stopped.
+    Fixed,
+    /// `weir worker` processes this replica starts and stops on its own host while it leads.
+    Local,
+}
+
+/// How the leader has workers started (`--provisioner` and the `--worker-*` flags).
+pub struct ProvisionOptions {
+    pub kind: ProvisionerKind,
+    /// Slots of each worker it starts.
+    pub slots: u32,
+    /// How long fewer workers must have been enough before some are stopped.
+    pub cool_down: std::time::Duration,
+    /// What each worker it starts is given besides the control plane, its slots and its state
+    /// folder: the task endpoint's TLS and the CA to trust.
+    pub worker_args: Vec<String>,
+}
+
 /// A replica's own flags.
 pub struct ReplicaOptions {
     pub id: u64,
@@ -53,10 +76,11 @@ pub struct ReplicaOptions {
     pub storage_roots: Vec<String>,
     /// The operator's default quota of a tenant.
     pub quota: Quota,
+    pub provision: ProvisionOptions,
 }
 
 pub fn serve(replica: ReplicaOptions, root_token_file: Option<&Path>, options: WorkerOptions) -> Result<()> {
-    let ReplicaOptions { id, listeners, peers, data, storage_roots, quota } = replica;
+    let ReplicaOptions { id, listeners, peers, data, storage_roots, quota, provision } = replica;
     let secret = root_secret(root_token_file)?.ok_or_else(|| {
         anyhow!(
             "a control-plane replica needs the root token (--root-token-file, or WEIR_ROOT_TOKEN): the keys its \
@@ -73,7 +97,7 @@ pub fn serve(replica: ReplicaOptions, root_token_file: Option<&Path>, options: W
     let sandbox = Sandbox::new(storage_roots, None).forbid(&data);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let mut config = ReplicaConfig::new(ReplicaId(id), listeners.api, data);
+        let mut config = ReplicaConfig::new(ReplicaId(id), listeners.api, data.clone());
         config.tls = listeners.api_tls;
         config.plaintext = listeners.plaintext;
         config.internal = Some(InternalConfig {
@@ -82,10 +106,40 @@ pub fn serve(replica: ReplicaOptions, root_token_file: Option<&Path>, options: W
             tls: listeners.internal_tls,
             transport: listeners.transport,
         });
-        config.peers = peers;
+        config.peers = peers.clone();
         let replica = Replica::start(config).await.context("the control-plane replica does not start")?;
         let handle = replica.handle();
-        let workers = Workers::new(handle.clone(), worker_key, options).map_err(|e| anyhow!(e))?;
+        let provisioning = match provision.kind {
+            ProvisionerKind::Fixed => None,
+            ProvisionerKind::Local => {
+                // Every replica's internal listener: the workers follow the leader.
+                let own = replica.internal_addr().map(|a| a.to_string());
+                let control_planes: Vec<String> =
+                    if peers.is_empty() { own.into_iter().collect() } else { peers.values().cloned().collect() };
+                let state = data.join("worker-state");
+                let mut args = vec![
+                    "worker".to_string(),
+                    "--control-plane".to_string(),
+                    control_planes.join(","),
+                    "--slots".to_string(),
+                    provision.slots.to_string(),
+                    "--listen".to_string(),
+                    "127.0.0.1:0".to_string(),
+                    "--state-dir".to_string(),
+                    state.display().to_string(),
+                ];
+                args.extend(provision.worker_args);
+                let program = std::env::current_exe().context("the path of this program, to start workers with")?;
+                let workers = LocalProcesses::new(program, args).with_key(worker_key.clone());
+                Some(Provisioning {
+                    provisioner: Arc::new(workers),
+                    slots_per_worker: provision.slots,
+                    cool_down: provision.cool_down,
+                })
+            }
+        };
+        let workers =
+            Workers::with_provisioning(handle.clone(), worker_key, options, provisioning).map_err(|e| anyhow!(e))?;
         let dispatcher = Dispatcher::new(handle.clone(), Arc::new(RemoteExecutor(workers.clone())));
         let state = ApiState::new(handle, Arc::new(dispatcher.runtime()))
             .with_root_token(root)

@@ -203,6 +203,18 @@ enum Command {
         internal_tls_key: Option<PathBuf>,
         #[command(flatten)]
         internal_ca: InternalCaFlag,
+        /// Where workers come from: `fixed`, the workers that register (started by hand or by an
+        /// orchestrator); `local`, `weir worker` processes this replica starts on its host while
+        /// it leads, as many as its jobs' slots need, and stops when they are idle.
+        #[arg(long, value_enum, default_value = "fixed")]
+        provisioner: control_plane::ProvisionerKind,
+        /// Slots of each worker the provisioner starts.
+        #[arg(long, value_name = "N", default_value_t = weir_workers::service::default_slots())]
+        worker_slots: u32,
+        /// How long fewer workers must have been enough before the provisioner stops some (so a
+        /// job restarting or rescaling keeps its workers).
+        #[arg(long, value_name = "DURATION", default_value = "20 s", value_parser = weir_dataflow::config::parse_duration)]
+        worker_cool_down: std::time::Duration,
     },
     /// A worker: runs the job attempts the control plane's leader deploys (the worker key, from
     /// --key-file or WEIR_WORKER_KEY, authenticates it to the cluster; `weir key worker`).
@@ -426,8 +438,27 @@ fn main() -> ExitCode {
             internal_tls_cert,
             internal_tls_key,
             internal_ca,
+            provisioner,
+            worker_slots,
+            worker_cool_down,
         } => (|| {
             let transport = internal_ca.transport()?;
+            // Workers it starts serve their task endpoint as its internal listener serves, and
+            // trust the same CA.
+            let mut worker_args = Vec::new();
+            if let (Some(cert), Some(key)) = (&internal_tls_cert, &internal_tls_key) {
+                let (cert, key) = (cert.display().to_string(), key.display().to_string());
+                worker_args.extend(["--tls-cert".to_string(), cert, "--tls-key".to_string(), key]);
+            }
+            if let Some(ca) = &internal_ca.internal_ca {
+                worker_args.extend(["--internal-ca".to_string(), ca.display().to_string()]);
+            }
+            let provision = control_plane::ProvisionOptions {
+                kind: provisioner,
+                slots: worker_slots,
+                cool_down: worker_cool_down,
+                worker_args,
+            };
             let internal_tls = match (internal_tls_cert, internal_tls_key) {
                 (Some(cert), Some(key)) => Some(weir_net::ServerTls::from_pem_files(&cert, &key)?),
                 _ => None,
@@ -453,6 +484,7 @@ fn main() -> ExitCode {
                 data,
                 storage_roots: storage_root,
                 quota: quota.quota(),
+                provision,
             };
             control_plane::serve(replica, root_token_file.as_deref(), options)
         })(),

@@ -54,6 +54,9 @@ struct Extras {
     shuffle: bool,
     /// TLS on every listener (`weir dev-certs`), every process trusting its CA.
     tls: bool,
+    /// Workers of this many slots started by the leader (`--provisioner local`), let go 2 s
+    /// after they are no longer needed.
+    local_workers: Option<u32>,
 }
 
 impl Sandbox {
@@ -87,6 +90,11 @@ impl Sandbox {
             .shuffle(extras.shuffle)
             .tls(extras.tls)
             .wait(WAIT);
+        if let Some(slots) = extras.local_workers {
+            let slots = slots.to_string();
+            builder =
+                builder.replica_args(["--provisioner", "local", "--worker-slots", &slots, "--worker-cool-down", "2 s"]);
+        }
         for (name, value) in env {
             builder = builder.env(*name, *value);
         }
@@ -526,7 +534,8 @@ fn bounded_nexmark_job(out: &Path) -> String {
 async fn a_job_larger_than_a_worker_runs_spread_over_workers_and_survives_the_kill_of_one() {
     // Over TLS everywhere: the API, Raft and forwarding between replicas, heartbeats, the
     // leader's deploys, the parts' checkpoint notes to each other and the shuffle.
-    let mut sandbox = Sandbox::start_with("spread", 3, 2, Extras { shuffle: true, tls: true }, &[]).await;
+    let mut sandbox =
+        Sandbox::start_with("spread", 3, 2, Extras { shuffle: true, tls: true, ..Extras::default() }, &[]).await;
     let out = sandbox.path("out");
     let script = bounded_nexmark_job(&out);
     assert!(script.contains("'events.num' = '60000'"), "the script is bounded: {script}");
@@ -633,4 +642,66 @@ async fn secrets_in_a_jobs_options_and_the_environment_show_up_in_no_answer_and_
         }
     }
     assert!(lines > 100, "the processes logged at debug level ({lines} lines)");
+}
+
+/// The processes whose parent is `pid` and whose command line contains `word`.
+fn children_of(pid: u32, word: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            // `pid (comm) state ppid …`: the fields after the last ')'.
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let parent =
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            parent == Some(pid) && String::from_utf8_lossy(&cmdline).contains(word)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_provisioner_starts_the_workers_a_job_needs_replaces_a_killed_one_and_stops_them_after() {
+    // About 8 s of input, a checkpoint every 500 ms.
+    const ROWS: u64 = 16_000;
+    let extras = Extras { local_workers: Some(2), ..Extras::default() };
+    let sandbox = Sandbox::start_with("local-provisioner", 0, 0, extras, &[]).await;
+    let leader = sandbox.leader().await;
+    let leader_pid = sandbox.cluster.replica_pid(leader).expect("the leader runs");
+    let workers = || async {
+        let listed = sandbox.call(Method::GET, leader, ROOT_TOKEN, "/api/v1/workers", None).await;
+        listed.map_or(usize::MAX, |(_, body)| body["workers"].as_array().map_or(usize::MAX, Vec::len))
+    };
+    assert_eq!(workers().await, 0, "no worker before a job needs one");
+    assert!(children_of(leader_pid, "worker").is_empty());
+
+    let out = sandbox.path("out");
+    let job = sandbox.submit("datagen ids", &datagen_job(ROWS, 2_000, 500, &out), 2).await;
+    sandbox.wait_for_job(&job, "RUNNING with a deployment and a checkpoint", WAIT, is_running_with_a_checkpoint).await;
+    let started = children_of(leader_pid, "worker");
+    assert_eq!(started.len(), 1, "one worker of 2 slots for a job at parallelism 2: {started:?}");
+    assert_eq!(workers().await, 1);
+
+    // The worker is killed: the leader starts another, and the job resumes on it.
+    let killed = Command::new("kill").args(["-9", &started[0].to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = children_of(leader_pid, "worker");
+        if now.len() == 1 && now[0] != started[0] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no worker replaced the killed one within {WAIT:?}: {now:?}");
+        tokio::time::sleep(POLL).await;
+    }
+    sandbox.wait_for_job(&job, "FINISHED", Duration::from_secs(90), |d| d["status"] == "FINISHED").await;
+    assert_every_id_once(&out, ROWS);
+
+    // Nothing needs a worker: after the cool-down, none is left.
+    let deadline = Instant::now() + WAIT;
+    while !children_of(leader_pid, "worker").is_empty() || workers().await != 0 {
+        assert!(Instant::now() < deadline, "workers still run {WAIT:?} after the job ended");
+        tokio::time::sleep(POLL).await;
+    }
+    eprintln!("the test took {:?} once its turn came", sandbox.started.elapsed());
 }

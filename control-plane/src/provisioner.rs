@@ -1,18 +1,25 @@
 //! Where workers come from (DESIGN §8). The leader decides how many workers it wants
-//! ([`WorkerDemand`], pure) and a [`Provisioner`] makes that many run:
-//! - [`FixedWorkers`]: the workers someone started; nothing to start or stop;
-//! - [`LocalProcesses`]: `weir worker` processes on this host, children of the control plane;
+//! ([`workers_needed`] and [`WorkerDemand`], pure) and a [`Provisioner`] makes that many run:
+//! - [`LocalProcesses`]: `weir worker` processes on this host, children of the control plane
+//!   (`--provisioner local`);
+//! - no provisioner at all for `--provisioner fixed`: the workers someone started register
+//!   themselves, and nothing is started or stopped;
 //! - (to come) ECS: the desired count of the worker service.
 //!
-//! Workers are stateless: one that is let go holds no task (the demand only shrinks to what the
-//! running jobs' slots need), and one that dies is started again on the next reconcile.
+//! Workers are stateless, and the ones let go are idle ones first: the demand only shrinks to
+//! what the jobs' slots need, and [`Provisioner::scale_to`] is told which workers run attempts.
+//! A worker that dies is started again on the next reconcile.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use weir_dataflow::auth::ClusterKey;
+use weir_dataflow::ids::WorkerId;
 
 use crate::handle::BoxFuture;
 
@@ -30,74 +37,110 @@ pub enum ProvisionError {
 
 /// Makes a number of workers run.
 pub trait Provisioner: Send + Sync {
-    /// `local`, `fixed`, `ecs`: what `--provisioner` names.
+    /// `local`, `ecs`: what `--provisioner` names.
     fn name(&self) -> &'static str;
 
-    /// Makes `count` workers run, starting or stopping some; answers how many run now.
-    fn scale_to(&self, count: u32) -> BoxFuture<'_, Result<u32, ProvisionError>>;
+    /// Makes `count` workers run, starting or stopping some (never one of `busy`, the workers
+    /// running attempts, while another can go); answers how many run now.
+    fn scale_to<'a>(&'a self, count: u32, busy: &'a BTreeSet<WorkerId>) -> BoxFuture<'a, Result<u32, ProvisionError>>;
 }
 
-/// The workers that register by themselves: the count is theirs, not ours.
-#[derive(Debug, Default)]
-pub struct FixedWorkers;
-
-impl Provisioner for FixedWorkers {
-    fn name(&self) -> &'static str {
-        "fixed"
-    }
-
-    fn scale_to(&self, _count: u32) -> BoxFuture<'_, Result<u32, ProvisionError>> {
-        Box::pin(async { Err(ProvisionError::Other("fixed workers: start or stop `weir worker` by hand".into())) })
-    }
-}
-
-/// Worker processes on this host: `program args…`, each a child of this process. A child that
-/// exited is reaped and replaced on the next [`Provisioner::scale_to`]; the newest are stopped
-/// first. Dropping the provisioner stops them all.
+/// Worker processes on this host: `program args…`, each a child of this process, given the
+/// worker key in `WEIR_WORKER_KEY`. A child that exited is reaped and replaced on the next
+/// [`Provisioner::scale_to`]; idle ones are stopped before busy ones, the newest first.
+/// Dropping the provisioner stops them all.
 #[derive(Debug)]
 pub struct LocalProcesses {
     program: PathBuf,
     args: Vec<OsString>,
-    children: Mutex<VecDeque<Child>>,
+    key: Option<ClusterKey>,
+    children: Mutex<VecDeque<LocalWorker>>,
+}
+
+/// A child worker, and the id it named itself with (its first line of output), once known.
+#[derive(Debug)]
+struct LocalWorker {
+    child: Child,
+    id: Arc<Mutex<Option<WorkerId>>>,
+}
+
+impl LocalWorker {
+    fn id(&self) -> Option<WorkerId> {
+        self.id.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl LocalProcesses {
     /// Workers started as `program args…` (e.g. the running `weir` with `worker
-    /// --control-plane …`); their output goes to this process's stderr.
+    /// --control-plane …`); their logs go to this process's stderr.
     pub fn new(program: impl Into<PathBuf>, args: impl IntoIterator<Item = impl Into<OsString>>) -> LocalProcesses {
         LocalProcesses {
             program: program.into(),
             args: args.into_iter().map(Into::into).collect(),
+            key: None,
             children: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Gives each worker `key` (in `WEIR_WORKER_KEY`, never on its command line).
+    pub fn with_key(mut self, key: ClusterKey) -> LocalProcesses {
+        self.key = Some(key);
+        self
     }
 
     /// The process ids of the workers running now.
     pub fn pids(&self) -> Vec<u32> {
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
         reap(&mut children);
-        children.iter().map(Child::id).collect()
+        children.iter().map(|w| w.child.id()).collect()
     }
 
-    fn scale_now(&self, count: u32) -> Result<u32, ProvisionError> {
+    fn scale_now(&self, count: u32, busy: &BTreeSet<WorkerId>) -> Result<u32, ProvisionError> {
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
         reap(&mut children);
         while children.len() > count as usize {
-            if let Some(mut child) = children.pop_back() {
-                stop(&mut child);
+            // The newest idle one, else the newest.
+            let idle = children.iter().rposition(|w| w.id().is_none_or(|id| !busy.contains(&id)));
+            let index = idle.unwrap_or(children.len() - 1);
+            if let Some(mut worker) = children.remove(index) {
+                stop(&mut worker.child);
             }
         }
         while children.len() < count as usize {
-            let child = Command::new(&self.program)
-                .args(&self.args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
+            let mut command = Command::new(&self.program);
+            command.args(&self.args).stdin(Stdio::null()).stdout(Stdio::piped());
+            if let Some(key) = &self.key {
+                command.env("WEIR_WORKER_KEY", key.reveal());
+            }
+            let mut child = command
                 .spawn()
                 .map_err(|source| ProvisionError::Start { program: self.program.display().to_string(), source })?;
+            let id = Arc::new(Mutex::new(None));
+            if let Some(stdout) = child.stdout.take() {
+                watch_first_line(stdout, id.clone());
+            }
             tracing::info!(pid = child.id(), "started a local worker");
-            children.push_back(child);
+            children.push_back(LocalWorker { child, id });
         }
         Ok(children.len() as u32)
+    }
+}
+
+/// Reads a worker's `weir worker ID listening on ADDR` into `id`, then drains its output until
+/// it exits (a worker writing to a closed pipe would fail).
+fn watch_first_line(stdout: impl Read + Send + 'static, id: Arc<Mutex<Option<WorkerId>>>) {
+    let spawned = std::thread::Builder::new().name("local-worker-stdout".into()).spawn(move || {
+        let mut lines = BufReader::new(stdout);
+        let mut first = String::new();
+        if lines.read_line(&mut first).is_ok()
+            && let ["weir", "worker", named, "listening", "on", _] = first.split_whitespace().collect::<Vec<_>>()[..]
+        {
+            *id.lock().unwrap_or_else(|p| p.into_inner()) = Some(WorkerId(named.to_string()));
+        }
+        let _ = std::io::copy(&mut lines, &mut std::io::sink());
+    });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot watch a local worker's output: it is stopped as if idle");
     }
 }
 
@@ -106,46 +149,71 @@ impl Provisioner for LocalProcesses {
         "local"
     }
 
-    fn scale_to(&self, count: u32) -> BoxFuture<'_, Result<u32, ProvisionError>> {
+    fn scale_to<'a>(&'a self, count: u32, busy: &'a BTreeSet<WorkerId>) -> BoxFuture<'a, Result<u32, ProvisionError>> {
         // Quick system calls: spawn, reap, and a stop's wait for a child killed with SIGKILL.
-        Box::pin(async move { self.scale_now(count) })
+        Box::pin(async move { self.scale_now(count, busy) })
     }
 }
 
 impl Drop for LocalProcesses {
     fn drop(&mut self) {
         let children = self.children.get_mut().unwrap_or_else(|p| p.into_inner());
-        for mut child in children.drain(..) {
-            stop(&mut child);
+        for mut worker in children.drain(..) {
+            stop(&mut worker.child);
         }
     }
 }
 
 /// Drops the children that have exited, saying so.
-fn reap(children: &mut VecDeque<Child>) {
-    children.retain_mut(|child| match child.try_wait() {
+fn reap(children: &mut VecDeque<LocalWorker>) {
+    children.retain_mut(|worker| match worker.child.try_wait() {
         Ok(None) => true,
         Ok(Some(status)) => {
-            tracing::warn!(pid = child.id(), %status, "a local worker exited");
+            tracing::warn!(pid = worker.child.id(), %status, "a local worker exited");
             false
         }
         Err(_) => false,
     });
 }
 
-/// Stops an idle worker: it holds no task, so nothing is lost by killing it.
+/// Stops a worker. An idle one holds no task; a busy one's attempts restart elsewhere from
+/// their latest checkpoint.
 fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
     tracing::info!(pid = child.id(), "stopped a local worker");
 }
 
-/// How many workers the leader wants: enough for the slots its jobs need at once, and when the
-/// need falls, fewer only after it has stayed lower for the cool-down (to the most needed
-/// meanwhile), so a job restarting or rescaling does not let workers go and ask for them again.
+/// How many workers of `slots_per_worker` slots the jobs of these parallelisms need at once.
+/// With a shuffle server an attempt spreads over workers, so slots add up; without one each
+/// attempt must fit on one worker, and they are packed first-fit, largest first (an attempt
+/// larger than a worker gets workers enough for its slots, though it cannot run whole).
+pub fn workers_needed(parallelisms: &[u32], slots_per_worker: u32, spread: bool) -> u32 {
+    let size = slots_per_worker.max(1);
+    if spread {
+        return parallelisms.iter().sum::<u32>().div_ceil(size);
+    }
+    let mut sorted: Vec<u32> = parallelisms.iter().copied().filter(|p| *p > 0).collect();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    let mut free: Vec<u32> = Vec::new();
+    let mut oversized = 0;
+    for p in sorted {
+        if p > size {
+            oversized += p.div_ceil(size);
+        } else if let Some(room) = free.iter_mut().find(|room| **room >= p) {
+            *room -= p;
+        } else {
+            free.push(size - p);
+        }
+    }
+    free.len() as u32 + oversized
+}
+
+/// How many workers the leader wants: as many as needed at once, and when the need falls,
+/// fewer only after it has stayed lower for the cool-down (to the most needed meanwhile), so a
+/// job restarting or rescaling does not let workers go and ask for them again.
 #[derive(Clone, Debug)]
 pub struct WorkerDemand {
-    slots_per_worker: u32,
     cool_down_ms: i64,
     /// Since when fewer workers than now have been enough, and the most needed since.
     lower_since: Option<(i64, u32)>,
@@ -153,18 +221,16 @@ pub struct WorkerDemand {
 }
 
 impl WorkerDemand {
-    pub fn new(slots_per_worker: u32, cool_down: Duration) -> WorkerDemand {
+    pub fn new(cool_down: Duration) -> WorkerDemand {
         WorkerDemand {
-            slots_per_worker: slots_per_worker.max(1),
             cool_down_ms: i64::try_from(cool_down.as_millis()).unwrap_or(i64::MAX),
             lower_since: None,
             wanted: 0,
         }
     }
 
-    /// The workers wanted at `now_ms` when the jobs need `slots` slots.
-    pub fn wanted(&mut self, now_ms: i64, slots: u32) -> u32 {
-        let needed = slots.div_ceil(self.slots_per_worker);
+    /// The workers wanted at `now_ms` when `needed` are needed.
+    pub fn wanted(&mut self, now_ms: i64, needed: u32) -> u32 {
         if needed >= self.wanted {
             self.lower_since = None;
             self.wanted = needed;
@@ -186,28 +252,61 @@ mod tests {
 
     #[test]
     fn demand_grows_at_once_and_shrinks_after_the_cool_down_to_the_most_needed() {
-        let mut demand = WorkerDemand::new(4, Duration::from_secs(60));
+        let mut demand = WorkerDemand::new(Duration::from_secs(60));
         assert_eq!(demand.wanted(0, 0), 0);
-        assert_eq!(demand.wanted(1_000, 9), 3, "9 slots at 4 a worker");
-        assert_eq!(demand.wanted(2_000, 4), 3, "not before the cool-down");
-        assert_eq!(demand.wanted(30_000, 5), 3);
+        assert_eq!(demand.wanted(1_000, 3), 3);
+        assert_eq!(demand.wanted(2_000, 1), 3, "not before the cool-down");
+        assert_eq!(demand.wanted(30_000, 2), 3);
         assert_eq!(demand.wanted(61_000, 0), 3, "the cool-down started at 2 s");
-        assert_eq!(demand.wanted(62_000, 0), 2, "the most needed during the cool-down (5 slots)");
+        assert_eq!(demand.wanted(62_000, 0), 2, "the most needed during the cool-down");
         assert_eq!(demand.wanted(63_000, 0), 2, "a new cool-down starts");
         assert_eq!(demand.wanted(123_000, 0), 0, "scale to zero");
         assert_eq!(demand.wanted(124_000, 1), 1, "wakes at once");
     }
 
+    #[test]
+    fn workers_needed_packs_attempts_whole_unless_they_can_spread() {
+        assert_eq!(workers_needed(&[], 4, false), 0);
+        assert_eq!(workers_needed(&[3, 3], 4, true), 2, "6 slots at 4 a worker");
+        assert_eq!(workers_needed(&[3, 3], 4, false), 2);
+        assert_eq!(workers_needed(&[2, 1, 3, 2], 4, false), 2, "3+1 and 2+2");
+        assert_eq!(workers_needed(&[2, 2, 2], 4, false), 2);
+        assert_eq!(workers_needed(&[2, 2, 2], 4, true), 2);
+        assert_eq!(workers_needed(&[5], 4, false), 2, "larger than a worker: its slots' worth");
+        assert_eq!(workers_needed(&[5, 3], 4, true), 2);
+        assert_eq!(workers_needed(&[1, 1, 1], 0, false), 3, "a worker has at least one slot");
+    }
+
+    /// A stand-in for `weir worker`: names itself as a worker does, then sleeps.
+    fn fake_worker(name: &str) -> LocalProcesses {
+        let script = format!("echo \"weir worker {name}-$$ listening on 127.0.0.1:1\"; exec sleep 600");
+        LocalProcesses::new("sh", ["-c".to_string(), script])
+    }
+
+    fn ids(workers: &LocalProcesses) -> Vec<Option<WorkerId>> {
+        let children = workers.children.lock().unwrap();
+        children.iter().map(LocalWorker::id).collect()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn local_processes_follow_the_count_and_a_killed_one_is_replaced() {
-        let workers = LocalProcesses::new("sleep", ["600"]);
+    async fn local_processes_follow_the_count_stop_idle_ones_first_and_replace_a_killed_one() {
+        let workers = fake_worker("w");
+        let none = BTreeSet::new();
         assert_eq!(workers.name(), "local");
-        assert_eq!(workers.scale_to(3).await.unwrap(), 3);
+        assert_eq!(workers.scale_to(3, &none).await.unwrap(), 3);
         let pids = workers.pids();
         assert_eq!(pids.len(), 3);
         for pid in &pids {
             assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} runs");
         }
+        for _ in 0..200 {
+            if ids(&workers).iter().all(Option::is_some) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let named: Vec<WorkerId> = ids(&workers).into_iter().map(|id| id.expect("each named itself")).collect();
+        assert_eq!(named[0], WorkerId(format!("w-{}", pids[0])), "the id from the first line");
 
         // A worker killed from outside is replaced.
         let victim = pids[0];
@@ -220,20 +319,29 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(!workers.pids().contains(&victim), "the killed worker is reaped");
-        assert_eq!(workers.scale_to(3).await.unwrap(), 3);
+        assert_eq!(workers.scale_to(3, &none).await.unwrap(), 3);
         assert!(!workers.pids().contains(&victim));
 
-        // Down to one, then none: the newest go first, and the stopped ones are gone.
+        // Down to one: the idle ones go, though the busy one is the newest.
         let before = workers.pids();
-        assert_eq!(workers.scale_to(1).await.unwrap(), 1);
-        assert_eq!(workers.pids(), vec![before[0]]);
-        for pid in &before[1..] {
+        for _ in 0..200 {
+            if ids(&workers).iter().all(Option::is_some) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let newest = ids(&workers)[2].clone().expect("named");
+        let busy = BTreeSet::from([newest]);
+        assert_eq!(workers.scale_to(1, &busy).await.unwrap(), 1);
+        assert_eq!(workers.pids(), vec![before[2]], "the busy one stays");
+        for pid in &before[..2] {
             assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} stopped");
         }
-        assert_eq!(workers.scale_to(0).await.unwrap(), 0);
-        assert!(!std::path::Path::new(&format!("/proc/{}", before[0])).exists());
+        // Down to none: busy or not.
+        assert_eq!(workers.scale_to(0, &busy).await.unwrap(), 0);
+        assert!(!std::path::Path::new(&format!("/proc/{}", before[2])).exists());
 
         let missing = LocalProcesses::new("/nonexistent/weir", ["worker"]);
-        assert!(matches!(missing.scale_to(1).await, Err(ProvisionError::Start { .. })));
+        assert!(matches!(missing.scale_to(1, &none).await, Err(ProvisionError::Start { .. })));
     }
 }

@@ -52,6 +52,7 @@ use crate::dispatcher::{Adoption, Capacity, ExecutionRequest, JobExecutor, RunRe
 use crate::handle::{BoxFuture, ReplicaHandle};
 use crate::metadata::Command;
 use crate::metadata::records::{CompletedCheckpoint, JobDeployment, JobRecord, JobStatus};
+use crate::provisioner::{Provisioner, WorkerDemand};
 
 /// How the registry and the executor behave.
 #[derive(Clone, Debug)]
@@ -84,6 +85,15 @@ impl Default for WorkerOptions {
     }
 }
 
+/// How the leader has workers started and stopped (`--provisioner`), and what one holds.
+pub struct Provisioning {
+    pub provisioner: Arc<dyn Provisioner>,
+    /// The slots of each worker it starts.
+    pub slots_per_worker: u32,
+    /// How long fewer workers must have been enough before some are let go.
+    pub cool_down: Duration,
+}
+
 /// The leader's view of its workers and of the attempts they run.
 pub struct Workers {
     replica: Arc<dyn ReplicaHandle>,
@@ -93,6 +103,15 @@ pub struct Workers {
     key: ClusterKey,
     options: WorkerOptions,
     inner: Mutex<Inner>,
+    provisioning: Option<Provisioned>,
+}
+
+/// A provisioner, and what the leader last asked of it.
+struct Provisioned {
+    provisioning: Provisioning,
+    demand: Mutex<WorkerDemand>,
+    /// The last count asked for and answered (or the error), said once in the log.
+    last: Mutex<Option<Result<(u32, u32), String>>>,
 }
 
 #[derive(Default)]
@@ -128,8 +147,23 @@ struct Attached {
 impl Workers {
     /// The registry of a replica whose workers present `key` (the worker key).
     pub fn new(replica: Arc<dyn ReplicaHandle>, key: ClusterKey, options: WorkerOptions) -> Result<Arc<Self>, String> {
+        Self::with_provisioning(replica, key, options, None)
+    }
+
+    /// The registry of a leader that has workers started and stopped as its jobs need them.
+    pub fn with_provisioning(
+        replica: Arc<dyn ReplicaHandle>,
+        key: ClusterKey,
+        options: WorkerOptions,
+        provisioning: Option<Provisioning>,
+    ) -> Result<Arc<Self>, String> {
         let client = crate::internal::client(&key, &options.transport, Duration::from_secs(2))?;
-        Ok(Arc::new(Workers { replica, client, key, options, inner: Mutex::default() }))
+        let provisioning = provisioning.map(|provisioning| Provisioned {
+            demand: Mutex::new(WorkerDemand::new(provisioning.cool_down)),
+            provisioning,
+            last: Mutex::new(None),
+        });
+        Ok(Arc::new(Workers { replica, client, key, options, inner: Mutex::default(), provisioning }))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -214,6 +248,57 @@ impl Workers {
             if let Err(error) = self.replica.propose(Command::DeregisterWorker { worker: worker.clone() }).await {
                 tracing::debug!(worker = %worker, %error, "deregistration not committed; will retry");
             }
+        }
+        if settled {
+            self.provision().await;
+        }
+    }
+
+    /// Asks the provisioner for the workers the jobs need: every job not ended holds its
+    /// desired parallelism's slots (or the slots its attempt holds, if more).
+    async fn provision(&self) {
+        let Some(provisioned) = &self.provisioning else { return };
+        let jobs: BTreeMap<JobId, u32> = self.replica.reader().read(|m| {
+            m.jobs()
+                .filter(|job| job.status.holds_slots())
+                .map(|job| (job.id.clone(), job.desired_parallelism))
+                .collect()
+        });
+        let (parallelisms, busy) = {
+            let inner = self.lock();
+            let mut held: BTreeMap<&JobId, u32> = BTreeMap::new();
+            let mut busy = BTreeSet::new();
+            for (attempt, attached) in &inner.attached {
+                *held.entry(&attempt.job).or_default() += attached.slots.values().sum::<u32>();
+                busy.extend(attached.slots.keys().cloned());
+            }
+            let parallelisms: Vec<u32> =
+                jobs.iter().map(|(job, desired)| (*desired).max(held.get(job).copied().unwrap_or(0))).collect();
+            (parallelisms, busy)
+        };
+        let setup = &provisioned.provisioning;
+        let needed =
+            crate::provisioner::workers_needed(&parallelisms, setup.slots_per_worker, self.options.shuffle.is_some());
+        let wanted = provisioned.demand.lock().unwrap_or_else(|p| p.into_inner()).wanted(now_millis(), needed);
+        let answer = setup.provisioner.scale_to(wanted, &busy).await.map(|running| (wanted, running));
+        let answer = answer.map_err(|e| e.to_string());
+        let mut last = provisioned.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref() != Some(&answer) {
+            match &answer {
+                Ok((wanted, running)) => {
+                    tracing::info!(
+                        provisioner = setup.provisioner.name(),
+                        wanted,
+                        running,
+                        needed,
+                        "workers provisioned"
+                    )
+                }
+                Err(error) => {
+                    tracing::warn!(provisioner = setup.provisioner.name(), wanted, %error, "workers not provisioned")
+                }
+            }
+            *last = Some(answer);
         }
     }
 
@@ -576,6 +661,11 @@ impl Workers {
         }
         merged
     }
+}
+
+/// The wall clock in milliseconds since the epoch.
+fn now_millis() -> i64 {
+    i64::try_from(weir_dataflow::clock::unix_millis()).unwrap_or(i64::MAX)
 }
 
 /// Passes an attempt's new reports to the dispatcher; answers whether the attempt has ended.

@@ -48,6 +48,7 @@ pub struct ClusterBuilder {
     shuffle: bool,
     tls: bool,
     wait: Duration,
+    replica_args: Vec<String>,
 }
 
 impl ClusterBuilder {
@@ -64,7 +65,15 @@ impl ClusterBuilder {
             shuffle: false,
             tls: false,
             wait: Duration::from_secs(30),
+            replica_args: Vec::new(),
         }
+    }
+
+    /// Flags every replica is started with besides the harness's own (e.g. `--provisioner
+    /// local`).
+    pub fn replica_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.replica_args.extend(args.into_iter().map(Into::into));
+        self
     }
 
     /// How many replicas (default 3), with ids 1..=n.
@@ -167,6 +176,7 @@ impl ClusterBuilder {
             env: self.env,
             env_remove: self.env_remove,
             wait: self.wait,
+            replica_args: self.replica_args,
             replicas: BTreeMap::new(),
             workers: Vec::new(),
             client,
@@ -261,6 +271,7 @@ pub struct Cluster {
     env: Vec<(String, String)>,
     env_remove: Vec<String>,
     wait: Duration,
+    replica_args: Vec<String>,
     replicas: BTreeMap<u64, Replica>,
     workers: Vec<Worker>,
     client: reqwest::Client,
@@ -410,6 +421,7 @@ impl Cluster {
                 if let Some(tls) = &self.tls {
                     args.extend(tls.replica_args());
                 }
+                args.extend(self.replica_args.iter().cloned());
                 let log = self.log_path(&format!("replica-{id}"));
                 let process = self.spawn_replica(id, &args, log.as_deref())?;
                 self.replicas.insert(id, Replica { address, internal, log, args, process });
@@ -431,6 +443,11 @@ impl Cluster {
             return Err(Error::new(format!("replica {id} printed {line:?}; {}", Self::where_logged(log))));
         }
         Ok(Some(process))
+    }
+
+    /// The process id of replica `id`, while it runs.
+    pub fn replica_pid(&self, id: u64) -> Option<u32> {
+        self.replica(id).process.as_ref().map(Process::id)
     }
 
     /// `kill -9` of replica `id`.

@@ -152,6 +152,11 @@ impl JobStatus {
         matches!(self, JobStatus::Cancelled | JobStatus::Finished | JobStatus::Failed)
     }
 
+    /// Whether a job in this status needs task slots (has or wants a run).
+    pub fn holds_slots(self) -> bool {
+        !self.is_terminal()
+    }
+
     /// Whether a job master may move a job from `self` to `next`.
     pub fn can_become(self, next: JobStatus) -> bool {
         use JobStatus::*;
