@@ -650,6 +650,7 @@ impl Workers {
             into.records_in = add(into.records_in, part.records_in);
             into.records_out = add(into.records_out, part.records_out);
             into.busy_ms = add(into.busy_ms, part.busy_ms);
+            into.backlog = add(into.backlog, part.backlog);
             into.watermark = match (into.watermark, part.watermark) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

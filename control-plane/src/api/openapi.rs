@@ -315,10 +315,11 @@ fn schemas() -> Value {
             "id": string, "name": string, "status": status, "parallelism": integer, "submitted_at": integer,
         })),
         "JobList": object(&["jobs"], json!({ "jobs": { "type": "array", "items": schema("JobSummary") } })),
-        "Vertex": object(&["id", "name", "parallelism", "records_in", "records_out", "backpressure", "watermark", "busy_ms"], json!({
+        "Vertex": object(&["id", "name", "parallelism", "records_in", "records_out", "backpressure", "watermark", "busy_ms", "backlog"], json!({
             "id": integer, "name": string, "parallelism": integer,
             "records_in": nullable_integer, "records_out": nullable_integer,
             "busy_ms": nullable_integer,
+            "backlog": nullable_integer,
             "backpressure": { "type": ["number", "null"], "minimum": 0, "maximum": 1 },
             "watermark": { "type": ["integer", "null"] },
         })),

@@ -177,6 +177,10 @@ pub struct VertexMetrics {
     /// autoscaler's true processing rate is records in over the busy share.
     #[serde(default)]
     pub busy_ms: Option<u64>,
+    /// A source vertex's records waiting to be read (unread files, a queue's depth, a
+    /// consumer's lag), summed over subtasks; `None` when its connector cannot say.
+    #[serde(default)]
+    pub backlog: Option<u64>,
 }
 
 /// Where one attempt on a worker stands.

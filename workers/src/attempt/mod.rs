@@ -258,6 +258,7 @@ impl RunningAttempt {
                     backpressure: figures.backpressure,
                     watermark: figures.watermark,
                     busy_ms: Some(figures.busy_ms),
+                    backlog: figures.backlog,
                 };
                 (vertex, shown)
             })

@@ -3,14 +3,22 @@
 //! the source's subtasks whole, never split: each file is read front to back by one subtask,
 //! so a record that spans lines (a CSV field in quotes holding line breaks) is always read by
 //! one reader, and a position is always a record boundary.
+//!
+//! Bounded by default (the files there when the job starts, shared by their order). With
+//! `source.monitor-interval` the directory is watched as Flink's continuous file source does:
+//! it is listed again every interval, each new file is read once, by the subtask its path
+//! hashes to, and the files read are in the position. A file must be complete when it appears
+//! (write it under a hidden name, then rename it). The source reports its backlog: the bytes
+//! of its files not yet read, in records at the bytes per record read so far.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -22,9 +30,13 @@ use crate::error::{TaskError, TaskResult};
 use crate::runtime::JobCounters;
 
 const READ_CHUNK: usize = 4 << 20;
+/// The bytes per record a backlog is counted in before any record has been read.
+const ASSUMED_RECORD_BYTES: u64 = 100;
 
 pub struct FileSource {
     files: Vec<PathBuf>,
+    /// Sizes of the files to read, as listed (for the backlog).
+    sizes: HashMap<PathBuf, u64>,
     next_file: usize,
     current: Option<OpenFile>,
     decoder: Box<dyn LineDecoder>,
@@ -36,6 +48,39 @@ pub struct FileSource {
     done: Vec<PathBuf>,
     /// Restored offsets (and line numbers) of files not yet opened.
     resume_at: HashMap<PathBuf, (u64, u64)>,
+    /// A watched directory (`source.monitor-interval`); `None`: bounded.
+    monitor: Option<Monitor>,
+    schema: SchemaRef,
+    /// Bytes read from files and records decoded, for the backlog's bytes per record.
+    bytes_read: u64,
+    records_read: u64,
+}
+
+/// A directory watched for new files.
+struct Monitor {
+    root: PathBuf,
+    interval: Duration,
+    subtask: u32,
+    parallelism: u32,
+    /// What `next_due` counts from.
+    epoch: Instant,
+    /// When the directory is listed next, since `epoch`.
+    next_scan: Duration,
+    /// This subtask's files seen so far (read, being read or queued).
+    known: HashSet<PathBuf>,
+}
+
+impl Monitor {
+    /// Whether `path` is this subtask's: by a hash of its name, the same on every worker.
+    fn owns(&self, path: &Path) -> bool {
+        // FNV-1a: stable across processes and versions, unlike the std hasher.
+        let hash = path
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+        hash % u64::from(self.parallelism.max(1)) == u64::from(self.subtask)
+    }
 }
 
 struct OpenFile {
@@ -142,18 +187,34 @@ impl FileSource {
             .get("path")
             .ok_or_else(|| TaskError::Config(format!("table '{}' has no 'path'", spec.table)))?;
         let path = path.strip_prefix("file://").unwrap_or(path);
-        let files: Vec<PathBuf> = list_files(Path::new(path))?
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| *i as u32 % parallelism == subtask)
-            .map(|(_, f)| f)
-            .collect();
+        let monitor = match spec.options.get("source.monitor-interval").map(|v| v.trim()) {
+            None | Some("" | "0") => None,
+            Some(text) => {
+                let interval = weir_dataflow::config::parse_duration(text)
+                    .map_err(|e| TaskError::Config(format!("table '{}': source.monitor-interval: {e}", spec.table)))?;
+                Some(Monitor {
+                    root: PathBuf::from(path),
+                    interval: interval.max(Duration::from_millis(10)),
+                    subtask,
+                    parallelism,
+                    epoch: Instant::now(),
+                    next_scan: interval,
+                    known: HashSet::new(),
+                })
+            }
+        };
+        let listed = list_files(Path::new(path))?.into_iter();
+        let files: Vec<PathBuf> = match &monitor {
+            Some(monitor) => listed.filter(|f| monitor.owns(f)).collect(),
+            None => listed.enumerate().filter(|(i, _)| *i as u32 % parallelism == subtask).map(|(_, f)| f).collect(),
+        };
         let options = format_options(spec)?;
         let format = spec.options.get("format").map(String::as_str).unwrap_or("json");
-        let decoder = decoder_for(format, &spec.physical_schema, &spec.projection, schema, &options)
+        let decoder = decoder_for(format, &spec.physical_schema, &spec.projection, schema.clone(), &options)
             .map_err(|e| TaskError::Config(format!("table '{}': {e}", spec.table)))?;
-        Ok(FileSource {
-            files,
+        let mut source = FileSource {
+            files: Vec::new(),
+            sizes: HashMap::new(),
             next_file: 0,
             current: None,
             decoder,
@@ -162,7 +223,52 @@ impl FileSource {
             counters,
             done: Vec::new(),
             resume_at: HashMap::new(),
-        })
+            monitor,
+            schema,
+            bytes_read: 0,
+            records_read: 0,
+        };
+        source.enqueue(files);
+        Ok(source)
+    }
+
+    /// Queues files to read, noting their sizes.
+    fn enqueue(&mut self, files: Vec<PathBuf>) {
+        for file in files {
+            let size = std::fs::metadata(&file).map_or(0, |m| m.len());
+            self.sizes.insert(file.clone(), size);
+            if let Some(monitor) = &mut self.monitor {
+                monitor.known.insert(file.clone());
+            }
+            self.files.push(file);
+        }
+    }
+
+    /// Lists a watched directory again when it is due: answers whether new files came.
+    fn rescan(&mut self) -> TaskResult<bool> {
+        let Some(monitor) = &mut self.monitor else { return Ok(false) };
+        let now = monitor.epoch.elapsed();
+        if now < monitor.next_scan {
+            return Ok(false);
+        }
+        monitor.next_scan = now + monitor.interval;
+        let new: Vec<PathBuf> =
+            list_files(&monitor.root)?.into_iter().filter(|f| monitor.owns(f) && !monitor.known.contains(f)).collect();
+        let found = !new.is_empty();
+        self.enqueue(new);
+        Ok(found)
+    }
+
+    /// Whether every file known has been read.
+    fn caught_up(&self) -> bool {
+        self.current.is_none() && self.next_file >= self.files.len()
+    }
+
+    /// The decoded rows as a batch, counted.
+    fn flush(&mut self) -> RecordBatch {
+        let batch = self.decoder.flush();
+        self.records_read += batch.num_rows() as u64;
+        batch
     }
 
     fn open_next(&mut self) -> TaskResult<bool> {
@@ -236,7 +342,17 @@ impl Source for FileSource {
     fn next_batch(&mut self) -> TaskResult<Option<RecordBatch>> {
         loop {
             if self.current.is_none() && !self.open_next()? {
-                return Ok((!self.decoder.is_empty()).then(|| self.decoder.flush()));
+                if !self.decoder.is_empty() {
+                    return Ok(Some(self.flush()));
+                }
+                if self.monitor.is_none() {
+                    return Ok(None);
+                }
+                if self.rescan()? {
+                    continue;
+                }
+                // Nothing new: `next_due` says when to look again.
+                return Ok(Some(RecordBatch::new_empty(self.schema.clone())));
             }
             let f = self.current.as_mut().expect("opened above");
             // Decode every complete record in the buffer.
@@ -257,7 +373,7 @@ impl Source for FileSource {
                 )?;
             }
             if self.decoder.len() >= BATCH_ROWS {
-                return Ok(Some(self.decoder.flush()));
+                return Ok(Some(self.flush()));
             }
             if f.eof {
                 // A last record without a newline (for CSV, possibly an unclosed quote).
@@ -294,10 +410,38 @@ impl Source for FileSource {
                 .read(&mut f.buffer[len..])
                 .map_err(|e| TaskError::Io { path: f.path.display().to_string(), source: e })?;
             f.buffer.truncate(len + n);
+            self.bytes_read += n as u64;
             if n == 0 {
                 f.eof = true;
             }
         }
+    }
+
+    fn next_due(&self) -> Option<Duration> {
+        let monitor = self.monitor.as_ref()?;
+        if self.caught_up() && self.decoder.is_empty() {
+            Some(monitor.next_scan)
+        } else {
+            Some(monitor.epoch.elapsed())
+        }
+    }
+
+    fn backlog(&self) -> Option<u64> {
+        let queued: u64 = self.files[self.next_file.min(self.files.len())..]
+            .iter()
+            .map(|f| self.sizes.get(f).copied().unwrap_or(0))
+            .sum();
+        let current = self.current.as_ref().map_or(0, |f| {
+            let size = self.sizes.get(&f.path).copied().unwrap_or(0);
+            size.saturating_sub(f.base + f.start as u64)
+        });
+        let unread = queued + current;
+        let records = if self.records_read > 0 && self.bytes_read > 0 {
+            (u128::from(unread) * u128::from(self.records_read) / u128::from(self.bytes_read)) as u64
+        } else {
+            unread.div_ceil(ASSUMED_RECORD_BYTES)
+        };
+        Some(records)
     }
 
     fn position(&self) -> serde_json::Value {
@@ -485,5 +629,40 @@ mod tests {
         let ids = batch.column(0).as_primitive::<Int64Type>();
         assert_eq!(ids.values().as_ref(), &[BATCH_ROWS as i64, BATCH_ROWS as i64 + 1, 9]);
         assert!(resumed.next_batch().expect("done").is_none());
+    }
+
+    #[test]
+    fn a_watched_directory_reads_each_new_file_once_and_reports_its_backlog() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write(dir.path(), "1.csv", PAYMENTS);
+        let options = [("format", "csv"), ("source.monitor-interval", "50 ms")];
+        let (mut source, _) = file_source(dir.path(), payments(), &[0], &options);
+        assert_eq!(source.backlog(), Some(1), "78 bytes at an assumed 100 a record");
+        let rows = |batch: Option<RecordBatch>| -> Vec<i64> {
+            let batch = batch.expect("a watched directory never ends");
+            batch.column(0).as_primitive::<Int64Type>().values().to_vec()
+        };
+        assert_eq!(rows(source.next_batch().unwrap()), [1, 2]);
+        assert_eq!(source.backlog(), Some(0));
+        // Nothing new: an empty batch, and the next look is due an interval on.
+        assert_eq!(rows(source.next_batch().unwrap()), Vec::<i64>::new());
+        let due = source.next_due().expect("a watched directory is paced");
+        assert!(due >= Duration::from_millis(50), "{due:?}");
+
+        // A file written under a hidden name and renamed is read at the next look, once.
+        write(dir.path(), ".2.csv.tmp", "3,card,1.00,2024-01-01 00:00:03\n4,cash,2.00,2024-01-01 00:00:04\n");
+        std::fs::rename(dir.path().join(".2.csv.tmp"), dir.path().join("2.csv")).unwrap();
+        std::thread::sleep(due.saturating_sub(source.monitor.as_ref().unwrap().epoch.elapsed()));
+        assert_eq!(rows(source.next_batch().unwrap()), [3, 4]);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(rows(source.next_batch().unwrap()), Vec::<i64>::new(), "read once");
+
+        // A restored source skips what its position says was read, and reads what came since.
+        let position = source.position();
+        assert_eq!(position["done"].as_array().map(Vec::len), Some(2), "{position}");
+        write(dir.path(), "3.csv", "5,card,1.00,2024-01-01 00:00:05\n");
+        let (mut restored, _) = file_source(dir.path(), payments(), &[0], &options);
+        restored.seek(&position).expect("own position");
+        assert_eq!(rows(restored.next_batch().unwrap()), [5]);
     }
 }

@@ -38,6 +38,12 @@ pub trait Source: Send {
         None
     }
 
+    /// Records waiting to be read by this instance (an estimate for files: unread bytes over
+    /// the bytes per record read so far); `None` when it cannot say (a generator).
+    fn backlog(&self) -> Option<u64> {
+        None
+    }
+
     /// Where this instance is: restoring it with [`seek`](Self::seek) resumes right after the
     /// last batch [`next_batch`](Self::next_batch) returned.
     fn position(&self) -> serde_json::Value;

@@ -40,8 +40,13 @@ pub struct TaskFigures {
     pub(super) blocked_nanos: AtomicU64,
     /// Nanoseconds spent waiting for input (a source: for its next row to be due).
     pub(super) idle_nanos: AtomicU64,
+    /// A source's records waiting to be read, as it last said; [`UNKNOWN`] when it cannot say.
+    backlog: AtomicU64,
     started: Instant,
 }
+
+/// A backlog not known.
+const UNKNOWN: u64 = u64::MAX;
 
 /// A vertex's live figures, over its subtasks.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -56,6 +61,8 @@ pub struct VertexFigures {
     /// Milliseconds its subtasks were busy since they started (wall time less idle and
     /// blocked), summed.
     pub busy_ms: u64,
+    /// A source's records waiting to be read, summed over the subtasks that know theirs.
+    pub backlog: Option<u64>,
 }
 
 impl TaskFigures {
@@ -63,6 +70,11 @@ impl TaskFigures {
     pub(super) fn add_idle(&self, waited: Duration) {
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.idle_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// A source's records waiting to be read (files not yet read, a queue's depth).
+    pub(super) fn set_backlog(&self, backlog: Option<u64>) {
+        self.backlog.store(backlog.map_or(UNKNOWN, |b| b.min(UNKNOWN - 1)), Ordering::Relaxed);
     }
 
     fn busy_ms(&self) -> u64 {
@@ -82,6 +94,7 @@ impl JobCounters {
             watermark: AtomicI64::new(MIN_WATERMARK),
             blocked_nanos: AtomicU64::new(0),
             idle_nanos: AtomicU64::new(0),
+            backlog: AtomicU64::new(UNKNOWN),
             started: Instant::now(),
         });
         self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(figures.clone());
@@ -109,6 +122,11 @@ impl JobCounters {
                     records_in: latest.iter().map(|t| t.records_in.load(Ordering::Relaxed)).sum(),
                     records_out: latest.iter().map(|t| t.records_out.load(Ordering::Relaxed)).sum(),
                     busy_ms: latest.iter().map(|t| t.busy_ms()).sum(),
+                    backlog: latest
+                        .iter()
+                        .map(|t| t.backlog.load(Ordering::Relaxed))
+                        .filter(|b| *b != UNKNOWN)
+                        .reduce(u64::saturating_add),
                     watermark: watermarks.iter().min().copied().filter(|w| *w > MIN_WATERMARK),
                     backpressure: has_outputs.then(|| {
                         latest

@@ -145,6 +145,43 @@ impl Task {
         })
     }
 
+    /// A source task waits until `wake` for its next batch to be due; meanwhile it takes the
+    /// checkpoints the coordinator triggers (at the source's position: everything it handed
+    /// out has been pushed) and hears of completed ones, so a source with nothing to read
+    /// neither stalls checkpoints nor holds back its chain's commits.
+    async fn wait_for_source(&mut self, wake: tokio::time::Instant, source: &mut dyn Source) -> TaskResult<()> {
+        enum Woken {
+            Due,
+            Triggered(CheckpointId),
+            Completed(CheckpointId),
+        }
+        loop {
+            let checkpointing = self.checkpointing.as_mut();
+            let (triggers, completed) = match checkpointing {
+                Some(c) => (c.triggers.as_mut(), c.completed.as_mut()),
+                None => (None, None),
+            };
+            let woken = tokio::select! {
+                _ = tokio::time::sleep_until(wake) => Woken::Due,
+                Some(id) = async { match triggers { Some(t) => t.recv().await, None => None } } => Woken::Triggered(id),
+                Some(id) = async {
+                    match completed {
+                        Some(w) => match w.changed().await {
+                            Ok(()) => *w.borrow_and_update(),
+                            Err(_) => std::future::pending().await,
+                        },
+                        None => std::future::pending().await,
+                    }
+                } => Woken::Completed(id),
+            };
+            match woken {
+                Woken::Due => return Ok(()),
+                Woken::Triggered(id) => self.checkpoint(id, Some(source.position())).await?,
+                Woken::Completed(id) => self.checkpoint_complete(id)?,
+            }
+        }
+    }
+
     pub(super) async fn run(mut self, input: Option<GateInput>) -> TaskResult<()> {
         if let Some(mut source) = self.source.take() {
             // Pacing counts from the first row this task emits: a restored source goes on at
@@ -159,15 +196,20 @@ impl Task {
                     if let Some(timeout) = self.idle_timeout
                         && wake > tokio::time::Instant::now() + timeout
                     {
-                        tokio::time::sleep(timeout).await;
+                        self.wait_for_source(tokio::time::Instant::now() + timeout, &mut *source).await?;
                         self.send_idle().await?;
                     }
-                    tokio::time::sleep_until(wake).await;
+                    self.wait_for_source(wake, &mut *source).await?;
                     self.figures.add_idle(waiting.elapsed());
                 }
                 let Some(batch) = source.next_batch()? else { break };
-                self.counters.source_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                self.push(Item::Batch(0, ChangeBatch::inserts(batch))).await?;
+                self.figures.set_backlog(source.backlog());
+                // A source with nothing to read yet (a directory watched for new files) hands
+                // out an empty batch, and says with `next_due` when it looks again.
+                if batch.num_rows() > 0 {
+                    self.counters.source_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    self.push(Item::Batch(0, ChangeBatch::inserts(batch))).await?;
+                }
                 // Between batches: checkpoints the coordinator asked for, and completed ones.
                 let (triggered, completed) = match self.checkpointing.as_mut() {
                     Some(c) => {
