@@ -140,7 +140,7 @@ pub fn serve(replica: ReplicaOptions, root_token_file: Option<&Path>, options: W
         };
         let workers =
             Workers::with_provisioning(handle.clone(), worker_key, options, provisioning).map_err(|e| anyhow!(e))?;
-        let dispatcher = Dispatcher::new(handle.clone(), Arc::new(RemoteExecutor(workers.clone())));
+        let dispatcher = Dispatcher::new(handle.clone(), Arc::new(RemoteExecutor(workers.clone()))).with_quota(quota);
         let state = ApiState::new(handle, Arc::new(dispatcher.runtime()))
             .with_root_token(root)
             .with_sandbox(sandbox)

@@ -72,7 +72,7 @@ pub fn serve(
         let token_file = data.join(ADMIN_TOKEN_FILE);
         bootstrap_admin_token(handle.as_ref(), &token_file).await?;
         let executor = Arc::new(InProcessExecutor::new(&data.join("state")));
-        let dispatcher = Dispatcher::new(handle.clone(), executor);
+        let dispatcher = Dispatcher::new(handle.clone(), executor).with_quota(quota);
         let mut state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_sandbox(sandbox).with_quota(quota);
         if let Some(root_token) = root_token {
             state = state.with_root_token(root_token);

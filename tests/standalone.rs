@@ -196,6 +196,68 @@ async fn an_unbounded_job_commits_checkpoints_takes_a_savepoint_rescales_and_can
     assert_eq!(weir.status(&job).await, "CANCELED");
 }
 
+/// Writes `ids` as JSON rows into a new file of `dir`, as a producer should: under a hidden
+/// name, renamed once complete.
+fn drop_file(dir: &Path, name: &str, ids: std::ops::RangeInclusive<u64>) {
+    let text: String = ids.map(|id| format!("{{\"id\": {id}}}\n")).collect();
+    let hidden = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&hidden, text).expect("input written");
+    std::fs::rename(&hidden, dir.join(name)).expect("input renamed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_without_input_is_suspended_and_wakes_when_files_come_with_exactly_once_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weir = Standalone::start(&dir.path().join("data"), &dir.path().join("standalone.log"));
+    let (input, out) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir(&input).expect("input folder");
+    drop_file(&input, "1.json", 1..=100);
+    let script = dir.path().join("watch.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "SET 'execution.checkpointing.interval' = '300 ms';
+SET 'job.autoscaler.scale-to-zero.idle-timeout' = '2 s';
+SET 'job.autoscaler.stabilization.interval' = '1 s';
+CREATE TABLE events (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json',
+  'source.monitor-interval' = '200 ms');
+CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+INSERT INTO out SELECT id FROM events;
+",
+            input.display(),
+            out.display()
+        ),
+    )
+    .expect("script");
+
+    let job = weir.submit(&script);
+    weir.wait_for(&job, "SUSPENDED").await;
+    let rows = ids(&published(&out));
+    assert_eq!(rows.len(), 100, "everything read was committed before the suspension");
+    let history = weir.get(&format!("jobs/{job}/rescales")).await;
+    let newest = &history["rescales"][0];
+    assert_eq!(newest["kind"], "SUSPEND", "{history}");
+    assert!(newest["reasons"][0].as_str().is_some_and(|r| r.contains("no input")), "{history}");
+
+    // New input wakes it; it reads only what is new.
+    drop_file(&input, "2.json", 101..=250);
+    weir.wait_for(&job, "RUNNING").await;
+    let history = weir.get(&format!("jobs/{job}/rescales")).await;
+    assert_eq!(history["rescales"][0]["kind"], "RESUME", "{history}");
+    assert!(history["rescales"][0]["reasons"][0].as_str().is_some_and(|r| r.contains("1 new file")), "{history}");
+    // And with no more input it is suspended again, every row committed exactly once.
+    weir.wait_for(&job, "SUSPENDED").await;
+    let rows = ids(&published(&out));
+    assert_eq!(rows.len(), 250);
+    assert!(rows.iter().all(|(id, count)| (1..=250).contains(id) && *count == 1), "exactly once: {rows:?}");
+    let exceptions = weir.get(&format!("jobs/{job}/exceptions")).await;
+    assert_eq!(exceptions["exceptions"], serde_json::json!([]));
+
+    // A suspended job cancels at once.
+    let cancelled = weir.job(&["cancel", &job]);
+    assert_eq!(String::from_utf8_lossy(&cancelled.stdout).trim(), "CANCELED");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_sql_is_refused_with_its_file_line_and_column() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -69,6 +69,8 @@ pub enum Decision {
     /// Suspend the job until a source's backlog appears (scale to zero).
     Suspend {
         reason: String,
+        /// Since when the sources have had nothing: input arriving later wakes the job.
+        idle_since_ms: i64,
     },
 }
 
@@ -222,6 +224,7 @@ impl Autoscaler {
         let since = *self.idle_since_ms.get_or_insert(before.at_ms);
         (now_ms - since >= millis(timeout)).then(|| Decision::Suspend {
             reason: format!("no input and no backlog at any source for {} s", (now_ms - since) / 1000),
+            idle_since_ms: since,
         })
     }
 }

@@ -6,6 +6,7 @@
 //!   [`dispatcher::JobExecutor`] the root binary provides.
 //! - [`autoscaler`]: the autoscaler's decisions, a pure function of a job's shape, metrics and
 //!   the time (per-vertex parallelism, scale-down delay, scale to zero).
+//! - [`backlog`]: whether input waits at a suspended job's sources, read without running it.
 //! - [`bootstrap`]: a first tenant and its admin token, for a laptop's `weir standalone`.
 //! - [`metadata`]: the replicated data (tenants, tokens, workers, jobs, checkpoints, savepoints)
 //!   and the pure rules that apply commands to it.
@@ -26,6 +27,7 @@
 
 pub mod api;
 pub mod autoscaler;
+pub mod backlog;
 pub mod bootstrap;
 pub mod dispatcher;
 pub mod handle;

@@ -35,7 +35,7 @@ use super::problem::ApiError;
 use super::runtime::VertexMetrics;
 use super::{ApiState, MAX_PARALLELISM, bounded_write, propose};
 use crate::metadata::Command;
-use crate::metadata::records::JobRecord;
+use crate::metadata::records::{JobRecord, ScalingEvent};
 
 /// The longest job name accepted; names are labels, not documents.
 pub(super) const MAX_NAME_CHARS: usize = 200;
@@ -389,6 +389,17 @@ pub(crate) async fn savepoints(
     let taken: Vec<Value> =
         state.replica.reader().read(|metadata| metadata.savepoints_of(&job.id).map(|sp| json!(sp)).collect());
     Ok(Json(json!({ "id": job.id, "savepoints": taken, "pending": job.savepoint_requests })))
+}
+
+/// The autoscaler's decisions for the job, newest first, each with its reasons.
+pub(crate) async fn rescales(
+    State(state): State<ApiState>,
+    TenantReader(caller): TenantReader,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let job = owned_job(&state, &caller, &id)?;
+    let rescales: Vec<&ScalingEvent> = job.scalings.iter().rev().collect();
+    Ok(Json(json!({ "id": job.id, "rescales": rescales })))
 }
 
 pub(crate) async fn exceptions(

@@ -200,6 +200,7 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/api/v1/jobs/{id}/checkpoints", TenantRead, || get(jobs::checkpoints)),
         route(Method::POST, "/api/v1/jobs/{id}/rescale", TenantWrite, || post(jobs::rescale)),
         route(Method::GET, "/api/v1/jobs/{id}/exceptions", TenantRead, || get(jobs::exceptions)),
+        route(Method::GET, "/api/v1/jobs/{id}/rescales", TenantRead, || get(jobs::rescales)),
         route(Method::GET, "/api/v1/workers", AnyToken, || get(cluster::workers)),
         route(Method::GET, "/api/v1/cluster", AnyToken, || get(cluster::cluster)),
         route(Method::POST, "/api/v1/tenants", Root, || post(tenants::create_tenant)),

@@ -147,6 +147,9 @@ pub(crate) fn openapi() -> Value {
                     Bearer, accepted("RescaleAccepted"), &["403", "404", "409"], Some("Rescale"), job),
             },
             "/jobs/{id}/exceptions": { "get": job_read("listExceptions", "The job's recent failures", "ExceptionList") },
+            "/jobs/{id}/rescales": {
+                "get": job_read("listRescales", "The autoscaler's decisions, newest first, with their reasons", "RescaleList"),
+            },
             "/workers": { "get": op("listWorkers", "Registered workers (any token)", Bearer, ok("WorkerList"), &[], None, &[]) },
             "/cluster": { "get": op("getCluster", "Raft members, leader and term (any token)", Bearer, ok("Cluster"), &[], None, &[]) },
             "/tenants": {
@@ -260,7 +263,7 @@ fn schemas() -> Value {
     // A tenant's own limit, or null for the operator's default; a rate of zero would never refill.
     let limit = json!({ "type": ["integer", "null"], "minimum": 0, "maximum": u32::MAX });
     let rate = json!({ "type": ["integer", "null"], "minimum": 1, "maximum": u32::MAX });
-    let status = json!({ "type": "string", "enum": ["CREATED", "RUNNING", "FAILING", "RESTARTING", "CANCELLING", "CANCELED", "FINISHED", "FAILED"] });
+    let status = json!({ "type": "string", "enum": ["CREATED", "RUNNING", "FAILING", "RESTARTING", "CANCELLING", "SUSPENDED", "CANCELED", "FINISHED", "FAILED"] });
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
     // Objects are closed: what is not listed is never sent, and never accepted.
     let object = |required: &[&str], properties: Value| json!({ "type": "object", "required": required, "properties": properties, "additionalProperties": false });
@@ -365,6 +368,15 @@ fn schemas() -> Value {
         "SavepointAccepted": object(&["id", "savepoint"], json!({ "id": string, "savepoint": string })),
         "Rescale": object(&["parallelism"], json!({ "parallelism": parallelism })),
         "RescaleAccepted": object(&["id", "parallelism"], json!({ "id": string, "parallelism": parallelism })),
+        "RescaleList": object(&["id", "rescales"], json!({
+            "id": string,
+            "rescales": { "type": "array", "items": object(&["at", "kind", "from", "to", "reasons"], json!({
+                "at": integer,
+                "kind": { "type": "string", "enum": ["RESCALE", "SUSPEND", "RESUME"] },
+                "from": integer, "to": integer,
+                "reasons": { "type": "array", "items": string },
+            })) },
+        })),
         "ExceptionList": object(&["id", "exceptions"], json!({
             "id": string,
             "exceptions": { "type": "array", "items": object(&["at", "vertex", "subtask", "code", "message"], json!({

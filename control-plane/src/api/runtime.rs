@@ -116,7 +116,11 @@ impl JobRuntime for MetadataOnlyRuntime {
             };
             // A job that never ran has nothing to tear down; any other goes through CANCELLING,
             // which its job master completes once the tasks are gone.
-            let next = if status == JobStatus::Created { JobStatus::Cancelled } else { JobStatus::Cancelling };
+            let next = if matches!(status, JobStatus::Created | JobStatus::Suspended) {
+                JobStatus::Cancelled
+            } else {
+                JobStatus::Cancelling
+            };
             self.propose(Command::SetJobStatus { job, status: next, at: now() }).await?;
             Ok(next)
         })

@@ -28,6 +28,8 @@ pub enum Purpose {
     User { id: SavepointId, stop: bool },
     /// To restart at this parallelism.
     Rescale { parallelism: u32 },
+    /// To suspend the job (scale to zero): its sources have had no input since `idle_since`.
+    Suspend { idle_since: i64 },
 }
 
 /// Something the shell does for a job, in the order given. A [`Action::Start`] that fails drops
@@ -56,6 +58,9 @@ pub enum Action {
     AddSavepoint { id: SavepointId, taken: SavepointTaken },
     /// A user's savepoint failed: withdraw the request.
     WithdrawSavepoint(SavepointId),
+    /// The run stopped with a savepoint to suspend the job: propose SUSPENDED, again every
+    /// tick until it is committed ([`JobControl::suspend_committed`]).
+    Suspend { savepoint: String, idle_since: i64 },
 }
 
 /// What the shell observed for one job this instant, besides its record.
@@ -93,6 +98,8 @@ pub struct JobControl {
     /// A terminal status decided and not yet committed (no quorum): proposed each tick, so a
     /// finished job is never mistaken for one whose run went missing.
     ending: Option<JobStatus>,
+    /// A suspension decided and not yet committed: its savepoint and since when the job idled.
+    suspending: Option<(String, i64)>,
 }
 
 /// The leader's record of a run.
@@ -107,6 +114,8 @@ struct RunState {
     cancel_sent: bool,
     /// A rescale to this parallelism failed; not tried again until the target changes.
     rescale_failed_for: Option<u32>,
+    /// The autoscaler wants the job suspended: its sources idle since then.
+    suspend_wanted: Option<i64>,
 }
 
 impl JobControl {
@@ -115,9 +124,27 @@ impl JobControl {
         self.run.as_ref().map(|run| run.id)
     }
 
+    /// The parallelism of the run the leader has of the job.
+    pub fn run_parallelism(&self) -> Option<u32> {
+        self.run.as_ref().map(|run| run.parallelism)
+    }
+
     /// Whether the shell may forget this job: no run, nothing left to propose.
     pub fn is_idle(&self) -> bool {
-        self.run.is_none() && self.ending.is_none()
+        self.run.is_none() && self.ending.is_none() && self.suspending.is_none()
+    }
+
+    /// The autoscaler wants the job suspended (its sources idle since `idle_since`): the run
+    /// is stopped with a savepoint at the next decision, unless something else is under way.
+    pub fn request_suspend(&mut self, idle_since: i64) {
+        if let Some(run) = self.run.as_mut() {
+            run.suspend_wanted = Some(idle_since);
+        }
+    }
+
+    /// The suspension of an [`Action::Suspend`] is committed (or refused for good).
+    pub fn suspend_committed(&mut self) {
+        self.suspending = None;
     }
 
     /// A run started (after [`Action::Start`]).
@@ -147,13 +174,16 @@ impl JobControl {
         if let Some(status) = self.ending {
             return vec![Action::End(status)];
         }
+        if let Some((savepoint, idle_since)) = &self.suspending {
+            return vec![Action::Suspend { savepoint: savepoint.clone(), idle_since: *idle_since }];
+        }
         let Some(run) = self.run.as_mut() else {
             return self.decide_without_run(job, seen, now);
         };
         match job.status {
             // Started, but RUNNING was not committed (no quorum then): say it again.
             Created | Restarting => vec![Action::Propose(Running)],
-            Cancelling | Failing | Cancelled | Finished | Failed => {
+            Cancelling | Failing | Suspended | Cancelled | Finished | Failed => {
                 let mut actions = Vec::new();
                 if !run.cancel_sent {
                     run.cancel_sent = true;
@@ -175,6 +205,11 @@ impl JobControl {
                     run.stopping = request.stop;
                     let purpose = Purpose::User { id: request.id.clone(), stop: request.stop };
                     return vec![Action::AskSavepoint { purpose, stop: request.stop }];
+                }
+                if let Some(idle_since) = run.suspend_wanted.take() {
+                    tracing::info!(job_id = %job.id, "suspending: no input");
+                    run.stopping = true;
+                    return vec![Action::AskSavepoint { purpose: Purpose::Suspend { idle_since }, stop: true }];
                 }
                 let target = job.desired_parallelism;
                 if run.parallelism != target && run.rescale_failed_for != Some(target) {
@@ -218,8 +253,12 @@ impl JobControl {
                     return waiting;
                 }
                 self.restart_at = None;
-                tracing::info!(job_id = %job.id, "the job has no run here: restarting it from its latest checkpoint");
-                let restore = Restore::LatestCheckpoint;
+                // A resumed job starts from its suspension's savepoint until it checkpoints.
+                let restore = match &job.suspension {
+                    Some(suspension) => Restore::Savepoint { location: suspension.savepoint.clone() },
+                    None => Restore::LatestCheckpoint,
+                };
+                tracing::info!(job_id = %job.id, ?restore, "the job has no run here: restarting it");
                 vec![
                     Action::Propose(Restarting),
                     Action::Start { restore, parallelism: job.desired_parallelism },
@@ -228,6 +267,8 @@ impl JobControl {
             }
             Failing => self.end(Failed),
             Cancelling => self.end(Cancelled),
+            // Woken by the autoscaler's shell when input comes (`ResumeJob`).
+            Suspended => Vec::new(),
             Cancelled | Finished | Failed => Vec::new(),
         }
     }
@@ -296,6 +337,7 @@ impl JobControl {
                 let message = match &purpose {
                     Purpose::User { id, .. } => format!("savepoint {id} failed: {failure}"),
                     Purpose::Rescale { parallelism } => format!("rescale to {parallelism} failed: {failure}"),
+                    Purpose::Suspend { .. } => format!("suspending (no input) failed: {failure}"),
                 };
                 let mut actions = vec![Action::Record { code: Some(failure.code), message }];
                 if let Purpose::User { id, .. } = &purpose {
@@ -329,7 +371,12 @@ impl JobControl {
                 }
                 actions
             }
-            Purpose::Rescale { .. } => Vec::new(),
+            Purpose::Suspend { idle_since } if current => {
+                self.run = None;
+                self.suspending = Some((taken.location.clone(), idle_since));
+                vec![Action::DropRun, Action::Suspend { savepoint: taken.location, idle_since }]
+            }
+            Purpose::Rescale { .. } | Purpose::Suspend { .. } => Vec::new(),
         }
     }
 
@@ -386,6 +433,7 @@ impl RunState {
             stopping: false,
             cancel_sent: false,
             rescale_failed_for: None,
+            suspend_wanted: None,
         }
     }
 }
@@ -427,6 +475,8 @@ mod tests {
             checkpoints: Vec::new(),
             savepoint_requests: Vec::new(),
             deployment: None,
+            suspension: None,
+            scalings: Vec::new(),
         }
     }
 
@@ -485,6 +535,61 @@ mod tests {
         adopting.adopted(7, 2);
         running.status = Restarting;
         assert_eq!(adopting.decide(&running, &available(), 0), [Action::Propose(Running)]);
+    }
+
+    #[test]
+    fn a_suspension_stops_the_run_with_a_savepoint_and_the_resumed_job_starts_from_it() {
+        let mut control = JobControl::default();
+        let running = job(Running, &[]);
+        control.started(1, 2);
+        control.request_suspend(5_000);
+        let ask = Action::AskSavepoint { purpose: Purpose::Suspend { idle_since: 5_000 }, stop: true };
+        assert_eq!(control.decide(&running, &available(), 70_000), [ask]);
+        assert_eq!(control.decide(&running, &available(), 70_100), [], "asked once");
+        // The stopped run's end is not the job's: the savepoint's answer decides.
+        assert_eq!(control.on_ended(Some(&running), 1, RunEnd::Stopped, 0.5, 70_200), []);
+        let taken = SavepointTaken { location: "file:///sp/1".into(), checkpoint: CheckpointId(9) };
+        let suspend = Action::Suspend { savepoint: "file:///sp/1".into(), idle_since: 5_000 };
+        let answered = control.on_savepoint(Some(&running), 1, Purpose::Suspend { idle_since: 5_000 }, Ok(taken));
+        assert_eq!(answered, [Action::DropRun, suspend.clone()]);
+        // Proposed again every tick until committed, never restarted meanwhile.
+        assert_eq!(control.decide(&running, &available(), 70_300), [suspend]);
+        control.suspend_committed();
+        let mut suspended = job(Suspended, &[]);
+        suspended.suspension = Some(crate::metadata::records::Suspension {
+            savepoint: "file:///sp/1".into(),
+            idle_since: UnixMillis(5_000),
+            at: UnixMillis(70_300),
+        });
+        assert_eq!(control.decide(&suspended, &available(), 70_400), [], "a suspended job waits for input");
+        assert!(control.is_idle());
+
+        // Resumed (RESTARTING): from the suspension's savepoint.
+        let mut resumed = suspended.clone();
+        resumed.status = Restarting;
+        let start = Action::Start { restore: Restore::Savepoint { location: "file:///sp/1".into() }, parallelism: 2 };
+        assert_eq!(
+            control.decide(&resumed, &available(), 90_000),
+            [Action::Propose(Restarting), start, Action::Propose(Running)]
+        );
+
+        // A failed suspension leaves the run running.
+        let mut other = JobControl::default();
+        other.started(4, 2);
+        other.request_suspend(1);
+        assert_eq!(other.decide(&running, &available(), 0).len(), 1);
+        let failed = other.on_savepoint(
+            Some(&running),
+            4,
+            Purpose::Suspend { idle_since: 1 },
+            Err(failure(ErrorCode::TaskFailed)),
+        );
+        assert!(
+            matches!(&failed[..], [Action::Record { message, .. }] if message.contains("suspending")),
+            "{failed:?}"
+        );
+        assert_eq!(other.run(), Some(4));
+        assert_eq!(other.decide(&running, &available(), 1), [], "not asked again until the autoscaler asks");
     }
 
     #[test]

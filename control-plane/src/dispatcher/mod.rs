@@ -36,6 +36,7 @@
 
 mod controller;
 mod live;
+mod scaling;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -51,7 +52,10 @@ pub use self::live::DispatcherRuntime;
 use crate::api::ids::now;
 use crate::api::runtime::{JobException, VertexMetrics};
 use crate::handle::{BoxFuture, ReplicaHandle};
-use crate::metadata::records::{CompletedCheckpoint, JobRecord, JobStatus, SavepointRecord};
+use crate::metadata::ids::UnixMillis;
+use crate::metadata::records::{
+    CompletedCheckpoint, JobRecord, JobStatus, Quota, SavepointRecord, ScalingKind, Suspension,
+};
 use crate::metadata::{Command, Response};
 
 /// What the dispatcher asks an executor to run.
@@ -205,6 +209,11 @@ pub struct Dispatcher {
     /// The controller's memory of each job this leader dispatches.
     controls: BTreeMap<JobId, JobControl>,
     next_run: u64,
+    /// The autoscaler's shell ([`scaling`]).
+    scaling: scaling::Scaling,
+    /// The operator's default quota of a tenant: the autoscaler never raises a job past its
+    /// tenant's slots. `None`: no quota.
+    quota: Option<Quota>,
 }
 
 impl Dispatcher {
@@ -228,7 +237,15 @@ impl Dispatcher {
             receiver,
             controls: BTreeMap::new(),
             next_run: 1,
+            scaling: scaling::Scaling::default(),
+            quota: None,
         }
+    }
+
+    /// The operator's default quota of a tenant, which the autoscaler keeps to.
+    pub fn with_quota(mut self, quota: Quota) -> Dispatcher {
+        self.quota = Some(quota);
+        self
     }
 
     /// The [`JobRuntime`] the API serves: actions record the desired change in the metadata
@@ -285,6 +302,80 @@ impl Dispatcher {
             self.reconcile_job(job).await;
         }
         self.controls.retain(|job, control| seen.contains(job) || !control.is_idle());
+        self.autoscale().await;
+    }
+
+    /// The autoscaler's round: samples running jobs and carries out its decisions; wakes
+    /// suspended jobs whose sources have input.
+    async fn autoscale(&mut self) {
+        if self.scaling.sample_due() {
+            let now_ms = self.clock.now_millis();
+            let running: Vec<JobRecord> = self
+                .replica
+                .reader()
+                .read(|metadata| metadata.jobs().filter(|job| job.status == JobStatus::Running).cloned().collect());
+            for job in &running {
+                let Some(control) = self.controls.get(&job.id) else { continue };
+                let (Some(run), Some(parallelism)) = (control.run(), control.run_parallelism()) else { continue };
+                let Some(handle) = self.shared.run(&job.id) else { continue };
+                let sample = scaling::Running { job, run, parallelism, metrics: handle.vertex_metrics() };
+                match self.scaling.step(sample, now_ms).await {
+                    None => {}
+                    Some(scaling::Step::Rescale { to, reasons }) => self.rescale(job, parallelism, to, reasons).await,
+                    Some(scaling::Step::Suspend { idle_since, reason }) => {
+                        tracing::info!(job_id = %job.id, %reason, "the autoscaler suspends the job");
+                        let entry = scaling::record(&job.id, ScalingKind::Suspend, parallelism, 0, vec![reason]);
+                        self.propose_quietly(&job.id, entry).await;
+                        if let Some(control) = self.controls.get_mut(&job.id) {
+                            control.request_suspend(idle_since);
+                        }
+                    }
+                }
+            }
+            self.scaling.retain(|id| running.iter().any(|job| &job.id == id));
+        }
+        if self.scaling.probe_due() {
+            let suspended: Vec<JobRecord> = self
+                .replica
+                .reader()
+                .read(|metadata| metadata.jobs().filter(|job| job.status == JobStatus::Suspended).cloned().collect());
+            for job in suspended {
+                let Some(why) = scaling::input_arrived(&job).await else { continue };
+                tracing::info!(job_id = %job.id, %why, "input came: resuming the suspended job");
+                let to = job.desired_parallelism;
+                self.propose_quietly(&job.id, scaling::record(&job.id, ScalingKind::Resume, 0, to, vec![why])).await;
+                self.propose_quietly(&job.id, Command::ResumeJob { job: job.id.clone(), at: now() }).await;
+            }
+        }
+    }
+
+    /// Sets the parallelism the autoscaler chose (within the tenant's quota), recording why.
+    async fn rescale(&self, job: &JobRecord, from: u32, to: u32, mut reasons: Vec<String>) {
+        tracing::info!(job_id = %job.id, from, to, ?reasons, "the autoscaler rescales the job");
+        let set = Command::SetDesiredParallelism { job: job.id.clone(), parallelism: to, quota: self.quota };
+        match self.replica.propose(set).await {
+            Ok(Response::Rejected(rejection)) => {
+                let message = format!("the autoscaler wanted parallelism {to}, refused: {rejection}");
+                self.shared.record(&job.id, None, message.clone());
+                reasons.push(message);
+                let entry = scaling::record(&job.id, ScalingKind::Rescale, from, from, reasons);
+                self.propose_quietly(&job.id, entry).await;
+            }
+            Ok(_) => {
+                self.propose_quietly(&job.id, scaling::record(&job.id, ScalingKind::Rescale, from, to, reasons)).await
+            }
+            Err(error) => tracing::warn!(job_id = %job.id, %error, "the autoscaler's rescale was not committed"),
+        }
+    }
+
+    /// Proposes `command`, saying in the log if it was not committed (nothing retries it).
+    async fn propose_quietly(&self, job: &JobId, command: Command) {
+        let what = command.to_string();
+        match self.replica.propose(command).await {
+            Ok(Response::Rejected(rejection)) => tracing::debug!(job_id = %job, %what, %rejection, "refused"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(job_id = %job, %what, %error, "not committed"),
+        }
     }
 
     /// Asks the controller what moves `job` on, and does it.
@@ -373,6 +464,25 @@ impl Dispatcher {
                         tracing::warn!(job_id = %id, %savepoint, %error, "savepoint taken but not recorded");
                     }
                 }
+                Action::Suspend { savepoint, idle_since } => {
+                    let suspension = Suspension {
+                        savepoint,
+                        idle_since: UnixMillis(u64::try_from(idle_since).unwrap_or(0)),
+                        at: now(),
+                    };
+                    match self.replica.propose(Command::SuspendJob { job: id.clone(), suspension }).await {
+                        Ok(Response::Rejected(rejection)) => {
+                            // The job moved on meanwhile (a user cancelled it): nothing runs.
+                            tracing::info!(job_id = %id, %rejection, "suspension refused");
+                            control.suspend_committed();
+                        }
+                        Ok(_) => {
+                            tracing::info!(job_id = %id, "suspended");
+                            control.suspend_committed();
+                        }
+                        Err(error) => tracing::warn!(job_id = %id, %error, "suspension not committed; will retry"),
+                    }
+                }
                 Action::WithdrawSavepoint(savepoint) => {
                     let withdraw = Command::WithdrawSavepoint { job: id.clone(), savepoint: savepoint.clone() };
                     if let Err(error) = self.replica.propose(withdraw).await {
@@ -389,7 +499,7 @@ impl Dispatcher {
         let (Some(handle), Some(run)) = (self.shared.run(job), control.run()) else { return };
         // A rescale's savepoint is read at once by the next run of the same job: by reference.
         let format = match purpose {
-            Purpose::Rescale { .. } => SavepointFormat::Native,
+            Purpose::Rescale { .. } | Purpose::Suspend { .. } => SavepointFormat::Native,
             _ => SavepointFormat::Canonical,
         };
         let answer = handle.savepoint(stop, format);

@@ -13,7 +13,8 @@ use weir_dataflow::wire::ErrorCode;
 
 use super::ids::{SavepointId, TenantId, TokenDigest, TokenId, UnixMillis};
 use super::records::{
-    CompletedCheckpoint, JobDeployment, JobStatus, Quota, QuotaKind, QuotaOverride, SavepointRecord, TokenRole,
+    CompletedCheckpoint, JobDeployment, JobStatus, Quota, QuotaKind, QuotaOverride, SavepointRecord, ScalingEvent,
+    Suspension, TokenRole,
 };
 
 /// One change to the replicated metadata.
@@ -113,6 +114,21 @@ pub enum Command {
         job: JobId,
         savepoint: SavepointId,
     },
+    /// Adds an autoscaler decision to the job's history.
+    RecordScaling {
+        job: JobId,
+        event: ScalingEvent,
+    },
+    /// A running job was stopped with a savepoint for want of input: SUSPENDED.
+    SuspendJob {
+        job: JobId,
+        suspension: Suspension,
+    },
+    /// Input came for a suspended job: RESTARTING, from its suspension's savepoint.
+    ResumeJob {
+        job: JobId,
+        at: UnixMillis,
+    },
 }
 
 impl fmt::Display for Command {
@@ -147,6 +163,11 @@ impl fmt::Display for Command {
             }
             Command::RemoveSavepoint { savepoint } => write!(f, "remove-savepoint {savepoint}"),
             Command::WithdrawSavepoint { job, savepoint } => write!(f, "withdraw-savepoint {savepoint} of {job}"),
+            Command::RecordScaling { job, event } => {
+                write!(f, "record-scaling {job} {:?} {} -> {}", event.kind, event.from, event.to)
+            }
+            Command::SuspendJob { job, .. } => write!(f, "suspend-job {job}"),
+            Command::ResumeJob { job, .. } => write!(f, "resume-job {job}"),
         }
     }
 }

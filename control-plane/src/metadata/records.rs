@@ -140,6 +140,9 @@ pub enum JobStatus {
     Failing,
     Restarting,
     Cancelling,
+    /// Stopped with a savepoint because its sources had no input (scale to zero); resumed from
+    /// it when a source's backlog appears. Holds no slots.
+    Suspended,
     #[serde(rename = "CANCELED", alias = "CANCELLED")]
     Cancelled,
     Finished,
@@ -154,7 +157,7 @@ impl JobStatus {
 
     /// Whether a job in this status needs task slots (has or wants a run).
     pub fn holds_slots(self) -> bool {
-        !self.is_terminal()
+        !self.is_terminal() && self != JobStatus::Suspended
     }
 
     /// Whether a job master may move a job from `self` to `next`.
@@ -166,7 +169,8 @@ impl JobStatus {
         }
         match self {
             Created => matches!(next, Running | Failing | Cancelling | Cancelled | Failed),
-            Running => matches!(next, Failing | Restarting | Cancelling | Cancelled | Finished | Failed),
+            Running => matches!(next, Failing | Restarting | Cancelling | Suspended | Cancelled | Finished | Failed),
+            Suspended => matches!(next, Restarting | Cancelling | Cancelled | Failed),
             Failing => matches!(next, Restarting | Cancelling | Cancelled | Failed),
             Restarting => matches!(next, Running | Failing | Cancelling | Cancelled | Failed),
             Cancelling => matches!(next, Cancelled | Failed),
@@ -183,6 +187,7 @@ impl fmt::Display for JobStatus {
             JobStatus::Failing => "FAILING",
             JobStatus::Restarting => "RESTARTING",
             JobStatus::Cancelling => "CANCELLING",
+            JobStatus::Suspended => "SUSPENDED",
             JobStatus::Cancelled => "CANCELED",
             JobStatus::Finished => "FINISHED",
             JobStatus::Failed => "FAILED",
@@ -244,6 +249,50 @@ pub struct JobRecord {
     /// worker).
     #[serde(default)]
     pub deployment: Option<JobDeployment>,
+    /// While SUSPENDED, and after, until the resumed job's first checkpoint: the savepoint it
+    /// resumes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension: Option<Suspension>,
+    /// The autoscaler's decisions, oldest first (the newest [`MAX_SCALING_EVENTS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scalings: Vec<ScalingEvent>,
+}
+
+/// The most scaling decisions a job's history keeps.
+pub const MAX_SCALING_EVENTS: usize = 100;
+
+/// A job stopped for want of input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspension {
+    /// The savepoint the job resumes from.
+    pub savepoint: String,
+    /// Since when its sources had had no input: anything arriving later wakes it.
+    pub idle_since: UnixMillis,
+    pub at: UnixMillis,
+}
+
+/// What the autoscaler did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ScalingKind {
+    /// Parallelism changed.
+    Rescale,
+    /// Stopped with a savepoint: no input.
+    Suspend,
+    /// Started again from its suspension's savepoint: input came.
+    Resume,
+}
+
+/// One decision of the autoscaler, with its reasons, as `GET /jobs/{id}/rescales` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScalingEvent {
+    pub at: UnixMillis,
+    pub kind: ScalingKind,
+    /// The job's parallelism before and after (0 while suspended).
+    pub from: u32,
+    pub to: u32,
+    /// Why, one line each (per vertex for a rescale).
+    pub reasons: Vec<String>,
 }
 
 /// Where a job's attempt runs.

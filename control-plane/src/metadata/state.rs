@@ -11,7 +11,8 @@ use weir_dataflow::ids::{JobId, WorkerId};
 use super::command::{Command, Rejection, Response};
 use super::ids::{SavepointId, TenantId, TokenDigest, TokenId};
 use super::records::{
-    JobRecord, JobStatus, Quota, QuotaKind, SavepointRecord, SavepointRequest, TenantRecord, TokenRecord, WorkerRecord,
+    JobRecord, JobStatus, MAX_SCALING_EVENTS, Quota, QuotaKind, SavepointRecord, SavepointRequest, TenantRecord,
+    TokenRecord, WorkerRecord,
 };
 
 /// Everything the control plane replicates.
@@ -164,6 +165,8 @@ impl MetadataState {
                         checkpoints: Vec::new(),
                         savepoint_requests: Vec::new(),
                         deployment: None,
+                        suspension: None,
+                        scalings: Vec::new(),
                     },
                 );
                 Ok(Response::Done)
@@ -221,6 +224,11 @@ impl MetadataState {
                     });
                 }
                 record.checkpoints.push(checkpoint.clone());
+                // A checkpoint of the resumed run supersedes the suspension's savepoint (one
+                // of the run stopped for the suspension does not).
+                if record.status != JobStatus::Suspended {
+                    record.suspension = None;
+                }
                 // Retaining zero would lose the checkpoint just committed: keep at least one.
                 let keep = (*retain).max(1) as usize;
                 let excess = record.checkpoints.len().saturating_sub(keep);
@@ -256,6 +264,34 @@ impl MetadataState {
                 let mut record = savepoint.clone();
                 record.tenant = job.tenant.clone();
                 self.savepoints.insert(record.id.clone(), record);
+                Ok(Response::Done)
+            }
+            Command::RecordScaling { job, event } => {
+                let record = self.live_job_mut(job)?;
+                record.scalings.push(event.clone());
+                let excess = record.scalings.len().saturating_sub(MAX_SCALING_EVENTS);
+                record.scalings.drain(..excess);
+                Ok(Response::Done)
+            }
+            Command::SuspendJob { job, suspension } => {
+                let record = self.live_job_mut(job)?;
+                if !record.status.can_become(JobStatus::Suspended) {
+                    let (from, to) = (record.status, JobStatus::Suspended);
+                    return Err(Rejection::IllegalTransition { job: job.clone(), from, to });
+                }
+                record.status = JobStatus::Suspended;
+                record.status_changed_at = suspension.at;
+                record.suspension = Some(suspension.clone());
+                Ok(Response::Done)
+            }
+            Command::ResumeJob { job, at } => {
+                let record = self.live_job_mut(job)?;
+                if record.status != JobStatus::Suspended {
+                    let (from, to) = (record.status, JobStatus::Restarting);
+                    return Err(Rejection::IllegalTransition { job: job.clone(), from, to });
+                }
+                record.status = JobStatus::Restarting;
+                record.status_changed_at = *at;
                 Ok(Response::Done)
             }
             Command::RemoveSavepoint { savepoint } => match self.savepoints.remove(savepoint) {
@@ -667,5 +703,41 @@ mod tests {
         let bytes = serde_json::to_vec(&state).expect("serializable");
         let back: MetadataState = serde_json::from_slice(&bytes).expect("deserializable");
         assert_eq!(back, state);
+    }
+
+    #[test]
+    fn a_running_job_is_suspended_resumed_and_its_suspension_ends_with_a_new_checkpoint() {
+        use crate::metadata::records::{ScalingEvent, ScalingKind, Suspension};
+        let mut state = MetadataState::default();
+        state.apply(&tenant("acme"));
+        state.apply(&submit("job-1", "acme"));
+        let job = JobId("job-1".into());
+        let suspension = Suspension { savepoint: "file:///sp".into(), idle_since: UnixMillis(10), at: UnixMillis(20) };
+        let suspend = Command::SuspendJob { job: job.clone(), suspension: suspension.clone() };
+        assert_eq!(rejected(state.apply(&suspend)), "illegal-transition", "only a running job is suspended");
+        state.apply(&set_status("job-1", JobStatus::Running));
+        state.apply(&commit("job-1", 1, 3));
+        assert_eq!(state.apply(&suspend), Response::Done);
+        let record = state.job(&job).unwrap();
+        assert_eq!((record.status, record.suspension.as_ref()), (JobStatus::Suspended, Some(&suspension)));
+        assert!(!record.status.holds_slots());
+        // A checkpoint of the stopped run, reported late, keeps the suspension.
+        state.apply(&commit("job-1", 2, 3));
+        assert!(state.job(&job).unwrap().suspension.is_some());
+        assert_eq!(rejected(state.apply(&set_status("job-1", JobStatus::Running))), "illegal-transition");
+
+        let event = ScalingEvent { at: UnixMillis(30), kind: ScalingKind::Resume, from: 0, to: 2, reasons: vec![] };
+        for _ in 0..MAX_SCALING_EVENTS + 5 {
+            state.apply(&Command::RecordScaling { job: job.clone(), event: event.clone() });
+        }
+        assert_eq!(state.job(&job).unwrap().scalings.len(), MAX_SCALING_EVENTS, "the newest are kept");
+        assert_eq!(state.apply(&Command::ResumeJob { job: job.clone(), at: UnixMillis(30) }), Response::Done);
+        assert_eq!(state.job(&job).unwrap().status, JobStatus::Restarting);
+        let again = Command::ResumeJob { job: job.clone(), at: UnixMillis(31) };
+        assert_eq!(rejected(state.apply(&again)), "illegal-transition", "only a suspended job resumes");
+        state.apply(&set_status("job-1", JobStatus::Running));
+        assert!(state.job(&job).unwrap().suspension.is_some(), "until the resumed run checkpoints");
+        state.apply(&commit("job-1", 3, 3));
+        assert_eq!(state.job(&job).unwrap().suspension, None);
     }
 }
