@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use weir_testkit::Cluster;
+use weir_testkit::{Cluster, children_of};
 
 mod common;
 use common::{ids, published};
@@ -642,22 +642,6 @@ async fn secrets_in_a_jobs_options_and_the_environment_show_up_in_no_answer_and_
         }
     }
     assert!(lines > 100, "the processes logged at debug level ({lines} lines)");
-}
-
-/// The processes whose parent is `pid` and whose command line contains `word`.
-fn children_of(pid: u32, word: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            // `pid (comm) state ppid …`: the fields after the last ')'.
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            let parent =
-                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
-            parent == Some(pid) && String::from_utf8_lossy(&cmdline).contains(word)
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Weir's benchmarks, kept out of the roles: `weir bench nexmark`, `weir bench shuffle`
 //! ([`shuffle`]), `weir bench recovery` ([`recovery`]), `weir bench api` and `weir bench failover`
-//! ([`control_plane`]), `weir bench plan` ([`plan`]), `weir bench state` ([`state`]), `weir bench ttl` ([`ttl`]), and
+//! ([`control_plane`]), `weir bench plan` ([`plan`]), `weir bench state` ([`state`]), `weir bench ttl` ([`ttl`]),
+//! `weir bench autoscale` ([`autoscale`]), and
 //! `weir nexmark-gen`. The `weir` binary links this crate behind its
 //! default feature `bench`; a production build leaves it out (`--no-default-features`).
 //!
@@ -16,6 +17,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
+mod autoscale;
 mod control_plane;
 mod plan;
 mod recovery;
@@ -69,6 +71,9 @@ pub enum BenchCommand {
     State(state::StateArgs),
     /// A regular join's memory and checkpoint size over time, with and without state TTL.
     Ttl(ttl::TtlArgs),
+    /// The elastic service: a job's input goes from nothing to a burst to steady to nothing
+    /// and back; scale-up, scale to zero, wake-up, exactly-once and worker cost.
+    Autoscale(autoscale::AutoscaleArgs),
 }
 
 #[derive(Args)]
@@ -110,6 +115,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Plan(args) => plan::run(args),
         BenchCommand::State(args) => state::run(args),
         BenchCommand::Ttl(args) => ttl::run(args),
+        BenchCommand::Autoscale(args) => autoscale::run(args),
     }
 }
 

@@ -23,7 +23,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 pub use cluster::{Cluster, ClusterBuilder, Logs};
-pub use process::{Process, free_loopback_address, kill_9};
+pub use process::{Process, children_of, free_loopback_address, kill_9};
 pub use shuffle::ShuffleServer;
 pub use standalone::Standalone;
 

@@ -95,3 +95,20 @@ pub(crate) fn log_stderr_to(command: &mut Command, log: &std::path::Path) -> Res
     command.env("NO_COLOR", "1").stderr(file);
     Ok(())
 }
+
+/// The processes whose parent is `pid` and whose command line contains `word` (Linux: read
+/// from `/proc`), e.g. the workers a control plane started.
+pub fn children_of(pid: u32, word: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            // `pid (comm) state ppid …`: the fields after the last ')'.
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let parent =
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            parent == Some(pid) && String::from_utf8_lossy(&cmdline).contains(word)
+        })
+        .collect()
+}

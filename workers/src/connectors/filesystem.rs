@@ -198,7 +198,9 @@ impl FileSource {
                     subtask,
                     parallelism,
                     epoch: Instant::now(),
-                    next_scan: interval,
+                    // Due at once: the task counts its pacing from the first `next_due`, which
+                    // must therefore be "now", not an interval on.
+                    next_scan: Duration::ZERO,
                     known: HashSet::new(),
                 })
             }
