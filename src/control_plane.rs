@@ -17,14 +17,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use axum::Router;
 use weir_control_plane::api::{self, ApiState, RootToken, Sandbox};
 use weir_control_plane::dispatcher::Dispatcher;
 use weir_control_plane::metadata::ids::ReplicaId;
 use weir_control_plane::metadata::records::Quota;
 use weir_control_plane::node::{InternalConfig, Replica, ReplicaConfig};
-use weir_control_plane::provisioner::LocalProcesses;
+use weir_control_plane::provisioner::{EcsService, LocalProcesses};
 use weir_control_plane::workers::{Provisioning, RemoteExecutor, WorkerOptions, Workers, internal_router};
 use weir_dataflow::auth::{ClusterKey, KeyPurpose};
 use weir_net::{Plaintext, ServerTls, Transport};
@@ -52,6 +52,8 @@ pub enum ProvisionerKind {
     Fixed,
     /// `weir worker` processes this replica starts and stops on its own host while it leads.
     Local,
+    /// The desired count of the workers' ECS service (`--ecs-cluster`, `--ecs-service`).
+    Ecs,
 }
 
 /// How the leader has workers started (`--provisioner` and the `--worker-*` flags).
@@ -64,6 +66,9 @@ pub struct ProvisionOptions {
     /// What each worker it starts is given besides the control plane, its slots and its state
     /// folder: the task endpoint's TLS and the CA to trust.
     pub worker_args: Vec<String>,
+    /// With `ecs`: the cluster and the workers' service.
+    pub ecs_cluster: Option<String>,
+    pub ecs_service: Option<String>,
 }
 
 /// A replica's own flags.
@@ -111,6 +116,17 @@ pub fn serve(replica: ReplicaOptions, root_token_file: Option<&Path>, options: W
         let handle = replica.handle();
         let provisioning = match provision.kind {
             ProvisionerKind::Fixed => None,
+            ProvisionerKind::Ecs => {
+                let (Some(cluster), Some(service)) = (provision.ecs_cluster, provision.ecs_service) else {
+                    bail!("--provisioner ecs needs --ecs-cluster and --ecs-service (the workers' ECS service)");
+                };
+                let workers = EcsService::from_env(cluster, service).await;
+                Some(Provisioning {
+                    provisioner: Arc::new(workers),
+                    slots_per_worker: provision.slots,
+                    cool_down: provision.cool_down,
+                })
+            }
             ProvisionerKind::Local => {
                 // Every replica's internal listener: the workers follow the leader.
                 let own = replica.internal_addr().map(|a| a.to_string());

@@ -205,7 +205,9 @@ enum Command {
         internal_ca: InternalCaFlag,
         /// Where workers come from: `fixed`, the workers that register (started by hand or by an
         /// orchestrator); `local`, `weir worker` processes this replica starts on its host while
-        /// it leads, as many as its jobs' slots need, and stops when they are idle.
+        /// it leads, as many as its jobs' slots need, and stops when they are idle; `ecs`, the
+        /// desired count of the workers' ECS service (--ecs-cluster, --ecs-service; AWS_REGION,
+        /// credentials and AWS_ENDPOINT_URL_ECS as the AWS SDK reads them).
         #[arg(long, value_enum, default_value = "fixed")]
         provisioner: control_plane::ProvisionerKind,
         /// Slots of each worker the provisioner starts.
@@ -215,6 +217,13 @@ enum Command {
         /// job restarting or rescaling keeps its workers).
         #[arg(long, value_name = "DURATION", default_value = "20 s", value_parser = weir_dataflow::config::parse_duration)]
         worker_cool_down: std::time::Duration,
+        /// With `--provisioner ecs`: the ECS cluster of the workers' service.
+        #[arg(long, value_name = "NAME", required_if_eq("provisioner", "ecs"))]
+        ecs_cluster: Option<String>,
+        /// With `--provisioner ecs`: the workers' ECS service, whose tasks run `weir worker`
+        /// with `--slots` equal to --worker-slots.
+        #[arg(long, value_name = "NAME", required_if_eq("provisioner", "ecs"))]
+        ecs_service: Option<String>,
     },
     /// A worker: runs the job attempts the control plane's leader deploys (the worker key, from
     /// --key-file or WEIR_WORKER_KEY, authenticates it to the cluster; `weir key worker`).
@@ -441,6 +450,8 @@ fn main() -> ExitCode {
             provisioner,
             worker_slots,
             worker_cool_down,
+            ecs_cluster,
+            ecs_service,
         } => (|| {
             let transport = internal_ca.transport()?;
             // Workers it starts serve their task endpoint as its internal listener serves, and
@@ -458,6 +469,8 @@ fn main() -> ExitCode {
                 slots: worker_slots,
                 cool_down: worker_cool_down,
                 worker_args,
+                ecs_cluster,
+                ecs_service,
             };
             let internal_tls = match (internal_tls_cert, internal_tls_key) {
                 (Some(cert), Some(key)) => Some(weir_net::ServerTls::from_pem_files(&cert, &key)?),

@@ -2,9 +2,9 @@
 //! ([`workers_needed`] and [`WorkerDemand`], pure) and a [`Provisioner`] makes that many run:
 //! - [`LocalProcesses`]: `weir worker` processes on this host, children of the control plane
 //!   (`--provisioner local`);
+//! - [`EcsService`]: the desired count of the workers' ECS service (`--provisioner ecs`);
 //! - no provisioner at all for `--provisioner fixed`: the workers someone started register
-//!   themselves, and nothing is started or stopped;
-//! - (to come) ECS: the desired count of the worker service.
+//!   themselves, and nothing is started or stopped.
 //!
 //! Workers are stateless, and the ones let go are idle ones first: the demand only shrinks to
 //! what the jobs' slots need, and [`Provisioner::scale_to`] is told which workers run attempts.
@@ -182,6 +182,89 @@ fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
     tracing::info!(pid = child.id(), "stopped a local worker");
+}
+
+/// The workers' ECS service: `scale_to` sets its desired count (ECS starts and stops the
+/// tasks) and answers how many run. The count is set when it changes and again every
+/// [`EcsService::REASSERT`] (an operator's or another tool's change is undone); otherwise the
+/// last answer stands, so the leader's frequent reconciles cost no API calls. ECS chooses
+/// which tasks a lower count stops: a busy worker may go, and its attempt then restarts
+/// elsewhere from its latest checkpoint (nothing is lost; `busy` is not used).
+pub struct EcsService {
+    client: aws_sdk_ecs::Client,
+    cluster: String,
+    service: String,
+    /// The count last set, when, and how many ran then.
+    last: tokio::sync::Mutex<Option<(u32, std::time::Instant, u32)>>,
+}
+
+impl EcsService {
+    /// How often the desired count is set again though it did not change.
+    pub const REASSERT: Duration = Duration::from_secs(30);
+
+    pub fn new(client: aws_sdk_ecs::Client, cluster: impl Into<String>, service: impl Into<String>) -> EcsService {
+        EcsService { client, cluster: cluster.into(), service: service.into(), last: tokio::sync::Mutex::new(None) }
+    }
+
+    /// A client configured as the AWS SDK's defaults are (`AWS_REGION`, credentials from the
+    /// environment or the task role, `AWS_ENDPOINT_URL_ECS` or `AWS_ENDPOINT_URL`).
+    pub async fn from_env(cluster: impl Into<String>, service: impl Into<String>) -> EcsService {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        EcsService::new(aws_sdk_ecs::Client::new(&config), cluster, service)
+    }
+
+    async fn set(&self, count: u32) -> Result<u32, ProvisionError> {
+        let desired = i32::try_from(count).unwrap_or(i32::MAX);
+        let updated = self
+            .client
+            .update_service()
+            .cluster(&self.cluster)
+            .service(&self.service)
+            .desired_count(desired)
+            .send()
+            .await
+            .map_err(|e| self.error("UpdateService", e))?;
+        let service = updated.service().ok_or_else(|| {
+            ProvisionError::Other(format!(
+                "ECS service {} of cluster {}: UpdateService answered no service",
+                self.service, self.cluster
+            ))
+        })?;
+        Ok(u32::try_from(service.running_count()).unwrap_or(0))
+    }
+
+    fn error(&self, call: &str, e: impl std::error::Error + Send + Sync + 'static) -> ProvisionError {
+        // The SDK's Display is terse; its context says what went wrong (no credentials in it).
+        let context = aws_sdk_ecs::error::DisplayErrorContext(e);
+        ProvisionError::Other(format!("ECS service {} of cluster {}: {call}: {context}", self.service, self.cluster))
+    }
+}
+
+impl std::fmt::Debug for EcsService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EcsService").field("cluster", &self.cluster).field("service", &self.service).finish()
+    }
+}
+
+impl Provisioner for EcsService {
+    fn name(&self) -> &'static str {
+        "ecs"
+    }
+
+    fn scale_to<'a>(&'a self, count: u32, _busy: &'a BTreeSet<WorkerId>) -> BoxFuture<'a, Result<u32, ProvisionError>> {
+        Box::pin(async move {
+            let mut last = self.last.lock().await;
+            if let Some((set, at, running)) = *last
+                && set == count
+                && at.elapsed() < Self::REASSERT
+            {
+                return Ok(running);
+            }
+            let running = self.set(count).await?;
+            *last = Some((count, std::time::Instant::now(), running));
+            Ok(running)
+        })
+    }
 }
 
 /// How many workers of `slots_per_worker` slots the jobs of these parallelisms need at once.
