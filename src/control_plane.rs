@@ -143,6 +143,7 @@ pub fn serve(replica: ReplicaOptions, root_token_file: Option<&Path>, options: W
                     "127.0.0.1:0".to_string(),
                     "--state-dir".to_string(),
                     state.display().to_string(),
+                    "--exit-with-parent".to_string(),
                 ];
                 args.extend(provision.worker_args);
                 let program = std::env::current_exe().context("the path of this program, to start workers with")?;
@@ -222,7 +223,7 @@ pub fn cluster_key(purpose: KeyPurpose, file: Option<&Path>) -> Result<ClusterKe
 
 /// Runs a worker (`weir worker`) until ctrl-c or SIGTERM; prints `weir worker ID listening on
 /// ADDR` as the first line of stdout.
-pub fn serve_worker(config: WorkerConfig) -> Result<()> {
+pub fn serve_worker(config: WorkerConfig, exit_with_parent: bool) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let worker = BoundWorker::bind(config).await?;
@@ -230,7 +231,24 @@ pub fn serve_worker(config: WorkerConfig) -> Result<()> {
         writeln!(out, "weir worker {} listening on {}", worker.id(), worker.address())?;
         out.flush()?;
         drop(out);
-        worker.serve(stop_signal()?).await;
+        let stop = stop_signal()?;
+        if exit_with_parent {
+            let parent = std::os::unix::process::parent_id();
+            let orphaned = async move {
+                // An orphan is adopted by another process (init, or a subreaper).
+                while std::os::unix::process::parent_id() == parent {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                tracing::warn!(parent, "the process that started this worker is gone: stopping");
+            };
+            worker
+                .serve(async move {
+                    tokio::select! { _ = stop => {}, _ = orphaned => {} }
+                })
+                .await;
+        } else {
+            worker.serve(stop).await;
+        }
         Ok(())
     })
 }

@@ -254,6 +254,10 @@ enum Command {
         /// thread of its own.
         #[arg(long, value_name = "URL")]
         compaction_queue_url: Option<String>,
+        /// Exit when the process that started it does (a control plane's `--provisioner local`
+        /// starts its workers so: killed, it leaves none behind).
+        #[arg(long)]
+        exit_with_parent: bool,
         #[command(flatten)]
         tls: TlsFlags,
         #[command(flatten)]
@@ -509,6 +513,7 @@ fn main() -> ExitCode {
             managed_memory,
             key_file,
             compaction_queue_url,
+            exit_with_parent,
             tls,
             internal_ca,
         } => {
@@ -521,7 +526,7 @@ fn main() -> ExitCode {
                 ));
             }
             control_plane::cluster_key(KeyPurpose::Worker, key_file.as_deref()).and_then(|key| {
-                control_plane::serve_worker(WorkerConfig {
+                let config = WorkerConfig {
                     managed_memory,
                     control_planes: control_plane,
                     slots,
@@ -531,7 +536,8 @@ fn main() -> ExitCode {
                     transport: internal_ca.transport()?,
                     state_dir,
                     key,
-                })
+                };
+                control_plane::serve_worker(config, exit_with_parent)
             })
         }
         Command::Compactor { queue_url, state_dirs, concurrency, visibility_timeout, max_run, max_sst_size } => {

@@ -687,5 +687,27 @@ async fn the_local_provisioner_starts_the_workers_a_job_needs_replaces_a_killed_
         assert!(Instant::now() < deadline, "workers still run {WAIT:?} after the job ended");
         tokio::time::sleep(POLL).await;
     }
+
+    // A leader killed with `kill -9` leaves no worker of its own behind.
+    let out = sandbox.path("out-2");
+    let job = sandbox.submit("datagen ids", &datagen_job(ROWS, 2_000, 500, &out), 2).await;
+    sandbox.wait_for_job(&job, "RUNNING with a deployment and a checkpoint", WAIT, is_running_with_a_checkpoint).await;
+    let orphans = children_of(leader_pid, "worker");
+    assert_eq!(orphans.len(), 1, "{orphans:?}");
+    let mut sandbox = sandbox;
+    sandbox.kill_9_replica(leader);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Gone, or a zombie nobody reaped yet (PID 1 of a container may not).
+    let alive = |pid: &u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(')').is_some_and(|(_, rest)| rest.split_whitespace().next() != Some("Z"))
+    };
+    while orphans.iter().any(alive) {
+        assert!(Instant::now() < deadline, "the killed leader's workers {orphans:?} still run");
+        tokio::time::sleep(POLL).await;
+    }
+    // The next leader starts workers of its own, and the job finishes exactly once.
+    sandbox.wait_for_job(&job, "FINISHED", Duration::from_secs(90), |d| d["status"] == "FINISHED").await;
+    assert_every_id_once(&out, ROWS);
     eprintln!("the test took {:?} once its turn came", sandbox.started.elapsed());
 }
