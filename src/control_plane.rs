@@ -132,27 +132,7 @@ pub fn serve(replica: ReplicaOptions, root_token_file: Option<&Path>, options: W
                 let own = replica.internal_addr().map(|a| a.to_string());
                 let control_planes: Vec<String> =
                     if peers.is_empty() { own.into_iter().collect() } else { peers.values().cloned().collect() };
-                let state = data.join("worker-state");
-                let mut args = vec![
-                    "worker".to_string(),
-                    "--control-plane".to_string(),
-                    control_planes.join(","),
-                    "--slots".to_string(),
-                    provision.slots.to_string(),
-                    "--listen".to_string(),
-                    "127.0.0.1:0".to_string(),
-                    "--state-dir".to_string(),
-                    state.display().to_string(),
-                    "--exit-with-parent".to_string(),
-                ];
-                args.extend(provision.worker_args);
-                let program = std::env::current_exe().context("the path of this program, to start workers with")?;
-                let workers = LocalProcesses::new(program, args).with_key(worker_key.clone());
-                Some(Provisioning {
-                    provisioner: Arc::new(workers),
-                    slots_per_worker: provision.slots,
-                    cool_down: provision.cool_down,
-                })
+                Some(local_workers(&control_planes, &data, &provision, worker_key.clone())?)
             }
         };
         let workers =
@@ -170,6 +150,38 @@ pub fn serve(replica: ReplicaOptions, root_token_file: Option<&Path>, options: W
             None => Vec::new(),
         };
         serve_until_stopped(replica, api::router(state), internal, &format!("control-plane replica {id}"), &notes).await
+    })
+}
+
+/// Workers started as children of this process (`--provisioner local`): `weir worker` with the
+/// worker key by environment, reporting to `control_planes`, its state folder under `data`,
+/// exiting with this process.
+pub fn local_workers(
+    control_planes: &[String],
+    data: &Path,
+    provision: &ProvisionOptions,
+    key: ClusterKey,
+) -> Result<Provisioning> {
+    let state = data.join("worker-state");
+    let mut args = vec![
+        "worker".to_string(),
+        "--control-plane".to_string(),
+        control_planes.join(","),
+        "--slots".to_string(),
+        provision.slots.to_string(),
+        "--listen".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--state-dir".to_string(),
+        state.display().to_string(),
+        "--exit-with-parent".to_string(),
+    ];
+    args.extend(provision.worker_args.iter().cloned());
+    let program = std::env::current_exe().context("the path of this program, to start workers with")?;
+    let workers = LocalProcesses::new(program, args).with_key(key);
+    Ok(Provisioning {
+        provisioner: Arc::new(workers),
+        slots_per_worker: provision.slots,
+        cool_down: provision.cool_down,
     })
 }
 

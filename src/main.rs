@@ -137,6 +137,17 @@ enum Command {
         /// default: the WEIR_ROOT_TOKEN environment variable, else none.
         #[arg(long, value_name = "PATH")]
         root_token_file: Option<PathBuf>,
+        /// Where jobs run: `in-process`, in this process; `local`, on `weir worker` processes
+        /// it starts as their slots need and stops when idle.
+        #[arg(long, value_enum, default_value = "in-process")]
+        provisioner: StandaloneProvisioner,
+        /// With `--provisioner local`: slots of each worker.
+        #[arg(long, value_name = "N", default_value_t = weir_workers::service::default_slots())]
+        worker_slots: u32,
+        /// With `--provisioner local`: how long fewer workers must have been enough before
+        /// some are stopped.
+        #[arg(long, value_name = "DURATION", default_value = "20 s", value_parser = weir_dataflow::config::parse_duration)]
+        worker_cool_down: std::time::Duration,
         #[command(flatten)]
         quota: QuotaFlags,
         #[command(flatten)]
@@ -329,6 +340,15 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+}
+
+/// Where `weir standalone` runs jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum StandaloneProvisioner {
+    /// In its own process.
+    InProcess,
+    /// On `weir worker` processes it starts and stops.
+    Local,
 }
 
 /// A listener's TLS. Without a certificate, a listener serves plain text, and only on loopback
@@ -558,9 +578,28 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from),
         Command::Key { purpose, root_token_file } => control_plane::print_key(purpose, root_token_file.as_deref()),
-        Command::Standalone { listen, data, submit, storage_root, root_token_file, quota, tls } => (|| {
+        Command::Standalone {
+            listen,
+            data,
+            submit,
+            storage_root,
+            root_token_file,
+            provisioner,
+            worker_slots,
+            worker_cool_down,
+            quota,
+            tls,
+        } => (|| {
             let listener = standalone::ApiListener { address: listen, tls: tls.server()?, plaintext: tls.plaintext() };
-            standalone::serve(listener, data, submit, storage_root, root_token_file.as_deref(), quota.quota())
+            let local = (provisioner == StandaloneProvisioner::Local).then(|| control_plane::ProvisionOptions {
+                kind: control_plane::ProvisionerKind::Local,
+                slots: worker_slots,
+                cool_down: worker_cool_down,
+                worker_args: Vec::new(),
+                ecs_cluster: None,
+                ecs_service: None,
+            });
+            standalone::serve(listener, data, submit, storage_root, root_token_file.as_deref(), quota.quota(), local)
         })(),
         Command::Job { command, connection } => job::run(command, connection),
         #[cfg(feature = "bench")]

@@ -10,6 +10,11 @@
 //! `<data>/admin-token` (mode 0600), where `weir job` finds it; a later start keeps it, or makes
 //! a new one if the file is gone. `--root-token-file` or `WEIR_ROOT_TOKEN` enables the root
 //! token's routes (tenants, their tokens and quotas).
+//!
+//! With `--provisioner local` jobs run on `weir worker` processes it starts (and stops) as
+//! their slots need, not in its own process: it then has an internal listener on loopback for
+//! them, and keys derived from a secret of its own, made afresh at each start (its workers exit
+//! with it).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,7 +31,12 @@ use weir_control_plane::metadata::records::Quota;
 use weir_control_plane::node::{Replica, ReplicaConfig};
 use weir_net::{Plaintext, ServerTls};
 
-use crate::control_plane::{root_token, serve_until_stopped};
+use weir_control_plane::dispatcher::JobExecutor;
+use weir_control_plane::node::InternalConfig;
+use weir_control_plane::workers::{RemoteExecutor, WorkerOptions, Workers, internal_router};
+use weir_dataflow::auth::{ClusterKey, KeyPurpose};
+
+use crate::control_plane::{ProvisionOptions, local_workers, root_token, serve_until_stopped};
 use crate::executor::InProcessExecutor;
 
 /// The file, inside the data directory, that holds the `default` tenant's admin token.
@@ -50,6 +60,7 @@ pub fn serve(
     storage_roots: Vec<String>,
     root_token_file: Option<&Path>,
     quota: Quota,
+    local: Option<ProvisionOptions>,
 ) -> Result<()> {
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let data = data.canonicalize().with_context(|| format!("cannot read {}", data.display()))?;
@@ -66,17 +77,49 @@ pub fn serve(
         let mut config = ReplicaConfig::new(ReplicaId(1), &listener.address, &data);
         config.tls = listener.tls.clone();
         config.plaintext = listener.plaintext;
+        // Local workers reach it on an internal listener, with keys of this start's own secret.
+        let keys = match &local {
+            Some(_) => {
+                let secret = weir_dataflow::auth::fresh_token_secret().context("no randomness for the cluster keys")?;
+                let derive = |purpose| ClusterKey::derive(&secret, purpose).map_err(|e| anyhow::anyhow!("{e}"));
+                let (peer, worker) = (derive(KeyPurpose::Peer)?, derive(KeyPurpose::Worker)?);
+                config.internal = Some(InternalConfig {
+                    listen: "127.0.0.1:0".into(),
+                    key: peer.clone(),
+                    tls: None,
+                    transport: weir_net::Transport::Plain,
+                });
+                Some((peer, worker))
+            }
+            None => None,
+        };
         let replica = Replica::start(config).await.context("the control plane does not start")?;
         let handle = replica.handle();
         wait_until_leader(handle.as_ref()).await?;
         let token_file = data.join(ADMIN_TOKEN_FILE);
         bootstrap_admin_token(handle.as_ref(), &token_file).await?;
-        let executor = Arc::new(InProcessExecutor::new(&data.join("state")));
+        let state_dir = data.join("state");
+        let (executor, internal, workers): (Arc<dyn JobExecutor>, _, _) = match (local, keys, replica.internal_addr()) {
+            (Some(provision), Some((peer, worker_key)), Some(internal)) => {
+                let provisioning = local_workers(&[internal.to_string()], &data, &provision, worker_key.clone())?;
+                let options = WorkerOptions { state_dir: Some(state_dir.display().to_string()), ..Default::default() };
+                let workers = Workers::with_provisioning(handle.clone(), worker_key, options, Some(provisioning))
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                tokio::spawn(workers.clone().watch());
+                let executor: Arc<dyn JobExecutor> = Arc::new(RemoteExecutor(workers.clone()));
+                (executor, Some(peer), Some(workers))
+            }
+            _ => (Arc::new(InProcessExecutor::new(&state_dir)) as Arc<dyn JobExecutor>, None, None),
+        };
         let dispatcher = Dispatcher::new(handle.clone(), executor).with_quota(quota);
         let mut state = ApiState::new(handle, Arc::new(dispatcher.runtime())).with_sandbox(sandbox).with_quota(quota);
         if let Some(root_token) = root_token {
             state = state.with_root_token(root_token);
         }
+        let internal_routes = match (workers, internal) {
+            (Some(workers), Some(peer)) => internal_router(workers).merge(dispatcher.live_router(peer)),
+            _ => axum::Router::new(),
+        };
         tokio::spawn(dispatcher.run());
         let notes = [
             format!("data in {}", data.display()),
@@ -95,7 +138,7 @@ pub fn serve(
                 }
             });
         }
-        serve_until_stopped(replica, api::router(state), axum::Router::new(), "weir standalone", &notes).await
+        serve_until_stopped(replica, api::router(state), internal_routes, "weir standalone", &notes).await
     })
 }
 

@@ -196,6 +196,36 @@ async fn an_unbounded_job_commits_checkpoints_takes_a_savepoint_rescales_and_can
     assert_eq!(weir.status(&job).await, "CANCELED");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_with_local_workers_runs_a_job_on_a_worker_it_starts_and_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = ["--provisioner", "local", "--worker-slots", "2", "--worker-cool-down", "1 s"];
+    let weir = Standalone::start_with(&dir.path().join("data"), &dir.path().join("standalone.log"), &extra);
+    assert_eq!(weir.get("workers").await["workers"], serde_json::json!([]), "no worker before a job");
+    let out = dir.path().join("out");
+    let script = dir.path().join("paced.sql");
+    std::fs::write(&script, datagen_job(3_000, 1_000, 500, &out)).expect("script");
+    let job = weir.submit(&script);
+    weir.wait_for(&job, "RUNNING").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while weir.get("workers").await["workers"].as_array().is_none_or(Vec::is_empty) {
+        assert!(Instant::now() < deadline, "no worker registered; log {}", weir.process.log.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let detail = weir.get(&format!("jobs/{job}")).await;
+    assert!(detail["deployment"]["worker"].is_string(), "deployed on a worker: {}", detail["deployment"]);
+    weir.wait_for(&job, "FINISHED").await;
+    let rows = ids(&published(&out));
+    assert_eq!(rows.len(), 3_000);
+    assert!(rows.values().all(|count| *count == 1));
+    // Idle: the worker is let go after the cool-down (and the heartbeat timeout).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !weir.get("workers").await["workers"].as_array().is_some_and(Vec::is_empty) {
+        assert!(Instant::now() < deadline, "the idle worker stays; log {}", weir.process.log.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Writes `ids` as JSON rows into a new file of `dir`, as a producer should: under a hidden
 /// name, renamed once complete.
 fn drop_file(dir: &Path, name: &str, ids: std::ops::RangeInclusive<u64>) {
