@@ -339,8 +339,9 @@ impl Dispatcher {
                 .replica
                 .reader()
                 .read(|metadata| metadata.jobs().filter(|job| job.status == JobStatus::Suspended).cloned().collect());
+            self.scaling.retain_suspended(|id| suspended.iter().any(|job| &job.id == id));
             for job in suspended {
-                let Some(why) = scaling::input_arrived(&job).await else { continue };
+                let Some(why) = self.scaling.input_arrived(&job).await else { continue };
                 tracing::info!(job_id = %job.id, %why, "input came: resuming the suspended job");
                 let to = job.desired_parallelism;
                 self.propose_quietly(&job.id, scaling::record(&job.id, ScalingKind::Resume, 0, to, vec![why])).await;

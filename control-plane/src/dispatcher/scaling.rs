@@ -38,6 +38,8 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub(super) struct Scaling {
     jobs: BTreeMap<JobId, JobScaler>,
+    /// Suspended jobs' source tables, planned once each.
+    sources: BTreeMap<JobId, Vec<SourceSpec>>,
     last_sample: Option<Instant>,
     last_probe: Option<Instant>,
 }
@@ -80,6 +82,37 @@ impl Scaling {
         self.jobs.retain(|job, _| keep(job));
     }
 
+    /// Whether input has come to a suspended job since its sources went idle; answers why.
+    pub(super) async fn input_arrived(&mut self, job: &JobRecord) -> Option<String> {
+        let suspension = job.suspension.as_ref().filter(|_| job.status == JobStatus::Suspended)?;
+        let sources = match self.sources.get(&job.id) {
+            Some(sources) => sources.clone(),
+            None => {
+                let sources = sources_of(job).await.unwrap_or_else(|error| {
+                    tracing::warn!(job_id = %job.id, %error, "a suspended job's sources cannot be probed");
+                    Vec::new()
+                });
+                self.sources.insert(job.id.clone(), sources.clone());
+                sources
+            }
+        };
+        let since = suspension.idle_since;
+        let probed = tokio::task::spawn_blocking(move || backlog::arrived_since(&sources, since)).await;
+        match probed {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => {
+                tracing::debug!(job_id = %job.id, %error, "probing a suspended job's sources");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Forgets the sources of jobs no longer suspended.
+    pub(super) fn retain_suspended(&mut self, suspended: impl Fn(&JobId) -> bool) {
+        self.sources.retain(|job, _| suspended(job));
+    }
+
     /// Takes a sample of `running` and decides; `now_ms` is the wall clock.
     pub(super) async fn step(&mut self, running: Running<'_>, now_ms: i64) -> Option<Step> {
         let Running { job, run, parallelism, metrics } = running;
@@ -93,8 +126,9 @@ impl Scaling {
             let shape = match shape_of(job, parallelism).await {
                 Ok(shape) => shape,
                 Err(error) => {
+                    // Said once a run: with no shape, nothing is ever decided for it.
                     tracing::warn!(job_id = %job.id, %error, "no autoscaling: the job's graph is not known");
-                    return None;
+                    Vec::new()
                 }
             };
             let autoscaler = Autoscaler::new(options, now_ms);
@@ -189,7 +223,7 @@ async fn shape_of(job: &JobRecord, parallelism: u32) -> Result<Vec<VertexShape>,
 }
 
 /// The job's source tables.
-pub(super) async fn sources_of(job: &JobRecord) -> Result<Vec<SourceSpec>, String> {
+async fn sources_of(job: &JobRecord) -> Result<Vec<SourceSpec>, String> {
     let plan = plan_of(job, job.desired_parallelism.max(1)).await?;
     Ok(plan
         .nodes
@@ -199,28 +233,6 @@ pub(super) async fn sources_of(job: &JobRecord) -> Result<Vec<SourceSpec>, Strin
             _ => None,
         })
         .collect())
-}
-
-/// Whether input has come to a suspended job since its sources went idle; answers why.
-pub(super) async fn input_arrived(job: &JobRecord) -> Option<String> {
-    let suspension = job.suspension.as_ref().filter(|_| job.status == JobStatus::Suspended)?;
-    let sources = match sources_of(job).await {
-        Ok(sources) => sources,
-        Err(error) => {
-            tracing::warn!(job_id = %job.id, %error, "a suspended job's sources cannot be probed");
-            return None;
-        }
-    };
-    let since = suspension.idle_since;
-    let probed = tokio::task::spawn_blocking(move || backlog::arrived_since(&sources, since)).await;
-    match probed {
-        Ok(Ok(found)) => found,
-        Ok(Err(error)) => {
-            tracing::debug!(job_id = %job.id, %error, "probing a suspended job's sources");
-            None
-        }
-        Err(_) => None,
-    }
 }
 
 /// The history entry of a decision.
