@@ -39,6 +39,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use weir_dataflow::auth::ClusterKey;
+use weir_dataflow::clock::{Clock, SystemClock};
 use weir_dataflow::ids::{CheckpointId, JobAttempt, JobId, VertexId, WorkerId};
 use weir_dataflow::wire::{
     self, AttemptRef, AttemptReport, Deploy, DeployPart, ErrorCode, Failure, Heartbeat, HeartbeatReply, NotLeader,
@@ -279,7 +280,8 @@ impl Workers {
         let setup = &provisioned.provisioning;
         let needed =
             crate::provisioner::workers_needed(&parallelisms, setup.slots_per_worker, self.options.shuffle.is_some());
-        let wanted = provisioned.demand.lock().unwrap_or_else(|p| p.into_inner()).wanted(now_millis(), needed);
+        let wanted =
+            provisioned.demand.lock().unwrap_or_else(|p| p.into_inner()).wanted(SystemClock.now_millis(), needed);
         let answer = setup.provisioner.scale_to(wanted, &busy).await.map(|running| (wanted, running));
         let answer = answer.map_err(|e| e.to_string());
         let mut last = provisioned.last.lock().unwrap_or_else(|p| p.into_inner());
@@ -662,11 +664,6 @@ impl Workers {
         }
         merged
     }
-}
-
-/// The wall clock in milliseconds since the epoch.
-fn now_millis() -> i64 {
-    i64::try_from(weir_dataflow::clock::unix_millis()).unwrap_or(i64::MAX)
 }
 
 /// Passes an attempt's new reports to the dispatcher; answers whether the attempt has ended.

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeSet;
 
-use weir_dataflow::config::JobConfig;
 use weir_dataflow::restart::RestartBackoff;
 use weir_dataflow::wire::{ErrorCode, Failure, Restore, RunEnd, SavepointTaken};
 
@@ -393,7 +392,7 @@ impl JobControl {
         }
         let mut actions = vec![Action::Record { code: Some(failure.code), message: failure.message }];
         let delay = job.and_then(|job| {
-            let backoff = self.backoff.get_or_insert_with(|| RestartBackoff::new(restart_strategy(job)));
+            let backoff = self.backoff.get_or_insert_with(|| RestartBackoff::new(job.job_config().restart_strategy()));
             backoff.on_failure(u64::try_from(now).unwrap_or(0), random)
         });
         match delay {
@@ -436,16 +435,6 @@ impl RunState {
             suspend_wanted: None,
         }
     }
-}
-
-/// The job's `restart-strategy.*`, from the options it was submitted with.
-fn restart_strategy(job: &JobRecord) -> weir_dataflow::restart::RestartStrategy {
-    let mut config = JobConfig::default();
-    for (key, value) in job.config.iter() {
-        // Validated when the job was submitted; a value refused now is left at its default.
-        let _ = config.set(key, value);
-    }
-    config.restart_strategy()
 }
 
 #[cfg(test)]

@@ -181,13 +181,8 @@ fn due(last: &mut Option<Instant>, every: Duration) -> bool {
 }
 
 /// The job's `job.autoscaler.*` options.
-pub(super) fn options_of(job: &JobRecord) -> AutoscalerOptions {
-    let mut config = JobConfig::default();
-    for (key, value) in job.config.iter() {
-        // Validated when the job was submitted; a value refused now keeps its default.
-        let _ = config.set(key, value);
-    }
-    AutoscalerOptions::of(&config)
+fn options_of(job: &JobRecord) -> AutoscalerOptions {
+    AutoscalerOptions::of(&job.job_config())
 }
 
 /// The job's plan at `parallelism`, off the async threads.

@@ -318,6 +318,16 @@ impl JobRecord {
     pub fn latest_checkpoint(&self) -> Option<&CompletedCheckpoint> {
         self.checkpoints.last()
     }
+
+    /// The options it was submitted with, as a job configuration (its restart strategy, its
+    /// autoscaler). They were checked at submission; one refused now keeps its default.
+    pub fn job_config(&self) -> weir_dataflow::config::JobConfig {
+        let mut config = weir_dataflow::config::JobConfig::default();
+        for (key, value) in self.config.iter() {
+            let _ = config.set(key, value);
+        }
+        config
+    }
 }
 
 /// A savepoint the user asked for, recorded so that the leader's job master takes it even if the

@@ -35,8 +35,10 @@ const ASSUMED_RECORD_BYTES: u64 = 100;
 
 pub struct FileSource {
     files: Vec<PathBuf>,
-    /// Sizes of the files to read, as listed (for the backlog).
+    /// Sizes of the files to read, as listed, and the sum of those not opened yet (the
+    /// backlog, kept as files are queued and opened: it is read after every batch).
     sizes: HashMap<PathBuf, u64>,
+    queued_bytes: u64,
     next_file: usize,
     current: Option<OpenFile>,
     decoder: Box<dyn LineDecoder>,
@@ -217,6 +219,7 @@ impl FileSource {
         let mut source = FileSource {
             files: Vec::new(),
             sizes: HashMap::new(),
+            queued_bytes: 0,
             next_file: 0,
             current: None,
             decoder,
@@ -239,6 +242,7 @@ impl FileSource {
         for file in files {
             let size = std::fs::metadata(&file).map_or(0, |m| m.len());
             self.sizes.insert(file.clone(), size);
+            self.queued_bytes += size;
             if let Some(monitor) = &mut self.monitor {
                 monitor.known.insert(file.clone());
             }
@@ -278,6 +282,7 @@ impl FileSource {
             return Ok(false);
         };
         self.next_file += 1;
+        self.queued_bytes = self.queued_bytes.saturating_sub(self.sizes.get(&path).copied().unwrap_or(0));
         let (offset, line) = self.resume_at.remove(&path).unwrap_or((0, 0));
         let mut file = File::open(&path).map_err(|e| TaskError::Io { path: path.display().to_string(), source: e })?;
         if offset > 0 {
@@ -429,15 +434,11 @@ impl Source for FileSource {
     }
 
     fn backlog(&self) -> Option<u64> {
-        let queued: u64 = self.files[self.next_file.min(self.files.len())..]
-            .iter()
-            .map(|f| self.sizes.get(f).copied().unwrap_or(0))
-            .sum();
         let current = self.current.as_ref().map_or(0, |f| {
             let size = self.sizes.get(&f.path).copied().unwrap_or(0);
             size.saturating_sub(f.base + f.start as u64)
         });
-        let unread = queued + current;
+        let unread = self.queued_bytes + current;
         let records = if self.records_read > 0 && self.bytes_read > 0 {
             (u128::from(unread) * u128::from(self.records_read) / u128::from(self.bytes_read)) as u64
         } else {
@@ -467,6 +468,7 @@ impl Source for FileSource {
         self.files.retain(|f| !done.contains(f));
         self.next_file = 0;
         self.current = None;
+        self.queued_bytes = self.files.iter().map(|f| self.sizes.get(f).copied().unwrap_or(0)).sum();
         let mine: std::collections::HashSet<&PathBuf> = self.files.iter().collect();
         self.resume_at = position
             .partial
